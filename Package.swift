@@ -1,0 +1,118 @@
+// swift-tools-version:6.1
+// Teal: a self-hosted blue/green deployment coordinator.
+// Module map: see Docs/ARCHITECTURE.md. Pure cores (TealWire, TealRaft, TealGossip, TealDeploy)
+// depend on nothing but the standard library and Foundation; shells own sockets, files and processes.
+import PackageDescription
+
+let nio: [Target.Dependency] = [
+  .product(name: "NIOCore", package: "swift-nio"),
+  .product(name: "NIOPosix", package: "swift-nio"),
+]
+
+let package = Package(
+  name: "Teal",
+  platforms: [.macOS(.v14)],
+  products: [
+    .executable(name: "teal", targets: ["teal"]),
+    .executable(name: "teal-demo", targets: ["teal-demo"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-nio.git", from: "2.80.0"),
+    .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
+    .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.0"),
+  ],
+  targets: [
+    // MARK: C
+    .systemLibrary(
+      name: "COpenSSL",
+      pkgConfig: "openssl",
+      providers: [.apt(["libssl-dev"])]
+    ),
+
+    // MARK: Pure cores
+    .target(name: "TealWire"),
+    .target(name: "TealRaft", dependencies: ["TealWire"]),
+    .target(name: "TealGossip", dependencies: ["TealWire"]),
+    .target(name: "TealDeploy", dependencies: ["Yams"]),
+
+    // MARK: Simulation harnesses (used by tests and benchmarks)
+    .target(name: "TealRaftSim", dependencies: ["TealRaft"]),
+    .target(name: "TealGossipSim", dependencies: ["TealGossip"]),
+
+    // MARK: Shells
+    .target(
+      name: "TealTLS",
+      dependencies: ["COpenSSL", .product(name: "Logging", package: "swift-log")] + nio
+    ),
+    .target(
+      name: "TealTransport",
+      dependencies: ["TealTLS", "TealWire", .product(name: "Logging", package: "swift-log")] + nio
+    ),
+    .target(name: "TealStorage", dependencies: [.product(name: "Logging", package: "swift-log")]),
+    .target(
+      name: "TealHooks",
+      dependencies: [
+        "TealDeploy",
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ] + nio
+    ),
+    .target(
+      name: "TealDataPlane",
+      dependencies: [
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ] + nio
+    ),
+
+    // MARK: Executables
+    .executableTarget(
+      name: "teal",
+      dependencies: [
+        "TealTLS", "TealTransport", "TealWire",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
+      ]
+    ),
+    .executableTarget(
+      name: "teal-demo",
+      dependencies: [
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+      ] + nio
+    ),
+
+    // MARK: Benchmarks (programs; results in Docs/BENCHMARKS.md)
+    .executableTarget(
+      name: "TransportBenchmark",
+      dependencies: ["TealTransport", "TealTLS", "TealWire"] + nio,
+      path: "Benchmarks/TransportBenchmark"
+    ),
+    .executableTarget(
+      name: "RaftBenchmark",
+      dependencies: ["TealRaft", "TealRaftSim", "TealStorage"],
+      path: "Benchmarks/RaftBenchmark"
+    ),
+    .executableTarget(
+      name: "GossipBenchmark",
+      dependencies: ["TealGossip", "TealGossipSim"],
+      path: "Benchmarks/GossipBenchmark"
+    ),
+
+    // MARK: Tests
+    .testTarget(name: "TealWireTests", dependencies: ["TealWire"]),
+    .testTarget(name: "TealTLSTests", dependencies: ["TealTLS"] + nio),
+    .testTarget(name: "TealTransportTests", dependencies: ["TealTransport", "TealTLS", "TealWire"] + nio),
+    .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim"]),
+    .testTarget(name: "TealStorageTests", dependencies: ["TealStorage"]),
+    .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
+    .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
+    .testTarget(name: "TealHooksTests", dependencies: ["TealHooks", "TealDeploy"] + nio),
+    .testTarget(
+      name: "TealDataPlaneTests",
+      dependencies: ["TealDataPlane", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
+    ),
+  ],
+  swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,1 @@
+// TealDataPlane: see Docs/ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+// TealDeploy: see Docs/ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+// TealGossip: see Docs/ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+// TealGossipSim: deterministic simulation of SWIMCore clusters.

@@ -1,0 +1,1 @@
+// TealHooks: see Docs/ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+// TealRaft: see Docs/ARCHITECTURE.md.

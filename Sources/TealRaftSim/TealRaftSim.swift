@@ -1,0 +1,1 @@
+// TealRaftSim: deterministic simulation of RaftCore clusters.

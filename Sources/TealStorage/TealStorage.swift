@@ -1,0 +1,1 @@
+// TealStorage: see Docs/ARCHITECTURE.md.

@@ -1,0 +1,1 @@
+// TealTLS: see Docs/ARCHITECTURE.md.

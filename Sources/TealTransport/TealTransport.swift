@@ -1,0 +1,1 @@
+// TealTransport: see Docs/ARCHITECTURE.md.

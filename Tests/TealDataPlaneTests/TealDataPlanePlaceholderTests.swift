@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealDataPlane
+
+@Test func TealDataPlaneModuleLoads() {
+  #expect(Bool(true))
+}

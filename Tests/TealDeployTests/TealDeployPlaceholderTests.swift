@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealDeploy
+
+@Test func TealDeployModuleLoads() {
+  #expect(Bool(true))
+}

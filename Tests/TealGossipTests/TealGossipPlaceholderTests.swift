@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealGossip
+
+@Test func TealGossipModuleLoads() {
+  #expect(Bool(true))
+}

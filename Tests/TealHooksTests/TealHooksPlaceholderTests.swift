@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealHooks
+
+@Test func TealHooksModuleLoads() {
+  #expect(Bool(true))
+}

@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealRaft
+
+@Test func TealRaftModuleLoads() {
+  #expect(Bool(true))
+}

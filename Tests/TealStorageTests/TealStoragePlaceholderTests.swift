@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealStorage
+
+@Test func TealStorageModuleLoads() {
+  #expect(Bool(true))
+}

@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealTLS
+
+@Test func TealTLSModuleLoads() {
+  #expect(Bool(true))
+}

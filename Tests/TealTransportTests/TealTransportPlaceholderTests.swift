@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealTransport
+
+@Test func TealTransportModuleLoads() {
+  #expect(Bool(true))
+}

@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealWire
+
+@Test func TealWireModuleLoads() {
+  #expect(Bool(true))
+}
