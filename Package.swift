@@ -51,6 +51,14 @@ let package = Package(
     ),
     .target(name: "TealStorage", dependencies: [.product(name: "Logging", package: "swift-log")]),
     .target(
+      name: "TealConsensus",
+      dependencies: ["TealRaft", "TealStorage", "TealWire", .product(name: "Logging", package: "swift-log")]
+    ),
+    .target(
+      name: "TealMembership",
+      dependencies: ["TealGossip", "TealWire", .product(name: "Logging", package: "swift-log")]
+    ),
+    .target(
       name: "TealHooks",
       dependencies: [
         "TealDeploy",
@@ -107,6 +115,8 @@ let package = Package(
     .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim"]),
     .testTarget(name: "TealStorageTests", dependencies: ["TealStorage"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
+    .testTarget(name: "TealConsensusTests", dependencies: ["TealConsensus", "TealRaft", "TealStorage", "TealWire"]),
+    .testTarget(name: "TealMembershipTests", dependencies: ["TealMembership", "TealGossip", "TealWire"]),
     .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
     .testTarget(name: "TealHooksTests", dependencies: ["TealHooks", "TealDeploy"] + nio),
     .testTarget(

@@ -1,0 +1,1 @@
+// TealConsensus: the Raft shell actor (RaftCore + storage + transport).

@@ -1,0 +1,1 @@
+// TealMembership: the SWIM shell actor over the peer transport.

@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealConsensus
+
+@Test func TealConsensusModuleLoads() {
+  #expect(Bool(true))
+}

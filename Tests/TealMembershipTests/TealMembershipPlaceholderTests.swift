@@ -1,0 +1,7 @@
+import Testing
+
+@testable import TealMembership
+
+@Test func TealMembershipModuleLoads() {
+  #expect(Bool(true))
+}
