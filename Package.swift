@@ -9,6 +9,8 @@ let nio: [Target.Dependency] = [
   .product(name: "NIOPosix", package: "swift-nio"),
 ]
 
+let nioEmbedded: Target.Dependency = .product(name: "NIOEmbedded", package: "swift-nio")
+
 let package = Package(
   name: "Teal",
   platforms: [.macOS(.v14)],
@@ -43,7 +45,7 @@ let package = Package(
     // MARK: Shells
     .target(
       name: "TealTLS",
-      dependencies: ["COpenSSL", .product(name: "Logging", package: "swift-log")] + nio
+      dependencies: ["COpenSSL", "TealWire", .product(name: "Logging", package: "swift-log")] + nio
     ),
     .target(
       name: "TealTransport",
@@ -110,8 +112,8 @@ let package = Package(
 
     // MARK: Tests
     .testTarget(name: "TealWireTests", dependencies: ["TealWire"]),
-    .testTarget(name: "TealTLSTests", dependencies: ["TealTLS"] + nio),
-    .testTarget(name: "TealTransportTests", dependencies: ["TealTransport", "TealTLS", "TealWire"] + nio),
+    .testTarget(name: "TealTLSTests", dependencies: ["TealTLS", "TealWire", nioEmbedded] + nio),
+    .testTarget(name: "TealTransportTests", dependencies: ["TealTransport", "TealTLS", "TealWire", nioEmbedded] + nio),
     .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim"]),
     .testTarget(name: "TealStorageTests", dependencies: ["TealStorage"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),

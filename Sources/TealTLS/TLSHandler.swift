@@ -1,0 +1,322 @@
+import NIOCore
+import TealWire
+
+/// TLS on a SwiftNIO channel, on OpenSSL with memory BIOs.
+///
+/// Inbound it turns ciphertext into plaintext; outbound, plaintext into ciphertext. Writes made
+/// before the handshake completes are held and sent once the peer is authenticated. After the
+/// handshake the peer's node id is checked against ``Role`` and published through
+/// ``handshakeFuture`` and a ``PeerIdentity`` user event; a mismatch closes the connection before a
+/// single byte of application data passes in either direction.
+///
+/// Closing sends close_notify; receiving close_notify answers with ours and closes. A connection
+/// that ends without close_notify after the handshake reports ``TLSError/uncleanShutdown``.
+public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
+  public typealias InboundIn = ByteBuffer
+  public typealias InboundOut = ByteBuffer
+  public typealias OutboundIn = ByteBuffer
+  public typealias OutboundOut = ByteBuffer
+
+  /// Which side this is and whom it expects at the other end.
+  public enum Role: Sendable {
+    /// We dialled `expected`; its certificate must name exactly that node.
+    case client(expecting: NodeID)
+    /// We accepted a connection; `accept` decides whether the named node may talk to us.
+    case server(accept: @Sendable (NodeID) -> Bool)
+  }
+
+  private enum State {
+    case idle
+    case handshaking
+    case active(PeerIdentity)
+    case closing
+    case closed
+  }
+
+  private let tlsContext: TLSContext
+  private let role: Role
+  private let handshakeTimeout: TimeAmount
+  private let maximumReadChunk: Int
+  private var connection: TLSConnection?
+  private var state: State = .idle
+  private var handshakePromise: EventLoopPromise<PeerIdentity>?
+  private var timeoutTask: Scheduled<Void>?
+  private var heldWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
+  private var flushHeld = false
+  private var closePromise: EventLoopPromise<Void>?
+
+  /// - Parameters:
+  ///   - handshakeTimeout: the connection fails with ``TLSError/handshakeTimeout(milliseconds:)``
+  ///     and closes if the handshake has not completed by then.
+  ///   - maximumReadChunk: the most plaintext passed on in one `channelRead`.
+  public init(
+    context: TLSContext, role: Role, handshakeTimeout: TimeAmount = .seconds(10), maximumReadChunk: Int = 256 * 1024
+  ) {
+    self.tlsContext = context
+    self.role = role
+    self.handshakeTimeout = handshakeTimeout
+    self.maximumReadChunk = maximumReadChunk
+  }
+
+  /// Succeeds with the authenticated peer once the handshake and identity check pass; fails with
+  /// a ``TLSError`` otherwise. Available once the handler is in a pipeline.
+  public var handshakeFuture: EventLoopFuture<PeerIdentity> {
+    guard let handshakePromise else { preconditionFailure("TLSHandler.handshakeFuture read before handlerAdded") }
+    return handshakePromise.futureResult
+  }
+
+  // MARK: Lifecycle
+
+  public func handlerAdded(context: ChannelHandlerContext) {
+    handshakePromise = context.eventLoop.makePromise(of: PeerIdentity.self)
+    do {
+      connection = try TLSConnection(context: tlsContext, role: role.connectionRole)
+    } catch {
+      fail(context: context, with: .handshakeFailed(error))
+      return
+    }
+    if context.channel.isActive { startHandshake(context: context) }
+  }
+
+  public func handlerRemoved(context: ChannelHandlerContext) {
+    timeoutTask?.cancel()
+    handshakePromise?.fail(TLSError.connectionClosed)
+    failHeldWrites(TLSError.connectionClosed)
+  }
+
+  public func channelActive(context: ChannelHandlerContext) {
+    startHandshake(context: context)
+    context.fireChannelActive()
+  }
+
+  public func channelInactive(context: ChannelHandlerContext) {
+    timeoutTask?.cancel()
+    switch state {
+    case .active:
+      if connection?.receivedShutdown != true { context.fireErrorCaught(TLSError.uncleanShutdown) }
+    case .handshaking, .idle:
+      handshakePromise?.fail(TLSError.connectionClosed)
+    case .closing, .closed:
+      break
+    }
+    state = .closed
+    failHeldWrites(TLSError.connectionClosed)
+    context.fireChannelInactive()
+  }
+
+  private func startHandshake(context: ChannelHandlerContext) {
+    guard case .idle = state else { return }
+    state = .handshaking
+    let timeout = handshakeTimeout
+    timeoutTask = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [weak self] in
+      guard let self, case .handshaking = self.state else { return }
+      self.fail(context: context, with: .handshakeTimeout(milliseconds: timeout.nanoseconds / 1_000_000))
+    }
+    advanceHandshake(context: context)
+  }
+
+  // MARK: Inbound
+
+  public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let ciphertext = unwrapInboundIn(data)
+    guard let connection else { return }
+    switch state {
+    case .closed, .idle:
+      return
+    case .handshaking, .active, .closing:
+      connection.feed(ciphertext)
+    }
+    if case .handshaking = state { advanceHandshake(context: context) }
+    if case .active = state { readPlaintext(context: context) }
+    if case .closing = state { readPlaintext(context: context) }
+  }
+
+  private func advanceHandshake(context: ChannelHandlerContext) {
+    guard let connection else { return }
+    let progress: TLSConnection.Progress
+    do {
+      progress = try connection.handshake()
+    } catch {
+      flushOutgoing(context: context)  // send OpenSSL's alert so the peer learns why
+      fail(context: context, with: error)
+      return
+    }
+    flushOutgoing(context: context)
+    switch progress {
+    case .wantRead:
+      return
+    case .closed:
+      fail(context: context, with: .connectionClosed)
+    case .done:
+      completeHandshake(context: context, connection: connection)
+    }
+  }
+
+  private func completeHandshake(context: ChannelHandlerContext, connection: TLSConnection) {
+    timeoutTask?.cancel()
+    guard let certificate = connection.peerCertificate else {
+      fail(context: context, with: .peerNotAccepted(presented: "no certificate"))
+      return
+    }
+    let presented = certificate.nodeID
+    switch role {
+    case .client(let expected):
+      guard presented == expected else {
+        fail(
+          context: context, with: .peerIdentityMismatch(expected: expected, presented: presented?.rawValue ?? "none"))
+        return
+      }
+    case .server(let accept):
+      guard let presented, accept(presented) else {
+        fail(context: context, with: .peerNotAccepted(presented: presented?.rawValue ?? "no node id"))
+        return
+      }
+    }
+    guard let presented else { return }
+    let identity = PeerIdentity(nodeID: presented, protocolVersion: connection.negotiatedProtocol)
+    state = .active(identity)
+    handshakePromise?.succeed(identity)
+    context.fireUserInboundEventTriggered(identity)
+    // Release writes held during the handshake, then read any data that came with its last flight.
+    let held = heldWrites
+    heldWrites = []
+    for (buffer, promise) in held { encryptAndWrite(context: context, buffer, promise: promise) }
+    if flushHeld {
+      flushHeld = false
+      context.flush()
+    }
+    readPlaintext(context: context)
+  }
+
+  private func readPlaintext(context: ChannelHandlerContext) {
+    guard let connection else { return }
+    var plaintext = context.channel.allocator.buffer(capacity: 16 * 1024)
+    while true {
+      let progress: TLSConnection.Progress
+      do {
+        progress = try connection.read(into: &plaintext, limit: 64 * 1024)
+      } catch {
+        if plaintext.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plaintext)) }
+        fail(context: context, with: error)
+        return
+      }
+      switch progress {
+      case .done:
+        if plaintext.readableBytes >= maximumReadChunk {
+          context.fireChannelRead(wrapInboundOut(plaintext))
+          plaintext = context.channel.allocator.buffer(capacity: 16 * 1024)
+        }
+      case .wantRead:
+        if plaintext.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plaintext)) }
+        return
+      case .closed:
+        if plaintext.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plaintext)) }
+        peerClosed(context: context)
+        return
+      }
+    }
+  }
+
+  /// The peer sent close_notify: answer with ours and close.
+  private func peerClosed(context: ChannelHandlerContext) {
+    guard let connection else { return }
+    let wasClosing: Bool
+    if case .closing = state { wasClosing = true } else { wasClosing = false }
+    state = .closing
+    connection.shutdown()
+    flushOutgoing(context: context)
+    if !wasClosing { context.close(promise: nil) }
+  }
+
+  // MARK: Outbound
+
+  public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    let plaintext = unwrapOutboundIn(data)
+    switch state {
+    case .idle, .handshaking:
+      heldWrites.append((plaintext, promise))
+    case .active:
+      encryptAndWrite(context: context, plaintext, promise: promise)
+    case .closing, .closed:
+      promise?.fail(TLSError.connectionClosed)
+    }
+  }
+
+  public func flush(context: ChannelHandlerContext) {
+    switch state {
+    case .idle, .handshaking: flushHeld = true
+    default: context.flush()
+    }
+  }
+
+  public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+    guard mode == .all || mode == .output, case .active = state, let connection else {
+      context.close(mode: mode, promise: promise)
+      return
+    }
+    state = .closing
+    connection.shutdown()
+    flushOutgoing(context: context)
+    context.close(mode: mode, promise: promise)
+  }
+
+  private func encryptAndWrite(
+    context: ChannelHandlerContext, _ plaintext: ByteBuffer, promise: EventLoopPromise<Void>?
+  ) {
+    guard let connection else {
+      promise?.fail(TLSError.connectionClosed)
+      return
+    }
+    do {
+      try connection.write(plaintext)
+    } catch {
+      promise?.fail(error)
+      fail(context: context, with: error)
+      return
+    }
+    var ciphertext = context.channel.allocator.buffer(capacity: connection.outgoingCount)
+    connection.drainOutgoing(into: &ciphertext)
+    context.write(wrapOutboundOut(ciphertext), promise: promise)
+  }
+
+  /// Sends whatever OpenSSL has queued for the network (handshake flights, alerts, close_notify).
+  private func flushOutgoing(context: ChannelHandlerContext) {
+    guard let connection, connection.outgoingCount > 0 else { return }
+    var ciphertext = context.channel.allocator.buffer(capacity: connection.outgoingCount)
+    connection.drainOutgoing(into: &ciphertext)
+    context.writeAndFlush(wrapOutboundOut(ciphertext), promise: nil)
+  }
+
+  // MARK: Failure
+
+  private func fail(context: ChannelHandlerContext, with error: TLSError) {
+    switch state {
+    case .closed: return
+    default: break
+    }
+    state = .closed
+    timeoutTask?.cancel()
+    handshakePromise?.fail(error)
+    failHeldWrites(error)
+    context.fireErrorCaught(error)
+    context.close(promise: nil)
+  }
+
+  private func failHeldWrites(_ error: Error) {
+    let held = heldWrites
+    heldWrites = []
+    for (_, promise) in held { promise?.fail(error) }
+  }
+}
+
+@available(*, unavailable)
+extension TLSHandler: Sendable {}
+
+extension TLSHandler.Role {
+  var connectionRole: TLSConnection.Role {
+    switch self {
+    case .client: .client
+    case .server: .server
+    }
+  }
+}

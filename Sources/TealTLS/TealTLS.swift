@@ -1,1 +1,0 @@
-// TealTLS: see Docs/ARCHITECTURE.md.

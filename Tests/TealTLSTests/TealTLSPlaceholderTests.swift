@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealTLS
-
-@Test func TealTLSModuleLoads() {
-  #expect(Bool(true))
-}
