@@ -1,6 +1,9 @@
 /// Which subsystem a peer message belongs to. The transport routes by channel and never looks
 /// inside the payload.
 public enum PeerChannel: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+  /// The transport's own messages (the hello that opens every connection). Reserved: callers
+  /// cannot send on it.
+  case transport = 0
   /// Raft consensus messages.
   case raft = 1
   /// SWIM gossip messages.
@@ -12,6 +15,7 @@ public enum PeerChannel: UInt8, Sendable, CaseIterable, CustomStringConvertible 
 
   public var description: String {
     switch self {
+    case .transport: "transport"
     case .raft: "raft"
     case .gossip: "gossip"
     case .control: "control"
@@ -32,6 +36,8 @@ public enum PeerSendError: Error, Equatable, Sendable, CustomStringConvertible {
   case messageTooLarge(size: Int, limit: Int)
   /// The transport has been shut down.
   case shutDown
+  /// The channel is reserved for the transport itself.
+  case reservedChannel(PeerChannel)
 
   public var description: String {
     switch self {
@@ -40,6 +46,7 @@ public enum PeerSendError: Error, Equatable, Sendable, CustomStringConvertible {
     case .unknownPeer(let peer): "peer \(peer) is not a configured member"
     case .messageTooLarge(let size, let limit): "message of \(size) bytes exceeds the \(limit)-byte frame limit"
     case .shutDown: "transport is shut down"
+    case .reservedChannel(let channel): "channel \(channel) is reserved for the transport"
     }
   }
 }

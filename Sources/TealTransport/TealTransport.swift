@@ -1,1 +1,0 @@
-// TealTransport: see Docs/ARCHITECTURE.md.

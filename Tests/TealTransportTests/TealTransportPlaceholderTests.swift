@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealTransport
-
-@Test func TealTransportModuleLoads() {
-  #expect(Bool(true))
-}

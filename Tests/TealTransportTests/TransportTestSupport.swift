@@ -1,0 +1,122 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import TealTLS
+import TealWire
+import Testing
+
+@testable import TealTransport
+
+/// A temporary directory with a cluster CA and credentials for n1, n2, n3, removed on deinit.
+final class TestCluster: Sendable {
+  let directory: String
+  let certificates: CertificateDirectory
+
+  init(nodes: [String] = ["n1", "n2", "n3"]) throws {
+    directory =
+      FileManager.default.temporaryDirectory.appendingPathComponent("teal-transport-\(UUID().uuidString)").path
+    try CertificateDirectory.initialize(at: directory, nodes: nodes.map { NodeID($0) })
+    certificates = CertificateDirectory(path: directory)
+  }
+
+  deinit { try? FileManager.default.removeItem(atPath: directory) }
+
+  func tls(_ node: String) throws -> PeerSecurity {
+    .mutualTLS(try TLSContext(configuration: certificates.configuration(for: NodeID(node))))
+  }
+}
+
+/// Collects delivered messages; tests poll it with a deadline.
+actor Inbox {
+  private(set) var messages: [(from: NodeID, channel: PeerChannel, payload: [UInt8])] = []
+  var count: Int { messages.count }
+  func append(_ from: NodeID, _ channel: PeerChannel, _ payload: [UInt8]) { messages.append((from, channel, payload)) }
+  func payloads(from sender: NodeID) -> [[UInt8]] { messages.filter { $0.from == sender }.map(\.payload) }
+}
+
+func transport(
+  _ node: String, security: PeerSecurity, peers: [NodeID: PeerAddress] = [:], port: Int = 0,
+  tune: (inout PeerTransportConfiguration) -> Void = { _ in }, handler: @escaping PeerMessageHandler
+) -> PeerTransport {
+  var configuration = PeerTransportConfiguration(
+    nodeID: NodeID(node), listenHost: "127.0.0.1", listenPort: port, peers: peers)
+  configuration.backoff = Backoff(initialMilliseconds: 20, maximumMilliseconds: 200)
+  tune(&configuration)
+  var logger = Logger(label: "test.transport")
+  logger.logLevel = .critical
+  return PeerTransport(
+    configuration: configuration, security: security, group: MultiThreadedEventLoopGroup.singleton, logger: logger,
+    handler: handler)
+}
+
+struct TimedOut: Error, CustomStringConvertible {
+  let what: String
+  var description: String { "timed out waiting for \(what)" }
+}
+
+/// Polls `condition` until it holds or `seconds` pass.
+func eventually(
+  _ what: String, within seconds: Double = 10, _ condition: @Sendable () async throws -> Bool
+) async throws {
+  let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+  while ContinuousClock.now < deadline {
+    if try await condition() { return }
+    try await Task.sleep(for: .milliseconds(10))
+  }
+  if try await condition() { return }
+  throw TimedOut(what: what)
+}
+
+/// Starts two transports that know each other and waits until both have connected.
+func connectedPair(
+  _ cluster: TestCluster, tune: (inout PeerTransportConfiguration) -> Void = { _ in },
+  a aHandler: @escaping PeerMessageHandler, b bHandler: @escaping PeerMessageHandler
+) async throws -> (PeerTransport, PeerTransport) {
+  let a = transport("n1", security: try cluster.tls("n1"), tune: tune, handler: aHandler)
+  let b = transport("n2", security: try cluster.tls("n2"), tune: tune, handler: bHandler)
+  let aPort = try await a.start()
+  let bPort = try await b.start()
+  await a.addPeer(NodeID("n2"), address: PeerAddress(host: "127.0.0.1", port: bPort))
+  await b.addPeer(NodeID("n1"), address: PeerAddress(host: "127.0.0.1", port: aPort))
+  try await eventually("both transports to connect") {
+    let aPeers = await a.connectedPeers()
+    let bPeers = await b.connectedPeers()
+    return aPeers == [NodeID("n2")] && bPeers == [NodeID("n1")]
+  }
+  return (a, b)
+}
+
+/// A TLS client that writes raw bytes, to play a misbehaving peer.
+struct RawTLSClient {
+  let channel: any Channel
+
+  static func connect(port: Int, security: PeerSecurity, expecting: NodeID) async throws -> RawTLSClient {
+    guard case .mutualTLS(let context) = security else { throw TimedOut(what: "a TLS configuration") }
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .channelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(
+            TLSHandler(context: context, role: .client(expecting: expecting)))
+        }
+      }
+      .connect(host: "127.0.0.1", port: port).get()
+    let handshake = channel.eventLoop.flatSubmit {
+      do {
+        return try channel.pipeline.syncOperations.handler(type: TLSHandler.self).handshakeFuture
+      } catch {
+        return channel.eventLoop.makeFailedFuture(error)
+      }
+    }
+    _ = try await handshake.get()
+    return RawTLSClient(channel: channel)
+  }
+
+  func send(raw bytes: [UInt8]) async throws {
+    try await channel.writeAndFlush(ByteBuffer(bytes: bytes))
+  }
+
+  func send(frame peerChannel: PeerChannel, _ payload: [UInt8]) async throws {
+    try await send(raw: FrameHeader(channel: peerChannel, length: payload.count).bytes + payload)
+  }
+}

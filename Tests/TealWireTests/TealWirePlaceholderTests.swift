@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealWire
-
-@Test func TealWireModuleLoads() {
-  #expect(Bool(true))
-}
