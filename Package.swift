@@ -120,7 +120,10 @@ let package = Package(
     .testTarget(name: "TealConsensusTests", dependencies: ["TealConsensus", "TealRaft", "TealStorage", "TealWire"]),
     .testTarget(name: "TealMembershipTests", dependencies: ["TealMembership", "TealGossip", "TealWire"]),
     .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
-    .testTarget(name: "TealHooksTests", dependencies: ["TealHooks", "TealDeploy"] + nio),
+    .testTarget(
+      name: "TealHooksTests",
+      dependencies: ["TealHooks", "TealDeploy", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
+    ),
     .testTarget(
       name: "TealDataPlaneTests",
       dependencies: ["TealDataPlane", .product(name: "NIOHTTP1", package: "swift-nio")] + nio

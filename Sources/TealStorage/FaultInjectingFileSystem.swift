@@ -1,0 +1,162 @@
+// A file system wrapper that fails on command, for tests of the storage and of the consensus shell.
+
+import Foundation
+
+/// Wraps another `StorageFileSystem` and makes chosen operations fail with `EIO`, as a dying disk would.
+///
+/// Faults are armed and disarmed at any time from any thread (the state is behind a lock). A write that runs
+/// out of `writeBudget` writes the bytes that fit and then fails, leaving a torn record on disk, exactly like a
+/// crash in the middle of a `pwrite`.
+public final class FaultInjectingFileSystem: StorageFileSystem, @unchecked Sendable {
+  /// Which operations fail.
+  public struct Faults: Sendable, Hashable {
+    /// Bytes that writes may still store; a write that needs more stores what fits and fails. `nil`: no limit.
+    public var writeBudget: Int?
+    /// `fdatasync` and `fsync` of files fail.
+    public var failFileSyncs: Bool
+    /// `rename` fails (nothing is renamed).
+    public var failRenames: Bool
+    /// `fsync` of directories fails.
+    public var failDirectorySyncs: Bool
+    /// File creation (`open` with create of a file that does not exist) fails.
+    public var failFileCreation: Bool
+
+    public init(
+      writeBudget: Int? = nil, failFileSyncs: Bool = false, failRenames: Bool = false,
+      failDirectorySyncs: Bool = false, failFileCreation: Bool = false
+    ) {
+      self.writeBudget = writeBudget
+      self.failFileSyncs = failFileSyncs
+      self.failRenames = failRenames
+      self.failDirectorySyncs = failDirectorySyncs
+      self.failFileCreation = failFileCreation
+    }
+
+    /// No faults.
+    public static let none = Faults()
+  }
+
+  private let base: any StorageFileSystem
+  private let lock = NSLock()
+  private var armedFaults = Faults.none
+  private var counts: [String: Int] = [:]
+
+  public init(wrapping base: any StorageFileSystem = PosixFileSystem()) {
+    self.base = base
+  }
+
+  /// The faults currently armed.
+  public var faults: Faults {
+    get { lock.withLock { armedFaults } }
+    set { lock.withLock { armedFaults = newValue } }
+  }
+
+  /// How many times `operation` ("write", "syncData", "syncAll", "rename", "syncDirectory", ...) was attempted.
+  public func count(of operation: String) -> Int {
+    lock.withLock { counts[operation, default: 0] }
+  }
+
+  /// Records an attempt of `operation` and returns the faults in force for it.
+  fileprivate func attempt(_ operation: String) -> Faults {
+    lock.withLock {
+      counts[operation, default: 0] += 1
+      return armedFaults
+    }
+  }
+
+  /// Takes up to `wanted` bytes from the write budget; returns how many may be written.
+  fileprivate func spendWriteBudget(_ wanted: Int) -> Int {
+    lock.withLock {
+      counts["write", default: 0] += 1
+      guard let budget = armedFaults.writeBudget else { return wanted }
+      let allowed = min(budget, wanted)
+      armedFaults.writeBudget = budget - allowed
+      return allowed
+    }
+  }
+
+  public func createDirectory(_ path: String) throws(StorageError) {
+    try base.createDirectory(path)
+  }
+
+  public func listDirectory(_ path: String) throws(StorageError) -> [String] {
+    try base.listDirectory(path)
+  }
+
+  public func openFile(_ path: String, create: Bool) throws(StorageError) -> any StorageFile {
+    if attempt("openFile").failFileCreation && create {
+      guard let existing = try? base.openFile(path, create: false) else {
+        throw .io(operation: "open (injected fault)", path: path, errno: EIO)
+      }
+      return FaultInjectingFile(base: existing, owner: self)
+    }
+    return FaultInjectingFile(base: try base.openFile(path, create: create), owner: self)
+  }
+
+  public func rename(_ source: String, to destination: String) throws(StorageError) {
+    if attempt("rename").failRenames {
+      throw .io(operation: "rename to \(destination) (injected fault)", path: source, errno: EIO)
+    }
+    try base.rename(source, to: destination)
+  }
+
+  public func removeFile(_ path: String) throws(StorageError) {
+    _ = attempt("removeFile")
+    try base.removeFile(path)
+  }
+
+  public func syncDirectory(_ path: String) throws(StorageError) {
+    if attempt("syncDirectory").failDirectorySyncs {
+      throw .io(operation: "fsync directory (injected fault)", path: path, errno: EIO)
+    }
+    try base.syncDirectory(path)
+  }
+}
+
+/// A file whose writes and syncs consult the owning `FaultInjectingFileSystem`.
+private final class FaultInjectingFile: StorageFile {
+  private let base: any StorageFile
+  private let owner: FaultInjectingFileSystem
+
+  init(base: any StorageFile, owner: FaultInjectingFileSystem) {
+    self.base = base
+    self.owner = owner
+  }
+
+  var path: String { base.path }
+
+  func size() throws(StorageError) -> Int64 { try base.size() }
+
+  func read(at offset: Int64, count: Int) throws(StorageError) -> [UInt8] {
+    try base.read(at: offset, count: count)
+  }
+
+  func write(_ bytes: [UInt8], at offset: Int64) throws(StorageError) {
+    let allowed = owner.spendWriteBudget(bytes.count)
+    if allowed < bytes.count {
+      if allowed > 0 { try base.write(Array(bytes.prefix(allowed)), at: offset) }
+      throw .io(operation: "pwrite (injected fault after \(allowed) bytes)", path: path, errno: EIO)
+    }
+    try base.write(bytes, at: offset)
+  }
+
+  func syncData() throws(StorageError) {
+    if owner.attempt("syncData").failFileSyncs {
+      throw .io(operation: "fdatasync (injected fault)", path: path, errno: EIO)
+    }
+    try base.syncData()
+  }
+
+  func syncAll() throws(StorageError) {
+    if owner.attempt("syncAll").failFileSyncs {
+      throw .io(operation: "fsync (injected fault)", path: path, errno: EIO)
+    }
+    try base.syncAll()
+  }
+
+  func truncate(to length: Int64) throws(StorageError) { try base.truncate(to: length) }
+
+  func lockExclusively() throws(StorageError) { try base.lockExclusively() }
+
+  func close() { base.close() }
+}

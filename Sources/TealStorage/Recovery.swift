@@ -1,0 +1,253 @@
+// Recovery: rebuilds a DurableLog's state from its directory, cutting off a torn tail and refusing anything
+// else that does not check out.
+
+import Logging
+
+/// The state `DurableLog.init` starts from.
+struct RecoveredLog {
+  var lockFile: any StorageFile
+  var memory: LogMemory
+  var snapshot: StoredSnapshot?
+  var segmentSequences: [UInt64]
+  var activeFile: any StorageFile
+  var activeSize: Int64
+  var activeInitialSize: Int64
+  var report: RecoveryReport
+}
+
+/// One recovery of a data directory. Steps, in order:
+/// 1. create the directory if needed and take its `LOCK` (`flock`);
+/// 2. load the newest snapshot file, verifying its checksum (a bad one is refused, not skipped);
+/// 3. replay the segments in sequence order (a missing sequence number is refused); in the last segment, a
+///    record that fails to parse with no valid record anywhere after it is a torn tail; every other bad
+///    record is refused with its file and offset;
+/// 4. reconcile the log with the snapshot (entries up to the snapshot are dropped; a log that does not hold
+///    the snapshot's term at its index is dropped whole);
+/// 5. only then repair: delete leftover `*.tmp` files (interrupted snapshot or segment creations, never
+///    acknowledged), cut the torn tail off, and write a rebase record if step 4 changed the end of the log,
+///    so that the WAL replays to exactly this state next time. A refusal therefore changes no file.
+struct Recovery {
+  let directory: String
+  let options: StorageOptions
+  private var fileSystem: any StorageFileSystem { options.fileSystem }
+  private var logger: Logger { options.logger }
+
+  init(directory: String, options: StorageOptions) {
+    self.directory = directory
+    self.options = options
+  }
+
+  private func path(_ name: String) -> String {
+    directory.hasSuffix("/") ? directory + name : directory + "/" + name
+  }
+
+  func run() throws(StorageError) -> RecoveredLog {
+    try fileSystem.createDirectory(directory)
+    let lockFile = try fileSystem.openFile(path(StorageFileNames.lock), create: true)
+    do {
+      try lockFile.lockExclusively()
+      return try recover(lockFile: lockFile)
+    } catch {
+      lockFile.close()
+      throw error
+    }
+  }
+
+  private func recover(lockFile: any StorageFile) throws(StorageError) -> RecoveredLog {
+    var report = RecoveryReport()
+    let names = try fileSystem.listDirectory(directory).sorted()
+
+    let snapshot = try loadNewestSnapshot(names: names, report: &report)
+    let snapshotIndex = snapshot?.metadata.index ?? 0
+    let snapshotTerm = snapshot?.metadata.term ?? 0
+
+    let sequences = names.compactMap(StorageFileNames.segmentSequence).sorted()
+    guard let firstSequence = sequences.first, let lastSequence = sequences.last else {
+      if snapshot != nil { throw .missingWAL(directory: directory) }
+      try removeTemporaryFiles(names: names, report: &report)
+      return try startEmptyLog(lockFile: lockFile, report: report)
+    }
+    for (offset, sequence) in sequences.enumerated() where sequence != firstSequence + UInt64(offset) {
+      let missing = firstSequence + UInt64(offset)
+      throw .missingSegment(path: path(StorageFileNames.segment(missing)), sequence: missing)
+    }
+
+    // Replay every segment.
+    var memory: LogMemory?
+    var tornTail: (offset: Int64, removed: Int64)?
+    for sequence in sequences {
+      let segmentPath = path(StorageFileNames.segment(sequence))
+      report.segmentPaths.append(segmentPath)
+      let outcome = try replaySegment(
+        path: segmentPath, sequence: sequence, isLast: sequence == lastSequence, memory: &memory)
+      report.recordCount += outcome.records
+      if let torn = outcome.tornTail { tornTail = torn }
+    }
+    guard var log = memory else { throw .missingWAL(directory: directory) }
+    let replayedEnd = (log.lastIndex, log.lastTerm)
+
+    // Reconcile with the snapshot.
+    let firstPath = path(StorageFileNames.segment(firstSequence))
+    if snapshotIndex < log.baseIndex {
+      throw .inconsistentLog(
+        path: firstPath, offset: 0,
+        reason: "the WAL continues the log after index \(log.baseIndex), but entries \(snapshotIndex + 1)..."
+          + "\(log.baseIndex) are in no snapshot (the latest snapshot is at index \(snapshotIndex))")
+    }
+    log.compact(through: snapshotIndex, term: snapshotTerm)
+
+    // Everything checked out: from here on recovery repairs.
+    try removeTemporaryFiles(names: names, report: &report)
+
+    // Open the last segment for appending, cutting a torn tail off first.
+    let lastPath = path(StorageFileNames.segment(lastSequence))
+    let activeFile = try fileSystem.openFile(lastPath, create: false)
+    do {
+      var activeSize = try activeFile.size()
+      if let tornTail {
+        logger.warning(
+          "cutting off a torn WAL tail (a write interrupted by a crash)",
+          metadata: ["path": "\(lastPath)", "offset": "\(tornTail.offset)", "bytes": "\(tornTail.removed)"])
+        try activeFile.truncate(to: tornTail.offset)
+        try activeFile.syncData()
+        activeSize = tornTail.offset
+        report.tornSegmentPath = lastPath
+        report.tornTailOffset = tornTail.offset
+        report.tornBytesRemoved = tornTail.removed
+      }
+      if replayedEnd != (log.lastIndex, log.lastTerm) {
+        // The snapshot is ahead of, or conflicts with, the replayed log (a crash between writing a snapshot
+        // and its rebase record): record the rebase now so the WAL alone replays to this state.
+        let record = RecordFraming.frame(
+          type: .update,
+          payload: LogUpdate(rebase: (snapshotIndex, snapshotTerm), entries: [], hardState: nil).encoded())
+        try activeFile.write(record, at: activeSize)
+        try activeFile.syncData()
+        activeSize += Int64(record.count)
+      }
+      return RecoveredLog(
+        lockFile: lockFile, memory: log, snapshot: snapshot, segmentSequences: sequences, activeFile: activeFile,
+        activeSize: activeSize, activeInitialSize: Int64(SegmentHeader.size), report: report)
+    } catch {
+      activeFile.close()
+      throw error
+    }
+  }
+
+  /// Deletes `*.tmp` files: interrupted snapshot or segment creations, never acknowledged.
+  private func removeTemporaryFiles(names: [String], report: inout RecoveryReport) throws(StorageError) {
+    for name in names where name.hasSuffix(StorageFileNames.temporarySuffix) {
+      try fileSystem.removeFile(path(name))
+      report.removedTemporaryFiles.append(path(name))
+      logger.notice("removed an interrupted temporary file", metadata: ["path": "\(path(name))"])
+    }
+  }
+
+  private func startEmptyLog(lockFile: any StorageFile, report: RecoveryReport) throws(StorageError) -> RecoveredLog {
+    let created = try SegmentCreation.create(
+      directory: directory, sequence: 1, previousIndex: 0, previousTerm: 0, hardState: .initial,
+      fileSystem: fileSystem)
+    var memory = LogMemory(baseIndex: 0, baseTerm: 0)
+    memory.hardState = .initial
+    var report = report
+    report.segmentPaths = [created.file.path]
+    report.recordCount = 1
+    return RecoveredLog(
+      lockFile: lockFile, memory: memory, snapshot: nil, segmentSequences: [1], activeFile: created.file,
+      activeSize: created.size, activeInitialSize: created.size, report: report)
+  }
+
+  // MARK: - Snapshot
+
+  private func loadNewestSnapshot(names: [String], report: inout RecoveryReport) throws(StorageError)
+    -> StoredSnapshot?
+  {
+    let candidates = names.compactMap { name in StorageFileNames.snapshotPosition(name).map { (name, $0) } }
+    guard let (name, position) = candidates.max(by: { $0.1.index < $1.1.index }) else { return nil }
+    let snapshotPath = path(name)
+    let bytes = try readWholeFile(snapshotPath)
+    let snapshot: StoredSnapshot
+    do {
+      snapshot = try SnapshotFile.decode(bytes)
+    } catch {
+      throw .corruptSnapshot(path: snapshotPath, reason: error.reason)
+    }
+    guard snapshot.metadata.index == position.index, snapshot.metadata.term == position.term else {
+      throw .corruptSnapshot(
+        path: snapshotPath,
+        reason: "it holds index \(snapshot.metadata.index) term \(snapshot.metadata.term), not what its name says")
+    }
+    report.snapshotPath = snapshotPath
+    return snapshot
+  }
+
+  private func readWholeFile(_ path: String) throws(StorageError) -> [UInt8] {
+    let file = try fileSystem.openFile(path, create: false)
+    defer { file.close() }
+    let size = try file.size()
+    return try file.read(at: 0, count: Int(size))
+  }
+
+  // MARK: - Segment replay
+
+  private struct SegmentOutcome {
+    var records = 0
+    var tornTail: (offset: Int64, removed: Int64)?
+  }
+
+  /// Replays one segment into `memory` (created from the header of the first segment).
+  private func replaySegment(path: String, sequence: UInt64, isLast: Bool, memory: inout LogMemory?)
+    throws(StorageError) -> SegmentOutcome
+  {
+    let bytes = try readWholeFile(path)
+    let header: SegmentHeader
+    do {
+      header = try SegmentHeader.decode(bytes)
+    } catch {
+      throw .corruptSegmentHeader(path: path, reason: error.reason)
+    }
+    guard header.sequence == sequence else {
+      throw .corruptSegmentHeader(path: path, reason: "its header says sequence \(header.sequence)")
+    }
+    var log = memory ?? LogMemory(baseIndex: header.previousIndex, baseTerm: header.previousTerm)
+    guard header.previousIndex == log.lastIndex, header.previousTerm == log.lastTerm else {
+      throw .inconsistentLog(
+        path: path, offset: 0,
+        reason: "the segment continues the log after index \(header.previousIndex) term \(header.previousTerm), "
+          + "but the segments before it end at index \(log.lastIndex) term \(log.lastTerm)")
+    }
+    var outcome = SegmentOutcome()
+    var offset = SegmentHeader.size
+    while offset < bytes.count {
+      switch RecordFraming.parse(bytes, at: offset) {
+      case .valid(_, let payload, let end):
+        let update: LogUpdate
+        do {
+          update = try LogUpdate.decode(payload)
+        } catch {
+          throw .corruptRecord(
+            path: path, offset: Int64(offset), reason: "the record's checksum is valid but \(error.reason)")
+        }
+        if let problem = log.apply(update, segment: sequence) {
+          throw .inconsistentLog(path: path, offset: Int64(offset), reason: problem)
+        }
+        outcome.records += 1
+        offset = end
+      case .invalid(let reason):
+        guard isLast else {
+          throw .corruptRecord(
+            path: path, offset: Int64(offset), reason: "\(reason), in a segment that is not the last one")
+        }
+        if let valid = RecordFraming.firstValidRecord(in: bytes, after: offset) {
+          throw .corruptRecord(
+            path: path, offset: Int64(offset), reason: "\(reason), and a valid record follows at offset \(valid)")
+        }
+        outcome.tornTail = (Int64(offset), Int64(bytes.count - offset))
+        memory = log
+        return outcome
+      }
+    }
+    memory = log
+    return outcome
+  }
+}

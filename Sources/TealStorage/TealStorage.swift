@@ -1,1 +1,0 @@
-// TealStorage: see Docs/ARCHITECTURE.md.

@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealStorage
-
-@Test func TealStorageModuleLoads() {
-  #expect(Bool(true))
-}
