@@ -1,1 +1,0 @@
-// TealDeploy: see Docs/ARCHITECTURE.md.

@@ -1,0 +1,100 @@
+// The hook invocation shell: carries out `Effect.invokeHook` over HTTP or as a local command and
+// returns the `HookResult` to feed back into the engine as `Event.hookResult`.
+
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import TealDeploy
+
+/// Calls lifecycle hooks.
+///
+/// - HTTP: `POST url` with the `HookContext` as a JSON body; a 2xx answer whose JSON body has
+///   `"hookStatus": "SUCCEEDED" | "FAILED" | "IN_PROGRESS"` decides. Anything else (connection
+///   refused, non-2xx, non-JSON, unknown status) is FAILED with a reason; no complete answer
+///   within the hook's timeout is `timedOut`.
+/// - Command: `argv` runs with the context as JSON on stdin; exit 0 is SUCCEEDED, exit 3 is
+///   IN_PROGRESS, any other exit or a signal is FAILED; still running at the timeout: killed
+///   (SIGKILL) and `timedOut`. Stdout and stderr come back in `HookResult.output`, truncated.
+///
+/// Every call returns a result; none throws.
+public actor HookInvoker {
+  private let group: any EventLoopGroup
+  private let outputLimit: Int
+  private let log: Logger
+
+  /// - Parameters:
+  ///   - group: event loops for HTTP hooks.
+  ///   - outputLimit: bytes of response body / stdout / stderr kept in the result.
+  public init(group: any EventLoopGroup, outputLimit: Int = 2048, logger: Logger = Logger(label: "teal.hooks")) {
+    self.group = group
+    self.outputLimit = outputLimit
+    self.log = logger
+    // A command that exits without reading its stdin must not kill the node with SIGPIPE.
+    signal(SIGPIPE, SIG_IGN)
+  }
+
+  /// Calls the hook of `invocation` once and returns its result for the engine.
+  public func invoke(_ invocation: HookInvocation) async -> HookResult {
+    let body: [UInt8]
+    do {
+      let encoder = JSONEncoder()
+      encoder.outputFormatting = [.sortedKeys]
+      body = Array(try encoder.encode(invocation.context))
+    } catch {
+      return HookResult(answering: invocation, outcome: .failed(reason: "cannot encode hook context: \(error)"))
+    }
+    let (outcome, output): (HookOutcome, String?)
+    switch invocation.hook.action {
+    case .http(let url, let timeout):
+      (outcome, output) = await HTTPHookClient.post(
+        url: url, body: body, timeout: timeout, group: group, outputLimit: outputLimit)
+    case .command(let argv, let timeout):
+      (outcome, output) = await CommandHookRunner.run(
+        argv: argv, stdin: body, timeout: timeout, outputLimit: outputLimit)
+    }
+    log.info(
+      "hook invoked",
+      metadata: [
+        "executionId": "\(invocation.context.executionId)", "stage": "\(invocation.context.lifecycleStage.rawValue)",
+        "attempt": "\(invocation.context.attempt)", "outcome": "\(outcome)",
+      ])
+    return HookResult(answering: invocation, outcome: outcome, output: output)
+  }
+}
+
+// MARK: - Response interpretation
+
+/// Turns an HTTP hook's answer into an outcome.
+enum HookResponseInterpreter {
+  static func outcome(status: Int, body: [UInt8], outputLimit: Int) -> (HookOutcome, String?) {
+    let text = truncated(body, limit: outputLimit)
+    guard (200..<300).contains(status) else {
+      return (.failed(reason: "hook answered HTTP \(status), expected 2xx"), text)
+    }
+    guard let object = try? JSONSerialization.jsonObject(with: Data(body)) as? [String: Any] else {
+      return (.failed(reason: "hook answered a body that is not a JSON object"), text)
+    }
+    guard let status = object["hookStatus"] as? String else {
+      return (.failed(reason: "hook answer has no string field hookStatus"), text)
+    }
+    switch status {
+    case "SUCCEEDED": return (.succeeded, text)
+    case "IN_PROGRESS": return (.inProgress, text)
+    case "FAILED":
+      let detail = (object["reason"] as? String).map { ": \($0)" } ?? ""
+      return (.failed(reason: "hook returned FAILED\(detail)"), text)
+    default:
+      return (
+        .failed(reason: "hook answered unknown hookStatus \"\(status)\" (expected SUCCEEDED, FAILED or IN_PROGRESS)"),
+        text
+      )
+    }
+  }
+
+  static func truncated(_ bytes: [UInt8], limit: Int) -> String? {
+    guard !bytes.isEmpty else { return nil }
+    let kept = String(decoding: bytes.prefix(limit), as: UTF8.self)
+    return bytes.count > limit ? kept + "...(truncated, \(bytes.count) bytes)" : kept
+  }
+}

@@ -1,1 +1,0 @@
-// TealHooks: see Docs/ARCHITECTURE.md.

@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealDeploy
-
-@Test func TealDeployModuleLoads() {
-  #expect(Bool(true))
-}

@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealHooks
-
-@Test func TealHooksModuleLoads() {
-  #expect(Bool(true))
-}
