@@ -90,7 +90,7 @@ final class TLSConnection {
   func read(into buffer: inout ByteBuffer, limit: Int) throws(TLSError) -> Progress {
     OpenSSLError.clearQueue()
     var result: Int32 = 0
-    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: min(limit, 16 * 1024)) { raw in
+    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 1) { raw in
       result = SSL_read(ssl, raw.baseAddress, Int32(min(raw.count, limit)))
       return result > 0 ? Int(result) : 0
     }

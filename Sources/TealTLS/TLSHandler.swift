@@ -127,8 +127,8 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
       connection.feed(ciphertext)
     }
     if case .handshaking = state { advanceHandshake(context: context) }
-    if case .active = state { readPlaintext(context: context) }
-    if case .closing = state { readPlaintext(context: context) }
+    if case .active = state { readPlaintext(context: context, expected: ciphertext.readableBytes) }
+    if case .closing = state { readPlaintext(context: context, expected: ciphertext.readableBytes) }
   }
 
   private func advanceHandshake(context: ChannelHandlerContext) {
@@ -188,9 +188,11 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     readPlaintext(context: context)
   }
 
-  private func readPlaintext(context: ChannelHandlerContext) {
+  private func readPlaintext(context: ChannelHandlerContext, expected: Int = 16 * 1024) {
     guard let connection else { return }
-    var plaintext = context.channel.allocator.buffer(capacity: 16 * 1024)
+    // Plaintext is never longer than the ciphertext it came from: one allocation, no regrowth.
+    let chunkCapacity = min(max(expected, 1024), maximumReadChunk)
+    var plaintext = context.channel.allocator.buffer(capacity: chunkCapacity)
     while true {
       let progress: TLSConnection.Progress
       do {
@@ -202,9 +204,9 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
       }
       switch progress {
       case .done:
-        if plaintext.readableBytes >= maximumReadChunk {
+        if plaintext.writableBytes == 0 {
           context.fireChannelRead(wrapInboundOut(plaintext))
-          plaintext = context.channel.allocator.buffer(capacity: 16 * 1024)
+          plaintext = context.channel.allocator.buffer(capacity: chunkCapacity)
         }
       case .wantRead:
         if plaintext.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plaintext)) }

@@ -42,6 +42,19 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
   }
 }
 
+extension Frame {
+  /// Encodes one frame, header and payload, into a single buffer: the one copy of the payload a
+  /// send makes before TLS.
+  public static func encode(
+    channel: PeerChannel, payload: [UInt8], allocator: ByteBufferAllocator = ByteBufferAllocator()
+  ) -> ByteBuffer {
+    var buffer = allocator.buffer(capacity: Frame.headerSize + payload.count)
+    buffer.writeBytes(FrameHeader(channel: channel, length: payload.count).bytes)
+    buffer.writeBytes(payload)
+    return buffer
+  }
+}
+
 /// Writes ``PeerFrame``s as header plus payload, refusing payloads over the maximum.
 public struct FrameEncoder: MessageToByteEncoder {
   public typealias OutboundIn = PeerFrame

@@ -22,7 +22,7 @@ final class OutboundLink {
   private(set) var isStopped = false
   private var stopReason: PeerSendError = .shutDown
 
-  private var queue = CircularBuffer<PeerFrame>(initialCapacity: 64)
+  private var queue = CircularBuffer<ByteBuffer>(initialCapacity: 64)
   private var queuedBytes = 0
   private var writerWaiter: CheckedContinuation<Void, Never>?
   private var roomWaiters: [CheckedContinuation<Void, any Error>] = []
@@ -38,9 +38,9 @@ final class OutboundLink {
   var isConnected: Bool { state == .connected && connectionOpen }
   var isBackingOff: Bool { state == .backingOff }
 
-  func enqueue(_ frame: PeerFrame, limit: Int, byteLimit: Int) throws(PeerSendError) {
+  func enqueue(_ frame: ByteBuffer, limit: Int, byteLimit: Int) throws(PeerSendError) {
     if isStopped { throw stopReason }
-    let size = frame.payload.readableBytes
+    let size = frame.readableBytes
     if queue.count >= limit || (!queue.isEmpty && queuedBytes + size > byteLimit) {
       throw .queueFull(peer, limit: limit)
     }
@@ -61,17 +61,17 @@ final class OutboundLink {
   /// The next messages to write, waiting for some; nil once the connection ended or the link stopped.
   func nextBatch(
     maximumCount: Int = 128, maximumBytes: Int = 4 << 20, isolation: isolated (any Actor)? = #isolation
-  ) async -> [PeerFrame]? {
+  ) async -> [ByteBuffer]? {
     while true {
       if isStopped || !connectionOpen { return nil }
       if !queue.isEmpty {
-        var batch: [PeerFrame] = []
+        var batch: [ByteBuffer] = []
         var bytes = 0
         while let next = queue.first, batch.count < maximumCount,
-          batch.isEmpty || bytes + next.payload.readableBytes <= maximumBytes
+          batch.isEmpty || bytes + next.readableBytes <= maximumBytes
         {
           batch.append(queue.removeFirst())
-          bytes += next.payload.readableBytes
+          bytes += next.readableBytes
         }
         queuedBytes -= bytes
         let waiters = roomWaiters

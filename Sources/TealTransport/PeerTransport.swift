@@ -211,8 +211,8 @@ public actor PeerTransport: PeerMessageSender {
     return link
   }
 
-  private nonisolated func frame(_ payload: [UInt8], _ channel: PeerChannel) -> PeerFrame {
-    PeerFrame(channel: channel, payload: ByteBuffer(bytes: payload))
+  private nonisolated func frame(_ payload: [UInt8], _ channel: PeerChannel) -> ByteBuffer {
+    Frame.encode(channel: channel, payload: payload)
   }
 
   // MARK: - Outbound connections
@@ -263,16 +263,22 @@ public actor PeerTransport: PeerMessageSender {
 
   private func pump(
     _ linkID: UInt64, _ channel: any Channel, inbound: NIOAsyncChannelInboundStream<PeerFrame>,
-    outbound: NIOAsyncChannelOutboundWriter<PeerFrame>
+    outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
   ) async throws {
     guard let link = linksByID[linkID] else { return }
     let hello = Hello(nodeID: configuration.nodeID, softwareVersion: configuration.softwareVersion)
-    try await outbound.write(PeerFrame(channel: .transport, payload: ByteBuffer(bytes: hello.wireBytes())))
+    try await outbound.write(Frame.encode(channel: .transport, payload: hello.wireBytes()))
     link.connectionStarted(channel)
     try await withThrowingTaskGroup(of: Void.self) { group in
       // The peer never sends on our outbound connection; reading only tells us when it closes.
       group.addTask {
-        for try await _ in inbound {}
+        // However the stream ends (close, TLS alert, error), the writer must learn of it.
+        do {
+          for try await _ in inbound {}
+        } catch {
+          await self.connectionEnded(linkID)
+          throw error
+        }
         await self.connectionEnded(linkID)
       }
       while let batch = await self.nextBatch(linkID) {
@@ -284,13 +290,13 @@ public actor PeerTransport: PeerMessageSender {
 
   private func connectionEnded(_ linkID: UInt64) { linksByID[linkID]?.connectionEnded() }
 
-  private func nextBatch(_ linkID: UInt64) async -> [PeerFrame]? {
+  private func nextBatch(_ linkID: UInt64) async -> [ByteBuffer]? {
     guard let link = linksByID[linkID] else { return nil }
     return await link.nextBatch()
   }
 
   private func connect(to address: PeerAddress, expecting peer: NodeID) async throws -> (
-    NIOAsyncChannel<PeerFrame, PeerFrame>, PeerIdentity?
+    NIOAsyncChannel<PeerFrame, ByteBuffer>, PeerIdentity?
   ) {
     let (connection, handshake) = try await ClientBootstrap(group: group)
       .connectTimeout(configuration.connectTimeout)
@@ -309,7 +315,7 @@ public actor PeerTransport: PeerMessageSender {
   // MARK: - Inbound connections
 
   private nonisolated func acceptLoop(
-    _ server: NIOAsyncChannel<(NIOAsyncChannel<PeerFrame, PeerFrame>, EventLoopFuture<PeerIdentity>?), Never>
+    _ server: NIOAsyncChannel<(NIOAsyncChannel<PeerFrame, ByteBuffer>, EventLoopFuture<PeerIdentity>?), Never>
   ) async {
     do {
       try await server.executeThenClose { inbound in
@@ -336,7 +342,7 @@ public actor PeerTransport: PeerMessageSender {
 
   /// Authenticates one inbound connection and delivers its frames in order.
   private nonisolated func serve(
-    _ connection: NIOAsyncChannel<PeerFrame, PeerFrame>, handshake: EventLoopFuture<PeerIdentity>?
+    _ connection: NIOAsyncChannel<PeerFrame, ByteBuffer>, handshake: EventLoopFuture<PeerIdentity>?
   ) async {
     let channel = connection.channel
     guard await register(channel) else {
@@ -399,7 +405,7 @@ public actor PeerTransport: PeerMessageSender {
   }
 
   private nonisolated func configurePipeline(_ channel: any Channel, role: Role) throws -> (
-    NIOAsyncChannel<PeerFrame, PeerFrame>, EventLoopFuture<PeerIdentity>?
+    NIOAsyncChannel<PeerFrame, ByteBuffer>, EventLoopFuture<PeerIdentity>?
   ) {
     let pipeline = channel.pipeline.syncOperations
     var handshake: EventLoopFuture<PeerIdentity>?
@@ -415,8 +421,8 @@ public actor PeerTransport: PeerMessageSender {
       handshake = tls.handshakeFuture
     }
     try pipeline.addHandler(ByteToMessageHandler(FrameDecoder(maximumPayload: configuration.maximumPayload)))
-    try pipeline.addHandler(MessageToByteHandler(FrameEncoder(maximumPayload: configuration.maximumPayload)))
-    let connection = try NIOAsyncChannel<PeerFrame, PeerFrame>(
+    // Outbound frames arrive already encoded (`Frame.encode`), checked against the maximum by `send`.
+    let connection = try NIOAsyncChannel<PeerFrame, ByteBuffer>(
       wrappingChannelSynchronously: channel,
       configuration: .init(backPressureStrategy: .init(lowWatermark: 16, highWatermark: 256)))
     return (connection, handshake)
