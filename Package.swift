@@ -80,7 +80,7 @@ let package = Package(
     .executableTarget(
       name: "teal",
       dependencies: [
-        "TealTLS", "TealTransport", "TealWire",
+        "TealTLS", "TealTransport", "TealWire", "TealDeploy",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]
@@ -112,6 +112,8 @@ let package = Package(
 
     // MARK: Tests
     .testTarget(name: "TealWireTests", dependencies: ["TealWire"]),
+    // Runs the built `teal` executable (built with the tests by `swift build --build-tests` / `swift test`).
+    .testTarget(name: "TealCLITests"),
     .testTarget(name: "TealTLSTests", dependencies: ["TealTLS", "TealWire", nioEmbedded] + nio),
     .testTarget(name: "TealTransportTests", dependencies: ["TealTransport", "TealTLS", "TealWire", nioEmbedded] + nio),
     .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim"]),

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import TealDeploy
 import TealTLS
 import TealWire
 
@@ -16,7 +17,7 @@ struct Teal: ParsableCommand {
     commandName: "teal",
     abstract: "A self-hosted blue/green deployment coordinator.",
     version: version,
-    subcommands: [Certs.self]
+    subcommands: [Certs.self, Spec.self]
   )
 }
 

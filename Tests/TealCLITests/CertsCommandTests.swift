@@ -1,11 +1,6 @@
 import Foundation
 import Testing
 
-/// The real `teal` executable, built beside the test bundle by `swift build` / `swift test`.
-let tealExecutable: String = {
-  URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("teal").path
-}()
-
 @Suite("teal certs (the executable)")
 struct CertsCommandTests {
   @Test func initWritesVerifiableCredentialsAndRefusesToRunTwice() throws {
