@@ -24,12 +24,27 @@ final class Counter: Sendable {
   let bytes = Atomic<Int>(0)
 }
 
+/// User plus system CPU time this process has used, in seconds.
+func cpuSeconds() -> Double {
+  var usage = rusage()
+  getrusage(RUSAGE_SELF.rawValue, &usage)
+  func seconds(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+struct Measurement {
+  var messagesPerSecond: Double
+  var mebibytesPerSecond: Double
+  /// CPU milliseconds (both nodes, all threads) per MiB delivered: robust to a busy machine.
+  var cpuMillisecondsPerMebibyte: Double
+}
+
 func makeSecurity(_ mode: String, _ directory: CertificateDirectory, _ node: String) throws -> PeerSecurity {
   mode == "tls"
     ? .mutualTLS(try TLSContext(configuration: directory.configuration(for: NodeID(node)))) : .plaintextForBenchmarks
 }
 
-func measure(mode: String, size: Int, directory: CertificateDirectory) async throws -> (Double, Double) {
+func measure(mode: String, size: Int, directory: CertificateDirectory) async throws -> Measurement {
   let counter = Counter()
   var logger = Logger(label: "bench")
   logger.logLevel = .error
@@ -59,17 +74,22 @@ func measure(mode: String, size: Int, directory: CertificateDirectory) async thr
   let startMessages = counter.messages.load(ordering: .relaxed)
   let startBytes = counter.bytes.load(ordering: .relaxed)
   let start = clock.now
+  let startCPU = cpuSeconds()
   let end = start + .milliseconds(Int(seconds * 1000))
   while clock.now < end {
     for _ in 0..<64 { try await sender.sendWhenQueueHasRoom(payload, on: .test, to: NodeID("n2")) }
   }
   let elapsed = clock.now - start
+  let cpu = cpuSeconds() - startCPU
   let secondsElapsed = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
   let messages = counter.messages.load(ordering: .relaxed) - startMessages
   let bytes = counter.bytes.load(ordering: .relaxed) - startBytes
   await sender.shutdown()
   await receiver.shutdown()
-  return (Double(messages) / secondsElapsed, Double(bytes) / secondsElapsed / 1_048_576)
+  let mebibytes = Double(bytes) / 1_048_576
+  return Measurement(
+    messagesPerSecond: Double(messages) / secondsElapsed, mebibytesPerSecond: mebibytes / secondsElapsed,
+    cpuMillisecondsPerMebibyte: cpu * 1000 / mebibytes)
 }
 
 let dir = FileManager.default.temporaryDirectory.appendingPathComponent("teal-bench-\(UUID().uuidString)").path
@@ -77,17 +97,25 @@ try CertificateDirectory.initialize(at: dir, nodes: [NodeID("n1"), NodeID("n2")]
 defer { try? FileManager.default.removeItem(atPath: dir) }
 let directory = CertificateDirectory(path: dir)
 
-print("frame        mode         messages/s        MiB/s   TLS/plain")
+print("frame        mode         messages/s        MiB/s   CPU ms/MiB   TLS/plain (MiB/s, CPU)")
 for size in sizes {
-  var results: [String: (Double, Double)] = [:]
+  var results: [String: Measurement] = [:]
   for mode in modes { results[mode] = try await measure(mode: mode, size: size, directory: directory) }
   let label = size % 1024 == 0 ? "\(size / 1024) KiB" : "\(size) B"
   for mode in modes {
     guard let result = results[mode] else { continue }
-    let ratio = mode == "tls" ? results["plain"].map { String(format: "%.2f", result.1 / $0.1) } ?? "" : ""
+    let ratio =
+      mode == "tls"
+      ? results["plain"].map {
+        String(
+          format: "%.2f, %.2f", result.mebibytesPerSecond / $0.mebibytesPerSecond,
+          result.cpuMillisecondsPerMebibyte / $0.cpuMillisecondsPerMebibyte)
+      } ?? "" : ""
     let name = mode == "tls" ? "mTLS 1.3" : "plain TCP"
     print(
-      String(format: "%-12@ %-10@ %12.0f %12.1f", label as NSString, name as NSString, result.0, result.1)
+      String(
+        format: "%-12@ %-10@ %12.0f %12.1f %12.2f", label as NSString, name as NSString, result.messagesPerSecond,
+        result.mebibytesPerSecond, result.cpuMillisecondsPerMebibyte)
         + "   \(ratio)")
   }
 }
