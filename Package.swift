@@ -72,6 +72,7 @@ let package = Package(
       name: "TealDataPlane",
       dependencies: [
         .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),
@@ -105,6 +106,11 @@ let package = Package(
       path: "Benchmarks/RaftBenchmark"
     ),
     .executableTarget(
+      name: "ProxyBenchmark",
+      dependencies: ["TealDataPlane"],
+      path: "Benchmarks/proxy/ProxyBenchmark"
+    ),
+    .executableTarget(
       name: "GossipBenchmark",
       dependencies: ["TealGossip", "TealGossipSim"],
       path: "Benchmarks/GossipBenchmark"
@@ -128,7 +134,10 @@ let package = Package(
     ),
     .testTarget(
       name: "TealDataPlaneTests",
-      dependencies: ["TealDataPlane", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
+      dependencies: [
+        "TealDataPlane", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
     ),
   ],
   swiftLanguageModes: [.v6]

@@ -1,0 +1,250 @@
+// Metrics of the load balancer per service, listener and target group. Pure values: the shell
+// records into them under the service lock and hands out copies.
+
+// MARK: - Latency histogram
+
+/// Request latency in fixed buckets (Prometheus-style cumulative rendering, non-cumulative storage).
+///
+/// Invariant: `bucketCounts.count == Self.upperBoundsNanoseconds.count + 1` (the last bucket is +Inf),
+/// and `count` is the sum of `bucketCounts`.
+public struct LatencyHistogram: Hashable, Sendable {
+  /// Upper bounds of the finite buckets, in nanoseconds: 0.25 ms ... 10 s.
+  public static let upperBoundsNanoseconds: [Int64] = [
+    250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000, 25_000_000, 50_000_000, 100_000_000,
+    250_000_000, 500_000_000, 1_000_000_000, 2_500_000_000, 5_000_000_000, 10_000_000_000,
+  ]
+
+  public private(set) var bucketCounts: [UInt64]
+  public private(set) var count: UInt64 = 0
+  public private(set) var sumNanoseconds: Int64 = 0
+
+  public init() {
+    self.bucketCounts = Array(repeating: 0, count: Self.upperBoundsNanoseconds.count + 1)
+  }
+
+  public mutating func record(nanoseconds: Int64) {
+    let value = max(0, nanoseconds)
+    var index = 0
+    let bounds = Self.upperBoundsNanoseconds
+    while index < bounds.count, value > bounds[index] { index += 1 }
+    self.bucketCounts[index] += 1
+    self.count += 1
+    self.sumNanoseconds &+= value
+  }
+
+  /// The upper bound (ns) of the bucket holding the `q`-quantile, nil when empty. Observations above
+  /// the last finite bound report that bound (the estimate is then a lower bound).
+  public func quantileUpperBound(_ q: Double) -> Int64? {
+    guard self.count > 0 else { return nil }
+    let rank = UInt64((min(max(q, 0), 1) * Double(self.count)).rounded(.up))
+    var seen: UInt64 = 0
+    for (index, bucket) in self.bucketCounts.enumerated() {
+      seen += bucket
+      if seen >= max(rank, 1) {
+        return Self.upperBoundsNanoseconds[min(index, Self.upperBoundsNanoseconds.count - 1)]
+      }
+    }
+    return Self.upperBoundsNanoseconds.last
+  }
+
+  /// What was recorded after `earlier` (a snapshot of the same histogram taken before).
+  public func subtracting(_ earlier: LatencyHistogram) -> LatencyHistogram {
+    var delta = LatencyHistogram()
+    for index in delta.bucketCounts.indices {
+      delta.bucketCounts[index] = self.bucketCounts[index] &- min(self.bucketCounts[index], earlier.bucketCounts[index])
+    }
+    delta.count = delta.bucketCounts.reduce(0, +)
+    delta.sumNanoseconds = max(0, self.sumNanoseconds - earlier.sumNanoseconds)
+    return delta
+  }
+}
+
+// MARK: - Per target group
+
+/// Counters of one target group on one listener.
+///
+/// `requests` counts requests routed to the group (counted when routed); each completed request is
+/// also counted in exactly one status class, or in `aborted` when the client went away first.
+/// `inFlight` = `requests` − completed − aborted.
+public struct TargetGroupMetrics: Hashable, Sendable {
+  public var requests: UInt64 = 0
+  public var responses1xx3xx: UInt64 = 0
+  public var responses2xx: UInt64 = 0
+  public var responses4xx: UInt64 = 0
+  public var responses5xx: UInt64 = 0
+  /// Requests whose client connection closed before the response ended.
+  public var aborted: UInt64 = 0
+  public var inFlight: Int = 0
+  public var latency = LatencyHistogram()
+
+  public init() {}
+
+  public var completed: UInt64 { self.responses1xx3xx + self.responses2xx + self.responses4xx + self.responses5xx }
+
+  /// Share of completed responses that were 5xx, nil when nothing completed.
+  public var serverErrorRate: Double? {
+    let completed = self.completed
+    return completed == 0 ? nil : Double(self.responses5xx) / Double(completed)
+  }
+
+  /// p99 latency in seconds (bucket upper bound), nil when nothing completed.
+  public var p99Seconds: Double? { self.latency.quantileUpperBound(0.99).map { Double($0) / 1e9 } }
+
+  mutating func recordRouted(delta: Int) {
+    self.inFlight = max(0, self.inFlight + delta)
+    self.requests = delta > 0 ? self.requests + 1 : self.requests &- min(self.requests, 1)
+  }
+
+  mutating func recordFinish(status: Int?, nanoseconds: Int64) {
+    self.inFlight = max(0, self.inFlight - 1)
+    guard let status else {
+      self.aborted += 1
+      return
+    }
+    switch status {
+    case 200..<300: self.responses2xx += 1
+    case 400..<500: self.responses4xx += 1
+    case 500..<600: self.responses5xx += 1
+    default: self.responses1xx3xx += 1
+    }
+    self.latency.record(nanoseconds: nanoseconds)
+  }
+
+  /// What happened after `earlier` (a snapshot of the same group): the window an alarm looks at.
+  /// `inFlight` is the current value.
+  public func subtracting(_ earlier: TargetGroupMetrics) -> TargetGroupMetrics {
+    var delta = TargetGroupMetrics()
+    delta.requests = self.requests &- min(self.requests, earlier.requests)
+    delta.responses1xx3xx = self.responses1xx3xx &- min(self.responses1xx3xx, earlier.responses1xx3xx)
+    delta.responses2xx = self.responses2xx &- min(self.responses2xx, earlier.responses2xx)
+    delta.responses4xx = self.responses4xx &- min(self.responses4xx, earlier.responses4xx)
+    delta.responses5xx = self.responses5xx &- min(self.responses5xx, earlier.responses5xx)
+    delta.aborted = self.aborted &- min(self.aborted, earlier.aborted)
+    delta.inFlight = self.inFlight
+    delta.latency = self.latency.subtracting(earlier.latency)
+    return delta
+  }
+}
+
+/// Identifies one target group on one listener of a service.
+public struct TargetGroupKey: Hashable, Sendable, Comparable {
+  public var listener: ListenerRole
+  public var revision: String
+
+  public init(listener: ListenerRole, revision: String) {
+    self.listener = listener
+    self.revision = revision
+  }
+
+  public static func < (lhs: TargetGroupKey, rhs: TargetGroupKey) -> Bool {
+    (lhs.listener.rawValue, lhs.revision) < (rhs.listener.rawValue, rhs.revision)
+  }
+}
+
+/// Metrics of one service.
+public struct ServiceMetrics: Hashable, Sendable {
+  public var targetGroups: [TargetGroupKey: TargetGroupMetrics] = [:]
+  /// Requests answered 503 because no weighted target group had a healthy target.
+  public var noHealthyTarget: [ListenerRole: UInt64] = [:]
+  /// Requests answered 400 or 431 before routing.
+  public var badRequests: UInt64 = 0
+
+  public init() {}
+}
+
+/// A snapshot of every service's metrics, readable by the node (alarms) and renderable for Prometheus.
+public struct LoadBalancerMetrics: Hashable, Sendable {
+  public var services: [String: ServiceMetrics]
+
+  public init(services: [String: ServiceMetrics] = [:]) {
+    self.services = services
+  }
+
+  /// The metrics of one target group, or nil when it never received traffic.
+  public func targetGroup(service: String, listener: ListenerRole = .production, revision: String)
+    -> TargetGroupMetrics?
+  {
+    self.services[service]?.targetGroups[TargetGroupKey(listener: listener, revision: revision)]
+  }
+
+  /// The Prometheus text exposition format (version 0.0.4) of this snapshot.
+  public func prometheusText() -> String {
+    var out = ""
+    func family(_ name: String, _ type: String, _ help: String) {
+      out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
+    }
+    let services = self.services.keys.sorted()
+    func eachGroup(_ body: (String, TargetGroupMetrics) -> Void) {
+      for service in services {
+        guard let metrics = self.services[service] else { continue }
+        for key in metrics.targetGroups.keys.sorted() {
+          let labels =
+            "service=\"\(escape(service))\",listener=\"\(key.listener.rawValue)\",revision=\"\(escape(key.revision))\""
+          body(labels, metrics.targetGroups[key] ?? TargetGroupMetrics())
+        }
+      }
+    }
+
+    family("teal_lb_requests_total", "counter", "Requests routed to a target group.")
+    eachGroup { labels, metrics in out += "teal_lb_requests_total{\(labels)} \(metrics.requests)\n" }
+    family("teal_lb_responses_total", "counter", "Completed responses by status class.")
+    eachGroup { labels, metrics in
+      for (code, value) in [
+        ("2xx", metrics.responses2xx), ("4xx", metrics.responses4xx), ("5xx", metrics.responses5xx),
+        ("other", metrics.responses1xx3xx),
+      ] {
+        out += "teal_lb_responses_total{\(labels),code=\"\(code)\"} \(value)\n"
+      }
+    }
+    family("teal_lb_aborted_total", "counter", "Requests whose client went away before the response ended.")
+    eachGroup { labels, metrics in out += "teal_lb_aborted_total{\(labels)} \(metrics.aborted)\n" }
+    family("teal_lb_in_flight_requests", "gauge", "Requests currently being proxied.")
+    eachGroup { labels, metrics in out += "teal_lb_in_flight_requests{\(labels)} \(metrics.inFlight)\n" }
+    family("teal_lb_request_duration_seconds", "histogram", "Time from request head to response end.")
+    eachGroup { labels, metrics in
+      let histogram = metrics.latency
+      var cumulative: UInt64 = 0
+      for (index, bound) in LatencyHistogram.upperBoundsNanoseconds.enumerated() {
+        cumulative += histogram.bucketCounts[index]
+        out += "teal_lb_request_duration_seconds_bucket{\(labels),le=\"\(seconds(bound))\"} \(cumulative)\n"
+      }
+      out += "teal_lb_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} \(histogram.count)\n"
+      out += "teal_lb_request_duration_seconds_sum{\(labels)} \(seconds(histogram.sumNanoseconds))\n"
+      out += "teal_lb_request_duration_seconds_count{\(labels)} \(histogram.count)\n"
+    }
+    family("teal_lb_no_healthy_target_total", "counter", "Requests answered 503 for want of a healthy target.")
+    for service in services {
+      for role in ListenerRole.allCases {
+        let value = self.services[service]?.noHealthyTarget[role] ?? 0
+        out +=
+          "teal_lb_no_healthy_target_total{service=\"\(escape(service))\",listener=\"\(role.rawValue)\"} \(value)\n"
+      }
+    }
+    family("teal_lb_bad_requests_total", "counter", "Requests answered 400 or 431 before routing.")
+    for service in services {
+      out += "teal_lb_bad_requests_total{service=\"\(escape(service))\"} \(self.services[service]?.badRequests ?? 0)\n"
+    }
+    return out
+  }
+}
+
+private func escape(_ label: String) -> String {
+  var out = ""
+  for character in label {
+    switch character {
+    case "\\": out += "\\\\"
+    case "\"": out += "\\\""
+    case "\n": out += "\\n"
+    default: out.append(character)
+    }
+  }
+  return out
+}
+
+private func seconds(_ nanoseconds: Int64) -> String {
+  let whole = nanoseconds / 1_000_000_000
+  var fraction = String(nanoseconds % 1_000_000_000)
+  fraction = String(repeating: "0", count: 9 - fraction.count) + fraction
+  while fraction.hasSuffix("0") { fraction.removeLast() }
+  return fraction.isEmpty ? "\(whole)" : "\(whole).\(fraction)"
+}

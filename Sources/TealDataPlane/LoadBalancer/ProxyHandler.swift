@@ -1,0 +1,535 @@
+// The HTTP/1.1 reverse proxy: one ProxyServerHandler per client connection, on that connection's event
+// loop, leasing upstream connections from the same loop's pool. No actor hop on the request path.
+
+import NIOCore
+import NIOHTTP1
+
+/// Per-listener settings the data path reads (immutable while a listener runs).
+struct ProxySettings: Sendable {
+  var role: ListenerRole
+  var responseTimeout: TimeAmount
+  var forwardedProto: String
+}
+
+// MARK: - Exchange
+
+/// One request/response exchange on a client connection.
+private final class Exchange {
+  let clientVersion: HTTPVersion
+  let forwardedHead: HTTPRequestHead
+  let isIdempotentWithoutBody: Bool
+  let requestHasBody: Bool
+  let clientKeepAlive: Bool
+  let expectContinue: Bool
+  let start: NIODeadline
+  var choice: RouteChoice
+  /// Parts received before the upstream connection was ready.
+  var buffered: [HTTPClientRequestPart] = []
+  var requestEnded = false
+  var connectRetried = false
+  var staleRetried = false
+  var upstream: UpstreamConnection?
+  var upstreamReused = false
+  var responseStarted = false
+  var status = 0
+  var upstreamKeepAlive = true
+  var closeClientAfterResponse = false
+
+  init(head: HTTPRequestHead, forwardedHead: HTTPRequestHead, choice: RouteChoice, start: NIODeadline) {
+    self.clientVersion = head.version
+    self.forwardedHead = forwardedHead
+    self.requestHasBody = headDeclaresBody(head)
+    switch head.method {
+    case .GET, .HEAD, .OPTIONS, .TRACE: self.isIdempotentWithoutBody = !self.requestHasBody
+    default: self.isIdempotentWithoutBody = false
+    }
+    self.clientKeepAlive = head.isKeepAlive
+    self.expectContinue =
+      head.headers.contains(name: "expect")
+      && head.headers["expect"].contains { $0.lowercased() == "100-continue" }
+    self.choice = choice
+    self.start = start
+  }
+}
+
+private func headDeclaresBody(_ head: HTTPRequestHead) -> Bool {
+  if head.headers.contains(name: "transfer-encoding") { return true }
+  if let length = head.headers.first(name: "content-length"), let value = Int(length), value > 0 { return true }
+  return false
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1). `transfer-encoding` is kept:
+/// NIO's encoders use it to frame the body on the next hop.
+private let hopByHopHeaders = ["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"]
+
+/// Framing and routing fields are never hop-by-hop, whatever a `connection` header claims: dropping
+/// them would change how the next hop reads the body.
+private func isProtectedFromConnectionHeader(_ name: String) -> Bool {
+  name.caseInsensitiveASCIIEquals("content-length") || name.caseInsensitiveASCIIEquals("transfer-encoding")
+    || name.caseInsensitiveASCIIEquals("host")
+}
+
+extension String {
+  /// ASCII case-insensitive equality with a lowercase ASCII literal, without allocating.
+  fileprivate func caseInsensitiveASCIIEquals(_ lowercase: String) -> Bool {
+    guard self.utf8.count == lowercase.utf8.count else { return false }
+    for (a, b) in zip(self.utf8, lowercase.utf8) where a != b && (a | 0x20) != b { return false }
+    return true
+  }
+}
+
+extension Substring {
+  fileprivate func trimmingASCIISpaces() -> String {
+    String(self.drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+  }
+}
+
+// MARK: - Client-side handler
+
+/// Proxies the requests of one client connection.
+///
+/// Invariants:
+/// - At most one exchange at a time (HTTPServerPipelineHandler serialises pipelined requests).
+/// - Every exchange begun with `runtime.begin` ends with exactly one `runtime.finish`.
+/// - Client reads are held while the upstream connection is being opened or cannot take more bytes;
+///   upstream reads are held while the client cannot take more bytes (backpressure both ways).
+final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
+  typealias InboundIn = HTTPServerRequestPart
+  typealias OutboundIn = HTTPServerResponsePart
+  typealias OutboundOut = HTTPServerResponsePart
+
+  private let runtime: ServiceRuntime
+  private let settings: ProxySettings
+  private let pool: UpstreamPool
+  private var context: ChannelHandlerContext?
+  private var clientAddress = "unknown"
+  private var exchange: Exchange?
+  /// Set after a response went out before its request ended: the rest of the request is dropped.
+  private var discardingRequest = false
+  private var readsPaused = false
+  private var readPending = false
+  private var timeoutTimer: Scheduled<Void>?
+
+  init(runtime: ServiceRuntime, settings: ProxySettings, pool: UpstreamPool) {
+    self.runtime = runtime
+    self.settings = settings
+    self.pool = pool
+  }
+
+  // MARK: Channel events
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+    if let address = context.channel.remoteAddress?.ipAddress { self.clientAddress = address }
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.timeoutTimer?.cancel()
+    self.timeoutTimer = nil
+    self.context = nil
+  }
+
+  func channelActive(context: ChannelHandlerContext) {
+    self.runtime.clientOpened(context.channel)
+    context.fireChannelActive()
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    self.timeoutTimer?.cancel()
+    self.timeoutTimer = nil
+    self.runtime.clientClosed(context.channel)
+    if let exchange = self.exchange {
+      // The client went away mid-exchange: the upstream connection is in an unknown state.
+      exchange.upstream?.close()
+      exchange.upstream = nil
+      self.complete(exchange, status: nil)
+    }
+    context.fireChannelInactive()
+  }
+
+  func read(context: ChannelHandlerContext) {
+    if self.readsPaused {
+      self.readPending = true
+    } else {
+      context.read()
+    }
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    switch self.unwrapInboundIn(data) {
+    case .head(let head):
+      self.discardingRequest = false
+      self.startExchange(head, context: context)
+    case .body(let buffer):
+      guard !self.discardingRequest, let exchange = self.exchange else { return }
+      self.forward(.body(.byteBuffer(buffer)), exchange)
+    case .end(let trailers):
+      if self.discardingRequest {
+        self.discardingRequest = false
+        return
+      }
+      guard let exchange = self.exchange else { return }
+      exchange.requestEnded = true
+      self.forward(.end(trailers), exchange)
+    }
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    self.exchange?.upstream?.flush()
+    context.fireChannelReadComplete()
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    if context.channel.isWritable { self.exchange?.upstream?.setReadsPaused(false) }
+    context.fireChannelWritabilityChanged()
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: Error) {
+    guard let parserError = error as? HTTPParserError else {
+      context.close(promise: nil)
+      return
+    }
+    self.runtime.recordBadRequest()
+    if let exchange = self.exchange {
+      exchange.upstream?.close()
+      exchange.upstream = nil
+      let responseStarted = exchange.responseStarted
+      self.complete(exchange, status: nil)
+      if responseStarted {
+        context.close(promise: nil)
+        return
+      }
+    }
+    let status: HTTPResponseStatus = parserError == .headerOverflow ? .requestHeaderFieldsTooLarge : .badRequest
+    let body =
+      status == .badRequest
+      ? "teal: malformed HTTP request (\(parserError))\n"
+      : "teal: request headers are larger than this listener accepts\n"
+    let written = self.writeSimpleResponse(
+      status, body: body, revision: nil, version: .http1_1, close: true, context: context)
+    self.close(context, after: written)
+  }
+
+  // MARK: Request path
+
+  private func startExchange(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    guard let choice = self.runtime.begin(self.settings.role) else {
+      let body =
+        "teal: no healthy target for service '\(self.runtime.name)' on the \(self.settings.role.rawValue) listener\n"
+      self.respondWithoutExchange(.serviceUnavailable, body: body, head: head, context: context)
+      return
+    }
+    let exchange = Exchange(
+      head: head, forwardedHead: self.forwardedHead(head), choice: choice, start: .now())
+    self.exchange = exchange
+    if self.timeoutTimer == nil { self.armTimeoutTimer(in: self.settings.responseTimeout, context: context) }
+    self.setReadsPaused(true)
+    self.dispatch(exchange, allowPooled: true)
+  }
+
+  private func forwardedHead(_ head: HTTPRequestHead) -> HTTPRequestHead {
+    // One pass over the headers: drop hop-by-hop fields and `expect` (answered here), merge
+    // x-forwarded-for. Fields named by `connection` are dropped in a second pass, only when present.
+    var headers = HTTPHeaders()
+    headers.reserveCapacity(head.headers.count + 2)
+    var forwardedFor: String? = nil
+    var connectionTokens: [Substring] = []
+    for (name, value) in head.headers {
+      switch name.utf8.count {
+      case 2 where name.caseInsensitiveASCIIEquals("te"): continue
+      case 6 where name.caseInsensitiveASCIIEquals("expect"): continue
+      case 7 where name.caseInsensitiveASCIIEquals("trailer") || name.caseInsensitiveASCIIEquals("upgrade"): continue
+      case 10 where name.caseInsensitiveASCIIEquals("connection"):
+        connectionTokens += value.split(separator: ",")
+        continue
+      case 10 where name.caseInsensitiveASCIIEquals("keep-alive"): continue
+      case 15 where name.caseInsensitiveASCIIEquals("x-forwarded-for"):
+        forwardedFor = forwardedFor.map { $0 + ", " + value } ?? value
+        continue
+      case 16 where name.caseInsensitiveASCIIEquals("proxy-connection"): continue
+      case 17 where name.caseInsensitiveASCIIEquals("x-forwarded-proto"): continue
+      default: headers.add(name: name, value: value)
+      }
+    }
+    for token in connectionTokens {
+      let name = token.trimmingASCIISpaces()
+      guard !name.isEmpty, !isProtectedFromConnectionHeader(name) else { continue }
+      headers.remove(name: name)
+    }
+    headers.add(
+      name: "x-forwarded-for", value: forwardedFor.map { $0 + ", " + self.clientAddress } ?? self.clientAddress)
+    headers.add(name: "x-forwarded-proto", value: self.settings.forwardedProto)
+    return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
+  }
+
+  /// Sends the exchange to its target over a pooled connection or a new one.
+  private func dispatch(_ exchange: Exchange, allowPooled: Bool) {
+    if allowPooled, let connection = self.pool.take(exchange.choice.target) {
+      self.attach(exchange, connection, reused: true)
+      return
+    }
+    let target = exchange.choice.target
+    self.pool.connect(target).assumeIsolated().whenComplete { result in
+      guard self.exchange === exchange, exchange.choice.target == target else {
+        if case .success(let channel) = result { channel.close(promise: nil) }
+        return
+      }
+      switch result {
+      case .success(let channel):
+        do {
+          self.attach(exchange, try self.pool.adopt(channel), reused: false)
+        } catch {
+          channel.close(promise: nil)
+          self.connectFailed(exchange)
+        }
+      case .failure:
+        self.connectFailed(exchange)
+      }
+    }
+  }
+
+  private func connectFailed(_ exchange: Exchange) {
+    guard let context = self.context else { return }
+    if !exchange.connectRetried {
+      exchange.connectRetried = true
+      if let choice = self.runtime.retry(self.settings.role, failed: exchange.choice) {
+        exchange.choice = choice
+        self.dispatch(exchange, allowPooled: true)
+        return
+      }
+    } else {
+      self.runtime.recordConnectFailure(exchange.choice.target)
+    }
+    self.failBeforeResponse(
+      exchange, .badGateway,
+      body: "teal: could not connect to a target of revision '\(exchange.choice.revision)'\n", context: context)
+  }
+
+  private func attach(_ exchange: Exchange, _ connection: UpstreamConnection, reused: Bool) {
+    guard let context = self.context else {
+      self.pool.release(connection)
+      return
+    }
+    exchange.upstream = connection
+    exchange.upstreamReused = reused
+    connection.owner = self
+    connection.write(.head(exchange.forwardedHead))
+    for part in exchange.buffered { connection.write(part) }
+    exchange.buffered = []
+    connection.flush()
+    if exchange.expectContinue, !exchange.requestEnded {
+      context.writeAndFlush(
+        self.wrapOutboundOut(.head(HTTPResponseHead(version: exchange.clientVersion, status: .continue))),
+        promise: nil)
+    }
+    self.setReadsPaused(!connection.isWritable)
+  }
+
+  private func forward(_ part: HTTPClientRequestPart, _ exchange: Exchange) {
+    guard let connection = exchange.upstream else {
+      exchange.buffered.append(part)
+      return
+    }
+    connection.write(part)
+    if !connection.isWritable { self.setReadsPaused(true) }
+  }
+
+  private func setReadsPaused(_ paused: Bool) {
+    self.readsPaused = paused
+    if !paused, self.readPending, let context = self.context {
+      self.readPending = false
+      context.read()
+    }
+  }
+
+  // MARK: Response path (called by UpstreamConnection on the same loop)
+
+  func upstreamRead(_ part: HTTPClientResponsePart, from connection: UpstreamConnection) {
+    guard let context = self.context, let exchange = self.exchange, exchange.upstream === connection else {
+      connection.close()
+      return
+    }
+    switch part {
+    case .head(let upstreamHead):
+      exchange.responseStarted = true
+      exchange.status = Int(upstreamHead.status.code)
+      exchange.upstreamKeepAlive = upstreamHead.isKeepAlive
+      var headers = upstreamHead.headers
+      for token in headers[canonicalForm: "connection"] where !isProtectedFromConnectionHeader(String(token)) {
+        headers.remove(name: String(token))
+      }
+      for name in hopByHopHeaders { headers.remove(name: name) }
+      headers.replaceOrAdd(name: "x-teal-revision", value: exchange.choice.revision)
+      var close = !exchange.clientKeepAlive
+      if exchange.clientVersion.minor == 0, !headers.contains(name: "content-length") {
+        // An HTTP/1.0 client cannot take chunked framing: the end of the body is the end of the connection.
+        headers.remove(name: "transfer-encoding")
+        close = true
+      }
+      if close {
+        headers.add(name: "connection", value: "close")
+      } else if exchange.clientVersion.minor == 0 {
+        headers.add(name: "connection", value: "keep-alive")
+      }
+      exchange.closeClientAfterResponse = close
+      let head = HTTPResponseHead(version: exchange.clientVersion, status: upstreamHead.status, headers: headers)
+      context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+    case .body(let buffer):
+      context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+      if !context.channel.isWritable { connection.setReadsPaused(true) }
+    case .end(let trailers):
+      // Complete first: writing the end lets HTTPServerPipelineHandler deliver the next pipelined
+      // request synchronously, which must find this exchange already gone.
+      let closeClient = self.complete(exchange, status: exchange.status)
+      let end = self.wrapOutboundOut(.end(trailers))
+      if closeClient {
+        self.close(context, after: context.writeAndFlush(end))
+      } else {
+        context.writeAndFlush(end, promise: nil)
+      }
+    }
+  }
+
+  func upstreamReadComplete() {
+    self.context?.flush()
+  }
+
+  func upstreamWritabilityChanged(from connection: UpstreamConnection) {
+    guard let exchange = self.exchange, exchange.upstream === connection else { return }
+    self.setReadsPaused(!connection.isWritable)
+  }
+
+  func upstreamClosed(_ connection: UpstreamConnection) {
+    guard let context = self.context, let exchange = self.exchange, exchange.upstream === connection else { return }
+    exchange.upstream = nil
+    if exchange.responseStarted {
+      // The body was cut: the client must see the connection end, not a complete-looking response.
+      self.complete(exchange, status: nil)
+      context.close(promise: nil)
+      return
+    }
+    if exchange.upstreamReused, !exchange.staleRetried, exchange.isIdempotentWithoutBody, exchange.requestEnded {
+      // A pooled connection the target had closed just before we wrote: nothing was processed, so a
+      // fresh connection is safe for a request without a body.
+      exchange.staleRetried = true
+      self.dispatch(exchange, allowPooled: false)
+      return
+    }
+    self.failBeforeResponse(
+      exchange, .badGateway,
+      body: "teal: target of revision '\(exchange.choice.revision)' closed the connection without a response\n",
+      context: context)
+  }
+
+  /// One timer per connection, not per request: when it fires it checks the current exchange's age
+  /// and re-arms for the remaining time, so a keep-alive connection pays no timer cost per request.
+  private func armTimeoutTimer(in delay: TimeAmount, context: ChannelHandlerContext) {
+    self.timeoutTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
+      self.timeoutTimer = nil
+      guard let context = self.context, let exchange = self.exchange, !exchange.responseStarted else { return }
+      let age = NIODeadline.now() - exchange.start
+      if age >= self.settings.responseTimeout {
+        self.responseTimedOut(exchange)
+      } else {
+        self.armTimeoutTimer(in: self.settings.responseTimeout - age, context: context)
+      }
+    }
+  }
+
+  private func responseTimedOut(_ exchange: Exchange) {
+    guard let context = self.context, self.exchange === exchange, !exchange.responseStarted else { return }
+    exchange.upstream?.close()
+    exchange.upstream = nil
+    self.failBeforeResponse(
+      exchange, .gatewayTimeout,
+      body: "teal: target of revision '\(exchange.choice.revision)' did not answer in time\n", context: context)
+  }
+
+  // MARK: Completion
+
+  private func failBeforeResponse(
+    _ exchange: Exchange, _ status: HTTPResponseStatus, body: String, context: ChannelHandlerContext
+  ) {
+    exchange.upstream?.close()
+    exchange.upstream = nil
+    exchange.closeClientAfterResponse = !exchange.clientKeepAlive
+    let closeClient = self.complete(exchange, status: Int(status.code))
+    let written = self.writeSimpleResponse(
+      status, body: body, revision: exchange.choice.revision, version: exchange.clientVersion, close: closeClient,
+      context: context)
+    if closeClient { self.close(context, after: written) }
+  }
+
+  /// Whether the client connection ends with this exchange's response: the client asked for it, or
+  /// the rest of a request body would otherwise have to be read and thrown away.
+  private func closesClient(_ exchange: Exchange) -> Bool {
+    exchange.closeClientAfterResponse || (!exchange.requestEnded && exchange.requestHasBody)
+  }
+
+  /// Ends the exchange before its last response part is written: returns or closes the upstream
+  /// connection, records metrics and gets ready for the next request. `status` nil means the exchange
+  /// was aborted. Returns whether the caller must close the client connection after its final write.
+  @discardableResult
+  private func complete(_ exchange: Exchange, status: Int?) -> Bool {
+    guard self.exchange === exchange else { return false }
+    self.exchange = nil
+    if let connection = exchange.upstream {
+      exchange.upstream = nil
+      if exchange.upstreamKeepAlive, exchange.requestEnded, status != nil {
+        self.pool.release(connection)
+      } else {
+        connection.close()
+      }
+    }
+    let elapsed = NIODeadline.now().uptimeNanoseconds - exchange.start.uptimeNanoseconds
+    self.runtime.finish(
+      self.settings.role, exchange.choice, status: status, nanoseconds: Int64(clamping: elapsed))
+    guard status != nil else { return false }
+    if self.closesClient(exchange) { return true }
+    if !exchange.requestEnded { self.discardingRequest = true }
+    self.setReadsPaused(false)
+    return false
+  }
+
+  /// Closes the client connection once `written` (the last response write) has reached the socket.
+  private func close(_ context: ChannelHandlerContext, after written: EventLoopFuture<Void>?) {
+    guard let written else {
+      context.close(promise: nil)
+      return
+    }
+    written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+  }
+
+  /// 503 before any exchange exists (no healthy target).
+  private func respondWithoutExchange(
+    _ status: HTTPResponseStatus, body: String, head: HTTPRequestHead, context: ChannelHandlerContext
+  ) {
+    let close = !head.isKeepAlive || headDeclaresBody(head)
+    if !close { self.discardingRequest = true }
+    let written = self.writeSimpleResponse(
+      status, body: body, revision: nil, version: head.version, close: close, context: context)
+    if close { self.close(context, after: written) }
+  }
+
+  /// Writes a complete short response; returns the future of its last write when `close` is set.
+  private func writeSimpleResponse(
+    _ status: HTTPResponseStatus, body: String, revision: String?, version: HTTPVersion, close: Bool,
+    context: ChannelHandlerContext
+  ) -> EventLoopFuture<Void>? {
+    var headers = HTTPHeaders()
+    headers.add(name: "content-type", value: "text/plain; charset=utf-8")
+    headers.add(name: "content-length", value: String(body.utf8.count))
+    if let revision { headers.add(name: "x-teal-revision", value: revision) }
+    if close { headers.add(name: "connection", value: "close") }
+    let head = HTTPResponseHead(version: version.minor == 0 ? .http1_0 : .http1_1, status: status, headers: headers)
+    context.write(self.wrapOutboundOut(.head(head)), promise: nil)
+    context.write(
+      self.wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+    let end = self.wrapOutboundOut(.end(nil))
+    guard close else {
+      context.writeAndFlush(end, promise: nil)
+      return nil
+    }
+    return context.writeAndFlush(end)
+  }
+}

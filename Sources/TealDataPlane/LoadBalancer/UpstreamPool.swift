@@ -1,0 +1,214 @@
+// Keep-alive connections from the load balancer to its targets, pooled per event loop so a client
+// connection and its upstream connection always share one thread and never hop.
+
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+// MARK: - Upstream connection
+
+/// The last handler of an upstream (load balancer → target) channel. It forwards response parts to
+/// the client-side handler that currently leases it and lets that handler hold reads (backpressure
+/// towards the target when the client cannot keep up).
+///
+/// Invariant: used only on its channel's event loop; `owner` is set exactly while leased.
+final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
+  typealias InboundIn = HTTPClientResponsePart
+  typealias OutboundIn = HTTPClientRequestPart
+  typealias OutboundOut = HTTPClientRequestPart
+
+  let target: TargetAddress
+  private(set) var context: ChannelHandlerContext?
+  /// The client-side handler this connection serves right now; nil while idle in the pool.
+  var owner: ProxyServerHandler?
+  /// The pool to leave when the connection closes.
+  var pool: UpstreamPool?
+  private var readsPaused = false
+  private var readPending = false
+
+  init(target: TargetAddress) {
+    self.target = target
+  }
+
+  var isActive: Bool { self.context?.channel.isActive ?? false }
+  var isWritable: Bool { self.context?.channel.isWritable ?? false }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    self.context = context
+  }
+
+  func handlerRemoved(context: ChannelHandlerContext) {
+    self.context = nil
+  }
+
+  func write(_ part: HTTPClientRequestPart) {
+    self.context?.write(self.wrapOutboundOut(part), promise: nil)
+  }
+
+  func flush() {
+    self.context?.flush()
+  }
+
+  func close() {
+    self.owner = nil
+    self.context?.close(promise: nil)
+  }
+
+  /// Stops or restarts reading from the target.
+  func setReadsPaused(_ paused: Bool) {
+    self.readsPaused = paused
+    if !paused, self.readPending, let context = self.context {
+      self.readPending = false
+      context.read()
+    }
+  }
+
+  func read(context: ChannelHandlerContext) {
+    if self.readsPaused {
+      self.readPending = true
+    } else {
+      context.read()
+    }
+  }
+
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let part = self.unwrapInboundIn(data)
+    guard let owner = self.owner else {
+      // A target must not talk while no request is outstanding; such a connection is not reusable.
+      context.close(promise: nil)
+      return
+    }
+    owner.upstreamRead(part, from: self)
+  }
+
+  func channelReadComplete(context: ChannelHandlerContext) {
+    self.owner?.upstreamReadComplete()
+  }
+
+  func channelWritabilityChanged(context: ChannelHandlerContext) {
+    self.owner?.upstreamWritabilityChanged(from: self)
+    context.fireChannelWritabilityChanged()
+  }
+
+  func channelInactive(context: ChannelHandlerContext) {
+    self.pool?.remove(self)
+    let owner = self.owner
+    self.owner = nil
+    owner?.upstreamClosed(self)
+  }
+
+  func errorCaught(context: ChannelHandlerContext, error: Error) {
+    context.close(promise: nil)
+  }
+}
+
+// MARK: - Pool
+
+/// Idle keep-alive connections to targets, for one event loop.
+///
+/// Invariant: used only on `eventLoop`; every pooled connection is active and has no owner.
+final class UpstreamPool {
+  let eventLoop: any EventLoop
+  private let maxIdlePerTarget: Int
+  private let connectTimeout: TimeAmount
+  private var idle: [TargetAddress: [UpstreamConnection]] = [:]
+
+  init(eventLoop: any EventLoop, maxIdlePerTarget: Int, connectTimeout: TimeAmount) {
+    self.eventLoop = eventLoop
+    self.maxIdlePerTarget = maxIdlePerTarget
+    self.connectTimeout = connectTimeout
+  }
+
+  /// An idle connection to `target`, if one is still open.
+  func take(_ target: TargetAddress) -> UpstreamConnection? {
+    while let connection = self.idle[target]?.popLast() {
+      if connection.isActive { return connection }
+    }
+    return nil
+  }
+
+  /// Returns a connection after a complete exchange; closes it if the pool for its target is full.
+  func release(_ connection: UpstreamConnection) {
+    connection.owner = nil
+    connection.setReadsPaused(false)
+    guard connection.isActive, self.idle[connection.target, default: []].count < self.maxIdlePerTarget else {
+      connection.close()
+      return
+    }
+    self.idle[connection.target, default: []].append(connection)
+  }
+
+  func remove(_ connection: UpstreamConnection) {
+    self.idle[connection.target]?.removeAll { $0 === connection }
+  }
+
+  /// Opens a new connection to `target` on this pool's event loop; pass the channel to `adopt`.
+  func connect(_ target: TargetAddress) -> EventLoopFuture<any Channel> {
+    ClientBootstrap(group: self.eventLoop)
+      .connectTimeout(self.connectTimeout)
+      .channelOption(.socketOption(.tcp_nodelay), value: 1)
+      .channelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          // Forwarded heads come from llhttp plus validated values: no per-message validation.
+          try channel.pipeline.syncOperations.addHTTPClientHandlers(enableOutboundHeaderValidation: false)
+          try channel.pipeline.syncOperations.addHandler(UpstreamConnection(target: target))
+        }
+      }
+      .connect(host: target.host, port: target.port)
+  }
+
+  /// The connection handler of a channel opened by `connect`. Must be called on the pool's loop.
+  func adopt(_ channel: any Channel) throws -> UpstreamConnection {
+    let connection = try channel.pipeline.syncOperations.handler(type: UpstreamConnection.self)
+    connection.pool = self
+    return connection
+  }
+
+  /// Closes every idle connection (shutdown).
+  func closeAll() {
+    let all = self.idle.values.flatMap { $0 }
+    self.idle = [:]
+    for connection in all { connection.close() }
+  }
+
+  /// Closes idle connections to targets that are no longer routed.
+  func closeIdle(except keep: Set<TargetAddress>) {
+    for (target, connections) in self.idle where !keep.contains(target) {
+      self.idle[target] = nil
+      for connection in connections { connection.close() }
+    }
+  }
+}
+
+/// One ``UpstreamPool`` per event loop, created on first use on that loop.
+final class UpstreamPools: Sendable {
+  private let pools = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<UpstreamPool>]>([:])
+  private let maxIdlePerTarget: Int
+  private let connectTimeout: TimeAmount
+
+  init(maxIdlePerTarget: Int, connectTimeout: TimeAmount) {
+    self.maxIdlePerTarget = maxIdlePerTarget
+    self.connectTimeout = connectTimeout
+  }
+
+  /// The pool of `eventLoop`. Must be called on that loop.
+  func pool(on eventLoop: any EventLoop) -> UpstreamPool {
+    let key = ObjectIdentifier(eventLoop)
+    return self.pools.withLockedValue { pools in
+      if let bound = pools[key] { return bound.value }
+      let pool = UpstreamPool(
+        eventLoop: eventLoop, maxIdlePerTarget: self.maxIdlePerTarget, connectTimeout: self.connectTimeout)
+      pools[key] = NIOLoopBound(pool, eventLoop: eventLoop)
+      return pool
+    }
+  }
+
+  /// Runs `body` on every pool, on its own loop.
+  func forEach(_ body: @escaping @Sendable (UpstreamPool) -> Void) async {
+    let bounds = self.pools.withLockedValue { Array($0.values) }
+    for bound in bounds {
+      try? await bound.eventLoop.submit { body(bound.value) }.get()
+    }
+  }
+}

@@ -1,1 +1,0 @@
-// TealDataPlane: see Docs/ARCHITECTURE.md.

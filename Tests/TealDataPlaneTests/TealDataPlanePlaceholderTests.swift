@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealDataPlane
-
-@Test func TealDataPlaneModuleLoads() {
-  #expect(Bool(true))
-}
