@@ -125,7 +125,10 @@ let package = Package(
     .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim"]),
     .testTarget(name: "TealStorageTests", dependencies: ["TealStorage"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
-    .testTarget(name: "TealConsensusTests", dependencies: ["TealConsensus", "TealRaft", "TealStorage", "TealWire"]),
+    .testTarget(
+      name: "TealConsensusTests",
+      dependencies: ["TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport", "TealTLS"] + nio
+    ),
     .testTarget(name: "TealMembershipTests", dependencies: ["TealMembership", "TealGossip", "TealWire"]),
     .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
     .testTarget(

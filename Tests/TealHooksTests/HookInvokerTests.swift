@@ -152,11 +152,11 @@ func invocation(_ action: HookAction, attempt: Int = 1) -> HookInvocation {
   }
 
   @Test func refusedConnectionIsFailedWithAReason() async throws {
-    // Find a free port, then close it so nothing listens there.
+    // Hold a port bound but not listening for the whole test: connecting to it is refused, and no
+    // other test running in parallel can take it (closing a probe socket would free it for reuse).
     let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-    let probe = try await ServerBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
-    let port = probe.localAddress?.port ?? 1
-    try await probe.close()
+    let (descriptor, port) = try boundButNotListening()
+    defer { close(descriptor) }
     let result = await HookInvoker(group: group).invoke(
       invocation(.http(url: "http://127.0.0.1:\(port)/x", timeout: .seconds(2))))
     guard case .failed(let reason) = result.outcome else {
@@ -262,4 +262,25 @@ extension CommandHookTests {
     let result = await run("exec >&- 2>&-; sleep 0.3; exit 3")
     #expect(result.outcome == .inProgress)
   }
+}
+
+/// A TCP socket bound to a free loopback port without `listen`: connections to it are refused.
+private func boundButNotListening() throws -> (Int32, Int) {
+  let descriptor = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  guard descriptor >= 0 else { throw POSIXError(.EMFILE) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_port = 0
+  address.sin_addr.s_addr = inet_addr("127.0.0.1")
+  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+  let bound = withUnsafeMutablePointer(to: &address) { pointer in
+    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { socketAddress in
+      bind(descriptor, socketAddress, length) == 0 && getsockname(descriptor, socketAddress, &length) == 0
+    }
+  }
+  guard bound else {
+    close(descriptor)
+    throw POSIXError(.EADDRNOTAVAIL)
+  }
+  return (descriptor, Int(UInt16(bigEndian: address.sin_port)))
 }
