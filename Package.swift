@@ -40,7 +40,7 @@ let package = Package(
 
     // MARK: Simulation harnesses (used by tests and benchmarks)
     .target(name: "TealRaftSim", dependencies: ["TealRaft"]),
-    .target(name: "TealGossipSim", dependencies: ["TealGossip"]),
+    .target(name: "TealGossipSim", dependencies: ["TealGossip", "TealWire"]),
 
     // MARK: Shells
     .target(

@@ -1,1 +1,0 @@
-// TealGossip: see Docs/ARCHITECTURE.md.

@@ -1,1 +1,0 @@
-// TealGossipSim: deterministic simulation of SWIMCore clusters.

@@ -1,1 +1,0 @@
-// TealMembership: the SWIM shell actor over the peer transport.

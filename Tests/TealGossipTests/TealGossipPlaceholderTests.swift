@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealGossip
-
-@Test func TealGossipModuleLoads() {
-  #expect(Bool(true))
-}

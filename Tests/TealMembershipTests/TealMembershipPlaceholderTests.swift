@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealMembership
-
-@Test func TealMembershipModuleLoads() {
-  #expect(Bool(true))
-}
