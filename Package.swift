@@ -129,7 +129,13 @@ let package = Package(
       name: "TealConsensusTests",
       dependencies: ["TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport", "TealTLS"] + nio
     ),
-    .testTarget(name: "TealMembershipTests", dependencies: ["TealMembership", "TealGossip", "TealWire"]),
+    .testTarget(
+      name: "TealMembershipTests",
+      dependencies: [
+        "TealMembership", "TealGossip", "TealWire", "TealTransport", "TealTLS",
+        .product(name: "Logging", package: "swift-log"),
+      ] + nio
+    ),
     .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
     .testTarget(
       name: "TealHooksTests",
