@@ -39,7 +39,7 @@ let package = Package(
     .target(name: "TealDeploy", dependencies: ["Yams"]),
 
     // MARK: Simulation harnesses (used by tests and benchmarks)
-    .target(name: "TealRaftSim", dependencies: ["TealRaft"]),
+    .target(name: "TealRaftSim", dependencies: ["TealRaft", "TealWire"]),
     .target(name: "TealGossipSim", dependencies: ["TealGossip", "TealWire"]),
 
     // MARK: Shells
@@ -122,7 +122,7 @@ let package = Package(
     .testTarget(name: "TealCLITests"),
     .testTarget(name: "TealTLSTests", dependencies: ["TealTLS", "TealWire", nioEmbedded] + nio),
     .testTarget(name: "TealTransportTests", dependencies: ["TealTransport", "TealTLS", "TealWire", nioEmbedded] + nio),
-    .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim"]),
+    .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim", "TealWire"]),
     .testTarget(name: "TealStorageTests", dependencies: ["TealStorage"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
     .testTarget(

@@ -1,0 +1,998 @@
+import TealWire
+
+// MARK: - Options and persistent state
+
+/// Tunables of one Raft node. Time is counted in ticks: the shell calls ``RaftCore/tick()`` at a
+/// fixed interval. The defaults assume 5 ms ticks: a 50 ms heartbeat and a 300 ms election
+/// timeout, randomized in [300, 600) ms. (Coarser ticks make two followers' timers fire in the
+/// same tick more often, which splits votes: with 10 ms ticks the p99 failover measured 770 ms
+/// instead of 570 ms; see Docs/RAFT.md.)
+public struct RaftOptions: Sendable, Hashable {
+  /// The tick interval the defaults are meant for.
+  public static let defaultTickMilliseconds = 5
+  /// T: a follower campaigns after hearing nothing from a leader for a random number of ticks in
+  /// [T, 2T); a leader steps down (check-quorum) after T ticks without hearing from a majority.
+  public var electionTicks: Int = 60
+  /// Ticks between heartbeats from the leader. Must be well below `electionTicks`.
+  public var heartbeatTicks: Int = 10
+  /// Pre-vote (thesis §9.6): a node only increments its term when a majority would vote for it.
+  public var preVote: Bool = true
+  /// Check-quorum (thesis §6.2): a leader steps down if it has not heard from a majority for an
+  /// election timeout, and a follower that hears from a leader ignores votes for that long.
+  public var checkQuorum: Bool = true
+  /// Upper bounds of one AppendEntries message.
+  public var maxEntriesPerAppend: Int = 256
+  public var maxBytesPerAppend: Int = 1 << 20
+  /// Unacknowledged appends per follower in replicate state (the flow-control window).
+  public var maxInflightAppends: Int = 64
+  /// Bytes per InstallSnapshot chunk.
+  public var snapshotChunkBytes: Int = 256 << 10
+  /// Upper bound of committed entries handed out in one Ready.
+  public var maxCommittedEntriesPerReady: Int = 4096
+  /// A learner may be promoted when its log is at most this many entries behind the leader's.
+  public var learnerCatchUpLag: UInt64 = 16
+
+  public init() {}
+}
+
+/// What a node finds on its disk at start: the hard state, the latest snapshot (if any) and the
+/// entries after it. All empty for a brand-new node.
+public struct RaftPersistentState: Sendable, Hashable {
+  public var hardState: HardState
+  public var snapshot: RaftSnapshot?
+  /// Consecutive entries following the snapshot (or starting at index 1).
+  public var entries: [RaftEntry]
+
+  public init(hardState: HardState = HardState(), snapshot: RaftSnapshot? = nil, entries: [RaftEntry] = []) {
+    self.hardState = hardState
+    self.snapshot = snapshot
+    self.entries = entries
+  }
+}
+
+// MARK: - Ready
+
+/// Everything the shell must do after feeding inputs to the core. Process it in this order:
+///
+/// 1. Persist `snapshot` (if any), then `entries` (overwriting any stored entry at or after the
+///    first one's index), then `hardState` (if any), and sync. Readys must be persisted in the
+///    order they were produced.
+/// 2. Send `messages`. They may be sent before or while persisting (a leader's appends may go out
+///    in parallel with its own write, thesis §10.2.1).
+/// 3. Only after step 1 is durable, send `messagesAfterPersist` (votes and acknowledgements that
+///    promise durable state).
+/// 4. Install `snapshot` into the state machine, then apply `committedEntries` in order (only
+///    `.command` entries carry application data), then serve `readStates` once the applied
+///    index reaches each read's index.
+/// 5. Call ``RaftCore/advance(_:)`` with this Ready.
+///
+/// If the write in step 1 fails, the node must stop (crash) rather than continue: it may then
+/// restart from what is on disk.
+public struct RaftReady: Sendable, Hashable {
+  public var hardState: HardState?
+  public var snapshot: RaftSnapshot?
+  public var entries: [RaftEntry] = []
+  public var messages: [RaftMessage] = []
+  public var messagesAfterPersist: [RaftMessage] = []
+  public var committedEntries: [RaftEntry] = []
+  public var readStates: [ReadState] = []
+  /// Soft state at the time of the Ready (never persisted).
+  public var role: RaftRole = .follower
+  public var leader: NodeID?
+  public var term: UInt64 = 0
+
+  public init() {}
+
+  /// True when there is nothing to persist, send or apply.
+  public var isEmpty: Bool {
+    hardState == nil && snapshot == nil && entries.isEmpty && messages.isEmpty && messagesAfterPersist.isEmpty
+      && committedEntries.isEmpty && readStates.isEmpty
+  }
+}
+
+// MARK: - RaftCore
+
+/// One Raft node as a pure state machine: no I/O, no clock, no global randomness.
+///
+/// Inputs are `mutating` functions (``tick()``, ``step(_:)``, ``propose(_:)``,
+/// ``readIndex(context:)``, ``transferLeadership(to:)``, ``proposeConfigChange(_:)``,
+/// ``compact(upTo:snapshotData:)``); their effects are collected and handed out by ``ready()``;
+/// ``advance(_:)`` reports that a Ready was persisted.
+///
+/// Guarantees (Raft Figure 3): at most one leader per term; logs that share an entry share the
+/// prefix before it; a committed entry is in the log of every later leader; no two nodes apply
+/// different entries at the same index. A leader counts its own log towards a quorum only up to
+/// what it has persisted, and commits only by counting replicas of entries of its own term
+/// (§5.4.2).
+public struct RaftCore: Sendable {
+  public let id: NodeID
+  public let options: RaftOptions
+  private var random: RaftRandom
+
+  public private(set) var term: UInt64 = 0
+  public private(set) var vote: NodeID?
+  public private(set) var role: RaftRole = .follower
+  /// The leader of `term` as far as this node knows.
+  public private(set) var leader: NodeID?
+  /// The latest configuration in the log, committed or not (it takes effect on append).
+  public private(set) var configuration: RaftConfiguration
+  /// Index of the entry that set `configuration` (or of the snapshot / 0 for the bootstrap one).
+  public private(set) var configurationIndex: UInt64 = 0
+  /// The most recent snapshot, kept to send to lagging followers.
+  public private(set) var snapshot: RaftSnapshot?
+
+  var log = RaftLog()
+  private var snapshotConfiguration: RaftConfiguration
+
+  // Timers
+  private var electionElapsed = 0
+  private var heartbeatElapsed = 0
+  private var randomizedElectionTimeout = 0
+
+  // Candidate
+  private var votes: [NodeID: Bool] = [:]
+
+  // Leader
+  private var progress: [NodeID: Progress] = [:]
+  private var termStartIndex: UInt64 = 0
+  public private(set) var transferTarget: NodeID?
+  private var readSequence: UInt64 = 0
+  private var pendingReads: [PendingRead] = []
+  private var broadcastPending = false
+  private var heartbeatPending = false
+  private var commitBroadcastPending = false
+
+  // Follower receiving a snapshot
+  private var incomingSnapshot: (metadata: SnapshotMetadata, bytes: [UInt8])?
+
+  // Output
+  private var outbox: [RaftMessage] = []
+  private var outboxAfterPersist: [RaftMessage] = []
+  private var readStates: [ReadState] = []
+  private var snapshotToInstall: RaftSnapshot?
+  private var handedHardState = HardState()
+
+  private struct PendingRead: Sendable {
+    var sequence: UInt64
+    var index: UInt64
+    var context: [UInt8]
+    var requester: NodeID?
+  }
+
+  /// Starts a node from what its disk holds.
+  ///
+  /// - Parameters:
+  ///   - bootstrap: the initial configuration, used only when `state` holds neither a snapshot
+  ///     nor a configuration entry. Every founding member must be given the same one.
+  ///   - randomSeed: seeds the election-timeout generator (use a different seed per node).
+  ///   - appliedIndex: what the state machine has already applied (defaults to the snapshot's
+  ///     index: the application restores the snapshot and re-applies committed entries).
+  public init(
+    id: NodeID, options: RaftOptions = RaftOptions(), bootstrap: RaftConfiguration, randomSeed: UInt64,
+    restoring state: RaftPersistentState = RaftPersistentState(), appliedIndex: UInt64? = nil
+  ) throws(RaftError) {
+    self.id = id
+    self.options = options
+    self.random = RaftRandom(seed: randomSeed)
+    self.configuration = bootstrap
+    self.snapshotConfiguration = bootstrap
+    if options.electionTicks < 2 || options.heartbeatTicks < 1 || options.heartbeatTicks >= options.electionTicks {
+      throw .invalidPersistentState(
+        field: "options", reason: "need electionTicks >= 2 and 1 <= heartbeatTicks < electionTicks")
+    }
+    if let snap = state.snapshot {
+      log.restore(index: snap.metadata.index, term: snap.metadata.term)
+      snapshot = snap
+      snapshotConfiguration = snap.metadata.configuration
+      configuration = snap.metadata.configuration
+      configurationIndex = snap.metadata.index
+    }
+    var expected = log.snapshotIndex + 1
+    for e in state.entries {
+      if e.index <= log.snapshotIndex { continue }
+      if e.index != expected {
+        throw .invalidPersistentState(field: "entries", reason: "expected index \(expected), found \(e.index)")
+      }
+      if e.term < log.lastTerm {
+        throw .invalidPersistentState(field: "entries", reason: "term decreases at index \(e.index)")
+      }
+      log.append(e)
+      expected += 1
+    }
+    let hs = state.hardState
+    if hs.commit > log.lastIndex {
+      throw .invalidPersistentState(
+        field: "hardState.commit", reason: "commit \(hs.commit) is beyond the last entry \(log.lastIndex)")
+    }
+    if log.lastTerm > hs.term {
+      throw .invalidPersistentState(
+        field: "hardState.term", reason: "term \(hs.term) is below the last entry's term \(log.lastTerm)")
+    }
+    term = hs.term
+    vote = hs.vote
+    log.committed = max(hs.commit, log.snapshotIndex)
+    log.persisted = log.lastIndex
+    log.unstableFrom = log.lastIndex + 1
+    let applied = appliedIndex ?? log.snapshotIndex
+    if applied < log.snapshotIndex || applied > log.committed {
+      throw .invalidPersistentState(
+        field: "appliedIndex",
+        reason: "applied \(applied) must lie between the snapshot \(log.snapshotIndex) and commit \(log.committed)")
+    }
+    log.applied = applied
+    handedHardState = HardState(term: term, vote: vote, commit: log.committed)
+    recomputeConfiguration()
+    resetElectionTimer()
+  }
+
+  /// Messages with a term, index or offset at or above this are malformed and dropped (no honest
+  /// cluster reaches it, and refusing it keeps index and term arithmetic from overflowing).
+  public static let maximumTerm: UInt64 = 1 << 62
+
+  private static func withinBounds(_ body: RaftMessage.Body) -> Bool {
+    let limit = maximumTerm
+    switch body {
+    case .preVote(let i, let t), .vote(let i, let t, _): return i < limit && t < limit
+    case .preVoteResponse, .voteResponse, .timeoutNow, .readIndex: return true
+    case .append(let prevIndex, let prevTerm, let entries, let commit):
+      return prevIndex < limit && prevTerm < limit && commit < limit
+        && entries.allSatisfy { $0.index < limit && $0.term < limit }
+    case .appendResponse(let index, _, let hintIndex, let hintTerm):
+      return index < limit && hintIndex < limit && hintTerm < limit
+    case .heartbeat(let commit, let sequence): return commit < limit && sequence < limit
+    case .heartbeatResponse(let sequence): return sequence < limit
+    case .snapshotChunk(let metadata, let offset, _, _):
+      return metadata.index < limit && metadata.term < limit && offset < limit
+    case .snapshotChunkResponse(let index, let offset): return index < limit && offset < limit
+    case .readIndexResponse(let index, _): return index < limit
+    }
+  }
+
+  // MARK: Read-only views (for shells, tests and the simulation)
+
+  public var commitIndex: UInt64 { log.committed }
+  public var appliedIndex: UInt64 { log.applied }
+  public var persistedIndex: UInt64 { log.persisted }
+  public var firstIndex: UInt64 { log.firstIndex }
+  public var lastIndex: UInt64 { log.lastIndex }
+  public var lastTerm: UInt64 { log.lastTerm }
+  public var hardState: HardState { HardState(term: term, vote: vote, commit: log.committed) }
+  /// The term of the entry at `index`, nil if compacted or beyond the log.
+  public func term(at index: UInt64) -> UInt64? { log.term(at: index) }
+  /// The entry at `index` if it is in memory.
+  public func entry(at index: UInt64) -> RaftEntry? {
+    index >= log.firstIndex && index <= log.lastIndex ? log.entry(at: index) : nil
+  }
+  /// True when this node leads and has committed an entry of its term (it can serve reads and
+  /// accept membership changes).
+  public var isReadyLeader: Bool { role == .leader && log.committed >= termStartIndex }
+  /// The replication state the leader keeps for `node`: (match, next), nil when not leading.
+  public func replication(of node: NodeID) -> (match: UInt64, next: UInt64)? {
+    progress[node].map { ($0.match, $0.next) }
+  }
+
+  // MARK: - Inputs
+
+  /// Advances logical time by one tick.
+  public mutating func tick() {
+    if role == .leader {
+      tickLeader()
+      return
+    }
+    electionElapsed += 1
+    if electionElapsed >= randomizedElectionTimeout && configuration.voters.contains(id) {
+      campaign(transfer: false)
+    }
+  }
+
+  /// Proposes an application command. Only the leader accepts it; the entry commits (or is lost
+  /// in a leader change) later.
+  @discardableResult
+  public mutating func propose(_ data: [UInt8]) throws(RaftError) -> ProposalPosition {
+    guard role == .leader else { throw .notLeader(leader: leader) }
+    guard transferTarget == nil else { throw .transferInProgress }
+    return appendAsLeader(kind: .command, data: data)
+  }
+
+  /// Proposes one membership change. Refused unless this leader has committed an entry of its
+  /// term and no other change is uncommitted (thesis §4.1 and its fix for single-server changes).
+  @discardableResult
+  public mutating func proposeConfigChange(_ change: ConfigChange) throws(RaftError) -> ProposalPosition {
+    guard role == .leader else { throw .notLeader(leader: leader) }
+    guard transferTarget == nil else { throw .transferInProgress }
+    guard log.committed >= termStartIndex else { throw .leaderNotReady }
+    guard configurationIndex <= log.committed else { throw .configChangePending }
+    if case .promote(let node) = change, let pr = progress[node] {
+      if pr.match + options.learnerCatchUpLag < log.lastIndex {
+        throw .learnerNotCaughtUp(node, match: pr.match, lastIndex: log.lastIndex)
+      }
+    }
+    let next: RaftConfiguration
+    switch configuration.applying(change) {
+    case .success(let c): next = c
+    case .failure(let error): throw error
+    }
+    return appendAsLeader(kind: .configuration, data: next.wireBytes())
+  }
+
+  /// Requests a linearizable read point (ReadIndex, thesis §6.4). The answer arrives as a
+  /// ``ReadState`` carrying `context` in a later Ready; a follower forwards the request to the
+  /// leader. A request may be dropped (leader change, loss); the caller retries after a timeout.
+  public mutating func readIndex(context: [UInt8]) throws(RaftError) {
+    if role == .leader {
+      guard log.committed >= termStartIndex else { throw .leaderNotReady }
+      registerRead(context: context, requester: nil)
+      return
+    }
+    guard let leader else { throw .notLeader(leader: nil) }
+    send(RaftMessage(from: id, to: leader, term: term, body: .readIndex(context: context)))
+  }
+
+  /// Hands leadership to `target` (thesis §3.10): replicate to it, then tell it to campaign at
+  /// once. Proposals are refused meanwhile; the transfer is abandoned after an election timeout.
+  public mutating func transferLeadership(to target: NodeID) throws(RaftError) {
+    guard role == .leader else { throw .notLeader(leader: leader) }
+    if target == id { return }
+    guard configuration.voters.contains(target), let pr = progress[target] else {
+      throw .invalidTransferTarget(target, reason: "it is not a voter")
+    }
+    transferTarget = target
+    electionElapsed = 0
+    if pr.match == log.lastIndex {
+      send(RaftMessage(from: id, to: target, term: term, body: .timeoutNow))
+    } else {
+      sendAppend(to: target)
+    }
+  }
+
+  /// Records a snapshot the application took of its state after applying `index`, and drops the
+  /// log up to it. Returns the snapshot with its metadata for the shell to persist (before it
+  /// deletes the covered log segments).
+  public mutating func compact(upTo index: UInt64, snapshotData: [UInt8]) throws(RaftError) -> RaftSnapshot {
+    guard index <= log.applied else {
+      throw .invalidSnapshot("index \(index) has not been applied yet (applied \(log.applied))")
+    }
+    guard index > log.snapshotIndex, let t = log.term(at: index) else {
+      throw .invalidSnapshot("index \(index) is not after the current snapshot \(log.snapshotIndex)")
+    }
+    let config = configuration(at: index)
+    let snap = RaftSnapshot(
+      metadata: SnapshotMetadata(index: index, term: t, configuration: config), data: snapshotData)
+    log.compact(upTo: index)
+    snapshot = snap
+    snapshotConfiguration = config
+    return snap
+  }
+
+  /// Handles a message from a peer. Messages for another node or from an older term are
+  /// dropped (or answered with this node's term so a stale leader steps down).
+  public mutating func step(_ m: RaftMessage) {
+    // Terms near the top of the range are never reached honestly; refusing them keeps `term + 1`
+    // from overflowing.
+    guard m.to == id, m.from != id, m.term < Self.maximumTerm, Self.withinBounds(m.body) else { return }
+    if m.term > term {
+      switch m.body {
+      case .vote(_, _, let transfer):
+        if inLease && !transfer { return }
+      case .preVote:
+        if inLease { return }
+      default: break
+      }
+      switch m.body {
+      case .preVote: break
+      case .preVoteResponse(let granted) where granted: break
+      case .append, .heartbeat, .snapshotChunk: becomeFollower(term: m.term, leader: m.from)
+      default: becomeFollower(term: m.term, leader: nil)
+      }
+    } else if m.term < term {
+      switch m.body {
+      case .append, .heartbeat, .snapshotChunk:
+        // A leader cut off in an old term learns the new term and steps down.
+        send(RaftMessage(from: id, to: m.from, term: term, body: .heartbeatResponse(readSequence: 0)))
+      case .preVote:
+        send(RaftMessage(from: id, to: m.from, term: term, body: .preVoteResponse(granted: false)))
+      default: break
+      }
+      return
+    }
+
+    switch m.body {
+    case .preVote(let lastIndex, let lastTerm):
+      let canVote = vote == m.from || (vote == nil && leader == nil) || m.term > term
+      let granted = canVote && log.isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
+      send(
+        RaftMessage(from: id, to: m.from, term: granted ? m.term : term, body: .preVoteResponse(granted: granted)))
+    case .vote(let lastIndex, let lastTerm, _):
+      let canVote = vote == m.from || (vote == nil && leader == nil)
+      if canVote && log.isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm) {
+        vote = m.from
+        electionElapsed = 0
+        send(RaftMessage(from: id, to: m.from, term: term, body: .voteResponse(granted: true)))
+      } else {
+        send(RaftMessage(from: id, to: m.from, term: term, body: .voteResponse(granted: false)))
+      }
+    case .preVoteResponse(let granted):
+      if role == .preCandidate && (m.term == term + 1 || !granted) { countVote(from: m.from, granted: granted) }
+    case .voteResponse(let granted):
+      if role == .candidate { countVote(from: m.from, granted: granted) }
+    case .append(let prevIndex, let prevTerm, let entries, let commit):
+      acceptLeader(m.from)
+      onAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
+    case .heartbeat(let commit, let readSequence):
+      acceptLeader(m.from)
+      if commit > log.committed { log.committed = min(commit, log.lastIndex) }
+      send(RaftMessage(from: id, to: m.from, term: term, body: .heartbeatResponse(readSequence: readSequence)))
+    case .snapshotChunk(let metadata, let offset, let data, let done):
+      acceptLeader(m.from)
+      onSnapshotChunk(from: m.from, metadata: metadata, offset: offset, data: data, done: done)
+    case .timeoutNow:
+      if role != .leader && configuration.voters.contains(id) { campaign(transfer: true) }
+    case .appendResponse(let index, let reject, let hintIndex, let hintTerm):
+      if role == .leader {
+        onAppendResponse(from: m.from, index: index, reject: reject, hintIndex: hintIndex, hintTerm: hintTerm)
+      }
+    case .heartbeatResponse(let readSequence):
+      if role == .leader { onHeartbeatResponse(from: m.from, readSequence: readSequence) }
+    case .snapshotChunkResponse(let index, let nextOffset):
+      if role == .leader { onSnapshotChunkResponse(from: m.from, index: index, nextOffset: nextOffset) }
+    case .readIndex(let context):
+      if role == .leader && log.committed >= termStartIndex { registerRead(context: context, requester: m.from) }
+    case .readIndexResponse(let index, let context):
+      readStates.append(ReadState(index: index, context: context))
+    }
+  }
+
+  // MARK: - Ready / advance
+
+  /// Collects everything to persist, send and apply since the last call. See ``RaftReady`` for
+  /// the order in which the shell must act on it.
+  public mutating func ready() -> RaftReady {
+    if broadcastPending || commitBroadcastPending {
+      // New entries go to every follower; a commit advance is announced even without entries.
+      let announceCommit = commitBroadcastPending
+      broadcastPending = false
+      commitBroadcastPending = false
+      for peer in progress.keys.sorted() { sendAppend(to: peer, allowEmpty: announceCommit) }
+    }
+    if heartbeatPending {
+      heartbeatPending = false
+      broadcastHeartbeat()
+    }
+    var r = RaftReady()
+    let hs = hardState
+    if hs != handedHardState {
+      r.hardState = hs
+      handedHardState = hs
+    }
+    r.snapshot = snapshotToInstall
+    snapshotToInstall = nil
+    if log.unstableFrom <= log.lastIndex {
+      r.entries = Array(log.slice(from: max(log.unstableFrom, log.firstIndex), through: log.lastIndex))
+      log.unstableFrom = log.lastIndex + 1
+    }
+    r.messages = outbox
+    outbox = []
+    r.messagesAfterPersist = outboxAfterPersist
+    outboxAfterPersist = []
+    let applyTo = min(
+      min(log.committed, log.persisted), log.applied + UInt64(options.maxCommittedEntriesPerReady))
+    if applyTo > log.applied {
+      r.committedEntries = Array(log.slice(from: log.applied + 1, through: applyTo))
+      log.applied = applyTo
+    }
+    r.readStates = readStates
+    readStates = []
+    r.role = role
+    r.leader = leader
+    r.term = term
+    return r
+  }
+
+  /// Reports that `ready` has been persisted (its snapshot, entries and hard state are durable).
+  public mutating func advance(_ ready: RaftReady) {
+    if let snap = ready.snapshot, log.snapshotIndex == snap.metadata.index, log.persisted < snap.metadata.index {
+      log.persisted = snap.metadata.index
+    }
+    if let last = ready.entries.last, log.term(at: last.index) == last.term, last.index > log.persisted {
+      log.persisted = last.index
+    }
+    if role == .leader && maybeCommit() { commitBroadcastPending = true }
+  }
+
+  // MARK: - Elections
+
+  /// A follower that heard from its leader recently ignores (pre-)vote requests (thesis §4.2.3).
+  /// "Recently" is one heartbeat interval shorter than the minimum election timeout, so that when
+  /// the leader dies, the follower whose timer fires first is not ignored by the others merely
+  /// because their timers tick a little out of phase.
+  private var inLease: Bool {
+    options.checkQuorum && leader != nil
+      && electionElapsed < max(options.electionTicks - options.heartbeatTicks, 1)
+  }
+
+  private mutating func resetElectionTimer() {
+    electionElapsed = 0
+    randomizedElectionTimeout = options.electionTicks + random.below(options.electionTicks)
+  }
+
+  private mutating func becomeFollower(term newTerm: UInt64, leader newLeader: NodeID?) {
+    if newTerm > term {
+      term = newTerm
+      vote = nil
+    }
+    role = .follower
+    leader = newLeader
+    resetLeaderState()
+    resetElectionTimer()
+  }
+
+  private mutating func resetLeaderState() {
+    progress = [:]
+    pendingReads = []
+    transferTarget = nil
+    broadcastPending = false
+    heartbeatPending = false
+    commitBroadcastPending = false
+    votes = [:]
+  }
+
+  private mutating func acceptLeader(_ node: NodeID) {
+    if role != .follower {
+      becomeFollower(term: term, leader: node)
+    } else {
+      leader = node
+      electionElapsed = 0
+    }
+  }
+
+  private mutating func campaign(transfer: Bool) {
+    resetLeaderState()
+    leader = nil
+    resetElectionTimer()
+    votes = [id: true]
+    if options.preVote && !transfer {
+      role = .preCandidate
+      if votes.count >= configuration.quorum {
+        startElection(transfer: false)
+        return
+      }
+      for peer in configuration.voters.sorted() where peer != id {
+        send(
+          RaftMessage(
+            from: id, to: peer, term: term + 1, body: .preVote(lastIndex: log.lastIndex, lastTerm: log.lastTerm)))
+      }
+    } else {
+      startElection(transfer: transfer)
+    }
+  }
+
+  private mutating func startElection(transfer: Bool) {
+    term += 1
+    vote = id
+    role = .candidate
+    leader = nil
+    votes = [id: true]
+    resetElectionTimer()
+    if votes.count >= configuration.quorum {
+      becomeLeader()
+      return
+    }
+    for peer in configuration.voters.sorted() where peer != id {
+      send(
+        RaftMessage(
+          from: id, to: peer, term: term,
+          body: .vote(lastIndex: log.lastIndex, lastTerm: log.lastTerm, transfer: transfer)))
+    }
+  }
+
+  private mutating func countVote(from node: NodeID, granted: Bool) {
+    guard configuration.voters.contains(node) else { return }
+    if votes[node] == nil { votes[node] = granted }
+    let yes = votes.values.filter { $0 }.count
+    let no = votes.count - yes
+    if yes >= configuration.quorum {
+      if role == .preCandidate {
+        startElection(transfer: false)
+      } else {
+        becomeLeader()
+      }
+    } else if no >= configuration.quorum {
+      becomeFollower(term: term, leader: nil)
+    }
+  }
+
+  private mutating func becomeLeader() {
+    role = .leader
+    leader = id
+    votes = [:]
+    heartbeatElapsed = 0
+    electionElapsed = 0
+    progress = [:]
+    for peer in configuration.members where peer != id {
+      progress[peer] = Progress(next: log.lastIndex + 1)
+    }
+    _ = appendAsLeader(kind: .noop, data: [])
+    termStartIndex = log.lastIndex
+  }
+
+  // MARK: - Leader
+
+  private mutating func tickLeader() {
+    heartbeatElapsed += 1
+    electionElapsed += 1
+    if electionElapsed >= options.electionTicks {
+      electionElapsed = 0
+      if options.checkQuorum {
+        var active = configuration.voters.contains(id) ? 1 : 0
+        for (peer, pr) in progress where pr.recentActive && configuration.voters.contains(peer) { active += 1 }
+        if active < configuration.quorum {
+          becomeFollower(term: term, leader: nil)
+          return
+        }
+        for peer in progress.keys { progress[peer]?.recentActive = false }
+      }
+      transferTarget = nil
+    }
+    if heartbeatElapsed >= options.heartbeatTicks {
+      heartbeatElapsed = 0
+      broadcastHeartbeat()
+    }
+  }
+
+  private mutating func appendAsLeader(kind: RaftEntryKind, data: [UInt8]) -> ProposalPosition {
+    let entry = RaftEntry(term: term, index: log.lastIndex + 1, kind: kind, data: data)
+    log.append(entry)
+    if kind == .configuration, let config = try? RaftConfiguration(wireBytes: data) {
+      adoptConfiguration(config, at: entry.index)
+    }
+    broadcastPending = true
+    return ProposalPosition(index: entry.index, term: entry.term)
+  }
+
+  private mutating func broadcastHeartbeat() {
+    for peer in progress.keys.sorted() {
+      guard let pr = progress[peer] else { continue }
+      send(
+        RaftMessage(
+          from: id, to: peer, term: term,
+          body: .heartbeat(commit: min(pr.match, log.committed), readSequence: readSequence)))
+    }
+  }
+
+  /// Sends the next batch of entries to `peer` if its flow-control state allows.
+  private mutating func sendAppend(to peer: NodeID, allowEmpty: Bool = false) {
+    guard var pr = progress[peer], !pr.isPaused(maxInflight: options.maxInflightAppends) else { return }
+    guard let prevTerm = log.term(at: pr.next - 1) else {
+      sendSnapshot(to: peer)
+      return
+    }
+    let entries = log.slice(from: pr.next, maxCount: options.maxEntriesPerAppend, maxBytes: options.maxBytesPerAppend)
+    if entries.isEmpty && !allowEmpty && pr.state == .replicate { return }
+    send(
+      RaftMessage(
+        from: id, to: peer, term: term,
+        body: .append(prevIndex: pr.next - 1, prevTerm: prevTerm, entries: entries, commit: log.committed)))
+    switch pr.state {
+    case .replicate:
+      if let last = entries.last {
+        pr.next = last.index + 1
+        pr.inflight.append(last.index)
+      }
+    case .probe: pr.probeSent = true
+    case .snapshot: break
+    }
+    progress[peer] = pr
+  }
+
+  private mutating func sendSnapshot(to peer: NodeID) {
+    guard var pr = progress[peer], let snap = snapshot else { return }
+    pr.state = .snapshot
+    pr.inflight.removeAll()
+    pr.snapshotIndex = snap.metadata.index
+    pr.snapshotOffset = 0
+    progress[peer] = pr
+    sendSnapshotChunk(to: peer)
+  }
+
+  private mutating func sendSnapshotChunk(to peer: NodeID) {
+    guard let pr = progress[peer], let snap = snapshot else { return }
+    if pr.snapshotIndex != snap.metadata.index {
+      sendSnapshot(to: peer)
+      return
+    }
+    let start = Int(min(pr.snapshotOffset, UInt64(snap.data.count)))
+    let end = min(start + max(options.snapshotChunkBytes, 1), snap.data.count)
+    send(
+      RaftMessage(
+        from: id, to: peer, term: term,
+        body: .snapshotChunk(
+          metadata: snap.metadata, offset: UInt64(start), data: Array(snap.data[start..<end]),
+          done: end == snap.data.count)))
+  }
+
+  private mutating func onAppendResponse(
+    from peer: NodeID, index: UInt64, reject: Bool, hintIndex: UInt64, hintTerm: UInt64
+  ) {
+    guard var pr = progress[peer], index <= log.lastIndex else { return }
+    pr.recentActive = true
+    if reject {
+      switch pr.state {
+      case .replicate:
+        if index <= pr.match {
+          progress[peer] = pr
+          return
+        }
+        pr.becomeProbe()
+      case .probe:
+        if index != pr.next - 1 {
+          progress[peer] = pr
+          return
+        }
+        pr.probeSent = false
+      case .snapshot:
+        progress[peer] = pr
+        return
+      }
+      let agreed = log.hint(atMost: hintIndex, term: hintTerm)
+      pr.next = max(min(agreed.index + 1, pr.next), pr.match + 1)
+      progress[peer] = pr
+      sendAppend(to: peer)
+      return
+    }
+    if index > pr.match {
+      pr.match = index
+      switch pr.state {
+      case .probe: pr.becomeReplicate()
+      case .snapshot:
+        // Leave snapshot state once the follower holds the snapshot (or anything beyond it).
+        if index >= pr.snapshotIndex { pr.becomeReplicate() }
+      case .replicate:
+        pr.acknowledge(upTo: index)
+        if pr.next <= index { pr.next = index + 1 }
+      }
+      progress[peer] = pr
+      if maybeCommit() { commitBroadcastPending = true }
+      if peer == transferTarget && pr.match == log.lastIndex {
+        send(RaftMessage(from: id, to: peer, term: term, body: .timeoutNow))
+      }
+    } else {
+      if pr.state == .probe { pr.probeSent = false }
+      progress[peer] = pr
+    }
+    while let current = progress[peer], current.state != .snapshot, current.next <= log.lastIndex,
+      !current.isPaused(maxInflight: options.maxInflightAppends)
+    {
+      sendAppend(to: peer)
+      if progress[peer]?.state != .replicate { break }
+    }
+  }
+
+  private mutating func onHeartbeatResponse(from peer: NodeID, readSequence ack: UInt64) {
+    guard var pr = progress[peer] else { return }
+    pr.recentActive = true
+    pr.probeSent = false
+    if ack > pr.readAck { pr.readAck = ack }
+    if pr.state == .replicate && pr.match < log.lastIndex && pr.match == pr.matchAtLastHeartbeat {
+      pr.becomeProbe()  // the pipeline stalled (an append was lost): resend from the match point
+    }
+    pr.matchAtLastHeartbeat = pr.match
+    progress[peer] = pr
+    if pr.state == .snapshot {
+      sendSnapshotChunk(to: peer)
+    } else if pr.match < log.lastIndex {
+      // An empty append probes the follower's position if the tail of the pipeline was lost.
+      sendAppend(to: peer, allowEmpty: true)
+    }
+    if ack > 0 { releaseReads() }
+  }
+
+  private mutating func onSnapshotChunkResponse(from peer: NodeID, index: UInt64, nextOffset: UInt64) {
+    guard var pr = progress[peer] else { return }
+    pr.recentActive = true
+    guard pr.state == .snapshot, pr.snapshotIndex == index else {
+      progress[peer] = pr
+      return
+    }
+    pr.snapshotOffset = nextOffset
+    progress[peer] = pr
+    sendSnapshotChunk(to: peer)
+  }
+
+  /// Advances the commit index to the highest index replicated on a quorum of voters, but only
+  /// if that entry is of the current term (§5.4.2). Returns whether it advanced.
+  private mutating func maybeCommit() -> Bool {
+    var matches: [UInt64] = []
+    matches.reserveCapacity(configuration.voters.count)
+    for voter in configuration.voters {
+      matches.append(voter == id ? log.persisted : (progress[voter]?.match ?? 0))
+    }
+    matches.sort(by: >)
+    let candidate = matches[configuration.quorum - 1]
+    guard candidate > log.committed, log.term(at: candidate) == term else { return false }
+    log.committed = candidate
+    if configurationIndex <= candidate && !configuration.voters.contains(id) {
+      // A leader removed from the configuration steps down once the removal commits.
+      becomeFollower(term: term, leader: nil)
+    }
+    return true
+  }
+
+  private mutating func registerRead(context: [UInt8], requester: NodeID?) {
+    if configuration.voters == [id] {
+      deliverRead(index: log.committed, context: context, requester: requester)
+      return
+    }
+    readSequence += 1
+    pendingReads.append(
+      PendingRead(sequence: readSequence, index: log.committed, context: context, requester: requester))
+    heartbeatPending = true
+  }
+
+  /// Releases reads whose heartbeat round a quorum confirmed: no newer leader existed when they
+  /// were registered, so the commit index then is a linearizable read point.
+  private mutating func releaseReads() {
+    guard !pendingReads.isEmpty else { return }
+    var acks: [UInt64] = []
+    for voter in configuration.voters {
+      acks.append(voter == id ? readSequence : (progress[voter]?.readAck ?? 0))
+    }
+    acks.sort(by: >)
+    let confirmed = acks[configuration.quorum - 1]
+    var released = 0
+    while released < pendingReads.count && pendingReads[released].sequence <= confirmed { released += 1 }
+    guard released > 0 else { return }
+    let ready = pendingReads[..<released]
+    pendingReads.removeFirst(released)
+    for read in ready { deliverRead(index: read.index, context: read.context, requester: read.requester) }
+  }
+
+  private mutating func deliverRead(index: UInt64, context: [UInt8], requester: NodeID?) {
+    if let requester {
+      send(RaftMessage(from: id, to: requester, term: term, body: .readIndexResponse(index: index, context: context)))
+    } else {
+      readStates.append(ReadState(index: index, context: context))
+    }
+  }
+
+  // MARK: - Follower
+
+  private mutating func onAppend(
+    from leaderID: NodeID, prevIndex: UInt64, prevTerm: UInt64, entries: [RaftEntry], commit: UInt64
+  ) {
+    for (offset, e) in entries.enumerated() where e.index != prevIndex &+ 1 &+ UInt64(offset) || e.term < prevTerm {
+      return  // malformed: entries must follow prevIndex consecutively
+    }
+    if prevIndex < log.committed {
+      sendAfterPersist(to: leaderID, .appendResponse(index: log.committed, reject: false, hintIndex: 0, hintTerm: 0))
+      return
+    }
+    guard log.term(at: prevIndex) == prevTerm else {
+      let hint = log.hint(atMost: prevIndex, term: prevTerm)
+      send(
+        RaftMessage(
+          from: id, to: leaderID, term: term,
+          body: .appendResponse(index: prevIndex, reject: true, hintIndex: hint.index, hintTerm: hint.term)))
+      return
+    }
+    switch log.merge(entries) {
+    case .failure:
+      return
+    case .success(let firstWritten):
+      if let firstWritten {
+        if firstWritten <= configurationIndex || entries.contains(where: { $0.kind == .configuration }) {
+          recomputeConfiguration()
+        }
+      }
+    }
+    let lastNew = prevIndex + UInt64(entries.count)
+    let newCommit = min(commit, lastNew)
+    if newCommit > log.committed { log.committed = newCommit }
+    sendAfterPersist(to: leaderID, .appendResponse(index: lastNew, reject: false, hintIndex: 0, hintTerm: 0))
+  }
+
+  private mutating func onSnapshotChunk(
+    from leaderID: NodeID, metadata: SnapshotMetadata, offset: UInt64, data: [UInt8], done: Bool
+  ) {
+    if metadata.index <= log.committed {
+      incomingSnapshot = nil
+      sendAfterPersist(to: leaderID, .appendResponse(index: log.committed, reject: false, hintIndex: 0, hintTerm: 0))
+      return
+    }
+    if offset == 0 {
+      incomingSnapshot = (metadata, data)
+    } else if let incoming = incomingSnapshot, incoming.metadata == metadata,
+      UInt64(incoming.bytes.count) == offset
+    {
+      incomingSnapshot?.bytes.append(contentsOf: data)
+    } else {
+      let have = incomingSnapshot?.metadata == metadata ? UInt64(incomingSnapshot?.bytes.count ?? 0) : 0
+      send(
+        RaftMessage(
+          from: id, to: leaderID, term: term, body: .snapshotChunkResponse(index: metadata.index, nextOffset: have)))
+      return
+    }
+    guard done, let complete = incomingSnapshot else {
+      let have = UInt64(incomingSnapshot?.bytes.count ?? 0)
+      send(
+        RaftMessage(
+          from: id, to: leaderID, term: term, body: .snapshotChunkResponse(index: metadata.index, nextOffset: have)))
+      return
+    }
+    incomingSnapshot = nil
+    installSnapshot(RaftSnapshot(metadata: complete.metadata, data: complete.bytes))
+    // Acknowledge the snapshot's index only: entries after it in this log may still differ.
+    sendAfterPersist(to: leaderID, .appendResponse(index: metadata.index, reject: false, hintIndex: 0, hintTerm: 0))
+  }
+
+  private mutating func installSnapshot(_ snap: RaftSnapshot) {
+    let meta = snap.metadata
+    if log.term(at: meta.index) == meta.term {
+      // Our log already holds the snapshot's last entry: just commit up to it.
+      if meta.index > log.committed { log.committed = meta.index }
+      return
+    }
+    log.restore(index: meta.index, term: meta.term)
+    snapshot = snap
+    snapshotToInstall = snap
+    snapshotConfiguration = meta.configuration
+    configuration = meta.configuration
+    configurationIndex = meta.index
+  }
+
+  // MARK: - Configuration
+
+  private mutating func adoptConfiguration(_ config: RaftConfiguration, at index: UInt64) {
+    configuration = config
+    configurationIndex = index
+    guard role == .leader else { return }
+    for member in config.members where member != id && progress[member] == nil {
+      progress[member] = Progress(next: log.lastIndex + 1)
+    }
+    for peer in progress.keys where !config.members.contains(peer) {
+      progress[peer] = nil
+      if transferTarget == peer { transferTarget = nil }
+    }
+  }
+
+  /// Sets `configuration` from the latest configuration entry in the log, or the snapshot's.
+  private mutating func recomputeConfiguration() {
+    var index = log.lastIndex
+    while index > log.snapshotIndex {
+      let e = log.entry(at: index)
+      if e.kind == .configuration, let config = try? RaftConfiguration(wireBytes: e.data) {
+        adoptConfiguration(config, at: index)
+        return
+      }
+      index -= 1
+    }
+    adoptConfiguration(snapshotConfiguration, at: log.snapshotIndex)
+  }
+
+  /// The configuration in effect at `index` (which must be in the log or at the snapshot).
+  private func configuration(at index: UInt64) -> RaftConfiguration {
+    var i = min(index, log.lastIndex)
+    while i > log.snapshotIndex {
+      let e = log.entry(at: i)
+      if e.kind == .configuration, let config = try? RaftConfiguration(wireBytes: e.data) { return config }
+      i -= 1
+    }
+    return snapshotConfiguration
+  }
+
+  // MARK: - Output
+
+  /// Queues a message. Votes and acknowledgements promise durable state, so they wait for the
+  /// persist step; everything else may go out at once.
+  private mutating func send(_ m: RaftMessage) {
+    switch m.body {
+    case .vote, .voteResponse, .appendResponse:
+      outboxAfterPersist.append(m)
+    default:
+      outbox.append(m)
+    }
+  }
+
+  private mutating func sendAfterPersist(to peer: NodeID, _ body: RaftMessage.Body) {
+    outboxAfterPersist.append(RaftMessage(from: id, to: peer, term: term, body: body))
+  }
+}

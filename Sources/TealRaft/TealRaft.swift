@@ -1,1 +1,0 @@
-// TealRaft: see Docs/ARCHITECTURE.md.

@@ -1,1 +1,0 @@
-// TealRaftSim: deterministic simulation of RaftCore clusters.

@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealRaft
-
-@Test func TealRaftModuleLoads() {
-  #expect(Bool(true))
-}
