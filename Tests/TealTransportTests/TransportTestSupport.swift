@@ -93,21 +93,16 @@ struct RawTLSClient {
 
   static func connect(port: Int, security: PeerSecurity, expecting: NodeID) async throws -> RawTLSClient {
     guard case .mutualTLS(let context) = security else { throw TimedOut(what: "a TLS configuration") }
-    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-      .channelInitializer { channel in
+    // Take the handshake future while adding the handler: a refused handshake removes the
+    // handler again, so looking it up afterwards would race with the failure.
+    let (channel, handshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .connect(host: "127.0.0.1", port: port) { channel in
         channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(
-            TLSHandler(context: context, role: .client(expecting: expecting)))
+          let handler = TLSHandler(context: context, role: .client(expecting: expecting))
+          try channel.pipeline.syncOperations.addHandler(handler)
+          return (channel, handler.handshakeFuture)
         }
       }
-      .connect(host: "127.0.0.1", port: port).get()
-    let handshake = channel.eventLoop.flatSubmit {
-      do {
-        return try channel.pipeline.syncOperations.handler(type: TLSHandler.self).handshakeFuture
-      } catch {
-        return channel.eventLoop.makeFailedFuture(error)
-      }
-    }
     _ = try await handshake.get()
     return RawTLSClient(channel: channel)
   }
