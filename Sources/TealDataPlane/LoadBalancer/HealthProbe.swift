@@ -28,7 +28,7 @@ enum HealthProbe {
             ProbeHandler(path: path, host: hostHeader, verdict: verdict))
         }
       }
-      .connect(host: target.host, port: target.port)
+      .connect(to: target)
     connected.whenComplete { result in
       switch result {
       case .success(let channel):

@@ -103,6 +103,20 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
   }
 }
 
+// MARK: - Connecting
+
+extension ClientBootstrap {
+  /// Connects to `target`. A host that is an IP literal (the usual case: task addresses) is connected
+  /// to directly; only a host name goes through NIO's resolver, which runs `getaddrinfo` on a
+  /// dispatch thread and hops back, adding two thread hand-offs to every new connection.
+  func connect(to target: TargetAddress) -> EventLoopFuture<any Channel> {
+    if let address = try? SocketAddress(ipAddress: target.host, port: target.port) {
+      return self.connect(to: address)
+    }
+    return self.connect(host: target.host, port: target.port)
+  }
+}
+
 // MARK: - Pool
 
 /// Idle keep-alive connections to targets, for one event loop.
@@ -155,7 +169,7 @@ final class UpstreamPool {
           try channel.pipeline.syncOperations.addHandler(UpstreamConnection(target: target))
         }
       }
-      .connect(host: target.host, port: target.port)
+      .connect(to: target)
   }
 
   /// The connection handler of a channel opened by `connect`. Must be called on the pool's loop.

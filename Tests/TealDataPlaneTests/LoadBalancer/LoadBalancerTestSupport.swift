@@ -349,9 +349,15 @@ func lbEventually(timeout: Duration = .seconds(5), _ condition: () async throws 
   return try await condition()
 }
 
-/// Health checks fast enough for tests.
+/// Health checks fast enough for tests: a probe every 100 ms, a target down after 2 failures.
+///
+/// The timeout is the production default (2 s), not shorter. A probe runs on the proxy's event loops,
+/// and on a loaded 2-core machine, with the whole suite in one process, those loops get little CPU: a
+/// 500 ms timeout then failed twice in a row for a healthy target, the proxy rightly answered 503 (no
+/// revision) and the weight-switch test failed. Detection in these tests never waits for a timeout: a
+/// killed target refuses the connect, an unhealthy one answers 503.
 let lbFastHealthCheck = HealthCheckConfiguration(
-  probe: .http(path: "/health"), interval: .milliseconds(100), timeout: .milliseconds(500), healthyThreshold: 1,
+  probe: .http(path: "/health"), interval: .milliseconds(100), timeout: .seconds(2), healthyThreshold: 1,
   unhealthyThreshold: 2)
 
 /// A service on ephemeral ports.
