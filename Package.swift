@@ -127,7 +127,10 @@ let package = Package(
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
     .testTarget(
       name: "TealConsensusTests",
-      dependencies: ["TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport", "TealTLS"] + nio
+      dependencies: [
+        "TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport", "TealTLS",
+        .product(name: "Logging", package: "swift-log"),
+      ] + nio
     ),
     .testTarget(
       name: "TealMembershipTests",

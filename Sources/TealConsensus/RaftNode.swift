@@ -1,0 +1,590 @@
+// RaftNode: the shell actor that drives RaftCore with real time, the durable log and the peer network.
+
+import Logging
+import TealRaft
+import TealStorage
+import TealWire
+
+/// One running Raft node: RaftCore (pure) + DurableLog (fdatasync'd WAL) + a peer network + the application
+/// state machine.
+///
+/// How a Ready is processed (always in this order, with no suspension point in between, so a Ready is never
+/// interleaved with another input):
+/// 1. `messages` are queued to the network at once (a leader's appends travel while it writes its own log).
+/// 2. The snapshot, the entries and the hard state are written to the DurableLog with `fdatasync`.
+/// 3. Only then are `messagesAfterPersist` (votes, append acknowledgements) queued: nothing is promised to a
+///    peer before it is durable.
+/// 4. A received snapshot is restored into the state machine, then committed entries are applied in order,
+///    completing the proposals waiting for them.
+/// 5. Read states are recorded; reads whose index has been applied complete.
+/// 6. `RaftCore.advance` is called, and the log is compacted if it grew past the snapshot threshold.
+///
+/// Failure: if step 2 throws (a disk error), the node stops at once with ``RaftNodeError/storage(_:)``; the
+/// messages of step 3 are never sent and waiting proposals fail. The directory can then be reopened by a new
+/// `RaftNode` (recovery repairs a torn tail).
+///
+/// Inputs (ticks, messages, proposals, reads) only change RaftCore; Readys are processed by one scheduled job
+/// after them, so proposals arriving together share one Ready and one `fdatasync` (group commit).
+///
+/// The actor runs on a thread of its own (``NodeExecutor``) because DurableLog blocks on `fdatasync`.
+public actor RaftNode<StateMachine: ReplicatedStateMachine> {
+  /// This node's id.
+  public nonisolated let id: NodeID
+  private nonisolated let executor: NodeExecutor
+
+  public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+
+  private let configuration: RaftNodeConfiguration
+  private let logger: Logger
+  private var core: RaftCore
+  /// nil once the node stopped (the log is closed).
+  private var log: DurableLog?
+  private var stateMachine: StateMachine
+  private var outbox: PeerOutbox
+  private var appliedIndex: UInt64
+
+  private var tickCount = 0
+  private var tickerTask: Task<Void, Never>?
+  private var processingScheduled = false
+  private var isRunning = true
+  private var failure: RaftNodeError?
+  private var leadership: LeadershipState
+  private var subscribers: [Int: AsyncStream<LeadershipState>.Continuation] = [:]
+  private var nextSubscriberID = 0
+  /// Inbound messages dropped because they did not decode or were misaddressed.
+  private var rejectedInbound = 0
+
+  private typealias Completion<Value: Sendable> = CheckedContinuation<Result<Value, RaftNodeError>, Never>
+
+  private struct PendingProposal {
+    var term: UInt64
+    var deadline: Int
+    var completion: Completion<[UInt8]>
+  }
+
+  private struct PendingRead {
+    var deadline: Int
+    var lastRequested: Int
+    /// The read index once the leader confirmed it.
+    var index: UInt64?
+    var completion: Completion<Void>
+  }
+
+  private struct TransferWaiter {
+    var deadline: Int
+    var completion: Completion<Void>
+  }
+
+  /// Proposals waiting to be applied, by log index (rarely more than one per index: only after this node
+  /// led in two terms and reused a position).
+  private var proposals: [UInt64: [PendingProposal]] = [:]
+  private var reads: [UInt64: PendingRead] = [:]
+  private var nextReadID: UInt64 = 0
+  private var transferWaiters: [TransferWaiter] = []
+
+  // MARK: - Start
+
+  /// Opens (or creates) the data directory, restores the state machine from the latest snapshot and
+  /// restarts RaftCore from the durable log. Committed entries after the snapshot are re-applied once the
+  /// node runs. Call ``start()`` to begin ticking.
+  ///
+  /// - Parameters:
+  ///   - stateMachine: the application state in its initial (empty) form; it is replaced by the snapshot's
+  ///     state if the directory holds one.
+  ///   - network: where outbound Raft messages go (a `PeerTransport`, or a fake in tests). Inbound ones
+  ///     come in through ``receive(from:payload:)`` or ``messageHandler``.
+  /// - Throws: ``RaftNodeError/storage(_:)`` if the log cannot be opened or recovered,
+  ///   ``RaftNodeError/invalidPersistentState(_:)`` if its contents are not a valid Raft state, and
+  ///   ``RaftNodeError/stateMachine(_:)`` if the snapshot does not restore.
+  public init(
+    configuration: RaftNodeConfiguration, stateMachine: StateMachine, network: any PeerMessageSender
+  ) throws(RaftNodeError) {
+    var logger = configuration.logger
+    logger[metadataKey: "node"] = "\(configuration.id)"
+    let log: DurableLog
+    do {
+      log = try DurableLog(directory: configuration.dataDirectory, options: configuration.storage)
+    } catch {
+      throw .storage(error)
+    }
+    let state = try StorageMapping.persistentState(of: log)
+    var machine = stateMachine
+    if let snapshot = state.snapshot {
+      do {
+        try machine.restore(from: snapshot.data)
+      } catch {
+        throw .stateMachine(
+          "cannot restore the snapshot at index \(snapshot.metadata.index) in \(configuration.dataDirectory): \(error)")
+      }
+    }
+    let core: RaftCore
+    do {
+      core = try RaftCore(
+        id: configuration.id, options: configuration.raft, bootstrap: configuration.bootstrap,
+        randomSeed: configuration.randomSeed ?? UInt64.random(in: 0...UInt64.max), restoring: state)
+    } catch {
+      throw .invalidPersistentState("\(configuration.dataDirectory): \(error)")
+    }
+    self.id = configuration.id
+    self.executor = NodeExecutor(name: "teal-raft-\(configuration.id)")
+    self.configuration = configuration
+    self.logger = logger
+    self.core = core
+    self.log = log
+    self.stateMachine = machine
+    self.outbox = PeerOutbox(sender: network, limit: configuration.outboundQueueLimit, logger: logger)
+    self.appliedIndex = core.appliedIndex
+    self.leadership = LeadershipState(role: core.role, leader: core.leader, term: core.term)
+    logger.info(
+      "raft node opened",
+      metadata: [
+        "directory": "\(configuration.dataDirectory)", "term": "\(core.term)", "commit": "\(core.commitIndex)",
+        "lastIndex": "\(core.lastIndex)", "snapshot": "\(state.snapshot?.metadata.index ?? 0)",
+      ])
+  }
+
+  deinit {
+    tickerTask?.cancel()
+    executor.shutdown()
+  }
+
+  /// Starts the internal ticker (if the configuration has a tick interval) and processes what the restart
+  /// made ready (re-applying committed entries).
+  public func start() {
+    guard isRunning else { return }
+    if tickerTask == nil, let interval = configuration.tickInterval {
+      tickerTask = Task.detached { [weak self] in
+        let clock = ContinuousClock()
+        var next = clock.now.advanced(by: interval)
+        while !Task.isCancelled {
+          do {
+            try await clock.sleep(until: next)
+          } catch {
+            return
+          }
+          guard let node = self else { return }
+          await node.tick()
+          next = next.advanced(by: interval)
+          // Fell behind (a stall): skip the missed ticks rather than firing a burst of them, which could
+          // expire election timers before the queued heartbeats are processed.
+          let now = clock.now
+          if now > next { next = now.advanced(by: interval) }
+        }
+      }
+    }
+    scheduleProcessing()
+  }
+
+  // MARK: - Inputs
+
+  /// Advances logical time by one tick (the internal ticker calls this; tests without one call it directly).
+  public func tick() {
+    guard isRunning else { return }
+    tickCount += 1
+    core.tick()
+    expireRequests()
+    scheduleProcessing()
+  }
+
+  /// Handles a Raft message from `sender` (as authenticated by the transport). A message that does not
+  /// decode, claims another sender, or is addressed to another node is logged and dropped.
+  public func receive(from sender: NodeID, payload: [UInt8]) {
+    guard isRunning else { return }
+    let message: RaftMessage
+    do {
+      message = try RaftMessage(wireBytes: payload)
+    } catch {
+      rejectInbound("malformed Raft message", from: sender, detail: "\(error) (\(payload.count) bytes)")
+      return
+    }
+    guard message.from == sender else {
+      rejectInbound("Raft message claims another sender", from: sender, detail: "claims \(message.from)")
+      return
+    }
+    guard message.to == id else {
+      rejectInbound("Raft message for another node", from: sender, detail: "addressed to \(message.to)")
+      return
+    }
+    core.step(message)
+    scheduleProcessing()
+  }
+
+  /// A transport handler that passes `.raft` messages to ``receive(from:payload:)`` and ignores other channels.
+  public nonisolated var messageHandler: PeerMessageHandler {
+    { [weak self] from, channel, payload in
+      guard channel == .raft else { return }
+      await self?.receive(from: from, payload: payload)
+    }
+  }
+
+  // MARK: - Client API
+
+  /// Proposes `command` and returns the state machine's result once the command is committed and applied on
+  /// this node.
+  ///
+  /// Only the leader accepts proposals. Errors: ``RaftNodeError/notLeader(leader:)`` (with the leader's id
+  /// when known) and ``RaftNodeError/retryLater(_:)`` before anything is proposed;
+  /// ``RaftNodeError/proposalDropped(index:term:)`` when another leader's entry took the position (the
+  /// command did not take effect); ``RaftNodeError/timedOut(operation:ticks:)``,
+  /// ``RaftNodeError/outcomeUnknown(index:reason:)`` and ``RaftNodeError/stopped(reason:)`` when the outcome
+  /// is unknown; ``RaftNodeError/invalidRequest(_:)`` for a command over `maxCommandBytes`.
+  ///
+  /// Cancelling the calling task does not withdraw a proposal once accepted: the call still returns when
+  /// its outcome is known or after `proposalTimeoutTicks`.
+  public func propose(_ command: [UInt8]) async throws(RaftNodeError) -> [UInt8] {
+    try ensureRunning()
+    guard command.count <= configuration.maxCommandBytes else {
+      throw .invalidRequest(
+        "the command has \(command.count) bytes, over maxCommandBytes (\(configuration.maxCommandBytes))")
+    }
+    let position: ProposalPosition
+    do {
+      position = try core.propose(command)
+    } catch {
+      throw RaftNodeError.refused(error)
+    }
+    return try await awaitApplication(of: position)
+  }
+
+  /// Proposes a membership change (one voter at a time; a new voter joins as a learner first) and returns
+  /// once it is applied here. Errors as for ``propose(_:)``, plus ``RaftNodeError/invalidRequest(_:)``.
+  public func proposeConfigChange(_ change: ConfigChange) async throws(RaftNodeError) {
+    try ensureRunning()
+    let position: ProposalPosition
+    do {
+      position = try core.proposeConfigChange(change)
+    } catch {
+      throw RaftNodeError.refused(error)
+    }
+    _ = try await awaitApplication(of: position)
+  }
+
+  /// Waits until the state machine reflects every write committed before this call began (ReadIndex,
+  /// thesis §6.4): afterwards, reading ``currentState`` is linearizable. Works on followers too (the request
+  /// is forwarded to the leader). Lost requests are re-sent every `readRetryTicks`; fails with
+  /// ``RaftNodeError/timedOut(operation:ticks:)`` after `readTimeoutTicks` (e.g. while no leader exists).
+  public func linearizableRead() async throws(RaftNodeError) {
+    try ensureRunning()
+    nextReadID += 1
+    let readID = nextReadID
+    let result = await withCheckedContinuation { (completion: Completion<Void>) in
+      reads[readID] = PendingRead(
+        deadline: tickCount + configuration.readTimeoutTicks, lastRequested: tickCount, index: nil,
+        completion: completion)
+      requestReadIndex(readID)
+    }
+    try result.get()
+  }
+
+  /// Hands leadership to `target` (default: the most up-to-date other voter) and returns once this node is
+  /// no longer leader. Proposals are refused meanwhile. Fails with ``RaftNodeError/timedOut(operation:ticks:)``
+  /// if no transfer happened within two election timeouts.
+  public func transferLeadership(to target: NodeID? = nil) async throws(RaftNodeError) {
+    try ensureRunning()
+    guard core.role == .leader else { throw .notLeader(leader: core.leader) }
+    guard let chosen = target ?? bestTransferTarget() else {
+      throw .invalidRequest("there is no other voter to hand leadership to")
+    }
+    if chosen == id { return }
+    do {
+      try core.transferLeadership(to: chosen)
+    } catch {
+      throw RaftNodeError.refused(error)
+    }
+    scheduleProcessing()
+    let result = await withCheckedContinuation { (completion: Completion<Void>) in
+      transferWaiters.append(
+        TransferWaiter(deadline: tickCount + 2 * configuration.raft.electionTicks, completion: completion))
+    }
+    try result.get()
+  }
+
+  /// Stops the node: hands leadership over first if this node leads and `transferringLeadership` (so the
+  /// cluster need not wait for an election timeout), then stops ticking and sending, fails waiting calls
+  /// with ``RaftNodeError/stopped(reason:)`` and closes the durable log. Idempotent.
+  public func stop(transferringLeadership: Bool = true) async {
+    guard isRunning else { return }
+    if transferringLeadership && core.role == .leader && core.configuration.voters.count > 1 {
+      do {
+        try await transferLeadership(to: nil)
+      } catch {
+        logger.info("leadership transfer before stopping failed", metadata: ["error": "\(error)"])
+      }
+    }
+    shutdown(failure: nil)
+  }
+
+  /// The node's role, term, leader and indexes now. A stopped node reports itself as a follower with no
+  /// leader.
+  public var status: RaftNodeStatus {
+    RaftNodeStatus(
+      id: id, role: isRunning ? core.role : .follower, term: core.term, leader: isRunning ? core.leader : nil,
+      commitIndex: core.commitIndex, appliedIndex: appliedIndex, lastIndex: core.lastIndex,
+      snapshotIndex: core.snapshot?.metadata.index ?? 0, isRunning: isRunning, failure: failure?.description)
+  }
+
+  /// The application state after the last applied entry. Linearizable after ``linearizableRead()``.
+  public var currentState: StateMachine { stateMachine }
+
+  /// The current membership (including uncommitted changes, which take effect when appended).
+  public var membership: RaftConfiguration { core.configuration }
+
+  /// A stream of leadership states: the current one at once, then every change of role, leader or term.
+  /// It finishes when the node stops.
+  public func leadershipChanges() -> AsyncStream<LeadershipState> {
+    let (stream, continuation) = AsyncStream<LeadershipState>.makeStream(bufferingPolicy: .bufferingNewest(64))
+    continuation.yield(leadership)
+    if isRunning {
+      subscribers[nextSubscriberID] = continuation
+      nextSubscriberID += 1
+    } else {
+      continuation.finish()
+    }
+    return stream
+  }
+
+  // MARK: - Ready processing
+
+  private func scheduleProcessing() {
+    guard isRunning, !processingScheduled else { return }
+    processingScheduled = true
+    Task.detached { [weak self] in await self?.processReadies() }
+  }
+
+  /// Drains RaftCore's Readys (advancing may commit more, which produces another Ready).
+  private func processReadies() {
+    processingScheduled = false
+    while isRunning {
+      let ready = core.ready()
+      noteLeadership(LeadershipState(role: ready.role, leader: ready.leader, term: ready.term))
+      if ready.isEmpty { break }
+      handle(ready)
+    }
+  }
+
+  private func handle(_ ready: RaftReady) {
+    for message in ready.messages { outbox.send(message) }
+    do {
+      try persist(ready)
+    } catch {
+      fail(error)
+      return
+    }
+    for message in ready.messagesAfterPersist { outbox.send(message) }
+    if let snapshot = ready.snapshot {
+      install(snapshot)
+      guard isRunning else { return }
+    }
+    for entry in ready.committedEntries { apply(entry) }
+    for readState in ready.readStates { recordReadIndex(readState) }
+    completeReads()
+    core.advance(ready)
+    compactIfNeeded()
+  }
+
+  /// Writes the Ready's snapshot, entries and hard state; returns once they are durable.
+  private func persist(_ ready: RaftReady) throws(RaftNodeError) {
+    guard let log else { throw .stopped(reason: "the durable log is closed") }
+    do {
+      if let snapshot = ready.snapshot, snapshot.metadata.index > log.snapshotIndex {
+        try log.saveSnapshot(metadata: StorageMapping.storedMetadata(snapshot.metadata), data: snapshot.data)
+      }
+      if !ready.entries.isEmpty || ready.hardState != nil {
+        try log.append(
+          entries: ready.entries.map(StorageMapping.stored(_:)),
+          hardState: ready.hardState.map(StorageMapping.stored(_:)))
+      }
+    } catch {
+      throw .storage(error)
+    }
+  }
+
+  private func install(_ snapshot: RaftSnapshot) {
+    let index = snapshot.metadata.index
+    do {
+      try stateMachine.restore(from: snapshot.data)
+    } catch {
+      fail(.stateMachine("cannot restore the snapshot at index \(index) received from the leader: \(error)"))
+      return
+    }
+    appliedIndex = index
+    for position in proposals.keys where position <= index {
+      for pending in proposals.removeValue(forKey: position) ?? [] {
+        pending.completion.resume(
+          returning: .failure(
+            .outcomeUnknown(index: position, reason: "this node installed a snapshot covering index \(index)")))
+      }
+    }
+    logger.info("installed snapshot", metadata: ["index": "\(index)", "term": "\(snapshot.metadata.term)"])
+  }
+
+  private func apply(_ entry: RaftEntry) {
+    var result: [UInt8] = []
+    if entry.kind == .command {
+      result = stateMachine.apply(entry.data, at: entry.index)
+    }
+    appliedIndex = entry.index
+    guard let waiting = proposals.removeValue(forKey: entry.index) else { return }
+    for pending in waiting {
+      if pending.term == entry.term {
+        pending.completion.resume(returning: .success(result))
+      } else {
+        pending.completion.resume(returning: .failure(.proposalDropped(index: entry.index, term: pending.term)))
+      }
+    }
+  }
+
+  private func compactIfNeeded() {
+    guard configuration.snapshotThreshold > 0, isRunning, let log else { return }
+    guard appliedIndex >= log.snapshotIndex + configuration.snapshotThreshold else { return }
+    let snapshot: RaftSnapshot
+    do {
+      snapshot = try core.compact(upTo: appliedIndex, snapshotData: stateMachine.snapshot())
+    } catch {
+      logger.warning("snapshot refused by RaftCore", metadata: ["index": "\(appliedIndex)", "error": "\(error)"])
+      return
+    }
+    do {
+      try log.saveSnapshot(metadata: StorageMapping.storedMetadata(snapshot.metadata), data: snapshot.data)
+    } catch {
+      fail(.storage(error))
+      return
+    }
+    logger.debug("snapshot taken; log compacted", metadata: ["index": "\(snapshot.metadata.index)"])
+  }
+
+  // MARK: - Waiting callers
+
+  private func ensureRunning() throws(RaftNodeError) {
+    guard isRunning else { throw .stopped(reason: failure?.description) }
+  }
+
+  private func awaitApplication(of position: ProposalPosition) async throws(RaftNodeError) -> [UInt8] {
+    scheduleProcessing()
+    let result = await withCheckedContinuation { (completion: Completion<[UInt8]>) in
+      proposals[position.index, default: []].append(
+        PendingProposal(
+          term: position.term, deadline: tickCount + configuration.proposalTimeoutTicks, completion: completion))
+    }
+    return try result.get()
+  }
+
+  private func requestReadIndex(_ readID: UInt64) {
+    reads[readID]?.lastRequested = tickCount
+    var context = WireWriter(capacity: 8)
+    context.writeFixed(readID)
+    do {
+      try core.readIndex(context: context.bytes)
+    } catch {
+      // No leader known yet, or a new leader not ready to serve reads: retried after readRetryTicks.
+      return
+    }
+    scheduleProcessing()
+  }
+
+  private func recordReadIndex(_ readState: ReadState) {
+    var reader = WireReader(readState.context)
+    guard let readID = try? reader.readFixed64("readID"), reads[readID] != nil else { return }
+    if reads[readID]?.index == nil { reads[readID]?.index = readState.index }
+  }
+
+  private func completeReads() {
+    for (readID, read) in reads {
+      guard let index = read.index, index <= appliedIndex else { continue }
+      reads[readID] = nil
+      read.completion.resume(returning: .success(()))
+    }
+  }
+
+  /// Times out proposals, reads and transfers whose deadline passed, and re-sends unanswered read requests.
+  private func expireRequests() {
+    for (index, waiting) in proposals {
+      let (expired, live) = (waiting.filter { $0.deadline <= tickCount }, waiting.filter { $0.deadline > tickCount })
+      guard !expired.isEmpty else { continue }
+      proposals[index] = live.isEmpty ? nil : live
+      for pending in expired {
+        pending.completion.resume(
+          returning: .failure(
+            .timedOut(operation: "the proposal at index \(index)", ticks: configuration.proposalTimeoutTicks)))
+      }
+    }
+    for (readID, read) in reads {
+      if read.deadline <= tickCount {
+        reads[readID] = nil
+        read.completion.resume(
+          returning: .failure(.timedOut(operation: "the linearizable read", ticks: configuration.readTimeoutTicks)))
+      } else if read.index == nil && tickCount - read.lastRequested >= configuration.readRetryTicks {
+        requestReadIndex(readID)
+      }
+    }
+    if transferWaiters.contains(where: { $0.deadline <= tickCount }) {
+      let expired = transferWaiters.filter { $0.deadline <= tickCount }
+      transferWaiters.removeAll { $0.deadline <= tickCount }
+      for waiter in expired {
+        waiter.completion.resume(
+          returning: .failure(
+            .timedOut(operation: "the leadership transfer", ticks: 2 * configuration.raft.electionTicks)))
+      }
+    }
+  }
+
+  private func bestTransferTarget() -> NodeID? {
+    core.configuration.voters.filter { $0 != id }
+      .max { (core.replication(of: $0)?.match ?? 0, $1.rawValue) < (core.replication(of: $1)?.match ?? 0, $0.rawValue) }
+  }
+
+  private func noteLeadership(_ state: LeadershipState) {
+    guard state != leadership else { return }
+    leadership = state
+    logger.info(
+      "leadership changed",
+      metadata: ["role": "\(state.role)", "term": "\(state.term)", "leader": "\(state.leader?.rawValue ?? "-")"])
+    for (key, continuation) in subscribers {
+      if case .terminated = continuation.yield(state) { subscribers[key] = nil }
+    }
+    if state.role != .leader && !transferWaiters.isEmpty {
+      let waiters = transferWaiters
+      transferWaiters = []
+      for waiter in waiters { waiter.completion.resume(returning: .success(())) }
+    }
+  }
+
+  private func rejectInbound(_ what: String, from sender: NodeID, detail: String) {
+    rejectedInbound += 1
+    if rejectedInbound <= 10 || rejectedInbound.isMultiple(of: 1_000) {
+      logger.warning(
+        "dropping \(what)", metadata: ["from": "\(sender)", "detail": "\(detail)", "rejected": "\(rejectedInbound)"])
+    }
+  }
+
+  // MARK: - Stopping
+
+  private func fail(_ error: RaftNodeError) {
+    logger.critical("raft node stopping after a failure", metadata: ["error": "\(error)"])
+    shutdown(failure: error)
+  }
+
+  private func shutdown(failure: RaftNodeError?) {
+    guard isRunning else { return }
+    isRunning = false
+    self.failure = failure
+    tickerTask?.cancel()
+    tickerTask = nil
+    outbox.close()
+    log?.close()
+    log = nil
+    let stopped = RaftNodeError.stopped(reason: failure?.description)
+    let waitingProposals = proposals.values.flatMap { $0 }
+    proposals = [:]
+    for pending in waitingProposals { pending.completion.resume(returning: .failure(stopped)) }
+    let waitingReads = reads.values
+    reads = [:]
+    for read in waitingReads { read.completion.resume(returning: .failure(stopped)) }
+    let waiters = transferWaiters
+    transferWaiters = []
+    for waiter in waiters { waiter.completion.resume(returning: .failure(stopped)) }
+    for continuation in subscribers.values { continuation.finish() }
+    subscribers = [:]
+    logger.info("raft node stopped", metadata: ["failure": "\(failure?.description ?? "none")"])
+  }
+}

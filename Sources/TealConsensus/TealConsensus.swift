@@ -1,1 +1,0 @@
-// TealConsensus: the Raft shell actor (RaftCore + storage + transport).

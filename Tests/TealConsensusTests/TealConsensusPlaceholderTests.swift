@@ -1,7 +1,0 @@
-import Testing
-
-@testable import TealConsensus
-
-@Test func TealConsensusModuleLoads() {
-  #expect(Bool(true))
-}
