@@ -117,18 +117,21 @@ let package = Package(
     ),
 
     // MARK: Tests
+    .target(name: "TealTestSupport", path: "Tests/TealTestSupport"),
     .testTarget(name: "TealWireTests", dependencies: ["TealWire"]),
     // Runs the built `teal` executable (built with the tests by `swift build --build-tests` / `swift test`).
-    .testTarget(name: "TealCLITests"),
-    .testTarget(name: "TealTLSTests", dependencies: ["TealTLS", "TealWire", nioEmbedded] + nio),
-    .testTarget(name: "TealTransportTests", dependencies: ["TealTransport", "TealTLS", "TealWire", nioEmbedded] + nio),
+    .testTarget(name: "TealCLITests", dependencies: ["TealTestSupport"]),
+    .testTarget(name: "TealTLSTests", dependencies: ["TealTestSupport", "TealTLS", "TealWire", nioEmbedded] + nio),
+    .testTarget(
+      name: "TealTransportTests",
+      dependencies: ["TealTestSupport", "TealTransport", "TealTLS", "TealWire", nioEmbedded] + nio),
     .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim", "TealWire"]),
-    .testTarget(name: "TealStorageTests", dependencies: ["TealStorage"]),
+    .testTarget(name: "TealStorageTests", dependencies: ["TealTestSupport", "TealStorage"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
     .testTarget(
       name: "TealConsensusTests",
       dependencies: [
-        "TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport", "TealTLS",
+        "TealTestSupport", "TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport", "TealTLS",
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),

@@ -1,4 +1,5 @@
 import Foundation
+import TealTestSupport
 import Testing
 
 @Suite("teal certs (the executable)")

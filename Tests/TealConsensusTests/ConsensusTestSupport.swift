@@ -3,6 +3,7 @@ import Logging
 import TealConsensus
 import TealRaft
 import TealStorage
+import TealTestSupport
 import TealWire
 import Testing
 
@@ -261,21 +262,3 @@ final class LocalCluster: @unchecked Sendable {
 }
 
 // MARK: - Polling
-
-struct TimedOut: Error, CustomStringConvertible {
-  let what: String
-  var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` every 10 ms until it holds or `seconds` pass.
-func eventually(
-  _ what: String, within seconds: Double = 10, _ condition: @Sendable () async throws -> Bool
-) async throws {
-  let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-  while ContinuousClock.now < deadline {
-    if try await condition() { return }
-    try await Task.sleep(for: .milliseconds(10))
-  }
-  if try await condition() { return }
-  throw TimedOut(what: what)
-}

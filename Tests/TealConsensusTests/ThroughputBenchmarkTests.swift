@@ -4,6 +4,7 @@ import TealConsensus
 import TealRaft
 import TealStorage
 import TealTLS
+import TealTestSupport
 import TealTransport
 import TealWire
 import Testing

@@ -3,6 +3,7 @@ import NIOPosix
 import TealConsensus
 import TealRaft
 import TealTLS
+import TealTestSupport
 import TealTransport
 import TealWire
 import Testing

@@ -1,5 +1,6 @@
 // CRC-32C against published vectors and against a bit-at-a-time reference.
 
+import TealTestSupport
 import Testing
 
 @testable import TealStorage
@@ -47,18 +48,5 @@ struct CRC32CTests {
       let chained = bytes[split...].withUnsafeBytes { CRC32C.update(head, $0) }
       #expect(chained == CRC32C.checksum(bytes), "split at \(split)")
     }
-  }
-}
-
-/// A small deterministic generator for test data.
-struct SplitMix64: RandomNumberGenerator {
-  private var state: UInt64
-  init(seed: UInt64) { state = seed }
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var value = state
-    value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
-    return value ^ (value >> 31)
   }
 }

@@ -3,6 +3,7 @@
 // before or after the interrupted operation, and exactly the state after an operation that returned.
 
 import Foundation
+import TealTestSupport
 import Testing
 
 @testable import TealStorage

@@ -1,4 +1,5 @@
 import Foundation
+import TealTestSupport
 import TealWire
 import Testing
 

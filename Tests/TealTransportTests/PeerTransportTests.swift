@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOPosix
 import TealTLS
+import TealTestSupport
 import TealWire
 import Testing
 

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import TealTLS
+import TealTestSupport
 import TealWire
 import Testing
 
@@ -48,24 +49,6 @@ func transport(
   return PeerTransport(
     configuration: configuration, security: security, group: MultiThreadedEventLoopGroup.singleton, logger: logger,
     handler: handler)
-}
-
-struct TimedOut: Error, CustomStringConvertible {
-  let what: String
-  var description: String { "timed out waiting for \(what)" }
-}
-
-/// Polls `condition` until it holds or `seconds` pass.
-func eventually(
-  _ what: String, within seconds: Double = 10, _ condition: @Sendable () async throws -> Bool
-) async throws {
-  let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-  while ContinuousClock.now < deadline {
-    if try await condition() { return }
-    try await Task.sleep(for: .milliseconds(10))
-  }
-  if try await condition() { return }
-  throw TimedOut(what: what)
 }
 
 /// Starts two transports that know each other and waits until both have connected.
