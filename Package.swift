@@ -126,7 +126,7 @@ let package = Package(
       name: "TealTransportTests",
       dependencies: ["TealTestSupport", "TealTransport", "TealTLS", "TealWire", nioEmbedded] + nio),
     .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim", "TealWire"]),
-    .testTarget(name: "TealStorageTests", dependencies: ["TealTestSupport", "TealStorage"]),
+    .testTarget(name: "TealStorageTests", dependencies: ["TealTestSupport", "TealStorage", "TealWire"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
     .testTarget(
       name: "TealConsensusTests",

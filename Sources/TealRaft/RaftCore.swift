@@ -107,7 +107,7 @@ public struct RaftReady: Sendable, Hashable {
 public struct RaftCore: Sendable {
   public let id: NodeID
   public let options: RaftOptions
-  private var random: RaftRandom
+  private var random: SplitMix64
 
   public private(set) var term: UInt64 = 0
   public private(set) var vote: NodeID?
@@ -173,7 +173,7 @@ public struct RaftCore: Sendable {
   ) throws(RaftError) {
     self.id = id
     self.options = options
-    self.random = RaftRandom(seed: randomSeed)
+    self.random = SplitMix64(seed: randomSeed)
     self.configuration = bootstrap
     self.snapshotConfiguration = bootstrap
     if options.electionTicks < 2 || options.heartbeatTicks < 1 || options.heartbeatTicks >= options.electionTicks {

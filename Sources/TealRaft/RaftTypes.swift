@@ -295,26 +295,3 @@ public enum RaftError: Error, Sendable, Hashable, CustomStringConvertible {
     }
   }
 }
-
-// MARK: - Randomness
-
-/// SplitMix64: the seeded generator RaftCore draws its election timeouts from. Deterministic for
-/// a given seed, so simulations replay exactly.
-public struct RaftRandom: RandomNumberGenerator, Sendable {
-  public private(set) var state: UInt64
-
-  public init(seed: UInt64) { state = seed }
-
-  public mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-
-  /// A uniform value in `0..<bound` (`bound` > 0).
-  public mutating func below(_ bound: Int) -> Int {
-    Int(next() % UInt64(bound))
-  }
-}

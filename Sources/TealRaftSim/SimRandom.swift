@@ -1,3 +1,5 @@
+import TealWire
+
 /// xoshiro256** seeded through SplitMix64: the simulation's only source of randomness, so a
 /// seed fully determines a run.
 public struct SimRandom: RandomNumberGenerator, Sendable {
@@ -7,18 +9,11 @@ public struct SimRandom: RandomNumberGenerator, Sendable {
   private var s3: UInt64
 
   public init(seed: UInt64) {
-    var x = seed
-    func splitMix(_ x: inout UInt64) -> UInt64 {
-      x &+= 0x9E37_79B9_7F4A_7C15
-      var z = x
-      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-      return z ^ (z >> 31)
-    }
-    s0 = splitMix(&x)
-    s1 = splitMix(&x)
-    s2 = splitMix(&x)
-    s3 = splitMix(&x)
+    var seeder = SplitMix64(seed: seed)
+    s0 = seeder.next()
+    s1 = seeder.next()
+    s2 = seeder.next()
+    s3 = seeder.next()
   }
 
   public mutating func next() -> UInt64 {

@@ -1,6 +1,7 @@
 // CRC-32C against published vectors and against a bit-at-a-time reference.
 
 import TealTestSupport
+import TealWire
 import Testing
 
 @testable import TealStorage

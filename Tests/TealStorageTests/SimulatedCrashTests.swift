@@ -4,6 +4,7 @@
 
 import Foundation
 import TealTestSupport
+import TealWire
 import Testing
 
 @testable import TealStorage

@@ -1,7 +1,7 @@
 import Foundation
 
 // Helpers shared by the test targets: running a command, temporary directories, polling a
-// condition with a deadline, and a seedable generator. Test code only.
+// condition with a deadline. Test code only (the seedable generator is TealWire.SplitMix64).
 
 /// Runs a command to completion with stdin from /dev/null; returns its exit status and output.
 public func run(_ executable: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
@@ -49,17 +49,4 @@ public func eventually(
   }
   if try await condition() { return }
   throw TimedOut(what: what)
-}
-
-/// A small, fast, seedable generator (SplitMix64) so that randomized tests replay exactly.
-public struct SplitMix64: RandomNumberGenerator, Sendable {
-  private var state: UInt64
-  public init(seed: UInt64) { state = seed }
-  public mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
 }
