@@ -89,6 +89,7 @@ let package = Package(
     .executableTarget(
       name: "teal-demo",
       dependencies: [
+        "TealWire",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
       ] + nio

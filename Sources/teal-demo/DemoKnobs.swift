@@ -1,6 +1,7 @@
 // The demo service's failure knobs, shared by all connections and changed at runtime by /control.
 
 import Foundation
+import TealWire
 
 /// The behaviour a chaos test can switch on and off.
 ///
@@ -37,33 +38,17 @@ struct DemoKnobsUpdate: Codable, Sendable {
   var seed: UInt64?
 }
 
-/// SplitMix64: a small, fast, seedable generator, so an error rate gives the same sequence per seed.
-struct DemoRandom: RandomNumberGenerator, Sendable {
-  private var state: UInt64
-
-  init(seed: UInt64) {
-    state = seed
-  }
-
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var mixed = state
-    mixed = (mixed ^ (mixed >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    mixed = (mixed ^ (mixed >> 27)) &* 0x94D0_49BB_1331_11EB
-    return mixed ^ (mixed >> 31)
-  }
-}
-
 /// The knobs and the error generator behind one lock: every connection reads them per request.
 final class DemoControl: @unchecked Sendable {
   private let lock = NSLock()
   private var knobs: DemoKnobs
-  private var random: DemoRandom
+  /// Seeded, so an error rate gives the same sequence per seed.
+  private var random: SplitMix64
   private var inFlightRequests = 0
 
   init(knobs: DemoKnobs, seed: UInt64) {
     self.knobs = knobs
-    self.random = DemoRandom(seed: seed)
+    self.random = SplitMix64(seed: seed)
   }
 
   var current: DemoKnobs {
@@ -83,7 +68,7 @@ final class DemoControl: @unchecked Sendable {
     if let value = update.rejectUploads { next.rejectUploads = value }
     if let message = next.validationError() { return .failure(DemoControlError(message: message)) }
     knobs = next
-    if let seed = update.seed { random = DemoRandom(seed: seed) }
+    if let seed = update.seed { random = SplitMix64(seed: seed) }
     return .success(next)
   }
 
