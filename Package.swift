@@ -37,6 +37,8 @@ let package = Package(
     .target(name: "TealRaft", dependencies: ["TealWire"]),
     .target(name: "TealGossip", dependencies: ["TealWire"]),
     .target(name: "TealDeploy", dependencies: ["Yams"]),
+    // The HTTP API's Codable bodies, shared by the node's server and the client (Foundation only).
+    .target(name: "TealAPI"),
 
     // MARK: Simulation harnesses (used by tests and benchmarks)
     .target(name: "TealRaftSim", dependencies: ["TealRaft", "TealWire"]),
@@ -144,6 +146,7 @@ let package = Package(
       ] + nio
     ),
     .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
+    .testTarget(name: "TealAPITests", dependencies: ["TealAPI"]),
     .testTarget(
       name: "TealHooksTests",
       dependencies: ["TealHooks", "TealDeploy", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
