@@ -70,9 +70,16 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),
+    // TealHealth: the one health rule and threshold tracker that TealTasks and TealLoadBalancer share.
+    .target(name: "TealHealth", dependencies: [.product(name: "NIOHTTP1", package: "swift-nio")] + nio),
     .target(
-      name: "TealDataPlane",
+      name: "TealTasks",
+      dependencies: ["TealHealth", .product(name: "Logging", package: "swift-log")] + nio
+    ),
+    .target(
+      name: "TealLoadBalancer",
       dependencies: [
+        "TealHealth",
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
@@ -110,7 +117,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "ProxyBenchmark",
-      dependencies: ["TealDataPlane"],
+      dependencies: ["TealLoadBalancer"] + nio,
       path: "Benchmarks/proxy/ProxyBenchmark"
     ),
     .executableTarget(
@@ -151,12 +158,18 @@ let package = Package(
       name: "TealHooksTests",
       dependencies: ["TealHooks", "TealDeploy", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
     ),
+    .testTarget(name: "TealHealthTests", dependencies: ["TealHealth"]),
     .testTarget(
-      name: "TealDataPlaneTests",
+      name: "TealLoadBalancerTests",
       dependencies: [
-        "TealDataPlane", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
+        "TealLoadBalancer", "TealHealth", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
+    ),
+    // Runs the built `teal-demo` executable as a task (built with the tests by `swift build --build-tests`).
+    .testTarget(
+      name: "TealTasksTests",
+      dependencies: ["TealTasks", "TealHealth", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
     ),
   ],
   swiftLanguageModes: [.v6]

@@ -1,8 +1,9 @@
 import NIOCore
 import NIOPosix
+import TealHealth
 import Testing
 
-@testable import TealDataPlane
+@testable import TealLoadBalancer
 
 @Suite("Connecting to targets")
 struct TargetConnectTests {
@@ -12,9 +13,9 @@ struct TargetConnectTests {
     let backend = try await LBTestBackend.start(revision: "blue")
     let byName = TargetAddress(host: "localhost", port: backend.port)
     for target in [backend.address, byName] {
-      let passed = await HealthProbe.run(
-        target, probe: .http(path: "/health"), timeout: .seconds(2), on: MultiThreadedEventLoopGroup.singleton.next())
-      #expect(passed, "probe of \(target.host):\(target.port)")
+      let failure = await HealthProber(group: MultiThreadedEventLoopGroup.singleton).probe(
+        .http(path: "/health"), host: target.host, port: target.port, timeout: .seconds(2))
+      #expect(failure == nil, "probe of \(target.host):\(target.port)")
     }
     let balancer = LoadBalancer()
     let listeners = try await balancer.addService(

@@ -1,7 +1,7 @@
 // Helpers for the task-runner tests: temp dirs, event recording, /proc inspection, a tiny HTTP client.
 
 import Foundation
-import TealDataPlane
+import TealTasks
 import Testing
 
 #if canImport(Glibc)

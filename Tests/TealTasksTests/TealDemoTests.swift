@@ -1,7 +1,7 @@
 // teal-demo, run as a real task by the TaskRunner: identity, health, knobs, graceful stop.
 
 import Foundation
-import TealDataPlane
+import TealTasks
 import Testing
 
 #if canImport(Glibc)
@@ -33,9 +33,9 @@ enum TealDemoBinary {
     "teal-demo binary not found next to the test bundle; run `swift build` first or set TEAL_DEMO_BINARY"
 }
 
-private func demoSpec(_ arguments: [String] = [], environment: [String: String] = [:]) throws -> TaskSpec {
+private func demoSpec(_ arguments: [String] = [], environment: [String: String] = [:]) throws -> ProcessSpec {
   let binary = try #require(TealDemoBinary.path)
-  return TaskSpec(
+  return ProcessSpec(
     command: binary, arguments: arguments, environment: environment,
     healthCheck: TaskHealthCheck(
       probe: .http(path: "/health"), interval: .milliseconds(50), timeout: .seconds(2), healthyThreshold: 1,

@@ -12,13 +12,13 @@
 ///   `retry` that moved it to another target).
 public struct ServiceTraffic: Sendable {
   public private(set) var router: WeightedRouter
-  public private(set) var health: HealthTracker
+  public private(set) var health: TargetHealth
   public private(set) var metrics = ServiceMetrics()
   public private(set) var inFlight: [String: Int] = [:]
 
   public init(routes: ServiceRoutes, healthyThreshold: Int, unhealthyThreshold: Int) {
     self.router = WeightedRouter(routes: routes)
-    self.health = HealthTracker(healthyThreshold: healthyThreshold, unhealthyThreshold: unhealthyThreshold)
+    self.health = TargetHealth(healthyThreshold: healthyThreshold, unhealthyThreshold: unhealthyThreshold)
   }
 
   /// Every target of every installed group.

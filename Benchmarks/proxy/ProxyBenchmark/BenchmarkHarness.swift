@@ -2,20 +2,21 @@
 // listening for a fixed time while wrk drives it.
 
 import NIOPosix
+import TealLoadBalancer
 
 /// Runs a load balancer for benchmarks. Called by `Benchmarks/proxy/ProxyBenchmark/main.swift`.
-public enum LoadBalancerBenchmarkHarness {
+enum LoadBalancerBenchmarkHarness {
   /// Why the arguments were rejected.
-  public struct UsageError: Error, CustomStringConvertible {
+  struct UsageError: Error, CustomStringConvertible {
     public var description: String
   }
 
-  public static let usage =
+  static let usage =
     "usage: ProxyBenchmark <listen-port> <seconds> <host:port> [<host:port> ...]\n"
     + "  serves one service on 127.0.0.1:<listen-port> for <seconds>, round-robin over the targets"
 
   /// Parses `<listen-port> <seconds> <host:port>...` (program name excluded).
-  public static func parse(_ arguments: [String]) throws -> (port: Int, seconds: Int, targets: [TargetAddress]) {
+  static func parse(_ arguments: [String]) throws -> (port: Int, seconds: Int, targets: [TargetAddress]) {
     guard arguments.count >= 3, let port = Int(arguments[0]), let seconds = Int(arguments[1]), seconds > 0 else {
       throw UsageError(description: usage)
     }
@@ -31,7 +32,7 @@ public enum LoadBalancerBenchmarkHarness {
   }
 
   /// Serves until `seconds` have passed, then prints the per-revision metrics and shuts down.
-  public static func run(arguments: [String]) async throws {
+  static func run(arguments: [String]) async throws {
     let (port, seconds, targets) = try parse(arguments)
     let balancer = LoadBalancer(
       configuration: LoadBalancerConfiguration(maxIdleConnectionsPerTarget: 256),

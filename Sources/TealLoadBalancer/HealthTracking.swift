@@ -1,15 +1,12 @@
 // Health of targets as the load balancer's own checks see it. Pure: the shell runs the probes and
-// feeds the results in.
+// feeds the results in. The probe, its pass rule and the threshold tracker are TealHealth's.
+
+import TealHealth
 
 /// How the load balancer checks its targets.
 public struct HealthCheckConfiguration: Hashable, Sendable {
-  /// What one probe does.
-  public enum Probe: Hashable, Sendable {
-    /// `GET path` over HTTP/1.1; any 2xx or 3xx status passes.
-    case http(path: String)
-    /// A TCP connect that succeeds passes.
-    case tcp
-  }
+  /// What one probe does (shared with the task runner; the pass rule is ``HealthRule``: 2xx only).
+  public typealias Probe = HealthProbe
 
   public var probe: Probe
   /// Time between the starts of two probe rounds.
@@ -33,7 +30,7 @@ public struct HealthCheckConfiguration: Hashable, Sendable {
   }
 }
 
-/// Consecutive probe results per target, turned into healthy/unhealthy transitions.
+/// The health of every target of one service, one ``HealthTracker`` (TealHealth) per target.
 ///
 /// Invariants:
 /// - A target never seen before is decided by its first result (one pass → healthy), so a new
@@ -41,16 +38,10 @@ public struct HealthCheckConfiguration: Hashable, Sendable {
 /// - After that, a healthy target turns unhealthy only after `unhealthyThreshold` consecutive
 ///   failures, and an unhealthy one turns healthy only after `healthyThreshold` consecutive passes.
 /// - A passive failure (a connect to the target failed while proxying) makes it unhealthy at once.
-public struct HealthTracker: Sendable, Hashable {
-  private struct Record: Sendable, Hashable {
-    var healthy: Bool?
-    var passes = 0
-    var failures = 0
-  }
-
+public struct TargetHealth: Sendable, Hashable {
   public let healthyThreshold: Int
   public let unhealthyThreshold: Int
-  private var records: [TargetAddress: Record] = [:]
+  private var trackers: [TargetAddress: HealthTracker] = [:]
 
   public init(healthyThreshold: Int, unhealthyThreshold: Int) {
     self.healthyThreshold = max(1, healthyThreshold)
@@ -58,48 +49,37 @@ public struct HealthTracker: Sendable, Hashable {
   }
 
   /// The current verdict, nil while the target has no result yet.
-  public func isHealthy(_ target: TargetAddress) -> Bool? { self.records[target]?.healthy }
+  public func isHealthy(_ target: TargetAddress) -> Bool? {
+    switch self.trackers[target]?.status {
+    case .healthy?: return true
+    case .unhealthy?: return false
+    case .unknown?, nil: return nil
+    }
+  }
 
   /// Records one probe result. Returns the new verdict when it changed, nil otherwise.
   public mutating func record(_ target: TargetAddress, passed: Bool) -> Bool? {
-    var record = self.records[target] ?? Record()
-    defer { self.records[target] = record }
-    if passed {
-      record.passes += 1
-      record.failures = 0
-    } else {
-      record.failures += 1
-      record.passes = 0
-    }
-    switch record.healthy {
-    case nil:
-      record.healthy = passed
-      return passed
-    case true? where !passed && record.failures >= self.unhealthyThreshold:
-      record.healthy = false
-      return false
-    case false? where passed && record.passes >= self.healthyThreshold:
-      record.healthy = true
-      return true
-    default:
-      return nil
-    }
+    var tracker = self.tracker(target)
+    defer { self.trackers[target] = tracker }
+    return tracker.record(passed: passed).map { $0 == .healthy }
   }
 
   /// Records a failed connect seen on the data path. Returns false when the target just turned
   /// unhealthy, nil when it already was.
   public mutating func recordPassiveFailure(_ target: TargetAddress) -> Bool? {
-    var record = self.records[target] ?? Record()
-    defer { self.records[target] = record }
-    record.passes = 0
-    record.failures = max(record.failures, self.unhealthyThreshold)
-    guard record.healthy != false else { return nil }
-    record.healthy = false
-    return false
+    var tracker = self.tracker(target)
+    defer { self.trackers[target] = tracker }
+    return tracker.markUnhealthy().map { $0 == .healthy }
   }
 
   /// Forgets every target not in `targets`.
   public mutating func retain(only targets: Set<TargetAddress>) {
-    self.records = self.records.filter { targets.contains($0.key) }
+    self.trackers = self.trackers.filter { targets.contains($0.key) }
+  }
+
+  private func tracker(_ target: TargetAddress) -> HealthTracker {
+    self.trackers[target]
+      ?? HealthTracker(
+        healthyThreshold: self.healthyThreshold, unhealthyThreshold: self.unhealthyThreshold, firstResultDecides: true)
   }
 }

@@ -1,6 +1,6 @@
 import Testing
 
-@testable import TealDataPlane
+@testable import TealLoadBalancer
 
 private let blue1 = TargetAddress(host: "10.0.0.1", port: 8001)
 private let blue2 = TargetAddress(host: "10.0.0.2", port: 8001)
@@ -128,7 +128,7 @@ struct WeightedRoutingTests {
 @Suite("Health tracking")
 struct HealthTrackingTests {
   @Test func firstResultDecidesThenThresholdsApply() {
-    var tracker = HealthTracker(healthyThreshold: 2, unhealthyThreshold: 3)
+    var tracker = TargetHealth(healthyThreshold: 2, unhealthyThreshold: 3)
     #expect(tracker.record(blue1, passed: true) == true)
     #expect(tracker.record(blue1, passed: false) == nil)
     #expect(tracker.record(blue1, passed: false) == nil)
@@ -140,7 +140,7 @@ struct HealthTrackingTests {
   }
 
   @Test func passiveFailureIsImmediateAndNeedsFullRecovery() {
-    var tracker = HealthTracker(healthyThreshold: 2, unhealthyThreshold: 3)
+    var tracker = TargetHealth(healthyThreshold: 2, unhealthyThreshold: 3)
     _ = tracker.record(blue1, passed: true)
     #expect(tracker.recordPassiveFailure(blue1) == false)
     #expect(tracker.recordPassiveFailure(blue1) == nil)

@@ -7,7 +7,7 @@ import NIOHTTP1
 import NIOPosix
 import Testing
 
-@testable import TealDataPlane
+@testable import TealLoadBalancer
 
 // MARK: - Backend
 

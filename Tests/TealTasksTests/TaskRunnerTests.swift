@@ -3,7 +3,7 @@
 import Foundation
 import Testing
 
-@testable import TealDataPlane
+@testable import TealTasks
 
 #if canImport(Glibc)
   import Glibc
@@ -20,15 +20,15 @@ private func makeRunner(
       portRange: portRange))
 }
 
-private func shell(_ script: String, _ configure: (inout TaskSpec) -> Void = { _ in }) -> TaskSpec {
-  var spec = TaskSpec(command: "/bin/sh", arguments: ["-c", script])
+private func shell(_ script: String, _ configure: (inout ProcessSpec) -> Void = { _ in }) -> ProcessSpec {
+  var spec = ProcessSpec(command: "/bin/sh", arguments: ["-c", script])
   configure(&spec)
   return spec
 }
 
 /// A python3 HTTP server on `$PORT` serving the working directory.
-private func pythonHTTPServer(directory: String, healthPath: String) -> TaskSpec {
-  TaskSpec(
+private func pythonHTTPServer(directory: String, healthPath: String) -> ProcessSpec {
+  ProcessSpec(
     command: "/bin/sh",
     arguments: ["-c", "exec python3 -m http.server \"$PORT\" --bind 127.0.0.1"],
     workingDirectory: directory,
@@ -79,7 +79,7 @@ struct TaskRunnerTests {
     var ports: [Int] = []
     for index in 0..<4 {
       let info = try await runner.start(
-        TaskLaunch(taskID: "t\(index)", revision: "r:1", spec: TaskSpec(command: "sleep", arguments: ["30"])))
+        TaskLaunch(taskID: "t\(index)", revision: "r:1", spec: ProcessSpec(command: "sleep", arguments: ["30"])))
       ports.append(info.port)
     }
     #expect(Set(ports).count == 4)
@@ -92,7 +92,7 @@ struct TaskRunnerTests {
     let directory = try TaskTestDirectory()
     defer { directory.remove() }
     let runner = makeRunner(directory)
-    let launch = TaskLaunch(taskID: "dup", revision: "r:1", spec: TaskSpec(command: "sleep", arguments: ["30"]))
+    let launch = TaskLaunch(taskID: "dup", revision: "r:1", spec: ProcessSpec(command: "sleep", arguments: ["30"]))
     try await runner.start(launch)
     await #expect(throws: TaskRunnerError.duplicateTaskID("dup")) { try await runner.start(launch) }
     _ = await runner.stop("dup")
@@ -111,10 +111,10 @@ struct TaskRunnerTests {
     let events = await TaskEventLog.recording(runner)
     let started = ContinuousClock.now
     await #expect(throws: TaskRunnerError.self) {
-      try await runner.start(TaskLaunch(taskID: "web:2/abc", revision: "web:2", spec: TaskSpec(command: "/no/such")))
+      try await runner.start(TaskLaunch(taskID: "web:2/abc", revision: "web:2", spec: ProcessSpec(command: "/no/such")))
     }
     do {
-      try await runner.start(TaskLaunch(taskID: "web:2/abc", revision: "web:2", spec: TaskSpec(command: "/no/such")))
+      try await runner.start(TaskLaunch(taskID: "web:2/abc", revision: "web:2", spec: ProcessSpec(command: "/no/such")))
     } catch {
       #expect(error.description == "task web:2/abc: cannot start '/no/such': No such file or directory")
     }
@@ -123,7 +123,7 @@ struct TaskRunnerTests {
     let notExecutable = directory.file("script.txt")
     try "echo hi\n".write(toFile: notExecutable, atomically: true, encoding: .utf8)
     do {
-      try await runner.start(TaskLaunch(taskID: "t", revision: "r:1", spec: TaskSpec(command: notExecutable)))
+      try await runner.start(TaskLaunch(taskID: "t", revision: "r:1", spec: ProcessSpec(command: notExecutable)))
       Issue.record("a non-executable file started")
     } catch {
       #expect(error.description == "task t: cannot start '\(notExecutable)': Permission denied")
@@ -131,7 +131,8 @@ struct TaskRunnerTests {
     do {
       try await runner.start(
         TaskLaunch(
-          taskID: "t", revision: "r:1", spec: TaskSpec(command: "/bin/true", workingDirectory: directory.file("none"))))
+          taskID: "t", revision: "r:1",
+          spec: ProcessSpec(command: "/bin/true", workingDirectory: directory.file("none"))))
       Issue.record("a missing working directory was accepted")
     } catch {
       #expect(error == .workingDirectoryMissing(taskID: "t", path: directory.file("none")))
@@ -140,7 +141,7 @@ struct TaskRunnerTests {
       try await runner.start(
         TaskLaunch(
           taskID: "t", revision: "r:1",
-          spec: TaskSpec(command: "/bin/true", healthCheck: TaskHealthCheck(probe: .http(path: "health")))))
+          spec: ProcessSpec(command: "/bin/true", healthCheck: TaskHealthCheck(probe: .http(path: "health")))))
       Issue.record("a health path without '/' was accepted")
     } catch {
       #expect(error.description.contains("healthCheck.path"))
@@ -204,11 +205,11 @@ struct TaskRunnerTests {
     try await runner.start(
       TaskLaunch(
         taskID: "tcp", revision: "tcp:1",
-        spec: TaskSpec(command: "python3", arguments: ["-c", listener], healthCheck: check)))
+        spec: ProcessSpec(command: "python3", arguments: ["-c", listener], healthCheck: check)))
     let muteInfo = try await runner.start(
       TaskLaunch(
         taskID: "mute", revision: "mute:1",
-        spec: TaskSpec(command: "sleep", arguments: ["30"], healthCheck: check)))
+        spec: ProcessSpec(command: "sleep", arguments: ["30"], healthCheck: check)))
     #expect(await events.waitForState(of: "tcp", where: { $0.isHealthy }) != nil)
     let mute = await events.waitForState(of: "mute", where: { $0.isUnhealthy })
     #expect(mute == .unhealthy(reason: "cannot connect to 127.0.0.1:\(muteInfo.port): Connection refused"))
@@ -239,7 +240,7 @@ struct TaskRunnerTests {
     defer { directory.remove() }
     let runner = makeRunner(directory)
     let info = try await runner.start(
-      TaskLaunch(taskID: "victim", revision: "v:1", spec: TaskSpec(command: "sleep", arguments: ["30"])))
+      TaskLaunch(taskID: "victim", revision: "v:1", spec: ProcessSpec(command: "sleep", arguments: ["30"])))
     #expect(kill(info.pid, SIGKILL) == 0)
     let exit = await runner.waitForExit("victim")
     #expect(exit?.termination == .signaled(signal: SIGKILL))
@@ -375,7 +376,7 @@ struct TaskRunnerTests {
     var pids: [Int32] = []
     pids.append(
       try await runner.start(
-        TaskLaunch(taskID: "sleeper", revision: "r:1", spec: TaskSpec(command: "sleep", arguments: ["30"]))
+        TaskLaunch(taskID: "sleeper", revision: "r:1", spec: ProcessSpec(command: "sleep", arguments: ["30"]))
       ).pid)
     pids.append(
       try await runner.start(
@@ -413,7 +414,7 @@ struct TaskRunnerTests {
     #expect(await runner.tasks().allSatisfy { !$0.state.isLive })
     #expect(await events.waitUntilFinished())
     await #expect(throws: TaskRunnerError.shutDown) {
-      try await runner.start(TaskLaunch(taskID: "late", revision: "r:1", spec: TaskSpec(command: "/bin/true")))
+      try await runner.start(TaskLaunch(taskID: "late", revision: "r:1", spec: ProcessSpec(command: "/bin/true")))
     }
   }
 }
@@ -422,46 +423,6 @@ struct TaskRunnerTests {
 private actor TaskSleepLog {
   private(set) var durations: [Duration] = []
   func record(_ duration: Duration) { durations.append(duration) }
-}
-
-// MARK: - Health thresholds (pure)
-
-@Suite("TaskHealthTracker thresholds")
-struct TaskHealthTrackerTests {
-  @Test("healthy only after healthyThreshold consecutive passes")
-  func healthyAfterConsecutivePasses() {
-    var tracker = TaskHealthTracker(healthyThreshold: 3, unhealthyThreshold: 2)
-    #expect(tracker.record(passed: true, inStartPeriod: false) == nil)
-    #expect(tracker.record(passed: true, inStartPeriod: false) == nil)
-    #expect(tracker.record(passed: false, inStartPeriod: true) == nil)  // resets the passes
-    #expect(tracker.record(passed: true, inStartPeriod: false) == nil)
-    #expect(tracker.record(passed: true, inStartPeriod: false) == nil)
-    #expect(tracker.record(passed: true, inStartPeriod: false) == .healthy)
-    #expect(tracker.record(passed: true, inStartPeriod: false) == nil)  // no repeated transition
-  }
-
-  @Test("unhealthy only after unhealthyThreshold consecutive failures outside the start period")
-  func unhealthyAfterConsecutiveFailures() {
-    var tracker = TaskHealthTracker(healthyThreshold: 1, unhealthyThreshold: 2)
-    #expect(tracker.record(passed: false, inStartPeriod: true) == nil)
-    #expect(tracker.record(passed: false, inStartPeriod: true) == nil)
-    #expect(tracker.record(passed: false, inStartPeriod: true) == nil)
-    #expect(tracker.status == .starting)
-    #expect(tracker.record(passed: false, inStartPeriod: false) == nil)
-    #expect(tracker.record(passed: true, inStartPeriod: false) == .healthy)
-    #expect(tracker.record(passed: false, inStartPeriod: false) == nil)
-    #expect(tracker.record(passed: false, inStartPeriod: false) == .unhealthy)
-    #expect(tracker.record(passed: false, inStartPeriod: false) == nil)
-    #expect(tracker.record(passed: true, inStartPeriod: false) == .healthy)
-  }
-
-  @Test("the start period stops excusing failures once a probe passed")
-  func startPeriodEndsAtFirstPass() {
-    var tracker = TaskHealthTracker(healthyThreshold: 1, unhealthyThreshold: 1)
-    #expect(tracker.record(passed: false, inStartPeriod: true) == nil)
-    #expect(tracker.record(passed: true, inStartPeriod: true) == .healthy)
-    #expect(tracker.record(passed: false, inStartPeriod: true) == .unhealthy)
-  }
 }
 
 // MARK: - Leftovers of a crashed runner
@@ -522,7 +483,7 @@ struct TaskRunnerLeftoverTests {
     #expect(TaskLedger.read(ledger).isEmpty, "the ledger now lists only this runner's tasks: none")
 
     let live = try await runner.start(
-      TaskLaunch(taskID: "web:2/new", revision: "web:2", spec: TaskSpec(command: "sleep", arguments: ["30"])))
+      TaskLaunch(taskID: "web:2/new", revision: "web:2", spec: ProcessSpec(command: "sleep", arguments: ["30"])))
     #expect(
       TaskLedger.read(ledger) == [
         TaskLedgerEntry(

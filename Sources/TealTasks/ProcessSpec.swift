@@ -1,5 +1,7 @@
 // The input types of the task runner: what to run, how to check it, where its logs go.
-// Independent of TealDeploy: the node maps a revision onto a `TaskSpec`.
+// Independent of TealDeploy: the node maps a revision onto a `ProcessSpec`.
+
+import TealHealth
 
 // MARK: - Task specification
 
@@ -11,7 +13,7 @@
 /// - `TEAL_TASK_ID` and `TEAL_REVISION` hold the task's identity;
 /// - these three override any value of the same name in `environment` or in the runner's own
 ///   environment.
-public struct TaskSpec: Sendable, Hashable {
+public struct ProcessSpec: Sendable, Hashable {
   /// The program: an absolute or relative path (contains `/`), or a name looked up in `PATH`.
   public var command: String
   /// The arguments after the program name (`argv[1...]`).
@@ -61,13 +63,8 @@ public struct TaskSpec: Sendable, Hashable {
 /// than `timeout` fails. Probes never overlap: the next one starts `interval` after the previous
 /// one ended.
 public struct TaskHealthCheck: Sendable, Hashable {
-  /// What one probe does.
-  public enum Probe: Sendable, Hashable {
-    /// `GET path` over HTTP/1.1 to the task's port; passes on a 2xx status.
-    case http(path: String)
-    /// A TCP connect to the task's port; passes when the connection is accepted.
-    case tcp
-  }
+  /// What one probe does (shared with the load balancer; the pass rule is ``HealthRule``: 2xx only).
+  public typealias Probe = HealthProbe
 
   public var probe: Probe
   public var interval: Duration
@@ -121,9 +118,9 @@ public struct TaskLaunch: Sendable, Hashable {
   public var taskID: String
   /// The revision this task runs, e.g. `web:2`; given to the task in `TEAL_REVISION`.
   public var revision: String
-  public var spec: TaskSpec
+  public var spec: ProcessSpec
 
-  public init(taskID: String, revision: String, spec: TaskSpec) {
+  public init(taskID: String, revision: String, spec: ProcessSpec) {
     self.taskID = taskID
     self.revision = revision
     self.spec = spec

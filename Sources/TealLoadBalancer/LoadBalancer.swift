@@ -7,6 +7,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import TealHealth
 
 // MARK: - Configuration
 
@@ -314,9 +315,9 @@ public actor LoadBalancer {
     await withTaskGroup(of: (TargetAddress, Bool).self) { tasks in
       for target in targets {
         tasks.addTask {
-          let passed = await HealthProbe.run(
-            target, probe: healthCheck.probe, timeout: TimeAmount(healthCheck.timeout), on: group.next())
-          return (target, passed)
+          let failure = await HealthProber(group: group).probe(
+            healthCheck.probe, host: target.host, port: target.port, timeout: healthCheck.timeout)
+          return (target, failure == nil)
         }
       }
       var results: [(TargetAddress, Bool)] = []

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import TealHealth
 
 #if canImport(Glibc)
   import Glibc
@@ -30,7 +31,7 @@ public actor TaskRunner {
     public var logPolicy: TaskLogPolicy
     /// The grace period between SIGTERM and SIGKILL when neither `stop` nor the spec sets one.
     public var defaultStopGracePeriod: Duration
-    /// Whether tasks inherit the runner's environment (then `TaskSpec.environment` overrides it).
+    /// Whether tasks inherit the runner's environment (then `ProcessSpec.environment` overrides it).
     public var inheritEnvironment: Bool
     /// Ports handed out to tasks; nil lets the kernel pick a free ephemeral port.
     public var portRange: ClosedRange<Int>?
@@ -82,7 +83,7 @@ public actor TaskRunner {
 
   public let configuration: Configuration
   private let clock: TaskClock
-  private let prober: TaskHealthProber
+  private let prober: HealthProber
   private let log: Logger
   private var records: [String: Record] = [:]
   private var nextSerial: UInt64 = 0
@@ -102,7 +103,7 @@ public actor TaskRunner {
   ) {
     self.configuration = configuration
     self.clock = clock
-    self.prober = TaskHealthProber(group: eventLoopGroup)
+    self.prober = HealthProber(group: eventLoopGroup)
     self.log = logger
   }
 
@@ -342,7 +343,7 @@ public actor TaskRunner {
   private func runHealthChecks(taskID: String, serial: UInt64, check: TaskHealthCheck, port: Int, startedAt: Duration)
     async
   {
-    var tracker = TaskHealthTracker(
+    var tracker = HealthTracker(
       healthyThreshold: check.healthyThreshold, unhealthyThreshold: check.unhealthyThreshold)
     while !Task.isCancelled {
       guard let record = records[taskID], record.serial == serial, !record.stopRequested, record.state.isLive else {
@@ -350,14 +351,14 @@ public actor TaskRunner {
       }
       let failure = await prober.probe(check.probe, host: check.host, port: port, timeout: check.timeout)
       let inStartPeriod = clock.now() - startedAt < check.startPeriod
-      if let change = tracker.record(passed: failure == nil, inStartPeriod: inStartPeriod) {
+      if let change = tracker.record(passed: failure == nil, excusable: inStartPeriod) {
         guard var current = records[taskID], current.serial == serial, !current.stopRequested,
           current.state.isLive, !Task.isCancelled
         else { return }
         switch change {
         case .healthy: current.state = .healthy
         case .unhealthy: current.state = .unhealthy(reason: failure ?? "health check failed")
-        case .starting: current.state = .starting
+        case .unknown: current.state = .starting
         }
         records[taskID] = current
         log.info("task health changed", metadata: ["task": "\(taskID)", "state": "\(current.state)"])

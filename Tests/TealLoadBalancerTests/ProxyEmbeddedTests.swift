@@ -3,7 +3,7 @@ import NIOEmbedded
 import NIOHTTP1
 import Testing
 
-@testable import TealDataPlane
+@testable import TealLoadBalancer
 
 /// A client connection of a production listener, driven byte by byte.
 private func makeProxyChannel(maxHeaderBytes: Int = 1024) throws -> (EmbeddedChannel, ServiceRuntime) {

@@ -147,7 +147,7 @@ public struct TaskInfo: Sendable, Hashable {
 
 /// Why the runner refused or failed to start a task. Messages name the task and the field at fault.
 public enum TaskRunnerError: Error, Sendable, Hashable, CustomStringConvertible {
-  /// The spec is invalid; `field` is its path in `TaskSpec`.
+  /// The spec is invalid; `field` is its path in `ProcessSpec`.
   case invalidSpec(field: String, reason: String)
   /// `posix_spawn` (or exec) failed, e.g. no such file, permission denied.
   case cannotStart(taskID: String, command: String, reason: String)

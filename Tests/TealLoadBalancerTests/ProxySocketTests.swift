@@ -4,7 +4,7 @@ import NIOHTTP1
 import NIOPosix
 import Testing
 
-@testable import TealDataPlane
+@testable import TealLoadBalancer
 
 /// Two revisions, one backend each, on a fresh load balancer.
 private struct BlueGreen {
