@@ -37,6 +37,7 @@ let package = Package(
     .target(name: "TealRaft", dependencies: ["TealWire"]),
     .target(name: "TealGossip", dependencies: ["TealWire"]),
     .target(name: "TealDeploy", dependencies: ["Yams"]),
+    .target(name: "TealCluster", dependencies: ["TealWire", "TealDeploy"]),
 
     // MARK: Simulation harnesses (used by tests and benchmarks)
     .target(name: "TealRaftSim", dependencies: ["TealRaft", "TealWire"]),
