@@ -37,6 +37,7 @@ let package = Package(
     .target(name: "TealRaft", dependencies: ["TealWire"]),
     .target(name: "TealGossip", dependencies: ["TealWire"]),
     .target(name: "TealDeploy", dependencies: ["Yams"]),
+    .target(name: "TealCluster", dependencies: ["TealWire", "TealDeploy"]),
     // The HTTP API's Codable bodies, shared by the node's server and the client (Foundation only).
     .target(name: "TealAPI"),
 
