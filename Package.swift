@@ -87,6 +87,15 @@ let package = Package(
       ] + nio
     ),
 
+    .target(
+      name: "TealClient",
+      dependencies: [
+        "TealAPI",
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
+    ),
+
     // MARK: Executables
     .executableTarget(
       name: "teal",
@@ -155,6 +164,13 @@ let package = Package(
     ),
     .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
     .testTarget(name: "TealAPITests", dependencies: ["TealAPI"]),
+    .testTarget(
+      name: "TealClientTests",
+      dependencies: [
+        "TealClient", "TealAPI", "TealTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
+    ),
     .testTarget(
       name: "TealHooksTests",
       dependencies: ["TealHooks", "TealDeploy", .product(name: "NIOHTTP1", package: "swift-nio")] + nio

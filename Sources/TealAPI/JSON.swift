@@ -45,8 +45,15 @@ public enum TealJSON {
   private static let withMilliseconds = Date.ISO8601FormatStyle(includingFractionalSeconds: true, timeZone: .gmt)
   private static let withoutFraction = Date.ISO8601FormatStyle(timeZone: .gmt)
 
-  /// `date` as ISO-8601 UTC with milliseconds.
-  public static func formatDate(_ date: Date) -> String { withMilliseconds.format(date) }
+  /// `date` as ISO-8601 UTC with milliseconds, rounded to the nearest millisecond.
+  public static func formatDate(_ date: Date) -> String {
+    let milliseconds = Int64((date.timeIntervalSince1970 * 1000).rounded())
+    let seconds = milliseconds >= 0 ? milliseconds / 1000 : (milliseconds - 999) / 1000
+    let fraction = milliseconds - seconds * 1000
+    let whole = withoutFraction.format(Date(timeIntervalSince1970: TimeInterval(seconds)))
+    // `whole` ends in "Z"; put the milliseconds before it.
+    return String(whole.dropLast()) + "." + String(String(fraction + 1000).dropFirst()) + "Z"
+  }
 
   /// An ISO-8601 time with or without fractional seconds, or nil.
   public static func parseDate(_ text: String) -> Date? {
