@@ -23,6 +23,9 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
     .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.0"),
+    .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.0.0"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.0.0"),
+    .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
   ],
   targets: [
     // MARK: C
@@ -96,11 +99,25 @@ let package = Package(
       ] + nio
     ),
 
+    // MARK: The node
+    .target(
+      name: "TealNode",
+      dependencies: [
+        "TealWire", "TealTLS", "TealTransport", "TealRaft", "TealConsensus", "TealGossip", "TealMembership",
+        "TealDeploy", "TealCluster", "TealAPI", "TealTasks", "TealLoadBalancer", "Yams",
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "HTTPTypes", package: "swift-http-types"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ] + nio
+    ),
+
     // MARK: Executables
     .executableTarget(
       name: "teal",
       dependencies: [
-        "TealTLS", "TealTransport", "TealWire", "TealDeploy",
+        "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealNode",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]
@@ -170,6 +187,10 @@ let package = Package(
         "TealClient", "TealAPI", "TealTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
+    ),
+    .testTarget(
+      name: "TealNodeTests",
+      dependencies: ["TealNode", "TealTestSupport", "TealWire", "TealCluster", "TealAPI", "TealGossip"]
     ),
     .testTarget(
       name: "TealHooksTests",

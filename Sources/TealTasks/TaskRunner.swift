@@ -381,6 +381,17 @@ public actor TaskRunner {
     TaskLedger.write(entries, to: configuration.ledgerPath)
   }
 
+  /// The process groups a previous runner with the same ledger left running (the ledger's entries
+  /// whose process still exists with the recorded start time), without touching them. The node uses
+  /// it at startup to take those tasks out of the routes before ``killLeftoversFromPreviousRun()``.
+  /// Call it before starting any task: starting one rewrites the ledger.
+  public func leftoversFromPreviousRun() -> [TaskLedgerEntry] {
+    let ours = Set(records.values.filter { $0.state.isLive }.map(\.process.pid))
+    return TaskLedger.read(configuration.ledgerPath).filter {
+      !ours.contains($0.processGroup) && TaskLedger.mayBeOurs($0)
+    }
+  }
+
   /// Kills (SIGKILL) the process groups that a previous runner with the same ledger left running,
   /// e.g. after the node was killed with SIGKILL and could not stop its tasks. Call it once at
   /// startup, before starting tasks. Returns the entries whose group was signalled. A ledger entry
