@@ -58,7 +58,9 @@ public struct RaftPersistentState: Sendable, Hashable {
 ///    first one's index), then `hardState` (if any), and sync. Readys must be persisted in the
 ///    order they were produced.
 /// 2. Send `messages`. They may be sent before or while persisting (a leader's appends may go out
-///    in parallel with its own write, thesis §10.2.1).
+///    in parallel with its own write, thesis §10.2.1). When the Ready changes the term or the vote,
+///    every message is in `messagesAfterPersist` instead: nothing that depends on a term or vote
+///    leaves before it is durable (a single voter elects itself and appends in one Ready).
 /// 3. Only after step 1 is durable, send `messagesAfterPersist` (votes and acknowledgements that
 ///    promise durable state).
 /// 4. Install `snapshot` into the state machine, then apply `committedEntries` in order (only
@@ -144,8 +146,29 @@ public struct RaftCore: Sendable {
   private var heartbeatPending = false
   private var commitBroadcastPending = false
 
-  // Follower receiving a snapshot
-  private var incomingSnapshot: (metadata: SnapshotMetadata, bytes: [UInt8])?
+  // Follower receiving a snapshot: only from one leader, in one term, for one whole snapshot.
+  private var incomingSnapshot: IncomingSnapshot?
+  /// The checksum of `snapshot`'s data, computed once per snapshot when it is first sent.
+  private var snapshotChecksum: (index: UInt64, checksum: UInt32)?
+
+  private struct IncomingSnapshot: Sendable {
+    var metadata: SnapshotMetadata
+    var term: UInt64
+    var leader: NodeID
+    var totalLength: UInt64
+    var checksum: UInt32
+    var bytes: [UInt8]
+  }
+
+  private struct SnapshotChunk {
+    var offset: UInt64
+    var data: [UInt8]
+    var done: Bool
+    var totalLength: UInt64
+    var checksum: UInt32
+    /// The sending leader's term.
+    var term: UInt64
+  }
 
   // Output
   private var outbox: [RaftMessage] = []
@@ -243,8 +266,8 @@ public struct RaftCore: Sendable {
       return index < limit && hintIndex < limit && hintTerm < limit
     case .heartbeat(let commit, let sequence): return commit < limit && sequence < limit
     case .heartbeatResponse(let sequence): return sequence < limit
-    case .snapshotChunk(let metadata, let offset, _, _):
-      return metadata.index < limit && metadata.term < limit && offset < limit
+    case .snapshotChunk(let metadata, let offset, _, _, let totalLength, _):
+      return metadata.index < limit && metadata.term < limit && offset < limit && totalLength < limit
     case .snapshotChunkResponse(let index, let offset): return index < limit && offset < limit
     case .readIndexResponse(let index, _): return index < limit
     }
@@ -424,9 +447,12 @@ public struct RaftCore: Sendable {
       acceptLeader(m.from)
       if commit > log.committed { log.committed = min(commit, log.lastIndex) }
       send(RaftMessage(from: id, to: m.from, term: term, body: .heartbeatResponse(readSequence: readSequence)))
-    case .snapshotChunk(let metadata, let offset, let data, let done):
+    case .snapshotChunk(let metadata, let offset, let data, let done, let totalLength, let checksum):
       acceptLeader(m.from)
-      onSnapshotChunk(from: m.from, metadata: metadata, offset: offset, data: data, done: done)
+      onSnapshotChunk(
+        from: m.from, metadata: metadata,
+        chunk: SnapshotChunk(
+          offset: offset, data: data, done: done, totalLength: totalLength, checksum: checksum, term: m.term))
     case .timeoutNow:
       if role != .leader && configuration.voters.contains(id) { campaign(transfer: true) }
     case .appendResponse(let index, let reject, let hintIndex, let hintTerm):
@@ -440,7 +466,8 @@ public struct RaftCore: Sendable {
     case .readIndex(let context):
       if role == .leader && log.committed >= termStartIndex { registerRead(context: context, requester: m.from) }
     case .readIndexResponse(let index, let context):
-      readStates.append(ReadState(index: index, context: context))
+      // Only the leader this node follows answers its reads (a stale answer from elsewhere is dropped).
+      if role == .follower && leader == m.from { readStates.append(ReadState(index: index, context: context)) }
     }
   }
 
@@ -462,8 +489,12 @@ public struct RaftCore: Sendable {
     }
     var r = RaftReady()
     let hs = hardState
+    // Nothing may leave before a new term or vote it depends on is durable (a single voter elects
+    // itself and sends its appends in the same Ready).
+    var holdMessages = false
     if hs != handedHardState {
       r.hardState = hs
+      holdMessages = hs.term != handedHardState.term || hs.vote != handedHardState.vote
       handedHardState = hs
     }
     r.snapshot = snapshotToInstall
@@ -472,9 +503,13 @@ public struct RaftCore: Sendable {
       r.entries = Array(log.slice(from: max(log.unstableFrom, log.firstIndex), through: log.lastIndex))
       log.unstableFrom = log.lastIndex + 1
     }
-    r.messages = outbox
+    if holdMessages {
+      r.messagesAfterPersist = outbox + outboxAfterPersist
+    } else {
+      r.messages = outbox
+      r.messagesAfterPersist = outboxAfterPersist
+    }
     outbox = []
-    r.messagesAfterPersist = outboxAfterPersist
     outboxAfterPersist = []
     let applyTo = min(
       min(log.committed, log.persisted), log.applied + UInt64(options.maxCommittedEntriesPerReady))
@@ -521,6 +556,7 @@ public struct RaftCore: Sendable {
     if newTerm > term {
       term = newTerm
       vote = nil
+      incomingSnapshot = nil
     }
     role = .follower
     leader = newLeader
@@ -571,6 +607,7 @@ public struct RaftCore: Sendable {
   private mutating func startElection(transfer: Bool) {
     term += 1
     vote = id
+    incomingSnapshot = nil
     role = .candidate
     leader = nil
     votes = [id: true]
@@ -704,12 +741,16 @@ public struct RaftCore: Sendable {
     }
     let start = Int(min(pr.snapshotOffset, UInt64(snap.data.count)))
     let end = min(start + max(options.snapshotChunkBytes, 1), snap.data.count)
+    if snapshotChecksum?.index != snap.metadata.index {
+      snapshotChecksum = (snap.metadata.index, SnapshotChecksum.of(snap.data))
+    }
     send(
       RaftMessage(
         from: id, to: peer, term: term,
         body: .snapshotChunk(
           metadata: snap.metadata, offset: UInt64(start), data: Array(snap.data[start..<end]),
-          done: end == snap.data.count)))
+          done: end == snap.data.count, totalLength: UInt64(snap.data.count),
+          checksum: snapshotChecksum?.checksum ?? 0)))
   }
 
   private mutating func onAppendResponse(
@@ -892,28 +933,42 @@ public struct RaftCore: Sendable {
     sendAfterPersist(to: leaderID, .appendResponse(index: lastNew, reject: false, hintIndex: 0, hintTerm: 0))
   }
 
-  private mutating func onSnapshotChunk(
-    from leaderID: NodeID, metadata: SnapshotMetadata, offset: UInt64, data: [UInt8], done: Bool
-  ) {
+  /// Assembles a snapshot from chunks. Chunks join only if they come from the same leader in the same
+  /// term and describe the same snapshot (metadata, total length and checksum); the whole is verified
+  /// against the length and the CRC before it is installed, and a mismatch restarts the transfer.
+  private mutating func onSnapshotChunk(from leaderID: NodeID, metadata: SnapshotMetadata, chunk: SnapshotChunk) {
     if metadata.index <= log.committed {
       incomingSnapshot = nil
       sendAfterPersist(to: leaderID, .appendResponse(index: log.committed, reject: false, hintIndex: 0, hintTerm: 0))
       return
     }
-    if offset == 0 {
-      incomingSnapshot = (metadata, data)
-    } else if let incoming = incomingSnapshot, incoming.metadata == metadata,
-      UInt64(incoming.bytes.count) == offset
-    {
-      incomingSnapshot?.bytes.append(contentsOf: data)
+    let sameTransfer: (IncomingSnapshot) -> Bool = {
+      $0.metadata == metadata && $0.term == chunk.term && $0.leader == leaderID
+        && $0.totalLength == chunk.totalLength && $0.checksum == chunk.checksum
+    }
+    if chunk.offset == 0 {
+      incomingSnapshot = IncomingSnapshot(
+        metadata: metadata, term: chunk.term, leader: leaderID, totalLength: chunk.totalLength,
+        checksum: chunk.checksum, bytes: chunk.data)
+    } else if let incoming = incomingSnapshot, sameTransfer(incoming), UInt64(incoming.bytes.count) == chunk.offset {
+      incomingSnapshot?.bytes.append(contentsOf: chunk.data)
     } else {
-      let have = incomingSnapshot?.metadata == metadata ? UInt64(incomingSnapshot?.bytes.count ?? 0) : 0
+      let have = incomingSnapshot.map { sameTransfer($0) ? UInt64($0.bytes.count) : 0 } ?? 0
+      if let incoming = incomingSnapshot, !sameTransfer(incoming) { incomingSnapshot = nil }
       send(
         RaftMessage(
           from: id, to: leaderID, term: term, body: .snapshotChunkResponse(index: metadata.index, nextOffset: have)))
       return
     }
-    guard done, let complete = incomingSnapshot else {
+    if let incoming = incomingSnapshot, UInt64(incoming.bytes.count) > incoming.totalLength {
+      // More bytes than announced: start over.
+      incomingSnapshot = nil
+      send(
+        RaftMessage(
+          from: id, to: leaderID, term: term, body: .snapshotChunkResponse(index: metadata.index, nextOffset: 0)))
+      return
+    }
+    guard chunk.done, let complete = incomingSnapshot else {
       let have = UInt64(incomingSnapshot?.bytes.count ?? 0)
       send(
         RaftMessage(
@@ -921,6 +976,15 @@ public struct RaftCore: Sendable {
       return
     }
     incomingSnapshot = nil
+    guard UInt64(complete.bytes.count) == complete.totalLength,
+      SnapshotChecksum.of(complete.bytes) == complete.checksum
+    else {
+      // Damaged or spliced: discard it and ask for the snapshot from its start.
+      send(
+        RaftMessage(
+          from: id, to: leaderID, term: term, body: .snapshotChunkResponse(index: metadata.index, nextOffset: 0)))
+      return
+    }
     installSnapshot(RaftSnapshot(metadata: complete.metadata, data: complete.bytes))
     // Acknowledge the snapshot's index only: entries after it in this log may still differ.
     sendAfterPersist(to: leaderID, .appendResponse(index: metadata.index, reject: false, hintIndex: 0, hintTerm: 0))
