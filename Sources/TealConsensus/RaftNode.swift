@@ -108,13 +108,29 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   ) throws(RaftNodeError) {
     var logger = configuration.logger
     logger[metadataKey: "node"] = "\(configuration.id)"
+    if let clusterID = configuration.clusterID { try ClusterIdentity.validate(clusterID) }
     let log: DurableLog
     do {
       log = try DurableLog(directory: configuration.dataDirectory, options: configuration.storage)
     } catch {
       throw .storage(error)
     }
-    let state = try StorageMapping.persistentState(of: log)
+    if let clusterID = configuration.clusterID {
+      do {
+        try ClusterIdentity.ensure(
+          clusterID, in: configuration.dataDirectory, fileSystem: configuration.storage.fileSystem)
+      } catch {
+        log.close()
+        throw error
+      }
+    }
+    let state: RaftPersistentState
+    do {
+      state = try StorageMapping.persistentState(of: log)
+    } catch {
+      log.close()
+      throw error
+    }
     var machine = stateMachine
     if let snapshot = state.snapshot {
       do {
@@ -128,7 +144,8 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     do {
       core = try RaftCore(
         id: configuration.id, options: configuration.raft, bootstrap: configuration.bootstrap,
-        randomSeed: configuration.randomSeed ?? UInt64.random(in: 0...UInt64.max), restoring: state)
+        randomSeed: configuration.randomSeed ?? UInt64.random(in: 0...UInt64.max), restoring: state,
+        joining: configuration.join)
     } catch {
       throw .invalidPersistentState("\(configuration.dataDirectory): \(error)")
     }

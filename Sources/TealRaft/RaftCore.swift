@@ -133,6 +133,9 @@ public struct RaftCore: Sendable {
 
   // Candidate
   private var votes: [NodeID: Bool] = [:]
+  /// A joining node with an empty disk: it neither votes nor campaigns until a leader's entries or
+  /// snapshot reached it (see `init(joining:)`).
+  public private(set) var awaitingLeaderLog = false
 
   // Leader
   private var progress: [NodeID: Progress] = [:]
@@ -192,9 +195,15 @@ public struct RaftCore: Sendable {
   ///   - randomSeed: seeds the election-timeout generator (use a different seed per node).
   ///   - appliedIndex: what the state machine has already applied (defaults to the snapshot's
   ///     index: the application restores the snapshot and re-applies committed entries).
+  ///   - joining: the node joins an existing cluster. If `state` is empty (a new or wiped data
+  ///     directory) the node neither votes nor campaigns until it has received entries or a
+  ///     snapshot from a leader (``awaitingLeaderLog``): a voter whose disk was wiped cannot vote
+  ///     a second time in a term it already voted in. `bootstrap` is still the configuration at
+  ///     index 0 (the founding members) until the log says otherwise.
   public init(
     id: NodeID, options: RaftOptions = RaftOptions(), bootstrap: RaftConfiguration, randomSeed: UInt64,
-    restoring state: RaftPersistentState = RaftPersistentState(), appliedIndex: UInt64? = nil
+    restoring state: RaftPersistentState = RaftPersistentState(), appliedIndex: UInt64? = nil,
+    joining: Bool = false
   ) throws(RaftError) {
     self.id = id
     self.options = options
@@ -246,6 +255,7 @@ public struct RaftCore: Sendable {
     }
     log.applied = applied
     handedHardState = HardState(term: term, vote: vote, commit: log.committed)
+    awaitingLeaderLog = joining && state.snapshot == nil && state.entries.isEmpty && state.hardState == HardState()
     recomputeConfiguration()
     resetElectionTimer()
   }
@@ -305,7 +315,7 @@ public struct RaftCore: Sendable {
       return
     }
     electionElapsed += 1
-    if electionElapsed >= randomizedElectionTimeout && configuration.voters.contains(id) {
+    if electionElapsed >= randomizedElectionTimeout && configuration.voters.contains(id) && !awaitingLeaderLog {
       campaign(transfer: false)
     }
   }
@@ -423,12 +433,12 @@ public struct RaftCore: Sendable {
 
     switch m.body {
     case .preVote(let lastIndex, let lastTerm):
-      let canVote = vote == m.from || (vote == nil && leader == nil) || m.term > term
+      let canVote = !awaitingLeaderLog && (vote == m.from || (vote == nil && leader == nil) || m.term > term)
       let granted = canVote && log.isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
       send(
         RaftMessage(from: id, to: m.from, term: granted ? m.term : term, body: .preVoteResponse(granted: granted)))
     case .vote(let lastIndex, let lastTerm, _):
-      let canVote = vote == m.from || (vote == nil && leader == nil)
+      let canVote = !awaitingLeaderLog && (vote == m.from || (vote == nil && leader == nil))
       if canVote && log.isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm) {
         vote = m.from
         electionElapsed = 0
@@ -454,7 +464,7 @@ public struct RaftCore: Sendable {
         chunk: SnapshotChunk(
           offset: offset, data: data, done: done, totalLength: totalLength, checksum: checksum, term: m.term))
     case .timeoutNow:
-      if role != .leader && configuration.voters.contains(id) { campaign(transfer: true) }
+      if role != .leader && configuration.voters.contains(id) && !awaitingLeaderLog { campaign(transfer: true) }
     case .appendResponse(let index, let reject, let hintIndex, let hintTerm):
       if role == .leader {
         onAppendResponse(from: m.from, index: index, reject: reject, hintIndex: hintIndex, hintTerm: hintTerm)
@@ -758,6 +768,16 @@ public struct RaftCore: Sendable {
   ) {
     guard var pr = progress[peer], index <= log.lastIndex else { return }
     pr.recentActive = true
+    if reject && pr.state != .snapshot && index >= pr.match && hintIndex < pr.match {
+      // The follower no longer holds entries it acknowledged (its disk was wiped): replicate to it
+      // again from what it holds. (A reordered old rejection can land here too; that only costs a
+      // re-probe, and a lower match only delays commits.)
+      pr.match = hintIndex
+      pr.becomeProbe()
+      progress[peer] = pr
+      sendAppend(to: peer)
+      return
+    }
     if reject {
       switch pr.state {
       case .replicate:
@@ -928,6 +948,8 @@ public struct RaftCore: Sendable {
       }
     }
     let lastNew = prevIndex + UInt64(entries.count)
+    // A joining node takes part in elections once it holds the leader's log up to its commit index.
+    if awaitingLeaderLog && log.lastIndex > 0 && lastNew >= commit { awaitingLeaderLog = false }
     let newCommit = min(commit, lastNew)
     if newCommit > log.committed { log.committed = newCommit }
     sendAfterPersist(to: leaderID, .appendResponse(index: lastNew, reject: false, hintIndex: 0, hintTerm: 0))
@@ -992,6 +1014,7 @@ public struct RaftCore: Sendable {
 
   private mutating func installSnapshot(_ snap: RaftSnapshot) {
     let meta = snap.metadata
+    awaitingLeaderLog = false
     if log.term(at: meta.index) == meta.term {
       // Our log already holds the snapshot's last entry: just commit up to it.
       if meta.index > log.committed { log.committed = meta.index }

@@ -89,3 +89,54 @@ struct ReadContextTests {
     await cluster.stopAll()
   }
 }
+
+/// Issue 9, item 6: the data directory records its cluster id; a node added to a running cluster starts in
+/// join mode.
+@Suite("Cluster identity and join mode")
+struct ClusterIdentityTests {
+  @Test func aDataDirectoryOfAnotherClusterIsRefused() async throws {
+    let cluster = try LocalCluster(size: 1) {
+      $0.tickInterval = nil
+      $0.clusterID = "teal-prod"
+    }
+    let id = cluster.ids[0]
+    let node = try await cluster.start(id)
+    await node.stop()
+    let reopened = try await cluster.start(id)  // same cluster: accepted
+    await reopened.stop()
+    var other = cluster.configuration(for: id)
+    other.clusterID = "teal-staging"
+    do {
+      _ = try Node(configuration: other, stateMachine: CommandLog(), network: cluster.network.endpoint(for: id))
+      Issue.record("a directory of another cluster must be refused")
+    } catch {
+      guard case .invalidPersistentState(let message) = error else {
+        Issue.record("expected invalidPersistentState, got \(error)")
+        return
+      }
+      #expect(message.contains("teal-prod") && message.contains("teal-staging") && message.contains("cluster-id"))
+    }
+    other.clusterID = "has space"
+    #expect(throws: RaftNodeError.self) {
+      _ = try Node(configuration: other, stateMachine: CommandLog(), network: cluster.network.endpoint(for: id))
+    }
+  }
+
+  /// A voter whose directory was wiped rejoins in join mode: it catches up from the leader and the cluster
+  /// keeps committing with it.
+  @Test func aWipedVoterRejoinsInJoinModeAndCatchesUp() async throws {
+    let cluster = try LocalCluster { $0.clusterID = "teal-test" }
+    try await cluster.startAll()
+    let leader = try await cluster.waitForLeader()
+    for i in 0..<5 { try await cluster.propose("before-\(i)") }
+    let wiped = try #require(cluster.ids.first { $0 != leader.id })
+    await cluster.kill(wiped)
+    try FileManager.default.removeItem(atPath: cluster.directory.child(wiped.rawValue))
+    let rejoined = try await cluster.start(wiped, adjust: { $0.join = true })
+    for i in 0..<3 { try await cluster.propose("after-\(i)") }
+    let states = try await cluster.waitForConvergence(count: 8)
+    #expect(states.count == 3)
+    #expect(await rejoined.status.role == .follower)
+    await cluster.stopAll()
+  }
+}

@@ -166,4 +166,53 @@ import Testing
     follower.step(chunk(3, [4, 5], done: true, checksum: SnapshotChecksum.of(data)))
     #expect(follower.ready().snapshot?.data == data)
   }
+
+  /// Item 6: a voter whose disk was wiped votes again in a term it may already have voted in, unless it
+  /// starts in join mode, which refuses votes and campaigns until a leader's log has reached it.
+  @Test func aWipedVoterInJoinModeNeitherVotesNorCampaignsUntilItHasALeadersLog() throws {
+    let voters = RaftConfiguration(voters: [NodeID("n1"), NodeID("n2"), NodeID("n3")])
+    func voteRequest(from: String, term: UInt64, lastIndex: UInt64 = 0, lastTerm: UInt64 = 0) -> RaftMessage {
+      RaftMessage(
+        from: NodeID(from), to: NodeID("n3"), term: term,
+        body: .vote(lastIndex: lastIndex, lastTerm: lastTerm, transfer: false))
+    }
+    func granted(_ ready: RaftReady) -> [Bool] {
+      ready.messagesAfterPersist.compactMap { if case .voteResponse(let g) = $0.body { g } else { nil } }
+    }
+    // Founding mode (today's behaviour): the wiped voter grants a vote at once.
+    var founding = try RaftCore(id: NodeID("n3"), bootstrap: voters, randomSeed: 1)
+    founding.step(voteRequest(from: "n2", term: 5))
+    #expect(granted(founding.ready()) == [true])
+
+    var joining = try RaftCore(id: NodeID("n3"), bootstrap: voters, randomSeed: 1, joining: true)
+    #expect(joining.awaitingLeaderLog)
+    joining.step(voteRequest(from: "n2", term: 5))
+    #expect(granted(joining.ready()) == [false])
+    joining.step(
+      RaftMessage(
+        from: NodeID("n2"), to: NodeID("n3"), term: 6,
+        body: .vote(lastIndex: 0, lastTerm: 0, transfer: true)))
+    #expect(granted(joining.ready()) == [false], "not even for a leadership transfer")
+    for _ in 0..<1_000 { joining.tick() }
+    #expect(joining.role == .follower && joining.term == 6, "it never campaigns")
+
+    // The leader of term 7 replicates its log; from then on the node is an ordinary voter.
+    joining.step(
+      RaftMessage(
+        from: NodeID("n1"), to: NodeID("n3"), term: 7,
+        body: .append(prevIndex: 0, prevTerm: 0, entries: [RaftEntry(term: 7, index: 1, kind: .noop)], commit: 0)))
+    _ = joining.ready()
+    #expect(!joining.awaitingLeaderLog)
+    for _ in 0..<200 { joining.tick() }  // the leader went quiet: the lease expired
+    joining.step(voteRequest(from: "n2", term: 9, lastIndex: 1, lastTerm: 7))
+    #expect(granted(joining.ready()) == [true])
+
+    // A node that restarts with a log is not held back.
+    let restarted = try RaftCore(
+      id: NodeID("n3"), bootstrap: voters, randomSeed: 1,
+      restoring: RaftPersistentState(
+        hardState: HardState(term: 7), entries: [RaftEntry(term: 7, index: 1, kind: .noop)]),
+      joining: true)
+    #expect(!restarted.awaitingLeaderLog)
+  }
 }
