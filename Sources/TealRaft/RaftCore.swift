@@ -230,6 +230,10 @@ public struct RaftCore: Sendable {
       if e.term < log.lastTerm {
         throw .invalidPersistentState(field: "entries", reason: "term decreases at index \(e.index)")
       }
+      if e.kind == .configuration, (try? RaftConfiguration(wireBytes: e.data)) == nil {
+        throw .invalidPersistentState(
+          field: "entries", reason: "the configuration entry at index \(e.index) does not decode")
+      }
       log.append(e)
       expected += 1
     }
@@ -271,7 +275,10 @@ public struct RaftCore: Sendable {
     case .preVoteResponse, .voteResponse, .timeoutNow, .readIndex: return true
     case .append(let prevIndex, let prevTerm, let entries, let commit):
       return prevIndex < limit && prevTerm < limit && commit < limit
-        && entries.allSatisfy { $0.index < limit && $0.term < limit }
+        && entries.allSatisfy {
+          $0.index < limit && $0.term < limit
+            && ($0.kind != .configuration || (try? RaftConfiguration(wireBytes: $0.data)) != nil)
+        }
     case .appendResponse(let index, _, let hintIndex, let hintTerm):
       return index < limit && hintIndex < limit && hintTerm < limit
     case .heartbeat(let commit, let sequence): return commit < limit && sequence < limit
@@ -304,6 +311,60 @@ public struct RaftCore: Sendable {
   /// The replication state the leader keeps for `node`: (match, next), nil when not leading.
   public func replication(of node: NodeID) -> (match: UInt64, next: UInt64)? {
     progress[node].map { ($0.match, $0.next) }
+  }
+
+  // MARK: Invariants
+
+  /// The first broken internal invariant, described with its context, or nil. Costs O(entries in
+  /// memory + members); the simulation calls it after every event.
+  public func invariantViolation() -> String? {
+    let where_ = "node \(id) (\(role), term \(term))"
+    if !(log.snapshotIndex <= log.applied && log.applied <= log.committed && log.committed <= log.lastIndex) {
+      return "\(where_): need snapshot \(log.snapshotIndex) <= applied \(log.applied) <= commit "
+        + "\(log.committed) <= last \(log.lastIndex)"
+    }
+    if log.persisted > log.lastIndex || log.unstableFrom > log.lastIndex + 1 {
+      return "\(where_): persisted \(log.persisted) / unstableFrom \(log.unstableFrom) beyond last \(log.lastIndex)"
+    }
+    var previousTerm = log.snapshotTerm
+    for (offset, e) in log.entries.enumerated() {
+      if e.index != log.snapshotIndex + 1 + UInt64(offset) {
+        return "\(where_): entry \(e) at position \(offset) after snapshot \(log.snapshotIndex)"
+      }
+      if e.term < previousTerm { return "\(where_): term decreases at \(e)" }
+      previousTerm = e.term
+    }
+    if log.lastTerm > term { return "\(where_): last entry's term \(log.lastTerm) is above the current term" }
+    if configurationIndex > log.lastIndex {
+      return "\(where_): configuration index \(configurationIndex) beyond last \(log.lastIndex)"
+    }
+    switch role {
+    case .leader:
+      if leader != id || vote != id { return "\(where_): a leader must lead and have voted for itself" }
+      if termStartIndex > log.lastIndex || (termStartIndex > log.snapshotIndex && log.term(at: termStartIndex) != term)
+      {
+        return "\(where_): the term-start entry \(termStartIndex) is not of this term"
+      }
+      let peers = Set(progress.keys)
+      if peers != configuration.members.subtracting([id]) {
+        return "\(where_): replication state for \(peers.sorted()) but members \(configuration.members.sorted())"
+      }
+      for (peer, pr) in progress where pr.match > log.lastIndex || pr.next > log.lastIndex + 1 || pr.next == 0 {
+        return "\(where_): progress of \(peer) match \(pr.match) next \(pr.next) beyond last \(log.lastIndex)"
+      }
+    case .candidate, .preCandidate:
+      if leader != nil { return "\(where_): a candidate knows leader \(leader?.rawValue ?? "")" }
+      if !progress.isEmpty { return "\(where_): a candidate keeps replication state" }
+    case .follower:
+      if !progress.isEmpty { return "\(where_): a follower keeps replication state" }
+    }
+    return nil
+  }
+
+  /// Stops the process, with the context, if an internal invariant is broken (see
+  /// ``invariantViolation()``).
+  public func checkInvariants() {
+    if let violation = invariantViolation() { preconditionFailure("RaftCore invariant broken: \(violation)") }
   }
 
   // MARK: - Inputs
@@ -455,7 +516,7 @@ public struct RaftCore: Sendable {
       onAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
     case .heartbeat(let commit, let readSequence):
       acceptLeader(m.from)
-      if commit > log.committed { log.committed = min(commit, log.lastIndex) }
+      if commit > log.committed { log.commit(to: min(commit, log.lastIndex)) }
       send(RaftMessage(from: id, to: m.from, term: term, body: .heartbeatResponse(readSequence: readSequence)))
     case .snapshotChunk(let metadata, let offset, let data, let done, let totalLength, let checksum):
       acceptLeader(m.from)
@@ -691,9 +752,7 @@ public struct RaftCore: Sendable {
   private mutating func appendAsLeader(kind: RaftEntryKind, data: [UInt8]) -> ProposalPosition {
     let entry = RaftEntry(term: term, index: log.lastIndex + 1, kind: kind, data: data)
     log.append(entry)
-    if kind == .configuration, let config = try? RaftConfiguration(wireBytes: data) {
-      adoptConfiguration(config, at: entry.index)
-    }
+    if kind == .configuration { adoptConfiguration(Self.decodeConfiguration(entry), at: entry.index) }
     broadcastPending = true
     return ProposalPosition(index: entry.index, term: entry.term)
   }
@@ -872,7 +931,7 @@ public struct RaftCore: Sendable {
     matches.sort(by: >)
     let candidate = matches[configuration.quorum - 1]
     guard candidate > log.committed, log.term(at: candidate) == term else { return false }
-    log.committed = candidate
+    log.commit(to: candidate)
     if configurationIndex <= candidate && !configuration.voters.contains(id) {
       // A leader removed from the configuration steps down once the removal commits.
       becomeFollower(term: term, leader: nil)
@@ -951,7 +1010,7 @@ public struct RaftCore: Sendable {
     // A joining node takes part in elections once it holds the leader's log up to its commit index.
     if awaitingLeaderLog && log.lastIndex > 0 && lastNew >= commit { awaitingLeaderLog = false }
     let newCommit = min(commit, lastNew)
-    if newCommit > log.committed { log.committed = newCommit }
+    log.commit(to: newCommit)
     sendAfterPersist(to: leaderID, .appendResponse(index: lastNew, reject: false, hintIndex: 0, hintTerm: 0))
   }
 
@@ -1017,7 +1076,7 @@ public struct RaftCore: Sendable {
     awaitingLeaderLog = false
     if log.term(at: meta.index) == meta.term {
       // Our log already holds the snapshot's last entry: just commit up to it.
-      if meta.index > log.committed { log.committed = meta.index }
+      log.commit(to: meta.index)
       return
     }
     log.restore(index: meta.index, term: meta.term)
@@ -1048,8 +1107,8 @@ public struct RaftCore: Sendable {
     var index = log.lastIndex
     while index > log.snapshotIndex {
       let e = log.entry(at: index)
-      if e.kind == .configuration, let config = try? RaftConfiguration(wireBytes: e.data) {
-        adoptConfiguration(config, at: index)
+      if e.kind == .configuration {
+        adoptConfiguration(Self.decodeConfiguration(e), at: index)
         return
       }
       index -= 1
@@ -1057,12 +1116,23 @@ public struct RaftCore: Sendable {
     adoptConfiguration(snapshotConfiguration, at: log.snapshotIndex)
   }
 
+  /// The configuration a configuration entry of this log carries. Every such entry was validated
+  /// when it entered the log (decoded from the wire or the disk, or built by the leader), so a
+  /// failure here is a broken invariant.
+  private static func decodeConfiguration(_ entry: RaftEntry) -> RaftConfiguration {
+    do {
+      return try RaftConfiguration(wireBytes: entry.data)
+    } catch {
+      preconditionFailure("RaftCore: configuration entry \(entry) in the log does not decode: \(error)")
+    }
+  }
+
   /// The configuration in effect at `index` (which must be in the log or at the snapshot).
   private func configuration(at index: UInt64) -> RaftConfiguration {
     var i = min(index, log.lastIndex)
     while i > log.snapshotIndex {
       let e = log.entry(at: i)
-      if e.kind == .configuration, let config = try? RaftConfiguration(wireBytes: e.data) { return config }
+      if e.kind == .configuration { return Self.decodeConfiguration(e) }
       i -= 1
     }
     return snapshotConfiguration

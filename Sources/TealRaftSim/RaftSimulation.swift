@@ -399,7 +399,10 @@ public struct RaftSimulation: Sendable {
       if ready.isEmpty { break }
       process(ready, at: i)
     }
-    if cores[i] != nil { checkNode(i) }
+    if cores[i] != nil {
+      if let violation = cores[i]!.invariantViolation() { violations.append("core invariant: \(violation)") }
+      checkNode(i)
+    }
   }
 
   private mutating func process(_ ready: RaftReady, at i: Int) {

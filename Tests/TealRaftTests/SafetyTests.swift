@@ -215,4 +215,26 @@ import Testing
       joining: true)
     #expect(!restarted.awaitingLeaderLog)
   }
+
+  /// Assertions: a configuration entry that does not decode is refused at the boundary (wire
+  /// decoding, an inbound message, a restored disk), never silently skipped inside the core.
+  @Test func anUndecodableConfigurationEntryIsRefusedAtTheBoundary() throws {
+    let bad = RaftEntry(term: 1, index: 1, kind: .configuration, data: [0xFF, 0xFF])
+    #expect(throws: WireError.self) { try RaftEntry(wireBytes: bad.wireBytes()) }
+
+    let voters = RaftConfiguration(voters: [NodeID("n1"), NodeID("n2"), NodeID("n3")])
+    var follower = try RaftCore(id: NodeID("n3"), bootstrap: voters, randomSeed: 1)
+    follower.step(
+      RaftMessage(
+        from: NodeID("n1"), to: NodeID("n3"), term: 1,
+        body: .append(prevIndex: 0, prevTerm: 0, entries: [bad], commit: 0)))
+    #expect(follower.lastIndex == 0, "the message is dropped")
+    #expect(follower.invariantViolation() == nil)
+
+    #expect(throws: RaftError.self) {
+      _ = try RaftCore(
+        id: NodeID("n3"), bootstrap: voters, randomSeed: 1,
+        restoring: RaftPersistentState(hardState: HardState(term: 1), entries: [bad]))
+    }
+  }
 }
