@@ -115,6 +115,9 @@ public actor LoadBalancer {
   private let logger: Logger
   private let pools: UpstreamPools
   private var services: [String: Service] = [:]
+  /// Services with a control call running, and the calls waiting for their turn (in order).
+  private var controlBusy: Set<String> = []
+  private var controlWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
   /// The runtimes, readable without entering the actor (metrics scraping, alarms).
   private let runtimes = NIOLockedValueBox<[String: ServiceRuntime]>([:])
 
@@ -179,22 +182,53 @@ public actor LoadBalancer {
   /// Replaces a service's routes (target groups and both listeners' weights) in one atomic step.
   /// Targets not seen before are probed once first. Revisions that disappear start draining; use
   /// ``waitUntilDrained(revision:ofService:deregistrationDelay:)`` to learn when they are idle.
-  public func setRoutes(_ routes: ServiceRoutes, forService name: String) async throws {
-    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+  ///
+  /// Control calls of one service (`setRoutes`, `setWeights`, `drain`'s route change) run one at a
+  /// time, in the order they were made: a call made while another one probes waits for it, so no
+  /// call installs routes computed before a later call. Routes whose `generation` is below the one
+  /// applied are not installed.
+  /// - Returns: the generation applied after the call: `routes.generation`, or a greater one when
+  ///   newer routes were applied first (these routes were then ignored).
+  @discardableResult
+  public func setRoutes(_ routes: ServiceRoutes, forService name: String) async throws -> UInt64 {
+    guard self.services[name] != nil else { throw RoutesError.unknownService(name) }
     try routes.validate()
+    try await self.lockControl(name)
+    defer { self.unlockControl(name) }
+    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+    let applied = service.runtime.appliedGeneration
+    guard routes.generation >= applied else { return applied }
     await self.installProbed(routes, runtime: service.runtime, healthCheck: service.configuration.healthCheck)
+    return routes.generation
   }
 
   /// Changes only the weights, keeping the target groups. `test` nil keeps the test weights.
-  public func setWeights(forService name: String, production: [String: Int], test: [String: Int]? = nil)
-    async throws
-  {
+  /// `generation` nil keeps the applied generation; a generation below it is ignored.
+  /// - Returns: the generation applied after the call.
+  @discardableResult
+  public func setWeights(
+    forService name: String, production: [String: Int], test: [String: Int]? = nil, generation: UInt64? = nil
+  ) async throws -> UInt64 {
+    guard self.services[name] != nil else { throw RoutesError.unknownService(name) }
+    try await self.lockControl(name)
+    defer { self.unlockControl(name) }
     guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
     var routes = service.runtime.traffic.router.routes
+    if let generation {
+      guard generation >= routes.generation else { return routes.generation }
+      routes.generation = generation
+    }
     routes.productionWeights = production
     if let test { routes.testWeights = test }
     try routes.validate()
     service.runtime.withTraffic { $0.install(routes) }
+    return routes.generation
+  }
+
+  /// The generation of the routes in force (0 before the first routes with a generation).
+  public func appliedGeneration(ofService name: String) throws -> UInt64 {
+    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+    return service.runtime.appliedGeneration
   }
 
   /// The routes currently installed.
@@ -210,16 +244,26 @@ public actor LoadBalancer {
   }
 
   /// Removes `revision`'s target group from the routes (its targets get no new request) and waits
-  /// until its in-flight requests have ended, or until `deregistrationDelay` has passed.
-  public func drain(revision: String, ofService name: String, deregistrationDelay: Duration) async throws
-    -> DrainOutcome
-  {
-    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
-    var routes = service.runtime.traffic.router.routes
-    routes.targetGroups.removeAll { $0.revision == revision }
-    routes.productionWeights[revision] = nil
-    routes.testWeights[revision] = nil
-    service.runtime.withTraffic { $0.install(routes) }
+  /// until its in-flight requests have ended, or until `deregistrationDelay` has passed. The route
+  /// change is a control call like `setWeights` (same order and `generation` rules); the wait is not
+  /// (other control calls proceed meanwhile).
+  public func drain(
+    revision: String, ofService name: String, generation: UInt64? = nil, deregistrationDelay: Duration
+  ) async throws -> DrainOutcome {
+    guard self.services[name] != nil else { throw RoutesError.unknownService(name) }
+    try await self.lockControl(name)
+    do {
+      defer { self.unlockControl(name) }
+      guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+      var routes = service.runtime.traffic.router.routes
+      if generation.map({ $0 >= routes.generation }) ?? true {
+        if let generation { routes.generation = generation }
+        routes.targetGroups.removeAll { $0.revision == revision }
+        routes.productionWeights[revision] = nil
+        routes.testWeights[revision] = nil
+        service.runtime.withTraffic { $0.install(routes) }
+      }
+    }
     return try await self.waitUntilDrained(
       revision: revision, ofService: name, deregistrationDelay: deregistrationDelay)
   }
@@ -284,6 +328,38 @@ public actor LoadBalancer {
   /// The Prometheus text exposition of ``metrics()``.
   public nonisolated func prometheusText() -> String {
     self.metrics().prometheusText()
+  }
+
+  // MARK: Control order
+
+  /// Control calls that may wait per service for the one running; one more is refused with
+  /// ``RoutesError/tooManyPendingControlCalls(service:limit:)``.
+  public static let maxPendingControlCalls = 64
+
+  /// Waits until no other control call of `name` runs (first come, first served).
+  private func lockControl(_ name: String) async throws {
+    guard self.controlBusy.contains(name) else {
+      self.controlBusy.insert(name)
+      return
+    }
+    guard self.controlWaiters[name, default: []].count < Self.maxPendingControlCalls else {
+      throw RoutesError.tooManyPendingControlCalls(service: name, limit: Self.maxPendingControlCalls)
+    }
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      self.controlWaiters[name, default: []].append(continuation)
+    }
+  }
+
+  /// Hands the turn of `name` to the next waiting control call, if any.
+  private func unlockControl(_ name: String) {
+    precondition(self.controlBusy.contains(name), "unlockControl(\(name)) without lockControl")
+    if var waiters = self.controlWaiters[name], !waiters.isEmpty {
+      let next = waiters.removeFirst()
+      self.controlWaiters[name] = waiters.isEmpty ? nil : waiters
+      next.resume()
+    } else {
+      self.controlBusy.remove(name)
+    }
   }
 
   // MARK: Internals

@@ -360,6 +360,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       }
       for name in hopByHopHeaders { headers.remove(name: name) }
       headers.replaceOrAdd(name: "x-teal-revision", value: exchange.choice.revision)
+      headers.replaceOrAdd(name: "x-teal-generation", value: String(exchange.choice.generation))
       var close = !exchange.clientKeepAlive
       if exchange.clientVersion.minor == 0, !headers.contains(name: "content-length") {
         // An HTTP/1.0 client cannot take chunked framing: the end of the body is the end of the connection.
@@ -455,8 +456,8 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     exchange.closeClientAfterResponse = !exchange.clientKeepAlive
     let closeClient = self.complete(exchange, status: Int(status.code))
     let written = self.writeSimpleResponse(
-      status, body: body, revision: exchange.choice.revision, version: exchange.clientVersion, close: closeClient,
-      context: context)
+      status, body: body, revision: exchange.choice.revision, generation: exchange.choice.generation,
+      version: exchange.clientVersion, close: closeClient, context: context)
     if closeClient { self.close(context, after: written) }
   }
 
@@ -513,13 +514,16 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   /// Writes a complete short response; returns the future of its last write when `close` is set.
   private func writeSimpleResponse(
-    _ status: HTTPResponseStatus, body: String, revision: String?, version: HTTPVersion, close: Bool,
-    context: ChannelHandlerContext
+    _ status: HTTPResponseStatus, body: String, revision: String?, generation: UInt64? = nil, version: HTTPVersion,
+    close: Bool, context: ChannelHandlerContext
   ) -> EventLoopFuture<Void>? {
     var headers = HTTPHeaders()
     headers.add(name: "content-type", value: "text/plain; charset=utf-8")
     headers.add(name: "content-length", value: String(body.utf8.count))
-    if let revision { headers.add(name: "x-teal-revision", value: revision) }
+    // Every response names the revision and the routes generation; the revision is empty when none
+    // was chosen (no healthy target, a request rejected before routing).
+    headers.add(name: "x-teal-revision", value: revision ?? "")
+    headers.add(name: "x-teal-generation", value: String(generation ?? self.runtime.appliedGeneration))
     if close { headers.add(name: "connection", value: "close") }
     let head = HTTPResponseHead(version: version.minor == 0 ? .http1_0 : .http1_1, status: status, headers: headers)
     context.write(self.wrapOutboundOut(.head(head)), promise: nil)

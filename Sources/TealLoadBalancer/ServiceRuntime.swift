@@ -60,6 +60,9 @@ final class ServiceRuntime: Sendable {
 
   var traffic: ServiceTraffic { self.shared.withLockedValue { $0.traffic } }
 
+  /// The generation of the routes in force.
+  var appliedGeneration: UInt64 { self.shared.withLockedValue { $0.traffic.router.routes.generation } }
+
   /// Returns once `revision` has no request in flight, or when the calling task is cancelled.
   func waitUntilIdle(_ revision: String) async {
     let id = self.shared.withLockedValue { shared -> Int in

@@ -168,7 +168,9 @@ struct LBTestResponse: Sendable {
   var sawContinue: Bool
 
   var bodyString: String { String(buffer: self.body) }
-  var revision: String? { self.headers.first(name: "x-teal-revision") }
+  /// The `x-teal-revision` header; nil when missing or empty (no revision was chosen).
+  var revision: String? { self.headers.first(name: "x-teal-revision").flatMap { $0.isEmpty ? nil : $0 } }
+  var generation: UInt64? { self.headers.first(name: "x-teal-generation").flatMap { UInt64($0) } }
 }
 
 struct LBTestClientError: Error, CustomStringConvertible {

@@ -23,6 +23,7 @@ private struct BlueGreen {
     let listeners = try await balancer.addService(
       lbTestService(healthCheck: healthCheck),
       routes: ServiceRoutes(
+        generation: 1,
         targetGroups: [
           TargetGroup(revision: "blue", targets: [blueBackend.address]),
           TargetGroup(revision: "green", targets: [greenBackend.address]),
@@ -183,7 +184,7 @@ struct ProxySocketTests {
     let listeners = try await balancer.addService(
       lbTestService(),
       routes: ServiceRoutes(
-        targetGroups: [TargetGroup(revision: "blue", targets: [blue1.address, blue2.address])],
+        generation: 1, targetGroups: [TargetGroup(revision: "blue", targets: [blue1.address, blue2.address])],
         productionWeights: ["blue": 1]))
     defer {
       Task {
@@ -220,7 +221,7 @@ struct ProxySocketTests {
     let listeners = try await balancer.addService(
       lbTestService(healthCheck: slowChecks),
       routes: ServiceRoutes(
-        targetGroups: [TargetGroup(revision: "blue", targets: [alive.address, doomed.address])],
+        generation: 1, targetGroups: [TargetGroup(revision: "blue", targets: [alive.address, doomed.address])],
         productionWeights: ["blue": 1]))
     defer {
       Task {
@@ -248,7 +249,8 @@ struct ProxySocketTests {
     let listeners = try await balancer.addService(
       lbTestService(healthCheck: slowChecks),
       routes: ServiceRoutes(
-        targetGroups: [TargetGroup(revision: "blue", targets: [doomed.address])], productionWeights: ["blue": 1]))
+        generation: 1, targetGroups: [TargetGroup(revision: "blue", targets: [doomed.address])],
+        productionWeights: ["blue": 1]))
     defer { Task { await balancer.shutdown() } }
     await doomed.kill()
     let client = try await LBTestHTTPClient.connect(port: listeners.productionPort)

@@ -9,6 +9,7 @@ private let green2 = TargetAddress(host: "10.0.0.4", port: 8001)
 
 private func routes(blue: Int, green: Int, test: [String: Int] = [:]) -> ServiceRoutes {
   ServiceRoutes(
+    generation: 1,
     targetGroups: [
       TargetGroup(revision: "blue", targets: [blue1, blue2]),
       TargetGroup(revision: "green", targets: [green1, green2]),
@@ -91,7 +92,9 @@ struct WeightedRoutingTests {
   @Test func installDropsHealthOfRemovedTargets() {
     var router = makeRouter(blue: 1, green: 1)
     router.install(
-      ServiceRoutes(targetGroups: [TargetGroup(revision: "green", targets: [green1])], productionWeights: ["green": 1]))
+      ServiceRoutes(
+        generation: 1, targetGroups: [TargetGroup(revision: "green", targets: [green1])],
+        productionWeights: ["green": 1]))
     #expect(router.healthyTargets == [green1])
     #expect(router.setHealthy(blue1, true) == false)
   }
@@ -99,25 +102,28 @@ struct WeightedRoutingTests {
   @Test func validationNamesTheFieldAtFault() {
     #expect(throws: RoutesError.duplicateRevision("blue")) {
       try ServiceRoutes(
+        generation: 1,
         targetGroups: [TargetGroup(revision: "blue", targets: []), TargetGroup(revision: "blue", targets: [])],
         productionWeights: [:]
       ).validate()
     }
     #expect(throws: RoutesError.weightForUnknownRevision(listener: .production, revision: "red")) {
-      try ServiceRoutes(targetGroups: [], productionWeights: ["red": 1]).validate()
+      try ServiceRoutes(generation: 1, targetGroups: [], productionWeights: ["red": 1]).validate()
     }
     #expect(throws: RoutesError.negativeWeight(listener: .test, revision: "blue", weight: -1)) {
       try routes(blue: 1, green: 1, test: ["blue": -1]).validate()
     }
     #expect(throws: RoutesError.duplicateTarget(blue1)) {
       try ServiceRoutes(
+        generation: 1,
         targetGroups: [TargetGroup(revision: "a", targets: [blue1]), TargetGroup(revision: "b", targets: [blue1])],
         productionWeights: [:]
       ).validate()
     }
     #expect(throws: RoutesError.invalidTarget(revision: "a", target: TargetAddress(host: "h", port: 0))) {
       try ServiceRoutes(
-        targetGroups: [TargetGroup(revision: "a", targets: [TargetAddress(host: "h", port: 0)])], productionWeights: [:]
+        generation: 1, targetGroups: [TargetGroup(revision: "a", targets: [TargetAddress(host: "h", port: 0)])],
+        productionWeights: [:]
       ).validate()
     }
     #expect(
