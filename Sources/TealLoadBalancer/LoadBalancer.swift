@@ -23,16 +23,30 @@ public struct LoadBalancerConfiguration: Hashable, Sendable {
   public var maxIdleConnectionsPerTarget: Int
   /// Value of the `X-Forwarded-Proto` header set on forwarded requests.
   public var forwardedProto: String
+  /// A pooled connection idle this long is closed and never reused. Keep it below the keep-alive
+  /// timeout of every target (Node.js 5 s, gunicorn 2 s, Apache 5 s, nginx 75 s): the balancer must
+  /// close an idle connection before the target does, or a request written as the target closes is lost.
+  public var upstreamIdleTimeout: Duration
+  /// A pooled connection older than this is closed instead of reused (bounds how long a connection
+  /// to a target lives, e.g. across a target's own reconfiguration).
+  public var upstreamMaxAge: Duration
+  /// How many times one request may be sent again after a failure before any response byte: a
+  /// failed connect (any method), or a reset of an idempotent request without a body.
+  public var maxRetries: Int
 
   public init(
     connectTimeout: Duration = .seconds(2), responseTimeout: Duration = .seconds(60),
-    maxRequestHeaderBytes: Int = 32 * 1024, maxIdleConnectionsPerTarget: Int = 64, forwardedProto: String = "http"
+    maxRequestHeaderBytes: Int = 32 * 1024, maxIdleConnectionsPerTarget: Int = 64, forwardedProto: String = "http",
+    upstreamIdleTimeout: Duration = .seconds(1), upstreamMaxAge: Duration = .seconds(60), maxRetries: Int = 2
   ) {
     self.connectTimeout = connectTimeout
     self.responseTimeout = responseTimeout
     self.maxRequestHeaderBytes = maxRequestHeaderBytes
     self.maxIdleConnectionsPerTarget = maxIdleConnectionsPerTarget
     self.forwardedProto = forwardedProto
+    self.upstreamIdleTimeout = upstreamIdleTimeout
+    self.upstreamMaxAge = upstreamMaxAge
+    self.maxRetries = max(0, maxRetries)
   }
 }
 
@@ -131,7 +145,8 @@ public actor LoadBalancer {
     self.logger = logger
     self.pools = UpstreamPools(
       maxIdlePerTarget: configuration.maxIdleConnectionsPerTarget,
-      connectTimeout: TimeAmount(configuration.connectTimeout))
+      connectTimeout: TimeAmount(configuration.connectTimeout),
+      idleTimeout: TimeAmount(configuration.upstreamIdleTimeout), maxAge: TimeAmount(configuration.upstreamMaxAge))
   }
 
   // MARK: Services
@@ -274,26 +289,55 @@ public actor LoadBalancer {
   {
     guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
     let runtime = service.runtime
-    let drained = await withTaskGroup(of: Bool.self) { group in
-      group.addTask {
-        await runtime.waitUntilIdle(revision)
-        return !Task.isCancelled
-      }
-      group.addTask {
-        try? await Task.sleep(for: deregistrationDelay)
-        return false
-      }
-      let first = await group.next() ?? false
-      group.cancelAll()
-      return first
-    }
-    let inFlight = runtime.traffic.inFlight[revision] ?? 0
+    let drained = await Self.waitUntilIdle(.revision(revision), of: runtime, atMost: deregistrationDelay)
+    let inFlight = runtime.inFlight(.revision(revision))
     if drained || inFlight == 0 {
       let keep = self.routedTargets()
       await self.pools.forEach { $0.closeIdle(except: keep) }
       return .drained
     }
     return .deregistrationDelayExpired(inFlight: inFlight)
+  }
+
+  /// Takes one target out of routing in every service that routes to it, and waits until its
+  /// requests in flight have ended (or `deregistrationDelay` has passed); then closes the idle pooled
+  /// connections to it. The target gets no new request from the moment this is called, whatever its
+  /// health and whatever routes are set later, until it leaves the routes of its services. This is
+  /// what the task runner calls before it sends SIGTERM to a task (see `TaskRunner.init(deregister:)`).
+  ///
+  /// Returns `.drained` also for a target no service routes to.
+  public func deregister(_ target: TargetAddress, deregistrationDelay: Duration) async -> DrainOutcome {
+    let runtimes = self.services.values.map(\.runtime).filter { runtime in
+      runtime.withTraffic { $0.deregister(target) }
+    }
+    let deadline = ContinuousClock.now + deregistrationDelay
+    var inFlight = 0
+    for runtime in runtimes {
+      let remaining = max(.zero, deadline - ContinuousClock.now)
+      _ = await Self.waitUntilIdle(.target(target), of: runtime, atMost: remaining)
+      inFlight += runtime.inFlight(.target(target))
+    }
+    await self.pools.forEach { $0.closeIdle(to: target) }
+    return inFlight == 0 ? .drained : .deregistrationDelayExpired(inFlight: inFlight)
+  }
+
+  /// Whether `key` became idle within `delay`.
+  private static func waitUntilIdle(_ key: ServiceRuntime.IdleKey, of runtime: ServiceRuntime, atMost delay: Duration)
+    async -> Bool
+  {
+    await withTaskGroup(of: Bool.self) { group in
+      group.addTask {
+        await runtime.waitUntilIdle(key)
+        return !Task.isCancelled
+      }
+      group.addTask {
+        try? await Task.sleep(for: delay)
+        return false
+      }
+      let first = await group.next() ?? false
+      group.cancelAll()
+      return first
+    }
   }
 
   /// Closes a service's listeners and client connections and stops its health checks.
@@ -321,7 +365,12 @@ public actor LoadBalancer {
   public nonisolated func metrics() -> LoadBalancerMetrics {
     let runtimes = self.runtimes.withLockedValue { $0 }
     var snapshot = LoadBalancerMetrics()
-    for (name, runtime) in runtimes { snapshot.services[name] = runtime.traffic.metrics }
+    for (name, runtime) in runtimes {
+      let traffic = runtime.traffic
+      var metrics = traffic.metrics
+      for target in traffic.allTargets { metrics.targetHealth[target] = traffic.router.healthyTargets.contains(target) }
+      snapshot.services[name] = metrics
+    }
     return snapshot
   }
 
@@ -426,7 +475,7 @@ public actor LoadBalancer {
   {
     let settings = ProxySettings(
       role: role, responseTimeout: TimeAmount(self.configuration.responseTimeout),
-      forwardedProto: self.configuration.forwardedProto)
+      forwardedProto: self.configuration.forwardedProto, maxRetries: self.configuration.maxRetries)
     var decoderLimits = NIOHTTPDecoderLimitConfiguration()
     decoderLimits.maxHeaderFieldSize = self.configuration.maxRequestHeaderBytes
     decoderLimits.maxHeaderListSize = self.configuration.maxRequestHeaderBytes

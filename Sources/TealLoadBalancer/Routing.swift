@@ -214,7 +214,14 @@ public struct WeightedRouter: Sendable {
 
   /// Picks where the next request on `role`'s listener goes, or nil when no weighted group has a
   /// healthy target. `excluding` skips one target (the one a failed connect just tried).
-  public mutating func pick(_ role: ListenerRole, excluding: TargetAddress? = nil) -> RouteChoice? {
+  public mutating func pick(_ role: ListenerRole, excluding: TargetAddress?) -> RouteChoice? {
+    self.pick(role, excluding: excluding.map { [$0] } ?? [])
+  }
+
+  /// Picks where the next request on `role`'s listener goes, skipping the targets in `excluding`
+  /// (those a retried request already failed on); nil when no weighted group has another healthy
+  /// target.
+  public mutating func pick(_ role: ListenerRole, excluding: Set<TargetAddress> = []) -> RouteChoice? {
     var choice: RouteChoice?
     switch role {
     case .production: choice = self.production.pick(excluding: excluding)
@@ -265,13 +272,11 @@ private struct SmoothPicker: Sendable {
     self.entries = entries
   }
 
-  mutating func pick(excluding: TargetAddress?) -> RouteChoice? {
+  mutating func pick(excluding: Set<TargetAddress>) -> RouteChoice? {
     var total = 0
     var best = -1
     for index in self.entries.indices {
-      if let excluding, self.entries[index].healthy.count == 1, self.entries[index].healthy[0] == excluding {
-        continue
-      }
+      if !excluding.isEmpty, self.entries[index].healthy.allSatisfy({ excluding.contains($0) }) { continue }
       self.entries[index].current += self.entries[index].weight
       total += self.entries[index].weight
       if best < 0 || self.entries[index].current > self.entries[best].current { best = index }
@@ -280,11 +285,8 @@ private struct SmoothPicker: Sendable {
     self.entries[best].current -= total
     let count = self.entries[best].healthy.count
     var position = self.entries[best].nextTarget
-    var target = self.entries[best].healthy[position]
-    if target == excluding {
-      position = (position + 1) % count
-      target = self.entries[best].healthy[position]
-    }
+    while excluding.contains(self.entries[best].healthy[position]) { position = (position + 1) % count }
+    let target = self.entries[best].healthy[position]
     self.entries[best].nextTarget = (position + 1) % count
     return RouteChoice(revision: self.entries[best].revision, target: target)
   }
