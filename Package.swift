@@ -200,7 +200,8 @@ let package = Package(
     .testTarget(
       name: "TealLoadBalancerTests",
       dependencies: [
-        "TealLoadBalancer", "TealHealth", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
+        // TealTasks: the zero-drop load test runs real teal-demo tasks behind the balancer.
+        "TealLoadBalancer", "TealHealth", "TealTasks", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
     ),

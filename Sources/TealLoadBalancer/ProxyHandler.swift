@@ -9,6 +9,8 @@ struct ProxySettings: Sendable {
   var role: ListenerRole
   var responseTimeout: TimeAmount
   var forwardedProto: String
+  /// Times one request may be sent again after a failure before any response byte (bounded).
+  var maxRetries: Int
 }
 
 // MARK: - Exchange
@@ -26,7 +28,9 @@ private final class Exchange {
   /// Parts received before the upstream connection was ready.
   var buffered: [HTTPClientRequestPart] = []
   var requestEnded = false
-  var connectRetried = false
+  /// Retries made so far (at most `ProxySettings.maxRetries`), and the targets that failed.
+  var retries = 0
+  var failedTargets: Set<TargetAddress> = []
   var staleRetried = false
   var upstream: UpstreamConnection?
   var upstreamReused = false
@@ -40,7 +44,7 @@ private final class Exchange {
     self.forwardedHead = forwardedHead
     self.requestHasBody = headDeclaresBody(head)
     switch head.method {
-    case .GET, .HEAD, .OPTIONS, .TRACE: self.isIdempotentWithoutBody = !self.requestHasBody
+    case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: self.isIdempotentWithoutBody = !self.requestHasBody
     default: self.isIdempotentWithoutBody = false
     }
     self.clientKeepAlive = head.isKeepAlive
@@ -288,21 +292,31 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
   }
 
+  /// A connect failed: nothing was sent, so the request goes to another healthy target of any
+  /// weighted revision, whatever its method, up to `maxRetries` times.
   private func connectFailed(_ exchange: Exchange) {
     guard let context = self.context else { return }
-    if !exchange.connectRetried {
-      exchange.connectRetried = true
-      if let choice = self.runtime.retry(self.settings.role, failed: exchange.choice) {
-        exchange.choice = choice
-        self.dispatch(exchange, allowPooled: true)
-        return
-      }
-    } else {
-      self.runtime.recordConnectFailure(exchange.choice.target)
-    }
+    if self.retryElsewhere(exchange) { return }
     self.failBeforeResponse(
       exchange, .badGateway,
       body: "teal: could not connect to a target of revision '\(exchange.choice.revision)'\n", context: context)
+  }
+
+  /// Counts a failure of the exchange's target and sends the request to another target; false when
+  /// no retry is left or no other target is available (the failure is counted either way).
+  private func retryElsewhere(_ exchange: Exchange) -> Bool {
+    exchange.failedTargets.insert(exchange.choice.target)
+    guard exchange.retries < self.settings.maxRetries else {
+      self.runtime.recordConnectFailure(exchange.choice, self.settings.role)
+      return false
+    }
+    guard
+      let choice = self.runtime.retry(self.settings.role, failed: exchange.choice, excluding: exchange.failedTargets)
+    else { return false }
+    exchange.retries += 1
+    exchange.choice = choice
+    self.dispatch(exchange, allowPooled: true)
+    return true
   }
 
   private func attach(_ exchange: Exchange, _ connection: UpstreamConnection, reused: Bool) {
@@ -360,6 +374,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       }
       for name in hopByHopHeaders { headers.remove(name: name) }
       headers.replaceOrAdd(name: "x-teal-revision", value: exchange.choice.revision)
+      headers.replaceOrAdd(name: "x-teal-generation", value: String(exchange.choice.generation))
       var close = !exchange.clientKeepAlive
       if exchange.clientVersion.minor == 0, !headers.contains(name: "content-length") {
         // An HTTP/1.0 client cannot take chunked framing: the end of the body is the end of the connection.
@@ -408,12 +423,16 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       context.close(promise: nil)
       return
     }
-    if exchange.upstreamReused, !exchange.staleRetried, exchange.isIdempotentWithoutBody, exchange.requestEnded {
-      // A pooled connection the target had closed just before we wrote: nothing was processed, so a
-      // fresh connection is safe for a request without a body.
-      exchange.staleRetried = true
-      self.dispatch(exchange, allowPooled: false)
-      return
+    if exchange.isIdempotentWithoutBody, exchange.requestEnded {
+      if exchange.upstreamReused, !exchange.staleRetried {
+        // A pooled connection the target closed just as we wrote: sending an idempotent request
+        // without a body again, on a fresh connection, is safe.
+        exchange.staleRetried = true
+        self.dispatch(exchange, allowPooled: false)
+        return
+      }
+      // A fresh connection reset before any response byte (the target died): another target.
+      if self.retryElsewhere(exchange) { return }
     }
     self.failBeforeResponse(
       exchange, .badGateway,
@@ -453,10 +472,10 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     exchange.upstream?.close()
     exchange.upstream = nil
     exchange.closeClientAfterResponse = !exchange.clientKeepAlive
-    let closeClient = self.complete(exchange, status: Int(status.code))
+    let closeClient = self.complete(exchange, status: Int(status.code), byBalancer: true)
     let written = self.writeSimpleResponse(
-      status, body: body, revision: exchange.choice.revision, version: exchange.clientVersion, close: closeClient,
-      context: context)
+      status, body: body, revision: exchange.choice.revision, generation: exchange.choice.generation,
+      version: exchange.clientVersion, close: closeClient, context: context)
     if closeClient { self.close(context, after: written) }
   }
 
@@ -470,7 +489,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   /// connection, records metrics and gets ready for the next request. `status` nil means the exchange
   /// was aborted. Returns whether the caller must close the client connection after its final write.
   @discardableResult
-  private func complete(_ exchange: Exchange, status: Int?) -> Bool {
+  private func complete(_ exchange: Exchange, status: Int?, byBalancer: Bool = false) -> Bool {
     guard self.exchange === exchange else { return false }
     self.exchange = nil
     if let connection = exchange.upstream {
@@ -483,7 +502,8 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
     let elapsed = NIODeadline.now().uptimeNanoseconds - exchange.start.uptimeNanoseconds
     self.runtime.finish(
-      self.settings.role, exchange.choice, status: status, nanoseconds: Int64(clamping: elapsed))
+      self.settings.role, exchange.choice, status: status, byBalancer: byBalancer,
+      nanoseconds: Int64(clamping: elapsed))
     guard status != nil else { return false }
     if self.closesClient(exchange) { return true }
     if !exchange.requestEnded { self.discardingRequest = true }
@@ -513,13 +533,16 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   /// Writes a complete short response; returns the future of its last write when `close` is set.
   private func writeSimpleResponse(
-    _ status: HTTPResponseStatus, body: String, revision: String?, version: HTTPVersion, close: Bool,
-    context: ChannelHandlerContext
+    _ status: HTTPResponseStatus, body: String, revision: String?, generation: UInt64? = nil, version: HTTPVersion,
+    close: Bool, context: ChannelHandlerContext
   ) -> EventLoopFuture<Void>? {
     var headers = HTTPHeaders()
     headers.add(name: "content-type", value: "text/plain; charset=utf-8")
     headers.add(name: "content-length", value: String(body.utf8.count))
-    if let revision { headers.add(name: "x-teal-revision", value: revision) }
+    // Every response names the revision and the routes generation; the revision is empty when none
+    // was chosen (no healthy target, a request rejected before routing).
+    headers.add(name: "x-teal-revision", value: revision ?? "")
+    headers.add(name: "x-teal-generation", value: String(generation ?? self.runtime.appliedGeneration))
     if close { headers.add(name: "connection", value: "close") }
     let head = HTTPResponseHead(version: version.minor == 0 ? .http1_0 : .http1_1, status: status, headers: headers)
     context.write(self.wrapOutboundOut(.head(head)), promise: nil)

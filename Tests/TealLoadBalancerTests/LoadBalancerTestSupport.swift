@@ -42,9 +42,13 @@ final class LBTestBackend: Sendable {
     self.state = state
   }
 
-  static func start(revision: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton)
-    async throws -> LBTestBackend
-  {
+  /// - Parameter keepAliveTimeout: when set, the backend closes a connection that saw no byte for
+  ///   this long, like a server's keep-alive timeout (its own answers are immediate, so that is an
+  ///   idle keep-alive connection).
+  static func start(
+    revision: String, keepAliveTimeout: TimeAmount? = nil,
+    group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+  ) async throws -> LBTestBackend {
     let state = NIOLockedValueBox(State())
     let server = try await ServerBootstrap(group: group)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -54,6 +58,11 @@ final class LBTestBackend: Sendable {
           state.withLockedValue { $0.children[ObjectIdentifier(channel)] = channel }
           channel.closeFuture.whenComplete { _ in
             _ = state.withLockedValue { $0.children.removeValue(forKey: ObjectIdentifier(channel)) }
+          }
+          if let keepAliveTimeout {
+            try channel.pipeline.syncOperations.addHandlers([
+              IdleStateHandler(allTimeout: keepAliveTimeout), CloseWhenIdle(),
+            ])
           }
           try channel.pipeline.syncOperations.configureHTTPServerPipeline()
           try channel.pipeline.syncOperations.addHandler(BackendHandler(revision: revision, state: state))
@@ -73,6 +82,19 @@ final class LBTestBackend: Sendable {
     try? await self.server.close()
     let children = self.state.withLockedValue { Array($0.children.values) }
     for child in children { try? await child.close() }
+  }
+}
+
+/// Closes the connection on the first idle event.
+private final class CloseWhenIdle: ChannelInboundHandler {
+  typealias InboundIn = NIOAny
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if event is IdleStateHandler.IdleStateEvent {
+      context.close(promise: nil)
+      return
+    }
+    context.fireUserInboundEventTriggered(event)
   }
 }
 
@@ -168,7 +190,9 @@ struct LBTestResponse: Sendable {
   var sawContinue: Bool
 
   var bodyString: String { String(buffer: self.body) }
-  var revision: String? { self.headers.first(name: "x-teal-revision") }
+  /// The `x-teal-revision` header; nil when missing or empty (no revision was chosen).
+  var revision: String? { self.headers.first(name: "x-teal-revision").flatMap { $0.isEmpty ? nil : $0 } }
+  var generation: UInt64? { self.headers.first(name: "x-teal-generation").flatMap { UInt64($0) } }
 }
 
 struct LBTestClientError: Error, CustomStringConvertible {
