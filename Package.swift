@@ -145,6 +145,7 @@ let package = Package(
       ] + nio
     ),
     .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
+    .testTarget(name: "TealClusterTests", dependencies: ["TealCluster", "TealDeploy", "TealWire"]),
     .testTarget(
       name: "TealHooksTests",
       dependencies: ["TealHooks", "TealDeploy", .product(name: "NIOHTTP1", package: "swift-nio")] + nio

@@ -222,7 +222,7 @@ extension ClusterState {
       if before.healthy != task.healthy {
         if task.healthy {
           record(.taskHealthy, service: task.service, "task \(task.id) healthy", context)
-        } else if before.state == .running {
+        } else if task.state == .running {
           record(.taskUnhealthy, service: task.service, "task \(task.id) unhealthy", context)
         }
       }
