@@ -58,7 +58,7 @@ import Testing
     case 10, 11:
       let plan = Placement.plan(state)
       command = plan.isEmpty ? .placeTask(service: service, revision: 1, node: node) : pick(plan)
-    case 12: command = .retireTask(taskID: taskID, reason: "random")
+    case 12: command = random.below(3) == 0 ? .registerSession : .retireTask(taskID: taskID, reason: "random")
     case 13: command = .nodeDown(node: node, incarnation: UInt64(random.below(5)))
     case 14: command = .nodeUp(node: node, incarnation: UInt64(random.below(5)))
     default: command = .drainNode(node: node)
@@ -68,9 +68,23 @@ import Testing
     let stampTerm = random.below(8) == 0 ? term - 1 : term
     let key =
       random.below(3) == 0 ? IdempotencyRecordKey(key: "k\(random.below(6))", bodyDigest: "\(random.below(2))") : nil
+    let sessionIDs = state.sessions.sessions.keys.compactMap(UInt64.init).sorted()
+    let session =
+      sessionIDs.isEmpty || random.below(3) != 0
+      ? nil
+      : ClientSessionStamp(
+        clientID: random.below(8) == 0 ? 999_999 : pick(sessionIDs),
+        sequence: UInt64(random.below(4)) + (state.sessions.sessions.values.map(\.lastSequence).max() ?? 0))
     return ClusterEntry(
       stamp: CommandStamp(now: LogTime(millisecondsSinceEpoch: now), node: node, term: stampTerm), idempotency: key,
-      command: command)
+      session: session, command: command)
+  }
+
+  /// Small bounds, so that eviction and expiry happen within a run.
+  static func emptyState() -> ClusterState {
+    ClusterState(
+      eventCapacity: 50, idempotencyCapacity: 4, idempotencyRetentionMilliseconds: 3_600_000, sessionCapacity: 3,
+      sessionIdleMilliseconds: 7_200_000)
   }
 
   /// The entries of one seeded run, each with the Raft term of the entry carrying it.
@@ -78,7 +92,7 @@ import Testing
     entries: [(ClusterEntry, UInt64)], state: ClusterState, failure: String?
   ) {
     var random = SplitMix64(seed: seed)
-    var state = ClusterState(eventCapacity: 50, idempotencyCapacity: 4, idempotencyRetentionMilliseconds: 3_600_000)
+    var state = Self.emptyState()
     var now: Int64 = 1_000_000
     var term: UInt64 = 1
     var entries: [(ClusterEntry, UInt64)] = []
@@ -120,7 +134,7 @@ import Testing
     for seed in 0..<UInt64(Self.seedCount) {
       let (entries, original, failure) = Self.run(seed: seed, steps: 400)
       #expect(failure == nil, "seed \(seed): \(failure ?? "")")
-      var replica = ClusterState(eventCapacity: 50, idempotencyCapacity: 4, idempotencyRetentionMilliseconds: 3_600_000)
+      var replica = Self.emptyState()
       // Another capacity gives the replica's dictionaries another iteration order, as another
       // process's hash seed would: any order that leaks into the state shows up as a different hash.
       replica.services.reserveCapacity(512)

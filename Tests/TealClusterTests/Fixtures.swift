@@ -33,12 +33,12 @@ struct Log {
   @discardableResult
   mutating func apply(
     _ command: ClusterCommand, key: String? = nil, digest: String = "d", stampTerm: UInt64? = nil,
-    at time: Int64? = nil
+    at time: Int64? = nil, session: ClientSessionStamp? = nil
   ) -> ClusterResult {
     index += 1
     let entry = ClusterEntry(
       stamp: CommandStamp(now: LogTime(millisecondsSinceEpoch: time ?? now), node: proposer, term: stampTerm ?? term),
-      idempotency: key.map { IdempotencyRecordKey(key: $0, bodyDigest: digest) }, command: command)
+      idempotency: key.map { IdempotencyRecordKey(key: $0, bodyDigest: digest) }, session: session, command: command)
     // Every entry goes through its bytes, as it does through Raft.
     let decoded = try! ClusterEntry(decoding: entry.encode())
     precondition(decoded == entry, "entry did not round-trip: \(entry)")
