@@ -30,6 +30,7 @@ extension ClusterState {
         code: .invalidSpec, message: "testPort must differ from productionPort \(spec.productionPort)",
         field: "testPort")
     }
+    try Self.checkTask(spec.task)
     if let existing = services[spec.name] {
       throw ClusterRejection(
         code: .conflict,
@@ -67,6 +68,7 @@ extension ClusterState {
       throw ClusterRejection(
         code: .invalidSpec, message: "spec names service \"\(spec.name)\", not \"\(name)\"", field: "name")
     }
+    try Self.checkTask(spec.task)
     let digest = Revision.digest(of: spec)
     if let latest = service.revisions.last, latest.digest == digest {
       return .revisionRegistered(revision: latest.id, isNew: false)
@@ -441,6 +443,25 @@ extension ClusterState {
     guard (0...maximumDesiredCount).contains(count) else {
       throw ClusterRejection(
         code: .invalidSpec, message: "\(field) \(count) is not in 0...\(maximumDesiredCount)", field: field)
+    }
+  }
+
+  /// The task rules the node's shells rely on (the API validated the whole spec with the spec parser;
+  /// these guard the shells against an entry that did not come through it).
+  static func checkTask(_ task: TaskSpec) throws(ClusterRejection) {
+    func refuse(_ field: String, _ message: String) -> ClusterRejection {
+      ClusterRejection(code: .invalidSpec, message: message, field: "task.\(field)")
+    }
+    guard !task.command.isEmpty else { throw refuse("command", "task command must not be empty") }
+    guard (1...65535).contains(task.port) else { throw refuse("port", "task port \(task.port) is not in 1...65535") }
+    let check = task.healthCheck
+    guard check.interval.milliseconds > 0, check.timeout.milliseconds > 0, check.timeout <= check.interval else {
+      throw refuse(
+        "healthCheck.timeout",
+        "health check timeout \(check.timeout) must be positive and at most interval \(check.interval)")
+    }
+    guard check.healthyThreshold >= 1, check.unhealthyThreshold >= 1 else {
+      throw refuse("healthCheck.healthyThreshold", "health check thresholds must be at least 1")
     }
   }
 

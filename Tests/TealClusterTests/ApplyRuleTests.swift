@@ -195,6 +195,30 @@ import Testing
     #expect(log.state.services.keys.sorted() == ["web"])
   }
 
+  @Test func specWhoseTaskBreaksAShellRuleIsRefusedNamingTheField() {
+    var log = Log()
+    var badPort = makeSpec()
+    badPort.task.port = 70_000
+    var badCheck = makeSpec()
+    badCheck.task.healthCheck.timeout = .seconds(10)
+    var noCommand = makeSpec()
+    noCommand.task.command = ""
+    for (spec, field) in [(badPort, "task.port"), (badCheck, "task.healthCheck.timeout"), (noCommand, "task.command")] {
+      guard case .rejected(let rejection) = log.apply(.createService(spec)) else {
+        Issue.record("accepted a spec with a bad \(field)")
+        continue
+      }
+      #expect(rejection.code == .invalidSpec)
+      #expect(rejection.field == field)
+    }
+    log.ok(.createService(makeSpec()))
+    guard case .rejected(let rejection) = log.apply(.registerRevision(service: "web", spec: badPort)) else {
+      Issue.record("registered a revision with a bad task port")
+      return
+    }
+    #expect(rejection.field == "task.port")
+  }
+
   @Test func registerRevisionNumbersNewSpecsAndReusesAnEqualLatest() {
     var log = Log()
     log.ok(.createService(makeSpec()))
