@@ -113,6 +113,11 @@ let package = Package(
       path: "Benchmarks/proxy/ProxyBenchmark"
     ),
     .executableTarget(
+      name: "ClusterBenchmark",
+      dependencies: ["TealCluster", "TealDeploy", "TealWire"],
+      path: "Benchmarks/ClusterBenchmark"
+    ),
+    .executableTarget(
       name: "GossipBenchmark",
       dependencies: ["TealGossip", "TealGossipSim"],
       path: "Benchmarks/GossipBenchmark"

@@ -107,7 +107,7 @@ extension ClusterState {
     service.deleting = true
     service.desiredCount = 0
     services[name] = service
-    let taskIDs = tasks.values.filter { $0.service == name }.map(\.id).sorted()
+    let taskIDs = taskIDs(of: name)
     record(.serviceDeleting, service: name, "service \(name) deleting: \(taskIDs.count) tasks to drain", context)
     for taskID in taskIDs where tasks[taskID]?.desired == .running {
       retire(taskID, reason: "service \(name) deleted")
@@ -262,7 +262,7 @@ extension ClusterState {
     guard task.desired == .stopping else {
       return .ignored(reason: "task \(taskID) is \(task.desired.rawValue), not stopping")
     }
-    tasks[taskID] = nil
+    removeTask(taskID)
     record(.taskStopped, service: task.service, "task \(taskID) stopped on \(nodeID)", context)
     context.touchedServices.insert(task.service)
     return .taskRetired(taskID: taskID)
@@ -287,11 +287,11 @@ extension ClusterState {
     }
     taskSequence += 1
     let id = "\(name).\(number).\(taskSequence)"
-    precondition(tasks[id] == nil, "task id \(id) handed out twice")
-    tasks[id] = ClusterTask(
-      id: id, service: name, revision: revision.id, node: nodeID, sequence: taskSequence, desired: .running,
-      state: .pending, healthy: false, address: nil, port: nil, placedAt: logTime, startedAt: nil,
-      drainGeneration: nil, retireReason: nil)
+    insertTask(
+      ClusterTask(
+        id: id, service: name, revision: revision.id, node: nodeID, sequence: taskSequence, desired: .running,
+        state: .pending, healthy: false, address: nil, port: nil, placedAt: logTime, startedAt: nil,
+        drainGeneration: nil, retireReason: nil))
     record(.taskPlaced, service: name, "task \(id) of \(revision.id) placed on \(nodeID)", context)
     context.touchedServices.insert(name)
     return .taskPlaced(taskID: id)
@@ -327,7 +327,7 @@ extension ClusterState {
     record(
       .nodeDown, service: nil, "node \(nodeID) is down (incarnation \(incarnation)); \(lost.count) tasks lost", context)
     for taskID in lost {
-      guard let task = tasks.removeValue(forKey: taskID) else { continue }
+      guard let task = removeTask(taskID) else { continue }
       record(.taskLost, service: task.service, "task \(taskID) lost: node \(nodeID) is down", context)
     }
     context.allServicesTouched = true
@@ -369,15 +369,10 @@ extension ClusterState {
   mutating func updateDerivedState(_ context: inout ApplyContext) {
     let names = (context.allServicesTouched ? Set(services.keys) : context.touchedServices).sorted()
     guard !names.isEmpty else { return }
-    let wanted = Set(names)
-    var tasksByService: [String: [ClusterTask]] = [:]
-    for task in tasks.values where wanted.contains(task.service) {
-      tasksByService[task.service, default: []].append(task)
-    }
     let upNodes = nodes.values.filter(\.isUp)
     for name in names {
       guard var service = services[name] else { continue }
-      let serviceTasks = (tasksByService[name] ?? []).sorted { $0.id < $1.id }
+      let serviceTasks = taskIDs(of: name).compactMap { tasks[$0] }
       let targets = serviceTasks.compactMap { task -> RouteTarget? in
         guard task.isRoutable, nodes[task.node.rawValue]?.isUp == true, let address = task.address,
           let port = task.port
@@ -420,7 +415,7 @@ extension ClusterState {
   }
 
   mutating func removeService(_ name: String, _ context: ApplyContext) {
-    precondition(!tasks.values.contains { $0.service == name }, "removing service \(name) while it has tasks")
+    precondition(taskIDsByService[name] == nil, "removing service \(name) while it has tasks")
     services[name] = nil
     for id in nodes.keys.sorted() { nodes[id]?.routesApplied[name] = nil }
     record(.serviceDeleted, service: name, "service \(name) deleted", context)

@@ -26,6 +26,9 @@ public struct ClusterState: Codable, Hashable, Sendable {
   public internal(set) var idempotency: IdempotencyTable
   public internal(set) var sessions: ClientSessionTable
   public internal(set) var history: EventHistory
+  /// Task ids per service: an index derived from `tasks`, rebuilt on decode (not in the snapshot).
+  /// Changed only through `insertTask` and `removeTask`.
+  var taskIDsByService: [String: Set<String>] = [:]
 
   // MARK: Deployment state
   // Reserved: the deployments of each service (the engine's state) join here with the engine's commands.
@@ -41,6 +44,43 @@ public struct ClusterState: Codable, Hashable, Sendable {
     sessions = ClientSessionTable(capacity: sessionCapacity, idleMilliseconds: sessionIdleMilliseconds)
     history = EventHistory(capacity: eventCapacity)
   }
+
+  // MARK: Coding (the task index is derived, so it is rebuilt rather than stored)
+
+  enum CodingKeys: String, CodingKey {
+    case appliedIndex, logTime, services, tasks, nodes, taskSequence, idempotency, sessions, history
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    appliedIndex = try container.decode(UInt64.self, forKey: .appliedIndex)
+    logTime = try container.decode(LogTime.self, forKey: .logTime)
+    services = try container.decode([String: ClusterService].self, forKey: .services)
+    tasks = try container.decode([String: ClusterTask].self, forKey: .tasks)
+    nodes = try container.decode([String: ClusterNode].self, forKey: .nodes)
+    taskSequence = try container.decode(UInt64.self, forKey: .taskSequence)
+    idempotency = try container.decode(IdempotencyTable.self, forKey: .idempotency)
+    sessions = try container.decode(ClientSessionTable.self, forKey: .sessions)
+    history = try container.decode(EventHistory.self, forKey: .history)
+    for task in tasks.values { taskIDsByService[task.service, default: []].insert(task.id) }
+  }
+
+  mutating func insertTask(_ task: ClusterTask) {
+    precondition(tasks[task.id] == nil, "task id \(task.id) handed out twice")
+    tasks[task.id] = task
+    taskIDsByService[task.service, default: []].insert(task.id)
+  }
+
+  @discardableResult
+  mutating func removeTask(_ id: String) -> ClusterTask? {
+    guard let task = tasks.removeValue(forKey: id) else { return nil }
+    taskIDsByService[task.service]?.remove(id)
+    if taskIDsByService[task.service]?.isEmpty == true { taskIDsByService[task.service] = nil }
+    return task
+  }
+
+  /// The ids of the service's tasks, sorted.
+  func taskIDs(of service: String) -> [String] { (taskIDsByService[service] ?? []).sorted() }
 
   // MARK: Applying
 

@@ -71,6 +71,9 @@ extension ClusterState {
           "task \(id): desired \(task.desired.rawValue) with drain generation \(String(describing: task.drainGeneration))"
       }
     }
+    var indexed: [String: Set<String>] = [:]
+    for task in tasks.values { indexed[task.service, default: []].insert(task.id) }
+    if indexed != taskIDsByService { return "the task index disagrees with the tasks" }
     return nil
   }
 }

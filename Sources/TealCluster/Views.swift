@@ -51,7 +51,7 @@ extension ClusterState {
 
   public func serviceSummary(_ name: String) -> ClusterServiceSummary? {
     guard let service = services[name] else { return nil }
-    let active = tasks.values.filter { $0.service == name && $0.desired == .running && $0.state == .running }
+    let active = tasks(service: name).filter { $0.desired == .running && $0.state == .running }
     return ClusterServiceSummary(
       name: name, desiredCount: service.desiredCount, runningCount: active.count,
       healthyCount: active.filter(\.healthy).count, currentRevision: service.currentRevisionID,
@@ -66,9 +66,8 @@ extension ClusterState {
 
   /// Tasks, optionally only of `service` and/or on `node`, in placement order (by sequence).
   public func tasks(service: String? = nil, node: NodeID? = nil) -> [ClusterTask] {
-    tasks.values.filter { task in
-      (service == nil || task.service == service) && (node == nil || task.node == node)
-    }.sorted { $0.sequence < $1.sequence }
+    let candidates = service.map { taskIDs(of: $0).compactMap { tasks[$0] } } ?? Array(tasks.values)
+    return candidates.filter { node == nil || $0.node == node }.sorted { $0.sequence < $1.sequence }
   }
 
   /// Events oldest first, optionally only of `service`, only with a log index above `after`, at most
