@@ -70,18 +70,14 @@ extension ClusterState {
     return candidates.filter { node == nil || $0.node == node }.sorted { $0.sequence < $1.sequence }
   }
 
-  /// Events oldest first, optionally only of `service`, only with a log index above `after`, at most
-  /// `limit` (capped at `maximumEventPage`): the oldest matching ones, so a reader pages forward with
-  /// `after` = the last index it saw.
+  /// Events in log order, optionally only of `service`, at most `limit` (capped at
+  /// `maximumEventPage`). Without `after`: the newest matching events (the tail, as `teal events`
+  /// shows it). With `after`: the oldest matching events whose log index is above it, so a reader
+  /// follows the history by passing the last index it saw.
   public func events(service: String? = nil, after: UInt64? = nil, limit: Int = maximumEventPage) -> [ClusterEvent] {
     let cap = max(0, min(limit, Self.maximumEventPage))
-    var result: [ClusterEvent] = []
-    for event in history.events
-    where (service == nil || event.service == service) && event.index > (after ?? 0) {
-      guard result.count < cap else { break }
-      result.append(event)
-    }
-    return result
+    let matching = history.events.filter { (service == nil || $0.service == service) && $0.index > (after ?? 0) }
+    return after == nil ? Array(matching.suffix(cap)) : Array(matching.prefix(cap))
   }
 
   /// Every known node, by id.

@@ -424,6 +424,8 @@ import Testing
     #expect(events.map(\.index) == [8, 9, 10, 11])
     #expect(log.state.events(after: 9).map(\.index) == [10, 11])
     #expect(log.state.events(service: "other").isEmpty)
-    #expect(log.state.events(limit: 2).map(\.index) == [8, 9])
+    #expect(log.state.events(limit: 2).map(\.index) == [10, 11])  // the tail
+    #expect(log.state.events(after: 7, limit: 2).map(\.index) == [8, 9])  // following from index 7
+    #expect(log.state.events(service: "web", after: 11).isEmpty)
   }
 }
