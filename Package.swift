@@ -148,6 +148,11 @@ let package = Package(
       path: "Benchmarks/proxy/ProxyBenchmark"
     ),
     .executableTarget(
+      name: "ClusterBenchmark",
+      dependencies: ["TealCluster", "TealDeploy", "TealWire"],
+      path: "Benchmarks/ClusterBenchmark"
+    ),
+    .executableTarget(
       name: "GossipBenchmark",
       dependencies: ["TealGossip", "TealGossipSim"],
       path: "Benchmarks/GossipBenchmark"
@@ -192,6 +197,7 @@ let package = Package(
       name: "TealNodeTests",
       dependencies: ["TealNode", "TealTestSupport", "TealWire", "TealCluster", "TealAPI", "TealGossip"]
     ),
+    .testTarget(name: "TealClusterTests", dependencies: ["TealCluster", "TealDeploy", "TealWire"]),
     .testTarget(
       name: "TealHooksTests",
       dependencies: ["TealHooks", "TealDeploy", .product(name: "NIOHTTP1", package: "swift-nio")] + nio

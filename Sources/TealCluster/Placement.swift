@@ -47,8 +47,7 @@ public enum Placement {
   ) -> [ClusterCommand] {
     guard let service = state.services[name], !service.deleting else { return [] }
     let current = service.currentRevisionID
-    let live = state.tasks.values.filter { $0.service == name && $0.desired == .running && $0.revision == current }
-      .sorted { $0.sequence < $1.sequence }
+    let live = state.tasks(service: name).filter { $0.desired == .running && $0.revision == current }
     var commands: [ClusterCommand] = []
     var kept: [ClusterTask] = []
     for task in live {
