@@ -92,7 +92,7 @@ let package = Package(
     .executableTarget(
       name: "teal",
       dependencies: [
-        "TealTLS", "TealTransport", "TealWire", "TealDeploy",
+        "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealAPI", "TealClient", "Yams",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]

@@ -10,15 +10,27 @@ import TealWire
 
 /// The `teal` command line.
 @main
-struct Teal: ParsableCommand {
+struct Teal: AsyncParsableCommand {
   static let version = "0.1.0"
 
   static let configuration = CommandConfiguration(
     commandName: "teal",
     abstract: "A self-hosted blue/green deployment coordinator.",
     version: version,
-    subcommands: [Certs.self, Spec.self]
+    subcommands: subcommands
   )
+
+  /// Every subcommand, in `teal --help` order.
+  static let subcommands: [any ParsableCommand.Type] = [
+    Quickstart.self,
+    Cluster.self,
+    Service.self,
+    Tasks.self,
+    Events.self,
+    // lead: NodeCommand
+    Certs.self,
+    Spec.self,
+  ]
 }
 
 /// Options every command shares.
