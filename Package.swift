@@ -129,10 +129,16 @@ let package = Package(
     ),
 
     // MARK: Tests
-    .target(name: "TealTestSupport", path: "Tests/TealTestSupport"),
+    .target(
+      name: "TealTestSupport",
+      dependencies: [
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio,
+      path: "Tests/TealTestSupport"),
     .testTarget(name: "TealWireTests", dependencies: ["TealWire"]),
     // Runs the built `teal` executable (built with the tests by `swift build --build-tests` / `swift test`).
-    .testTarget(name: "TealCLITests", dependencies: ["TealTestSupport"]),
+    .testTarget(name: "TealCLITests", dependencies: ["TealTestSupport", "TealAPI"]),
     .testTarget(name: "TealTLSTests", dependencies: ["TealTestSupport", "TealTLS", "TealWire", nioEmbedded] + nio),
     .testTarget(
       name: "TealTransportTests",
