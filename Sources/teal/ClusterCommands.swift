@@ -147,12 +147,23 @@ struct Cluster: AsyncParsableCommand {
 
     func run() async throws {
       let client = try options.makeClient()
-      let status = try await calling { try await client.clusterStatus(stale: stale) }
+      var note: String?
+      let status = try await calling { () async throws -> ClusterStatus in
+        do {
+          return try await client.clusterStatus(stale: stale)
+        } catch let error as TealClientError where error.status == 503 && !stale {
+          // No leader (an election, or no quorum): a node's own view is what there is to show.
+          let answer = try await client.clusterStatus(stale: true)
+          note = "no leader answers (\(error.apiError?.message ?? "503")); this is one node's own view"
+          return answer
+        }
+      }
       await client.shutdown()
       if options.json {
         try printJSON(status)
         return
       }
+      if let note { print(note) }
       print(
         "leader \(status.leader ?? "none")  term \(status.term)  commit \(status.commitIndex)  "
           + "applied \(status.appliedIndex)")

@@ -101,6 +101,26 @@ struct APICommandTests {
     await server.stop()
   }
 
+  @Test func clusterStatusWithoutALeaderShowsANodesOwnView() async throws {
+    try #require(
+      FileManager.default.isExecutableFile(atPath: tealExecutable), "no teal executable at \(tealExecutable)")
+    let server = try await TestHTTPServer { request, _ in
+      request.uri.hasSuffix("stale=true")
+        ? .respond(
+          status: 200,
+          body: Self.body(ClusterStatus(leader: nil, term: 4, commitIndex: 17, appliedIndex: 17, members: [])))
+        : .respond(
+          status: 503, headers: [("Retry-After", "1")], body: Self.body(APIErrorBody(.noLeader, "election in progress"))
+        )
+    }
+    let result = try run(tealExecutable, ["cluster", "status", "--endpoint", server.endpoint])
+    #expect(result.status == 0, "\(result.output)")
+    #expect(
+      result.output.hasPrefix(
+        "no leader answers (election in progress); this is one node's own view\nleader none  term 4"))
+    await server.stop()
+  }
+
   @Test func serviceCommandsSendTheContractsRequests() async throws {
     try #require(
       FileManager.default.isExecutableFile(atPath: tealExecutable), "no teal executable at \(tealExecutable)")

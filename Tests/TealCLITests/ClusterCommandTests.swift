@@ -215,4 +215,75 @@ struct ClusterCommandTests {
     #expect(result.output.contains("node n1 exited"), "\(result.output)")
     #expect(result.output.contains("see \(dir)/n1/node.log"))
   }
+
+  /// A process that looks like `teal node start --config <dir>/<node>/node.yaml` in /proc (perl
+  /// under the name `teal`), its PID recorded as the node's.
+  private func fakeNode(_ dir: String, _ node: String, ignoringTERM: Bool = false) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/bash")
+    // Foundation's Process starts children with most signals blocked: unblock them, as a node has them.
+    let unblock = "use POSIX; sigprocmask(SIG_SETMASK, POSIX::SigSet->new);"
+    let script = unblock + (ignoringTERM ? " $SIG{TERM}=\"IGNORE\"; sleep 60" : " sleep 60")
+    process.arguments = [
+      "-c", "exec -a teal /usr/bin/perl -e '\(script)' node start --config \(dir)/\(node)/node.yaml",
+    ]
+    try process.run()
+    try "\(process.processIdentifier)\n".write(toFile: "\(dir)/\(node)/node.pid", atomically: true, encoding: .utf8)
+    let pid = process.processIdentifier
+    try waitUntil("the fake \(node) runs as teal") {
+      let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()
+      return String(decoding: cmdline, as: UTF8.self).hasPrefix("teal\u{0}")
+    }
+    return process
+  }
+
+  private func waitUntil(_ what: String, within seconds: Double = 10, _ condition: () -> Bool) throws {
+    let deadline = Date().addingTimeInterval(seconds)
+    while !condition() {
+      if Date() > deadline { throw TimedOut(what: what) }
+      usleep(10_000)
+    }
+  }
+
+  @Test func downStopsTheNodesWithSIGTERMAndKillsThoseThatIgnoreIt() throws {
+    try #require(
+      FileManager.default.isExecutableFile(atPath: tealExecutable), "no teal executable at \(tealExecutable)")
+    try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/perl"), "no /usr/bin/perl for the fake nodes")
+    let dir = temporaryDirectory("cluster")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    #expect(try run(tealExecutable, ["cluster", "up", "--dir", dir, "--nodes", "2", "--no-start"]).status == 0)
+    let polite = try fakeNode(dir, "n1")
+    let stubborn = try fakeNode(dir, "n2", ignoringTERM: true)
+    defer {
+      polite.terminate()
+      kill(stubborn.processIdentifier, SIGKILL)
+    }
+    let down = try run(tealExecutable, ["cluster", "down", "--dir", dir, "--timeout", "1", "--json"])
+    #expect(down.status == 0, "\(down.output)")
+    #expect(
+      down.output.contains(#""killed":["n2"]"#) && down.output.contains(#""stopped":["n1","n2"]"#), "\(down.output)")
+    try waitUntil("both fakes exit") { !polite.isRunning && !stubborn.isRunning }
+    #expect(polite.terminationReason == .uncaughtSignal && polite.terminationStatus == SIGTERM)
+    #expect(stubborn.terminationStatus == SIGKILL)
+    #expect(!FileManager.default.fileExists(atPath: "\(dir)/n1/node.pid"))
+    #expect(FileManager.default.fileExists(atPath: "\(dir)/n1/node.yaml"), "down keeps the directory")
+  }
+
+  @Test func upOnARunningClusterSaysSoAndChangesNothing() throws {
+    try #require(
+      FileManager.default.isExecutableFile(atPath: tealExecutable), "no teal executable at \(tealExecutable)")
+    try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/perl"), "no /usr/bin/perl for the fake nodes")
+    let dir = temporaryDirectory("cluster")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    #expect(try run(tealExecutable, ["cluster", "up", "--dir", dir, "--nodes", "2", "--no-start"]).status == 0)
+    let nodes = [try fakeNode(dir, "n1"), try fakeNode(dir, "n2")]
+    defer { for node in nodes { node.terminate() } }
+    let before = try String(contentsOfFile: "\(dir)/n1/node.pid", encoding: .utf8)
+    let up = try run(tealExecutable, ["cluster", "up", "--dir", dir])
+    #expect(up.status == 0, "\(up.output)")
+    #expect(up.output.contains("n1 is running (pid \(nodes[0].processIdentifier))"), "\(up.output)")
+    #expect(up.output.contains("already running; nothing changed"), "\(up.output)")
+    #expect(try String(contentsOfFile: "\(dir)/n1/node.pid", encoding: .utf8) == before)
+    #expect(nodes.allSatisfy { $0.isRunning })
+  }
 }
