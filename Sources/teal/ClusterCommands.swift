@@ -70,7 +70,7 @@ struct Cluster: AsyncParsableCommand {
         ClusterUpRequest(
           dir: dir, nodes: nodes, peerPort: peerPort, apiPort: apiPort, electionTimeoutMs: electionTimeoutMs,
           wait: .seconds(wait), start: !noStart),
-        log: json ? { _ in } : { print($0) })
+        log: json ? { _ in } : progress)
       if json { try printJSON(result) }
     }
   }
@@ -112,7 +112,7 @@ struct Cluster: AsyncParsableCommand {
       for id in ids {
         if let pid = runningPID(layout, id) { running.append((id, pid)) } else { notRunning.append(id) }
       }
-      if !json { for process in running { print("stopping \(process.id) (pid \(process.pid))") } }
+      if !json { for process in running { progress("stopping \(process.id) (pid \(process.pid))") } }
       let killed = await stopNodes(running, timeout: .seconds(timeout))
       for id in ids { try? FileManager.default.removeItem(atPath: layout.pidFile(id)) }
       if purge {
@@ -173,6 +173,12 @@ struct Cluster: AsyncParsableCommand {
           status.members.map { [$0.id, $0.address, $0.state.rawValue, $0.role.rawValue, $0.api] }))
     }
   }
+}
+
+/// Progress lines of long commands appear as they happen, also through a pipe.
+func progress(_ line: String) {
+  print(line)
+  fflush(nil)
 }
 
 /// The node ids of a cluster directory: cluster.yaml's, else the `nI` directories holding a node.yaml.

@@ -43,7 +43,7 @@ struct Quickstart: AsyncParsableCommand {
     let up = try await clusterUp(
       ClusterUpRequest(
         dir: dir, nodes: nil, peerPort: nil, apiPort: nil, electionTimeoutMs: nil, wait: .seconds(wait), start: true),
-      log: { print($0) })
+      log: progress)
     let layout = ClusterLayout(dir: dir)
     var configuration = TealClientConfiguration(
       endpoints: try up.endpoints.map { try Endpoint(url: $0) }, token: try readToken(dir: dir))
@@ -56,31 +56,31 @@ struct Quickstart: AsyncParsableCommand {
     try writeFile(specPath, spec)
     do {
       let detail = try await client.createService(spec: spec)
-      print("created service \(detail.name) (\(detail.currentRevision)) from \(specPath)")
+      progress("created service \(detail.name) (\(detail.currentRevision)) from \(specPath)")
     } catch let error as TealClientError where error.status == 409 {
-      print("service \(Self.serviceName) exists; reusing it")
+      progress("service \(Self.serviceName) exists; reusing it")
     } catch let error as TealClientError {
       throw CommandFailure(message: "cannot create the demo service: \(error)")
     }
 
     // Its tasks, healthy.
     let tasks = try await waitForHealthyTasks(client, within: .seconds(wait))
-    print(taskTable(tasks))
+    progress(taskTable(tasks))
 
     // Every node's production listener.
-    print("")
+    progress("")
     var failures = 0
     for endpoint in up.endpoints {
       guard let host = try? Endpoint(url: endpoint).host else { continue }
       let url = "http://\(host):\(Self.productionPort)/"
       do {
-        print("\(url) -> \(try await askListener(host: host))")
+        progress("\(url) -> \(try await askListener(host: host))")
       } catch {
         failures += 1
-        print("\(url) -> no answer: \(error)")
+        progress("\(url) -> no answer: \(error)")
       }
     }
-    print(
+    progress(
       """
 
       Try next:
@@ -137,7 +137,7 @@ struct Quickstart: AsyncParsableCommand {
     }
     var arguments = ["swift", "build", "--product", "teal-demo"]
     if directory.hasSuffix("/release") { arguments += ["-c", "release"] }
-    print("building teal-demo (\(arguments.joined(separator: " ")))")
+    progress("building teal-demo (\(arguments.joined(separator: " ")))")
     let status = try runForeground(arguments)
     guard status == 0, FileManager.default.isExecutableFile(atPath: path) else {
       throw CommandFailure(
@@ -158,7 +158,7 @@ struct Quickstart: AsyncParsableCommand {
       if healthy.count >= Self.taskCount { return healthy }
       let report = "demo: \(healthy.count) of \(Self.taskCount) tasks healthy (\(tasks.count) placed)"
       if report != lastReport {
-        print(report)
+        progress(report)
         lastReport = report
       }
       if clock.now >= deadline {
