@@ -117,7 +117,7 @@ let package = Package(
     .executableTarget(
       name: "teal",
       dependencies: [
-        "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealNode",
+        "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealAPI", "TealClient", "TealNode", "Yams",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]
@@ -159,10 +159,16 @@ let package = Package(
     ),
 
     // MARK: Tests
-    .target(name: "TealTestSupport", path: "Tests/TealTestSupport"),
+    .target(
+      name: "TealTestSupport",
+      dependencies: [
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio,
+      path: "Tests/TealTestSupport"),
     .testTarget(name: "TealWireTests", dependencies: ["TealWire"]),
     // Runs the built `teal` executable (built with the tests by `swift build --build-tests` / `swift test`).
-    .testTarget(name: "TealCLITests", dependencies: ["TealTestSupport"]),
+    .testTarget(name: "TealCLITests", dependencies: ["TealTestSupport", "TealAPI"]),
     .testTarget(name: "TealTLSTests", dependencies: ["TealTestSupport", "TealTLS", "TealWire", nioEmbedded] + nio),
     .testTarget(
       name: "TealTransportTests",

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import TealAPI
 import TealClient
+import TealTestSupport
 import Testing
 
 private let clusterJSON =

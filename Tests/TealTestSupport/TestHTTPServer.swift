@@ -9,17 +9,18 @@ import NIOPosix
 #endif
 
 /// A request as the test server received it.
-struct ReceivedRequest: Sendable {
-  var method: String
-  var uri: String
-  var headers: [String: String]
-  var body: String
+public struct ReceivedRequest: Sendable {
+  public var method: String
+  public var uri: String
+  /// Names lowercased.
+  public var headers: [String: String]
+  public var body: String
   /// Which accepted connection (0, 1, ...) carried it.
-  var connection: Int
+  public var connection: Int
 }
 
 /// What the test server does with a request.
-enum Behavior: Sendable {
+public enum Behavior: Sendable {
   case respond(status: Int, headers: [(String, String)] = [], body: String = "")
   /// Closes the connection without answering.
   case close
@@ -31,17 +32,18 @@ enum Behavior: Sendable {
   case large(count: Int)
 }
 
-/// A small HTTP/1.1 server on a real loopback socket, for the client's tests.
-final class TestHTTPServer: Sendable {
-  let port: Int
+/// A small HTTP/1.1 server on a real loopback socket (the client's and the CLI's tests): answers
+/// each request as `behavior` says, given the request and its index among all received.
+public final class TestHTTPServer: Sendable {
+  public let port: Int
   private let channel: any Channel
   private let state: NIOLockedValueBox<(requests: [ReceivedRequest], connections: Int)>
 
-  var requests: [ReceivedRequest] { state.withLockedValue { $0.requests } }
-  var connections: Int { state.withLockedValue { $0.connections } }
-  var endpoint: String { "http://127.0.0.1:\(port)" }
+  public var requests: [ReceivedRequest] { state.withLockedValue { $0.requests } }
+  public var connections: Int { state.withLockedValue { $0.connections } }
+  public var endpoint: String { "http://127.0.0.1:\(port)" }
 
-  init(behavior: @escaping @Sendable (ReceivedRequest, Int) -> Behavior) async throws {
+  public init(behavior: @escaping @Sendable (ReceivedRequest, Int) -> Behavior) async throws {
     let state = NIOLockedValueBox((requests: [ReceivedRequest](), connections: 0))
     self.state = state
     channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -61,7 +63,7 @@ final class TestHTTPServer: Sendable {
     port = channel.localAddress!.port!
   }
 
-  func stop() async {
+  public func stop() async {
     try? await channel.close()
   }
 
@@ -156,11 +158,11 @@ final class TestHTTPServer: Sendable {
 }
 
 /// A loopback port that refuses connections: bound, never listening, held for the test's duration.
-final class RefusingPort: Sendable {
-  let port: Int
+public final class RefusingPort: Sendable {
+  public let port: Int
   private let socket: Int32
 
-  init() throws {
+  public init() throws {
     let socket = Glibc.socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
@@ -180,7 +182,7 @@ final class RefusingPort: Sendable {
     port = Int(UInt16(bigEndian: address.sin_port))
   }
 
-  var endpoint: String { "http://127.0.0.1:\(port)" }
+  public var endpoint: String { "http://127.0.0.1:\(port)" }
 
   deinit { close(socket) }
 }
