@@ -36,7 +36,9 @@ let package = Package(
     .target(name: "TealWire"),
     .target(name: "TealRaft", dependencies: ["TealWire"]),
     .target(name: "TealGossip", dependencies: ["TealWire"]),
-    .target(name: "TealDeploy", dependencies: ["Yams"]),
+    .target(name: "TealDeploy", dependencies: ["TealWire"]),
+    // Spec parsing (YAML via Yams, JSON), bounded for untrusted input; outside the pure core.
+    .target(name: "TealSpec", dependencies: ["TealDeploy", "Yams"]),
 
     // MARK: Simulation harnesses (used by tests and benchmarks)
     .target(name: "TealRaftSim", dependencies: ["TealRaft", "TealWire"]),
@@ -81,7 +83,7 @@ let package = Package(
     .executableTarget(
       name: "teal",
       dependencies: [
-        "TealTLS", "TealTransport", "TealWire", "TealDeploy",
+        "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealSpec",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]
@@ -143,10 +145,11 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),
-    .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
+    .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy", "TealSpec"]),
+    .testTarget(name: "TealSpecTests", dependencies: ["TealSpec", "TealDeploy", "TealWire"]),
     .testTarget(
       name: "TealHooksTests",
-      dependencies: ["TealHooks", "TealDeploy", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
+      dependencies: ["TealHooks", "TealDeploy", "TealWire", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
     ),
     .testTarget(
       name: "TealDataPlaneTests",
