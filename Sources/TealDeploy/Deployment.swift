@@ -175,6 +175,33 @@ public struct Deployment: Codable, Hashable, Sendable {
     self.nodes = nodes
   }
 
+  /// A PENDING deployment `id` that retries `previous`: same green, blue and configuration, on the
+  /// nodes `previous` saw live, continuing its routes generations.
+  init(id: String, retrying previous: Deployment, now: Instant) {
+    self.id = id
+    self.service = previous.service
+    self.blue = previous.blue
+    self.green = previous.green
+    self.desiredCount = previous.desiredCount
+    self.configuration = previous.configuration
+    self.createdAt = now
+    self.activeRevisions = previous.activeRevisions
+    self.clock = max(now, previous.clock)
+    var desired = previous.desired
+    desired.routes.weights = .allBlue
+    desired.taskSets = [
+      TaskSetTarget(revision: previous.blue.revision, count: previous.blue.desiredCount, phase: .serving)
+    ]
+    self.desired = desired
+    self.nodes = previous.nodes.filter(\.live).map { node in
+      var fresh = NodeObservation(node: node.node)
+      fresh.routesGeneration = node.routesGeneration
+      fresh.health = node.health.filter { $0.revision == previous.blue.revision }
+      return fresh
+    }
+    record("retry of deployment \(previous.id)", clock)
+  }
+
   /// A PENDING deployment continues the routes generations of the deployment before it.
   mutating func continueRoutes(after generation: Int) {
     precondition(status == .PENDING, "only a PENDING deployment can take over routes generations")
@@ -307,7 +334,7 @@ public struct Deployment: Codable, Hashable, Sendable {
 
   private mutating func handle(_ command: DeploymentCommand, _ now: Instant) -> DeploymentReply {
     switch command {
-    case .submit:
+    case .submit, .retry:
       return .ignored(reason: "deployment \(id) is already submitted")
     case .start:
       guard status == .PENDING else { return .ignored(reason: "deployment \(id) is \(status.rawValue), not PENDING") }
@@ -400,11 +427,12 @@ public struct Deployment: Codable, Hashable, Sendable {
   private mutating func startHook(_ hookIndex: Int, _ now: Instant) {
     guard let stage else { return }
     let spec = configuration.lifecycleHooks[hookIndex]
-    let executionId = executionId(stage: stage, hookIndex: hookIndex, step: productionStep, direction: .FORWARD)
+    let step = stage == .PRODUCTION_TRAFFIC_SHIFT ? productionStep : 0
+    let executionId = executionId(stage: stage, hookIndex: hookIndex, step: step, direction: .FORWARD)
     let isPause: Bool
     if case .pause = spec.action { isPause = true } else { isPause = false }
     hook = HookExecution(
-      hookIndex: hookIndex, executionId: executionId, stage: stage, productionStep: productionStep,
+      hookIndex: hookIndex, executionId: executionId, stage: stage, productionStep: step,
       direction: .FORWARD, attempt: 1, nextCallAt: now, deadline: now + spec.overallTimeout,
       unansweredAttempts: 0, isPause: isPause)
     record(
@@ -867,6 +895,8 @@ public struct Deployment: Codable, Hashable, Sendable {
   static func bounded(_ text: String) -> String {
     text.count <= outputLimit ? text : String(text.prefix(outputLimit)) + "...(truncated)"
   }
+
+  mutating func recordRequest(_ message: String) { record(message, clock) }
 
   private mutating func record(_ message: String, _ now: Instant) {
     history.append(DeploymentEvent(at: now, deploymentId: id, stage: stage, status: status, message: message))

@@ -73,6 +73,10 @@ public enum DeploymentCommand: Codable, Hashable, Sendable {
   case promote(requestedBy: String)
   /// A newer deployment of the same service asked this one to roll back.
   case superseded(by: String)
+  /// A new deployment (the input's deploymentId) of the same green over the same blue as the
+  /// rolled-back or stopped deployment `of`, which must be the service's current one. Handled by
+  /// `ServiceDeployments`.
+  case retry(of: String, requestedBy: String)
 }
 
 /// A new deployment: green replaces blue on `nodes`.

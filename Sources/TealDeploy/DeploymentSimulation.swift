@@ -56,6 +56,9 @@ public struct SimulationScenario: Sendable {
   /// The leader also crashes right after these input indices (0-based) of the log.
   public var crashAfterInputs: Set<Int> = []
   public var outage = TimeSpan.seconds(10)
+  /// An operator continues a deployment waiting at a PAUSE hook this long after it began waiting
+  /// (nil: nobody does, the hook's timeout decides).
+  public var pauseApprovedAfter: TimeSpan? = .minutes(1)
   /// The service's active revisions at submission (default: blue only).
   public var activeRevisions: [RevisionID]? = nil
   /// Bound on inputs (a guard; a real deployment needs a few hundred).
@@ -157,6 +160,7 @@ public enum SimulatedWorld {
     var faultsDone: Set<LifecycleStage> = []
     var crashesDone: Set<LifecycleStage> = []
     var blueDamaged = false
+    var approvedPauses: Set<String> = []
     var nodes: [NodeID: SimulatedNode] = [:]
     for node in scenario.nodes {
       var state = SimulatedNode(node: node)
@@ -238,6 +242,11 @@ public enum SimulatedWorld {
         armedWakeup = wake
         schedule(max(now, wake), .wakeUp(wake))
       }
+      if let hook = deployment.hook, hook.isPause, deployment.status == .IN_PROGRESS,
+        let after = scenario.pauseApprovedAfter, approvedPauses.insert(hook.executionId).inserted
+      {
+        schedule(now + after, .input(.continue(requestedBy: "simulated operator")))
+      }
       if let id = service.startable, id == deploymentId, deployment.status == .PENDING {
         propose(.start)
       }
@@ -249,6 +258,7 @@ public enum SimulatedWorld {
       inFlightHook = nil
       armedWakeup = nil
       pendingNodeWork.removeAll()
+      approvedPauses.removeAll()  // an operator's request not yet committed is lost; they ask again
       now = now + scenario.outage
       // A new leader: every node sends its reports again; nodes reconcile what they have not done.
       for node in scenario.nodes { report(node) }

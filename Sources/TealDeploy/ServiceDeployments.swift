@@ -48,6 +48,22 @@ public struct ServiceDeployments: Codable, Hashable, Sendable {
     switch input.command {
     case .submit(let submission):
       return submit(submission, id: input.deploymentId, now: input.now)
+    case .retry(let previousId, let by):
+      guard let previous = current, previous.id == previousId else {
+        return .refused(reason: "deployment \(previousId) is not the latest deployment of \(service)")
+      }
+      guard previous.status == .ROLLBACK_SUCCESSFUL || previous.status == .STOPPED else {
+        return .refused(
+          reason:
+            "deployment \(previousId) is \(previous.status.rawValue); only a rolled-back or stopped one can be retried")
+      }
+      guard previous.desired.taskSet(previous.green)?.phase != .draining else {
+        return .refused(reason: "deployment \(previousId) is still draining green")
+      }
+      var retried = Deployment(id: input.deploymentId, retrying: previous, now: input.now)
+      retried.recordRequest("retry requested by \(by)")
+      current = retried
+      return .accepted
     case .start:
       if let next = queued, next.id == input.deploymentId {
         guard current?.isActive != true else {

@@ -42,7 +42,8 @@ struct Spec: ParsableCommand {
         2 s, routes applied after 100 ms, hooks answering SUCCEEDED after 1 s) and prints every \
         stage, routes generation, hook call and wait, with its offset from the start, then the \
         worst-case duration. --fail-hook, --alarm-at and --kill-leader-at rehearse what the engine \
-        does when a hook fails, an alarm fires or the leader dies at a stage. Nothing is run.
+        does when a hook fails, an alarm fires or the leader dies at a stage. A simulated operator \
+        continues PAUSE hooks after one minute. Nothing is run.
         """)
 
     @Option(name: .shortAndLong, help: "The spec file (.yaml, .yml or .json).")
@@ -99,11 +100,30 @@ struct Spec: ParsableCommand {
             print(line(crash - result.start, nil, "leader killed: in-flight hook calls and reports lost"))
             crashes = crashes.dropFirst()
           }
-          print(line(event.at - result.start, event.stage, event.message))
+          print(line(event.at - result.start, event.stage, relative(event.message, to: result.start)))
         }
         print("final status: \(deployment.status.rawValue)\(deployment.reason.map { " (\($0))" } ?? "")")
         print("duration \(format(end - result.start)); worst case \(format(worstCase))")
       }
+    }
+
+    /// Absolute log times in a message (`@1303200ms`) as offsets from the start (`+5m3.2s`).
+    func relative(_ message: String, to start: Instant) -> String {
+      var output = ""
+      var rest = Substring(message)
+      while let at = rest.firstIndex(of: "@") {
+        output += rest[..<at]
+        let digits = rest[rest.index(after: at)...].prefix { $0.isNumber }
+        let afterDigits = rest.index(at, offsetBy: digits.count + 1)
+        if !digits.isEmpty, rest[afterDigits...].hasPrefix("ms"), let value = Int64(digits) {
+          output += "+" + format(Instant(millisecondsSinceEpoch: value) - start)
+          rest = rest[rest.index(afterDigits, offsetBy: 2)...]
+        } else {
+          output += "@"
+          rest = rest[rest.index(after: at)...]
+        }
+      }
+      return output + rest
     }
 
     func stage(_ text: String, _ option: String) throws -> LifecycleStage {
@@ -121,13 +141,19 @@ struct Spec: ParsableCommand {
         + stageText.padding(toLength: 30, withPad: " ", startingAt: 0) + " " + text
     }
 
+    /// `2.1s`, `5m3.2s`, `1h20m`: hours, minutes, then seconds with up to three decimals.
     func format(_ span: TimeSpan) -> String {
-      let milliseconds = span.milliseconds
-      if milliseconds % 1000 != 0 { return "\(Double(milliseconds) / 1000)s" }
-      let seconds = milliseconds / 1000
-      if seconds < 60 { return "\(seconds)s" }
-      if seconds < 3600 { return "\(seconds / 60)m\(seconds % 60 == 0 ? "" : "\(seconds % 60)s")" }
-      return "\(seconds / 3600)h\(seconds % 3600 / 60 == 0 ? "" : "\(seconds % 3600 / 60)m")"
+      let milliseconds = max(0, span.milliseconds)
+      let hours = milliseconds / 3_600_000
+      let minutes = milliseconds % 3_600_000 / 60_000
+      let rest = milliseconds % 60_000
+      var text = ""
+      if hours > 0 { text += "\(hours)h" }
+      if minutes > 0 { text += "\(minutes)m" }
+      if rest > 0 || text.isEmpty {
+        text += rest % 1000 == 0 ? "\(rest / 1000)s" : "\(Double(rest) / 1000)s"
+      }
+      return text
     }
   }
 }

@@ -143,3 +143,25 @@ struct OperatorAndAnalysisTests {
     #expect(driver.deployment.status == .ROLLBACK_IN_PROGRESS)
   }
 }
+
+@Suite("Retry")
+struct RetryTests {
+  @Test func aRolledBackDeploymentCanBeRetriedAsANewDeployment() throws {
+    var driver = Driver(makeSpec(DeploymentConfiguration(strategy: .BLUE_GREEN, bakeTime: .minutes(5))))
+    driver.run(until: .BAKE_TIME)
+    #expect(
+      driver.send(.retry(of: "d-1", requestedBy: "alice"), id: "d-2")
+        == .refused(reason: "deployment d-1 is IN_PROGRESS; only a rolled-back or stopped one can be retried"))
+    driver.send(.rollback(requestedBy: "alice"))
+    for _ in 0..<20 where driver.deployment.isActive { driver.step() }
+    #expect(driver.deployment.status == .ROLLBACK_SUCCESSFUL)
+    let generation = driver.deployment.desired.routes.generation
+    #expect(driver.send(.retry(of: "d-1", requestedBy: "alice"), id: "d-2") == .accepted)
+    #expect(driver.service.startable == "d-2")
+    driver.send(.start, id: "d-2")
+    let retried = try #require(driver.service.deployment("d-2"))
+    #expect(retried.status == .IN_PROGRESS)
+    #expect(retried.desired.routes.generation == generation)
+    #expect(retried.desired.taskSet(retried.green)?.phase == .serving)
+  }
+}

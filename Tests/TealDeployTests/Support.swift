@@ -114,6 +114,22 @@ struct Driver {
   /// One ideal world reaction.
   mutating func step() {
     let d = deployment
+    if d.status == .ROLLBACK_IN_PROGRESS, let phase = d.rollback?.phase {
+      switch phase {
+      case .restoringBlue, .confirmingBlue: reportHealth(blue, total: d.blue.desiredCount)
+      case .drainingGreen:
+        reportRoutes()
+        for node in nodeNames { send(.revisionDrained(node: node, revision: green)) }
+      case .stoppingGreen:
+        for node in nodeNames { send(.taskSetStopped(node: node, revision: green)) }
+      case .delayingStop, .finished: break
+      }
+      if let wake = deployment.nextWakeup {
+        now = max(now, wake)
+        send(.wakeUp)
+      }
+      return
+    }
     if case .converging(let convergence) = d.gate {
       switch convergence {
       case .healthy(let revision, let count): reportHealth(revision, total: count)
