@@ -308,8 +308,9 @@ public struct Deployment: Codable, Hashable, Sendable {
 
   // MARK: Inputs
 
-  /// Applies one input from the log. Inputs for another deployment are ignored; `now` is clamped
-  /// to `clock`. After the input, the deployment makes every transition it can at that time.
+  /// Applies one input from the log. Inputs for another deployment are ignored (and change
+  /// nothing); `now` is clamped to `clock`. After the input (unless refused), the deployment makes
+  /// every transition it can at that time.
   @discardableResult
   public mutating func apply(_ input: DeploymentInput) -> DeploymentReply {
     guard input.deploymentId == id else {
@@ -318,7 +319,8 @@ public struct Deployment: Codable, Hashable, Sendable {
     if input.now > clock { clock = input.now }
     let now = clock
     let reply = handle(input.command, now)
-    guard case .accepted = reply else { return reply }
+    if case .refused = reply { return reply }
+    // Also after an ignored input: its time may have passed a deadline.
     if status == .STOP_REQUESTED || status == .ROLLBACK_REQUESTED {
       switch input.command {
       case .stop, .rollback, .superseded:

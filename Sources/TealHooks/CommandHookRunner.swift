@@ -79,7 +79,7 @@ enum CommandHookRunner {
     do {
       try process.run()
     } catch {
-      return (.unreachable(reason: "cannot start \(program): \(error.localizedDescription)"), nil)
+      return (.failed(reason: "cannot start \(program): \(error.localizedDescription)"), nil)
     }
     try? stdinPipe.fileHandleForWriting.write(contentsOf: Data(input))
     try? stdinPipe.fileHandleForWriting.close()

@@ -15,9 +15,9 @@ import TealDeploy
 ///   (the engine retries it with backoff); non-2xx, non-JSON or an unknown status is FAILED with a
 ///   reason; no complete answer within the hook's timeout is `timedOut` (also retried).
 /// - Command: `argv` runs with the context as JSON on stdin; exit 0 is SUCCEEDED, exit 3 is
-///   IN_PROGRESS, any other exit or a signal is FAILED; a program that cannot start is
-///   `unreachable`; still running at the timeout: killed (SIGKILL) and `timedOut`. Stdout and
-///   stderr come back in `HookResult.output`, truncated.
+///   IN_PROGRESS, any other exit, a signal or a program that cannot start is FAILED; still running
+///   at the timeout: killed (SIGKILL) and `timedOut`. Stdout and stderr come back in
+///   `HookResult.output`, truncated.
 /// - PAUSE hooks are never called (the engine waits for an operator); invoking one is FAILED.
 ///
 /// Every call returns a result; none throws.

@@ -158,7 +158,9 @@ func invocation(_ action: HookAction, attempt: Int = 1) -> HookInvocation {
         invocation(.http(url: "http://127.0.0.1:\(port)/never", timeout: .milliseconds(300))))
       let elapsed = clock.now - started
       #expect(result.outcome == .timedOut)
-      #expect(elapsed >= .milliseconds(300) && elapsed < .seconds(3), "\(elapsed)")
+      // The upper bound only says "not waiting for ever": a loaded 2-core machine (the fuzz test in
+      // parallel) has delayed the timer by several seconds.
+      #expect(elapsed >= .milliseconds(300) && elapsed < .seconds(15), "\(elapsed)")
     }
   }
 
@@ -241,11 +243,12 @@ func invocation(_ action: HookAction, attempt: Int = 1) -> HookInvocation {
     #expect(clock.now - started < .seconds(5))
   }
 
-  @Test func aMissingProgramIsUnreachable() async {
+  @Test func aMissingProgramIsFailed() async {
+    // A missing program is a configuration error, not a hook restarting: no retries for hours.
     let result = await HookInvoker(group: MultiThreadedEventLoopGroup.singleton).invoke(
       invocation(.command(argv: ["/nonexistent/hook"], timeout: .seconds(1))))
-    guard case .unreachable(let reason) = result.outcome else {
-      Issue.record("expected unreachable, got \(result.outcome)")
+    guard case .failed(let reason) = result.outcome else {
+      Issue.record("expected FAILED, got \(result.outcome)")
       return
     }
     #expect(reason.hasPrefix("cannot start /nonexistent/hook"), "\(reason)")
