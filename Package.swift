@@ -39,7 +39,9 @@ let package = Package(
     .target(name: "TealWire"),
     .target(name: "TealRaft", dependencies: ["TealWire"]),
     .target(name: "TealGossip", dependencies: ["TealWire"]),
-    .target(name: "TealDeploy", dependencies: ["Yams"]),
+    .target(name: "TealDeploy", dependencies: ["TealWire"]),
+    // Spec parsing (YAML via Yams, JSON), bounded for untrusted input; outside the pure core.
+    .target(name: "TealSpec", dependencies: ["TealDeploy", "Yams"]),
     .target(name: "TealCluster", dependencies: ["TealWire", "TealDeploy"]),
     // The HTTP API's Codable bodies, shared by the node's server and the client (Foundation only).
     .target(name: "TealAPI"),
@@ -104,7 +106,7 @@ let package = Package(
       name: "TealNode",
       dependencies: [
         "TealWire", "TealTLS", "TealTransport", "TealRaft", "TealConsensus", "TealGossip", "TealMembership",
-        "TealDeploy", "TealCluster", "TealAPI", "TealTasks", "TealLoadBalancer", "Yams",
+        "TealDeploy", "TealSpec", "TealCluster", "TealAPI", "TealTasks", "TealLoadBalancer", "Yams",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -117,7 +119,7 @@ let package = Package(
     .executableTarget(
       name: "teal",
       dependencies: [
-        "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealAPI", "TealClient", "TealNode", "Yams",
+        "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealSpec", "TealAPI", "TealClient", "TealNode", "Yams",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]
@@ -190,7 +192,8 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),
-    .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
+    .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy", "TealSpec"]),
+    .testTarget(name: "TealSpecTests", dependencies: ["TealSpec", "TealDeploy", "TealWire"]),
     .testTarget(name: "TealAPITests", dependencies: ["TealAPI"]),
     .testTarget(
       name: "TealClientTests",
@@ -206,7 +209,7 @@ let package = Package(
     .testTarget(name: "TealClusterTests", dependencies: ["TealCluster", "TealDeploy", "TealWire"]),
     .testTarget(
       name: "TealHooksTests",
-      dependencies: ["TealHooks", "TealDeploy", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
+      dependencies: ["TealHooks", "TealDeploy", "TealWire", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
     ),
     .testTarget(name: "TealHealthTests", dependencies: ["TealHealth"]),
     .testTarget(

@@ -15,17 +15,17 @@ import Testing
   }
 
   @Test func sameSpecRegisteredTwiceYieldsTheSameDigest() throws {
-    let first = try ServiceSpec.parse(yaml: baseSpecYAML)
+    let first = try parseYAML(baseSpecYAML)
     // Same content, different key order and formatting.
-    let reordered = try ServiceSpec.parse(
-      yaml: baseSpecYAML.replacingOccurrences(
+    let reordered = try parseYAML(
+      baseSpecYAML.replacingOccurrences(
         of: "desiredCount: 3\nproductionPort: 8080", with: "productionPort: 8080\ndesiredCount: 3"))
     #expect(Revision.digest(of: first) == Revision.digest(of: reordered))
     #expect(Revision(id: RevisionID(service: "web", number: 1), spec: first).digest.count == 64)
   }
 
   @Test func anyChangedFieldChangesTheDigest() throws {
-    let spec = try ServiceSpec.parse(yaml: baseSpecYAML)
+    let spec = try parseYAML(baseSpecYAML)
     var changedEnv = spec
     changedEnv.task.env["MODE"] = "green"
     var changedPercent = spec
@@ -38,7 +38,7 @@ import Testing
 
   @Test func revisionsAreNumberedPerServiceAndAnIdenticalSpecReusesTheLatest() throws {
     var history = RevisionHistory(service: "web")
-    let spec = try ServiceSpec.parse(yaml: baseSpecYAML)
+    let spec = try parseYAML(baseSpecYAML)
     let first = try history.register(spec)
     #expect(first.revision.id.description == "web:1")
     #expect(first.isNew)
@@ -54,6 +54,6 @@ import Testing
     #expect(RevisionID(parsing: "web") == nil)
     var other = spec
     other.name = "api"
-    #expect(throws: SpecError.self) { try history.register(other) }
+    #expect(throws: RevisionError.self) { try history.register(other) }
   }
 }
