@@ -170,6 +170,7 @@ import Testing
     #expect(service?.revisions.first?.digest == Revision.digest(of: spec))
     #expect(service?.routes.production == [RevisionID(service: "web", number: 1): 10_000])
     #expect(service?.routes.generation == 1)
+    #expect(ServiceRoutes.percentages(service!.routes.production) == ["web:1": 100])
   }
 
   @Test func createServiceRefusesTakenNamesAndPortsNamingTheField() {

@@ -1,19 +1,40 @@
+import Foundation
 import TealCluster
 import TealDeploy
 import TealWire
 
-/// A spec with the given name, count and listener ports (task details fixed).
+/// The spec every test starts from, decoded from its Codable form rather than built with the
+/// deployment configuration's initializers: TealCluster treats that part as opaque, and its types
+/// are TealDeploy's to change.
+let baseSpec: ServiceSpec = {
+  let json = """
+    {"name": "web", "desiredCount": 3, "productionPort": 8000, "testPort": 8001,
+     "task": {"command": "/usr/bin/teal-demo", "args": ["--port", "$PORT"], "env": {"MODE": "demo"}, "port": 9000,
+       "healthCheck": {"path": "/health", "interval": 5000, "timeout": 2000, "healthyThreshold": 2,
+         "unhealthyThreshold": 3}},
+     "deployment": {"strategy": "BLUE_GREEN", "bakeTime": 300000, "lifecycleHooks": [], "alarms": [],
+       "circuitBreaker": {"enable": true, "rollback": true, "failureThreshold": 3, "scaleUpTimeout": 600000}}}
+    """
+  do {
+    return try JSONDecoder().decode(ServiceSpec.self, from: Data(json.utf8))
+  } catch {
+    preconditionFailure("the base spec no longer decodes: \(error)")
+  }
+}()
+
+/// A spec with the given name, count, listener ports, command and environment.
 func makeSpec(
   _ name: String = "web", desiredCount: Int = 3, productionPort: Int = 8000, testPort: Int = 8001,
   command: String = "/usr/bin/teal-demo", env: [String: String] = ["MODE": "demo"]
 ) -> ServiceSpec {
-  ServiceSpec(
-    name: name, desiredCount: desiredCount, productionPort: productionPort, testPort: testPort,
-    task: TaskSpec(
-      command: command, args: ["--port", "$PORT"], env: env, port: 9000,
-      healthCheck: HealthCheckSpec(
-        path: "/health", interval: .seconds(5), timeout: .seconds(2), healthyThreshold: 2, unhealthyThreshold: 3)),
-    deployment: DeploymentConfig(strategy: .BLUE_GREEN, bakeTime: .minutes(5)))
+  var spec = baseSpec
+  spec.name = name
+  spec.desiredCount = desiredCount
+  spec.productionPort = productionPort
+  spec.testPort = testPort
+  spec.task.command = command
+  spec.task.env = env
+  return spec
 }
 
 func nodeInfo(_ id: String, _ number: Int) -> NodeInfo {
