@@ -448,7 +448,7 @@ extension ClusterState {
       ClusterRejection(code: .invalidSpec, message: message, field: "task.\(field)")
     }
     guard !task.command.isEmpty else { throw refuse("command", "task command must not be empty") }
-    guard (1...65535).contains(task.port) else { throw refuse("port", "task port \(task.port) is not in 1...65535") }
+    guard (0...65535).contains(task.port) else { throw refuse("port", "task port \(task.port) is not in 0...65535") }
     let check = task.healthCheck
     guard check.interval.milliseconds > 0, check.timeout.milliseconds > 0, check.timeout <= check.interval else {
       throw refuse(

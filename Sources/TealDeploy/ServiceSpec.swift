@@ -41,7 +41,9 @@ public struct TaskSpec: Codable, Hashable, Sendable {
   public var command: String
   public var args: [String]
   public var env: [String: String]
-  /// The port the task listens on (the load balancer's target port).
+  /// The port the task listens on (the load balancer's target port). 0 (the default): the node
+  /// gives each task a free port through `PORT`, so several tasks can share a node; a fixed port
+  /// allows one task of the revision per node.
   public var port: Int
   public var healthCheck: HealthCheckConfiguration
 

@@ -24,7 +24,9 @@ extension Rules {
       diagnostics.report("testPort", "must differ from productionPort (\(productionPort))", at: object.node("testPort"))
     }
     let task = object.required("task", task)
-    if let task, let productionPort, let testPort, task.port == productionPort || task.port == testPort {
+    if let task, let productionPort, let testPort, task.port != 0,
+      task.port == productionPort || task.port == testPort
+    {
       diagnostics.report(
         "task.port",
         "must differ from the service's listener ports (productionPort \(productionPort), testPort \(testPort)), "
@@ -42,7 +44,9 @@ extension Rules {
     let command = object.required("command", nonEmptyString)
     let args = object.has("args") ? object.optional("args", list(string)) : []
     let env = object.has("env") ? object.optional("env", environment) : [:]
-    let port = object.required("port", integer(in: 1...65535))
+    // 0 or absent: the node gives each task a free port in PORT (several tasks of a revision can
+    // then share a node). A fixed port limits the revision to one task per node.
+    let port = object.has("port") ? object.optional("port", integer(in: 0...65535)) : 0
     let healthCheck = object.required("healthCheck", healthCheck)
     guard let command, let args, let env, let port, let healthCheck else { return nil }
     return TaskSpec(command: command, args: args, env: env, port: port, healthCheck: healthCheck)

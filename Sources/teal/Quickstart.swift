@@ -3,6 +3,7 @@ import Foundation
 import TealAPI
 import TealClient
 import TealDeploy
+import TealSpec
 
 #if canImport(Glibc)
   import Glibc
@@ -37,7 +38,7 @@ struct Quickstart: AsyncParsableCommand {
   func run() async throws {
     let demo = try locateDemo()
     let spec = Self.demoSpec(executable: demo)
-    do { _ = try ServiceSpec.parse(spec, fileName: "demo.yaml") } catch {
+    do { _ = try SpecParser.parse(spec, fileName: "demo.yaml") } catch {
       preconditionFailure("Quickstart.demoSpec is not a valid spec: \(error)")
     }
     let up = try await clusterUp(

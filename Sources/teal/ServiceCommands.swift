@@ -25,7 +25,7 @@ struct Service: AsyncParsableCommand {
 
     func run() async throws {
       // Checked here first: a bad spec is named with its file before anything is sent.
-      _ = try loadSpec(file)
+      _ = try loadSpec(file, json: options.json)
       let text = try String(contentsOfFile: file, encoding: .utf8)
       let contentType = file.hasSuffix(".json") ? APIContentType.json : APIContentType.yaml
       let client = try options.makeClient()

@@ -9,7 +9,7 @@ import TealWire
 let baseSpec: ServiceSpec = {
   let json = """
     {"name": "web", "desiredCount": 3, "productionPort": 8000, "testPort": 8001,
-     "task": {"command": "/usr/bin/teal-demo", "args": ["--port", "$PORT"], "env": {"MODE": "demo"}, "port": 9000,
+     "task": {"command": "/usr/bin/teal-demo", "args": ["--port", "$PORT"], "env": {"MODE": "demo"}, "port": 0,
        "healthCheck": {"path": "/health", "interval": 5000, "timeout": 2000, "healthyThreshold": 2,
          "unhealthyThreshold": 3}},
      "deployment": {"strategy": "BLUE_GREEN", "bakeTime": 300000, "lifecycleHooks": [], "alarms": [],

@@ -19,6 +19,20 @@ import Testing
     #expect(ids == ["web.1.1", "web.1.2", "web.1.3", "web.1.4", "web.1.5"])
   }
 
+  @Test func aFixedTaskPortAllowsOneTaskPerNode() {
+    var log = Log()
+    log.announce(3)
+    var spec = makeSpec(desiredCount: 5)
+    spec.task.port = 9000
+    log.ok(.createService(spec))
+    // Two tasks on one node would both bind port 9000: only three nodes, only three tasks.
+    #expect(
+      Placement.plan(log.state) == ["n1", "n2", "n3"].map { .placeTask(service: "web", revision: 1, node: NodeID($0)) })
+    log.executePlan()
+    #expect(Placement.plan(log.state).isEmpty)
+    #expect(Set(log.state.tasks(service: "web").map(\.node)).count == 3)
+  }
+
   @Test func spreadsEachServiceAndBalancesAcrossServices() {
     var log = Log()
     log.announce(3)

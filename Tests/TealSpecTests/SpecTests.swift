@@ -216,8 +216,8 @@ struct BadSpec: CustomTestStringConvertible, Sendable {
       replace: "MODE: blue", with: "1MODE: blue",
       error: "task.env.1MODE: variable names must match [A-Za-z_][A-Za-z0-9_]*"),
     BadSpec(
-      replace: "\n  port: 9000", with: "\n  port: 0",
-      error: "task.port: must be in 1...65535, got 0"),
+      replace: "\n  port: 9000", with: "\n  port: 65536",
+      error: "task.port: must be in 0...65535, got 65536"),
     BadSpec(
       replace: "path: /health", with: "path: health",
       error: "task.healthCheck.path: must start with '/', got \"health\""),
@@ -331,6 +331,11 @@ struct BadSpec: CustomTestStringConvertible, Sendable {
     #expect(yaml.contains(bad.replace), "the case must change the base spec")
     let broken = yaml.replacingOccurrences(of: bad.replace, with: bad.with)
     #expect(errors(yaml: broken).first == bad.error, "\(errors(yaml: broken))")
+  }
+
+  @Test func aTaskPortOfZeroOrNoneLetsTheNodeAssignOne() throws {
+    #expect(try parseYAML(baseSpecYAML.replacingOccurrences(of: "\n  port: 9000", with: "\n  port: 0")).task.port == 0)
+    #expect(try parseYAML(baseSpecYAML.replacingOccurrences(of: "\n  port: 9000", with: "")).task.port == 0)
   }
 
   @Test func badSpecCasesNumberAtLeastThirty() { #expect(Self.badSpecs.count >= 30) }
