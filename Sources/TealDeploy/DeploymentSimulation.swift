@@ -56,6 +56,9 @@ public struct SimulationScenario: Sendable {
   /// The leader also crashes right after these input indices (0-based) of the log.
   public var crashAfterInputs: Set<Int> = []
   public var outage = TimeSpan.seconds(10)
+  /// After a crash, every node sends its reports again to the new leader (as the node reporters
+  /// do). Off only to show that the crash tests detect a lost report.
+  public var nodesReportAgainAfterCrash = true
   /// An operator continues a deployment waiting at a PAUSE hook this long after it began waiting
   /// (nil: nobody does, the hook's timeout decides).
   public var pauseApprovedAfter: TimeSpan? = .minutes(1)
@@ -261,7 +264,9 @@ public enum SimulatedWorld {
       approvedPauses.removeAll()  // an operator's request not yet committed is lost; they ask again
       now = now + scenario.outage
       // A new leader: every node sends its reports again; nodes reconcile what they have not done.
-      for node in scenario.nodes { report(node) }
+      if scenario.nodesReportAgainAfterCrash {
+        for node in scenario.nodes { report(node) }
+      }
     }
 
     /// Faults and crashes keyed by stage, once each.

@@ -339,4 +339,12 @@ public struct CircuitBreakerConfiguration: Codable, Hashable, Sendable {
 
   public static let `default` = CircuitBreakerConfiguration(
     enable: true, rollback: true, failureThreshold: 3, scaleUpTimeout: .minutes(10))
+
+  /// The defaults for a service of `desiredCount` tasks: the failure threshold derived from the
+  /// desired count as ECS does (half of it, rounded up, at least 3 and at most 200).
+  public static func `default`(desiredCount: Int) -> CircuitBreakerConfiguration {
+    CircuitBreakerConfiguration(
+      enable: true, rollback: true, failureThreshold: min(200, max(3, (desiredCount + 1) / 2)),
+      scaleUpTimeout: .minutes(10))
+  }
 }

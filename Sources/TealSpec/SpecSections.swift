@@ -32,7 +32,9 @@ extension Rules {
         "must differ from the service's listener ports (productionPort \(productionPort), testPort \(testPort)), "
           + "got \(task.port)", location: nil)
     }
-    let deployment = object.required("deployment", deployment)
+    let deployment = object.required("deployment") { node, path -> DeploymentConfiguration? in
+      self.deployment(node, path, desiredCount: desiredCount ?? 1)
+    }
     guard let name, let desiredCount, let productionPort, let testPort, let task, let deployment else { return nil }
     return ServiceSpec(
       name: name, desiredCount: desiredCount, productionPort: productionPort, testPort: testPort, task: task,
@@ -111,7 +113,7 @@ extension Rules {
   /// ECS's bounds on bake times: 0 to 1440 minutes.
   static let bakeRange = TimeSpan.zero...TimeSpan.hours(24)
 
-  func deployment(_ node: SpecNode, _ path: String) -> DeploymentConfiguration? {
+  func deployment(_ node: SpecNode, _ path: String, desiredCount: Int) -> DeploymentConfiguration? {
     guard
       let object = object(
         node, path,
@@ -199,7 +201,12 @@ extension Rules {
           at: object.node("alarms"))
       }
     }
-    let breaker = object.has("circuitBreaker") ? object.optional("circuitBreaker", circuitBreaker) : .default
+    let breaker =
+      object.has("circuitBreaker")
+      ? object.optional("circuitBreaker") { node, path -> CircuitBreakerConfiguration? in
+        self.circuitBreaker(node, path, desiredCount: desiredCount)
+      }
+      : CircuitBreakerConfiguration.default(desiredCount: desiredCount)
     guard let strategy, let bakeTime, let hooks, let alarms, let breaker, let abortScaleDownDelay,
       let progressDeadline, strategy != .CANARY || canary != nil, strategy != .LINEAR || linear != nil,
       strategy != .STEPS || steps != nil
@@ -341,16 +348,16 @@ extension Rules {
       minimumRequests: minimumRequests, evaluationPeriods: periods, datapointsToAlarm: datapoints, rollback: rollback)
   }
 
-  func circuitBreaker(_ node: SpecNode, _ path: String) -> CircuitBreakerConfiguration? {
+  func circuitBreaker(_ node: SpecNode, _ path: String, desiredCount: Int) -> CircuitBreakerConfiguration? {
     guard let object = object(node, path, ["enable", "rollback", "failureThreshold", "scaleUpTimeout"]) else {
       return nil
     }
-    let defaults = CircuitBreakerConfiguration.default
+    let defaults = CircuitBreakerConfiguration.default(desiredCount: desiredCount)
     let enable = object.has("enable") ? object.optional("enable", boolean) : defaults.enable
     let rollback = object.has("rollback") ? object.optional("rollback", boolean) : defaults.rollback
     let threshold =
       object.has("failureThreshold")
-      ? object.optional("failureThreshold", integer(in: 1...100)) : defaults.failureThreshold
+      ? object.optional("failureThreshold", integer(in: 1...200)) : defaults.failureThreshold
     let timeout =
       object.has("scaleUpTimeout")
       ? object.optional("scaleUpTimeout", duration(in: .seconds(10)...(.hours(2)))) : defaults.scaleUpTimeout

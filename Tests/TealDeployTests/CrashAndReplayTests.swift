@@ -57,6 +57,21 @@ struct CrashAndReplayTests {
     }
   }
 
+  @Test func theCrashTestDetectsALostReport() throws {
+    // Negative control: if nodes did not report again to a new leader, the reports in flight at
+    // the crash would be lost, and the comparison above must see it.
+    let (green, blue) = try example("web-canary.yaml")
+    let baseline = SimulatedWorld.run(green: green, blue: blue, scenario: SimulationScenario())
+    var lossy = SimulationScenario()
+    lossy.nodesReportAgainAfterCrash = false
+    var detected = 0
+    for crashAt in 0..<baseline.log.count {
+      lossy.crashAfterInputs = [crashAt]
+      if Outcome(SimulatedWorld.run(green: green, blue: blue, scenario: lossy)) != Outcome(baseline) { detected += 1 }
+    }
+    #expect(detected > 0, "no crash point lost a report: the crash test could not detect a lost effect")
+  }
+
   @Test func repeatedCrashesAtEveryStageStillSucceed() throws {
     let (green, blue) = try example("web-canary.yaml")
     var scenario = SimulationScenario()

@@ -308,7 +308,7 @@ struct BadSpec: CustomTestStringConvertible, Sendable {
       error: "deployment.circuitBreaker.enable: must be true or false, got yes"),
     BadSpec(
       replace: "failureThreshold: 3", with: "failureThreshold: 0",
-      error: "deployment.circuitBreaker.failureThreshold: must be in 1...100, got 0"),
+      error: "deployment.circuitBreaker.failureThreshold: must be in 1...200, got 0"),
     BadSpec(
       replace: "scaleUpTimeout: 5m", with: "scaleUpTimeout: 1s",
       error: "deployment.circuitBreaker.scaleUpTimeout: must be in 10s...2h, got 1s"),
@@ -403,6 +403,18 @@ struct BadSpec: CustomTestStringConvertible, Sendable {
     let first = try #require(error?.errors.first)
     #expect(first.path == "desiredCount")
     #expect(first.location?.line == json.components(separatedBy: "\n").firstIndex { $0.contains("desiredCount") }! + 1)
+  }
+
+  @Test func theDefaultFailureThresholdIsDerivedFromTheDesiredCountAsECSDoes() throws {
+    let withoutBreaker = baseSpecYAML.replacingOccurrences(
+      of: "  circuitBreaker:\n    enable: true\n    rollback: true\n    failureThreshold: 3\n    scaleUpTimeout: 5m",
+      with: "")
+    #expect(withoutBreaker != baseSpecYAML)
+    for (count, threshold) in [(3, 3), (10, 5), (11, 6), (1000, 200)] {
+      let spec = try parseYAML(
+        withoutBreaker.replacingOccurrences(of: "desiredCount: 3", with: "desiredCount: \(count)"))
+      #expect(spec.deployment.circuitBreaker.failureThreshold == threshold, "\(count)")
+    }
   }
 
   @Test func linearStepsBelowThreePercentAndLongPlansAreRefused() {
