@@ -132,6 +132,20 @@ struct TealClientTests {
     await client.shutdown()
   }
 
+  @Test func cancellingACallClosesItsConnectionAndReturnsAtOnce() async throws {
+    let server = try await TestHTTPServer { _, _ in .hang }
+    defer { Task { await server.stop() } }
+    let client = try makeClient([server.endpoint]) { $0.requestTimeout = .seconds(60) }
+    let call = Task { try await client.services() }
+    try await eventually("the request reached the server") { server.requests.count == 1 }
+    let start = ContinuousClock.now
+    call.cancel()
+    await #expect(throws: CancellationError.self) { _ = try await call.value }
+    #expect(ContinuousClock.now - start < .seconds(5))
+    #expect(server.requests.count == 1, "a cancelled call is not retried")
+    await client.shutdown()
+  }
+
   @Test func theOverallTimeoutBoundsTheWholeCall() async throws {
     let server = try await TestHTTPServer { _, _ in .hang }
     defer { Task { await server.stop() } }
