@@ -59,8 +59,8 @@ struct Cluster: AsyncParsableCommand {
       if let peerPort, let apiPort, peerPort == apiPort {
         throw ValidationError("--peer-port and --api-port must differ, both are \(peerPort)")
       }
-      if let electionTimeoutMs, !(50...600_000).contains(electionTimeoutMs) {
-        throw ValidationError("--election-timeout-ms must be in 50...600000, got \(electionTimeoutMs)")
+      if let electionTimeoutMs, !(100...60_000).contains(electionTimeoutMs) {
+        throw ValidationError("--election-timeout-ms must be in 100...60000, got \(electionTimeoutMs)")
       }
       if !(1...3600).contains(wait) { throw ValidationError("--wait must be in 1...3600 seconds, got \(wait)") }
     }

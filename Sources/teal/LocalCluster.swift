@@ -306,8 +306,13 @@ func stopNodes(_ processes: [(id: String, pid: pid_t)], timeout: Duration) async
   }
   var killed: [String] = []
   for process in processes where !hasExited(process.pid) {
-    // The node leads its own process group (spawnNode); take its leftovers with it.
+    // Its tasks run in their own process groups and would outlive it: find them first.
+    let tasks = childProcesses(of: process.pid)
+    // The node leads its own process group (spawnNode).
     if getpgid(process.pid) == process.pid { kill(-process.pid, SIGKILL) } else { kill(process.pid, SIGKILL) }
+    for task in tasks {
+      if getpgid(task) == task { kill(-task, SIGKILL) } else { kill(task, SIGKILL) }
+    }
     killed.append(process.id)
   }
   let killDeadline = clock.now + .seconds(5)
@@ -316,6 +321,21 @@ func stopNodes(_ processes: [(id: String, pid: pid_t)], timeout: Duration) async
     try? await Task.sleep(for: .milliseconds(20))
   }
   return killed
+}
+
+/// The processes whose parent is `pid` (from /proc/PID/stat).
+func childProcesses(of pid: pid_t) -> [pid_t] {
+  let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+  return entries.compactMap { entry -> pid_t? in
+    guard let child = pid_t(entry), let data = FileManager.default.contents(atPath: "/proc/\(entry)/stat") else {
+      return nil
+    }
+    let text = String(decoding: data, as: UTF8.self)
+    guard let close = text.lastIndex(of: ")") else { return nil }
+    // After "(comm)": state, ppid, ...
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    return fields.count > 1 && pid_t(fields[1]) == pid ? child : nil
+  }
 }
 
 /// Reaps exited children of this process (nodes this process spawned), so that they do not linger

@@ -218,12 +218,17 @@ struct ClusterCommandTests {
 
   /// A process that looks like `teal node start --config <dir>/<node>/node.yaml` in /proc (perl
   /// under the name `teal`), its PID recorded as the node's.
+  /// With `ignoringTERM`, it also starts a "task": a child in its own session, its PID in
+  /// `<node>/task.pid`.
   private func fakeNode(_ dir: String, _ node: String, ignoringTERM: Bool = false) throws -> Process {
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/bin/bash")
     // Foundation's Process starts children with most signals blocked: unblock them, as a node has them.
     let unblock = "use POSIX; sigprocmask(SIG_SETMASK, POSIX::SigSet->new);"
-    let script = unblock + (ignoringTERM ? " $SIG{TERM}=\"IGNORE\"; sleep 60" : " sleep 60")
+    let task =
+      " my $c = fork(); if ($c == 0) { POSIX::setsid(); sleep 60; exit 0 }"
+      + " open(my $f, \">\", \"\(dir)/\(node)/task.pid\"); print $f $c; close($f);"
+    let script = unblock + (ignoringTERM ? " $SIG{TERM}=\"IGNORE\";" + task + " sleep 60" : " sleep 60")
     process.arguments = [
       "-c", "exec -a teal /usr/bin/perl -e '\(script)' node start --config \(dir)/\(node)/node.yaml",
     ]
@@ -254,6 +259,7 @@ struct ClusterCommandTests {
     #expect(try run(tealExecutable, ["cluster", "up", "--dir", dir, "--nodes", "2", "--no-start"]).status == 0)
     let polite = try fakeNode(dir, "n1")
     let stubborn = try fakeNode(dir, "n2", ignoringTERM: true)
+    try waitUntil("the stubborn fake starts its task") { FileManager.default.fileExists(atPath: "\(dir)/n2/task.pid") }
     defer {
       polite.terminate()
       kill(stubborn.processIdentifier, SIGKILL)
@@ -263,6 +269,12 @@ struct ClusterCommandTests {
     #expect(
       down.output.contains(#""killed":["n2"]"#) && down.output.contains(#""stopped":["n1","n2"]"#), "\(down.output)")
     try waitUntil("both fakes exit") { !polite.isRunning && !stubborn.isRunning }
+    // The stubborn node's task, in its own session, went with it.
+    let task = try #require(pid_t(try String(contentsOfFile: "\(dir)/n2/task.pid", encoding: .utf8)))
+    try waitUntil("the killed node's task exits") {
+      guard let stat = FileManager.default.contents(atPath: "/proc/\(task)/stat") else { return true }
+      return String(decoding: stat, as: UTF8.self).contains(") Z")
+    }
     #expect(polite.terminationReason == .uncaughtSignal && polite.terminationStatus == SIGTERM)
     #expect(stubborn.terminationStatus == SIGKILL)
     #expect(!FileManager.default.fileExists(atPath: "\(dir)/n1/node.pid"))
