@@ -93,9 +93,8 @@ struct Quickstart: AsyncParsableCommand {
     }
   }
 
-  /// The demo service's spec: teal-demo on port 9000 of its node's address (`HOST`), checked on
-  /// /health. (A free port through `PORT` would let two demo tasks share a node, but the cluster
-  /// state refuses `task.port: 0` today.)
+  /// The demo service's spec: teal-demo on its node's address (`HOST`) and a free port the node gives
+  /// it in `PORT` (no `task.port`), so any number of demo tasks can share a node; checked on /health.
   static func demoSpec(executable: String) -> String {
     """
     # The demo service of `teal quickstart` (fields: Docs/DEPLOYMENTS.md).
@@ -108,7 +107,6 @@ struct Quickstart: AsyncParsableCommand {
       args: []
       env:
         TEAL_DEMO_VERSION: "1.0.0"
-      port: 9000
       healthCheck:
         path: /health
         interval: 1s
