@@ -31,6 +31,8 @@ public struct RaftOptions: Sendable, Hashable {
   public var maxCommittedEntriesPerReady: Int = 4096
   /// A learner may be promoted when its log is at most this many entries behind the leader's.
   public var learnerCatchUpLag: UInt64 = 16
+  /// Reads a new leader holds until its term's no-op commits (then it serves them).
+  public var maxHeldReads: Int = 4096
 
   public init() {}
 }
@@ -145,6 +147,13 @@ public struct RaftCore: Sendable {
   public private(set) var transferTarget: NodeID?
   private var readSequence: UInt64 = 0
   private var pendingReads: [PendingRead] = []
+  /// Reads that reached this leader before its no-op committed (bounded by `maxHeldReads`).
+  private var heldReads: [HeldRead] = []
+
+  private struct HeldRead: Sendable {
+    var context: [UInt8]
+    var requester: NodeID?
+  }
   private var broadcastPending = false
   private var heartbeatPending = false
   private var commitBroadcastPending = false
@@ -413,10 +422,17 @@ public struct RaftCore: Sendable {
 
   /// Requests a linearizable read point (ReadIndex, thesis §6.4). The answer arrives as a
   /// ``ReadState`` carrying `context` in a later Ready; a follower forwards the request to the
-  /// leader. A request may be dropped (leader change, loss); the caller retries after a timeout.
+  /// leader. A new leader holds reads (its own and forwarded ones, at most `maxHeldReads`; beyond
+  /// that a local read throws ``RaftError/leaderNotReady`` and a forwarded one is dropped) until
+  /// its term's no-op commits, then serves them. A request may be dropped (leader change, loss);
+  /// the caller retries after a timeout.
   public mutating func readIndex(context: [UInt8]) throws(RaftError) {
     if role == .leader {
-      guard log.committed >= termStartIndex else { throw .leaderNotReady }
+      if log.committed < termStartIndex {
+        guard heldReads.count < options.maxHeldReads else { throw .leaderNotReady }
+        heldReads.append(HeldRead(context: context, requester: nil))
+        return
+      }
       registerRead(context: context, requester: nil)
       return
     }
@@ -535,7 +551,13 @@ public struct RaftCore: Sendable {
     case .snapshotChunkResponse(let index, let nextOffset):
       if role == .leader { onSnapshotChunkResponse(from: m.from, index: index, nextOffset: nextOffset) }
     case .readIndex(let context):
-      if role == .leader && log.committed >= termStartIndex { registerRead(context: context, requester: m.from) }
+      if role == .leader {
+        if log.committed >= termStartIndex {
+          registerRead(context: context, requester: m.from)
+        } else if heldReads.count < options.maxHeldReads {
+          heldReads.append(HeldRead(context: context, requester: m.from))
+        }
+      }
     case .readIndexResponse(let index, let context):
       // Only the leader this node follows answers its reads (a stale answer from elsewhere is dropped).
       if role == .follower && leader == m.from { readStates.append(ReadState(index: index, context: context)) }
@@ -609,13 +631,15 @@ public struct RaftCore: Sendable {
 
   // MARK: - Elections
 
-  /// A follower that heard from its leader recently ignores (pre-)vote requests (thesis §4.2.3).
-  /// "Recently" is one heartbeat interval shorter than the minimum election timeout, so that when
-  /// the leader dies, the follower whose timer fires first is not ignored by the others merely
-  /// because their timers tick a little out of phase.
+  /// With check-quorum, a leader always ignores (pre-)vote requests (it steps down by itself when
+  /// it loses its quorum), and a follower that heard from its leader recently ignores them too
+  /// (thesis §4.2.3). "Recently" is one heartbeat interval shorter than the minimum election
+  /// timeout, so that when the leader dies, the follower whose timer fires first is not ignored by
+  /// the others merely because their timers tick a little out of phase.
   private var inLease: Bool {
-    options.checkQuorum && leader != nil
-      && electionElapsed < max(options.electionTicks - options.heartbeatTicks, 1)
+    guard options.checkQuorum else { return false }
+    if role == .leader { return true }
+    return leader != nil && electionElapsed < max(options.electionTicks - options.heartbeatTicks, 1)
   }
 
   private mutating func resetElectionTimer() {
@@ -638,6 +662,7 @@ public struct RaftCore: Sendable {
   private mutating func resetLeaderState() {
     progress = [:]
     pendingReads = []
+    heldReads = []
     transferTarget = nil
     broadcastPending = false
     heartbeatPending = false
@@ -932,6 +957,11 @@ public struct RaftCore: Sendable {
     let candidate = matches[configuration.quorum - 1]
     guard candidate > log.committed, log.term(at: candidate) == term else { return false }
     log.commit(to: candidate)
+    if !heldReads.isEmpty && candidate >= termStartIndex {
+      let held = heldReads
+      heldReads = []
+      for read in held { registerRead(context: read.context, requester: read.requester) }
+    }
     if configurationIndex <= candidate && !configuration.voters.contains(id) {
       // A leader removed from the configuration steps down once the removal commits.
       becomeFollower(term: term, leader: nil)
