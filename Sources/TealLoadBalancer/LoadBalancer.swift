@@ -33,12 +33,35 @@ public struct LoadBalancerConfiguration: Hashable, Sendable {
   /// How many times one request may be sent again after a failure before any response byte: a
   /// failed connect (any method), or a reset of an idempotent request without a body.
   public var maxRetries: Int
+  /// A request head not complete this long after its first byte gets 408 and the connection closes
+  /// (a slowloris client).
+  public var headerReadTimeout: Duration
+  /// A client keep-alive connection with no new request for this long is closed.
+  public var clientIdleTimeout: Duration
+  /// A request body that sends nothing for this long gets 408 (the connection closes); a response
+  /// body from a target that sends nothing for this long is cut (the client connection closes; it
+  /// is noticed at the latest `responseTimeout` after the request was routed).
+  public var bodyIdleTimeout: Duration
+  /// Open client connections per service (both listeners together); one more gets 503 at once
+  /// and is closed.
+  public var maxClientConnections: Int
+  /// Addresses (IP literals, as the socket reports them) of proxies in front of the balancer whose
+  /// `x-forwarded-for` is kept and appended to. From anyone else the header is replaced by the
+  /// client's address: a client could otherwise claim any address.
+  public var trustedProxies: Set<String>
 
   public init(
     connectTimeout: Duration = .seconds(2), responseTimeout: Duration = .seconds(60),
     maxRequestHeaderBytes: Int = 32 * 1024, maxIdleConnectionsPerTarget: Int = 64, forwardedProto: String = "http",
-    upstreamIdleTimeout: Duration = .seconds(1), upstreamMaxAge: Duration = .seconds(60), maxRetries: Int = 2
+    upstreamIdleTimeout: Duration = .seconds(1), upstreamMaxAge: Duration = .seconds(60), maxRetries: Int = 2,
+    headerReadTimeout: Duration = .seconds(10), clientIdleTimeout: Duration = .seconds(60),
+    bodyIdleTimeout: Duration = .seconds(30), maxClientConnections: Int = 10_000, trustedProxies: Set<String> = []
   ) {
+    self.headerReadTimeout = headerReadTimeout
+    self.clientIdleTimeout = clientIdleTimeout
+    self.bodyIdleTimeout = bodyIdleTimeout
+    self.maxClientConnections = max(1, maxClientConnections)
+    self.trustedProxies = trustedProxies
     self.connectTimeout = connectTimeout
     self.responseTimeout = responseTimeout
     self.maxRequestHeaderBytes = maxRequestHeaderBytes
@@ -54,8 +77,11 @@ public struct LoadBalancerConfiguration: Hashable, Sendable {
 public struct ServiceConfiguration: Hashable, Sendable {
   /// Unique per load balancer; used in metrics labels and error messages.
   public var name: String
-  /// Address the listeners bind to.
+  /// Address the production listener binds to.
   public var listenHost: String
+  /// Address the test listener binds to: the node's own address (default loopback), never every
+  /// interface by default, since it reaches revisions before they take production traffic.
+  public var testListenHost: String
   /// Production listener port; 0 picks a free port (see ``ServiceListeners``).
   public var productionPort: Int
   /// Test listener port; 0 picks a free port.
@@ -63,11 +89,12 @@ public struct ServiceConfiguration: Hashable, Sendable {
   public var healthCheck: HealthCheckConfiguration
 
   public init(
-    name: String, listenHost: String = "0.0.0.0", productionPort: Int, testPort: Int,
-    healthCheck: HealthCheckConfiguration = HealthCheckConfiguration()
+    name: String, listenHost: String = "0.0.0.0", testListenHost: String = "127.0.0.1", productionPort: Int,
+    testPort: Int, healthCheck: HealthCheckConfiguration = HealthCheckConfiguration()
   ) {
     self.name = name
     self.listenHost = listenHost
+    self.testListenHost = testListenHost
     self.productionPort = productionPort
     self.testPort = testPort
     self.healthCheck = healthCheck
@@ -475,7 +502,14 @@ public actor LoadBalancer {
   {
     let settings = ProxySettings(
       role: role, responseTimeout: TimeAmount(self.configuration.responseTimeout),
-      forwardedProto: self.configuration.forwardedProto, maxRetries: self.configuration.maxRetries)
+      forwardedProto: self.configuration.forwardedProto, maxRetries: self.configuration.maxRetries,
+      bodyIdleTimeout: TimeAmount(self.configuration.bodyIdleTimeout),
+      maxClientConnections: self.configuration.maxClientConnections,
+      trustedProxies: self.configuration.trustedProxies)
+    let timeoutSettings = ClientTimeoutSettings(
+      headerRead: TimeAmount(self.configuration.headerReadTimeout),
+      idle: TimeAmount(self.configuration.clientIdleTimeout), bodyIdle: TimeAmount(self.configuration.bodyIdleTimeout))
+    let host = role == .production ? service.listenHost : service.testListenHost
     var decoderLimits = NIOHTTPDecoderLimitConfiguration()
     decoderLimits.maxHeaderFieldSize = self.configuration.maxRequestHeaderBytes
     decoderLimits.maxHeaderListSize = self.configuration.maxRequestHeaderBytes
@@ -489,6 +523,8 @@ public actor LoadBalancer {
         .childChannelInitializer { channel in
           channel.eventLoop.makeCompletedFuture {
             let pool = pools.pool(on: channel.eventLoop)
+            let timeouts = ClientTimeoutHandler(settings: timeoutSettings)
+            try channel.pipeline.syncOperations.addHandler(timeouts)
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(
               withPipeliningAssistance: true, withErrorHandling: false,
               // Header bytes reaching the encoder were parsed by llhttp or validated in ServiceRoutes
@@ -496,14 +532,14 @@ public actor LoadBalancer {
               withOutboundHeaderValidation: false, withEncoderConfiguration: .init(),
               withDecoderLimitConfiguration: limits)
             try channel.pipeline.syncOperations.addHandler(
-              ProxyServerHandler(runtime: runtime, settings: settings, pool: pool))
+              ProxyServerHandler(runtime: runtime, settings: settings, pool: pool, timeouts: timeouts))
           }
         }
-        .bind(host: service.listenHost, port: port)
+        .bind(host: host, port: port)
         .get()
     } catch {
       throw ListenerError(
-        service: service.name, role: role, address: "\(service.listenHost):\(port)", underlying: "\(error)")
+        service: service.name, role: role, address: "\(host):\(port)", underlying: "\(error)")
     }
   }
 }

@@ -11,6 +11,12 @@ struct ProxySettings: Sendable {
   var forwardedProto: String
   /// Times one request may be sent again after a failure before any response byte (bounded).
   var maxRetries: Int
+  /// A response body that sends nothing for this long is cut (the client connection closes).
+  var bodyIdleTimeout: TimeAmount = .seconds(30)
+  /// Client connections per service (both listeners); one more gets 503 and is closed.
+  var maxClientConnections: Int = 10_000
+  /// Peers whose `x-forwarded-for` is kept (and appended to); anyone else's is replaced.
+  var trustedProxies: Set<String> = []
 }
 
 // MARK: - Exchange
@@ -35,6 +41,8 @@ private final class Exchange {
   var upstream: UpstreamConnection?
   var upstreamReused = false
   var responseStarted = false
+  /// When the target last sent a response part (for the body idle timeout).
+  var lastUpstreamRead = NIODeadline.now()
   var status = 0
   var upstreamKeepAlive = true
   var closeClientAfterResponse = false
@@ -54,6 +62,17 @@ private final class Exchange {
     self.choice = choice
     self.start = start
   }
+}
+
+/// The first transfer-coding other than `chunked` a request declares, if any.
+private func unsupportedTransferCoding(_ head: HTTPRequestHead) -> String? {
+  for value in head.headers["transfer-encoding"] {
+    for coding in value.split(separator: ",") {
+      let name = coding.trimmingASCIISpaces()
+      if !name.isEmpty, !name.caseInsensitiveASCIIEquals("chunked") { return name }
+    }
+  }
+  return nil
 }
 
 private func headDeclaresBody(_ head: HTTPRequestHead) -> Bool {
@@ -105,6 +124,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private let runtime: ServiceRuntime
   private let settings: ProxySettings
   private let pool: UpstreamPool
+  private let timeouts: ClientTimeoutHandler?
   private var context: ChannelHandlerContext?
   private var clientAddress = "unknown"
   private var exchange: Exchange?
@@ -114,10 +134,11 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private var readPending = false
   private var timeoutTimer: Scheduled<Void>?
 
-  init(runtime: ServiceRuntime, settings: ProxySettings, pool: UpstreamPool) {
+  init(runtime: ServiceRuntime, settings: ProxySettings, pool: UpstreamPool, timeouts: ClientTimeoutHandler? = nil) {
     self.runtime = runtime
     self.settings = settings
     self.pool = pool
+    self.timeouts = timeouts
   }
 
   // MARK: Channel events
@@ -125,16 +146,26 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
     if let address = context.channel.remoteAddress?.ipAddress { self.clientAddress = address }
+    self.timeouts?.onBodyIdle = { [weak self] in self?.requestBodyStalled() }
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
+    self.timeouts?.onBodyIdle = nil
     self.timeoutTimer?.cancel()
     self.timeoutTimer = nil
     self.context = nil
   }
 
   func channelActive(context: ChannelHandlerContext) {
-    self.runtime.clientOpened(context.channel)
+    guard self.runtime.clientOpened(context.channel, limit: self.settings.maxClientConnections) else {
+      // Over the connection limit: 503 at once, before any request is read, then close.
+      // Written raw, in front of the HTTP handlers: no request has been read.
+      let body = "teal: service '\(self.runtime.name)' has too many client connections\n"
+      self.timeouts?.respondRawAndClose(status: "503 Service Unavailable", body: body)
+      if self.timeouts == nil { context.close(promise: nil) }
+      context.fireChannelActive()
+      return
+    }
     context.fireChannelActive()
   }
 
@@ -172,6 +203,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.discardingRequest = false
         return
       }
+      self.timeouts?.requestEnded()
       guard let exchange = self.exchange else { return }
       exchange.requestEnded = true
       self.forward(.end(trailers), exchange)
@@ -217,6 +249,15 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   // MARK: Request path
 
   private func startExchange(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    self.timeouts?.requestHeadReceived(hasBody: headDeclaresBody(head))
+    if let coding = unsupportedTransferCoding(head) {
+      // Forwarding would silently drop the coding (NIO re-frames a request body as plain chunked).
+      let body = "teal: transfer-coding '\(coding)' is not supported; only chunked is\n"
+      let written = self.writeSimpleResponse(
+        .notImplemented, body: body, revision: nil, version: head.version, close: true, context: context)
+      self.close(context, after: written)
+      return
+    }
     guard let choice = self.runtime.begin(self.settings.role) else {
       let body =
         "teal: no healthy target for service '\(self.runtime.name)' on the \(self.settings.role.rawValue) listener\n"
@@ -224,22 +265,26 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       return
     }
     let exchange = Exchange(
-      head: head, forwardedHead: self.forwardedHead(head), choice: choice, start: .now())
+      head: head, forwardedHead: self.forwardedHead(head, target: choice.target), choice: choice, start: .now())
     self.exchange = exchange
     if self.timeoutTimer == nil { self.armTimeoutTimer(in: self.settings.responseTimeout, context: context) }
     self.setReadsPaused(true)
     self.dispatch(exchange, allowPooled: true)
   }
 
-  private func forwardedHead(_ head: HTTPRequestHead) -> HTTPRequestHead {
+  private func forwardedHead(_ head: HTTPRequestHead, target: TargetAddress) -> HTTPRequestHead {
     // One pass over the headers: drop hop-by-hop fields and `expect` (answered here), merge
     // x-forwarded-for. Fields named by `connection` are dropped in a second pass, only when present.
     var headers = HTTPHeaders()
     headers.reserveCapacity(head.headers.count + 2)
     var forwardedFor: String? = nil
     var connectionTokens: [Substring] = []
+    var hasHost = false
     for (name, value) in head.headers {
       switch name.utf8.count {
+      case 4 where name.caseInsensitiveASCIIEquals("host"):
+        hasHost = true
+        headers.add(name: name, value: value)
       case 2 where name.caseInsensitiveASCIIEquals("te"): continue
       case 6 where name.caseInsensitiveASCIIEquals("expect"): continue
       case 7 where name.caseInsensitiveASCIIEquals("trailer") || name.caseInsensitiveASCIIEquals("upgrade"): continue
@@ -260,8 +305,14 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       guard !name.isEmpty, !isProtectedFromConnectionHeader(name) else { continue }
       headers.remove(name: name)
     }
-    headers.add(
-      name: "x-forwarded-for", value: forwardedFor.map { $0 + ", " + self.clientAddress } ?? self.clientAddress)
+    // An HTTP/1.0 request may come without Host; it leaves as HTTP/1.1, which requires one.
+    if !hasHost { headers.add(name: "host", value: target.description) }
+    // A client's own x-forwarded-for is kept only when it is a trusted proxy; anyone could forge it.
+    if let forwardedFor, self.settings.trustedProxies.contains(self.clientAddress) {
+      headers.add(name: "x-forwarded-for", value: forwardedFor + ", " + self.clientAddress)
+    } else {
+      headers.add(name: "x-forwarded-for", value: self.clientAddress)
+    }
     headers.add(name: "x-forwarded-proto", value: self.settings.forwardedProto)
     return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
   }
@@ -366,6 +417,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     switch part {
     case .head(let upstreamHead):
       exchange.responseStarted = true
+      exchange.lastUpstreamRead = .now()
       exchange.status = Int(upstreamHead.status.code)
       exchange.upstreamKeepAlive = upstreamHead.isKeepAlive
       var headers = upstreamHead.headers
@@ -390,6 +442,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       let head = HTTPResponseHead(version: exchange.clientVersion, status: upstreamHead.status, headers: headers)
       context.write(self.wrapOutboundOut(.head(head)), promise: nil)
     case .body(let buffer):
+      exchange.lastUpstreamRead = .now()
       context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
       if !context.channel.isWritable { connection.setReadsPaused(true) }
     case .end(let trailers):
@@ -440,12 +493,45 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       context: context)
   }
 
+  /// The client stopped sending its request body: 408 when no response started, else the
+  /// connection closes.
+  private func requestBodyStalled() {
+    guard let context = self.context else { return }
+    guard let exchange = self.exchange else {
+      context.close(promise: nil)
+      return
+    }
+    if exchange.responseStarted {
+      exchange.upstream?.close()
+      exchange.upstream = nil
+      self.complete(exchange, status: nil)
+      context.close(promise: nil)
+      return
+    }
+    exchange.closeClientAfterResponse = true
+    self.failBeforeResponse(
+      exchange, .requestTimeout, body: "teal: the request body stopped arriving\n", context: context)
+  }
+
   /// One timer per connection, not per request: when it fires it checks the current exchange's age
   /// and re-arms for the remaining time, so a keep-alive connection pays no timer cost per request.
   private func armTimeoutTimer(in delay: TimeAmount, context: ChannelHandlerContext) {
     self.timeoutTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
       self.timeoutTimer = nil
-      guard let context = self.context, let exchange = self.exchange, !exchange.responseStarted else { return }
+      guard let context = self.context, let exchange = self.exchange else { return }
+      if exchange.responseStarted {
+        // A response body that stalls is cut: the client sees the connection end, not a hang.
+        let idle = NIODeadline.now() - exchange.lastUpstreamRead
+        if idle >= self.settings.bodyIdleTimeout {
+          exchange.upstream?.close()
+          exchange.upstream = nil
+          self.complete(exchange, status: nil)
+          context.close(promise: nil)
+        } else {
+          self.armTimeoutTimer(in: self.settings.bodyIdleTimeout - idle, context: context)
+        }
+        return
+      }
       let age = NIODeadline.now() - exchange.start
       if age >= self.settings.responseTimeout {
         self.responseTimedOut(exchange)
@@ -471,7 +557,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   ) {
     exchange.upstream?.close()
     exchange.upstream = nil
-    exchange.closeClientAfterResponse = !exchange.clientKeepAlive
+    exchange.closeClientAfterResponse = exchange.closeClientAfterResponse || !exchange.clientKeepAlive
     let closeClient = self.complete(exchange, status: Int(status.code), byBalancer: true)
     let written = self.writeSimpleResponse(
       status, body: body, revision: exchange.choice.revision, generation: exchange.choice.generation,
@@ -507,6 +593,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     guard status != nil else { return false }
     if self.closesClient(exchange) { return true }
     if !exchange.requestEnded { self.discardingRequest = true }
+    self.timeouts?.responseEnded()
     self.setReadsPaused(false)
     return false
   }
@@ -525,7 +612,10 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     _ status: HTTPResponseStatus, body: String, head: HTTPRequestHead, context: ChannelHandlerContext
   ) {
     let close = !head.isKeepAlive || headDeclaresBody(head)
-    if !close { self.discardingRequest = true }
+    if !close {
+      self.discardingRequest = true
+      self.timeouts?.responseEnded()
+    }
     let written = self.writeSimpleResponse(
       status, body: body, revision: nil, version: head.version, close: close, context: context)
     if close { self.close(context, after: written) }

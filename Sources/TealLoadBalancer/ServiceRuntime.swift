@@ -132,8 +132,13 @@ final class ServiceRuntime: Sendable {
 
   // MARK: Client connections
 
-  func clientOpened(_ channel: any Channel) {
-    self.clients.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
+  /// Registers a client connection; false (nothing registered) when `limit` are already open.
+  func clientOpened(_ channel: any Channel, limit: Int) -> Bool {
+    self.clients.withLockedValue { clients in
+      guard clients.count < limit else { return false }
+      clients[ObjectIdentifier(channel)] = channel
+      return true
+    }
   }
 
   func clientClosed(_ channel: any Channel) {

@@ -14,7 +14,7 @@ import Testing
 /// An HTTP server standing in for one task of a revision.
 ///
 /// Paths: `/health` (200, or 503 after `setHealthy(false)`), `/slow?ms=N` (answers after N ms),
-/// `/hang` (never answers), `/echo` (answers with the request body; chunked in several parts when the
+/// `/hang` (never answers), `/stall` (sends 10 of 100 body bytes, then nothing), `/echo` (answers with the request body; chunked in several parts when the
 /// request has `x-chunked-response: 1`), anything else: 200 with body `<revision>\n`.
 /// Every response carries `x-backend-revision` and echoes the forwarding headers it saw.
 final class LBTestBackend: Sendable {
@@ -133,12 +133,24 @@ private final class BackendHandler: ChannelInboundHandler {
     headers.add(name: "x-seen-forwarded-proto", value: head.headers["x-forwarded-proto"].joined(separator: ","))
     headers.add(name: "x-seen-expect", value: head.headers["expect"].joined(separator: ","))
     headers.add(name: "x-seen-hop", value: head.headers["x-hop"].joined(separator: ","))
+    headers.add(name: "x-seen-host", value: head.headers["host"].joined(separator: ","))
+    headers.add(name: "x-seen-version", value: "\(head.version.major).\(head.version.minor)")
     if path != "/health" { self.state.withLockedValue { $0.served += 1 } }
     switch path {
     case "/health":
       let healthy = self.state.withLockedValue { $0.healthy }
       self.send(status: healthy ? .ok : .serviceUnavailable, headers: headers, body: "health\n", context: context)
     case "/hang":
+      return
+    case "/stall":
+      // A response head and the first 10 of 100 body bytes, then nothing.
+      var stallHeaders = headers
+      stallHeaders.add(name: "content-length", value: "100")
+      context.write(
+        self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: stallHeaders))),
+        promise: nil)
+      context.writeAndFlush(
+        self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(repeating: UInt8(ascii: "x"), count: 10)))), promise: nil)
       return
     case "/slow":
       let milliseconds = Int64(head.uri.split(separator: "=").last.flatMap { Int($0) } ?? 500)

@@ -363,7 +363,10 @@ struct ProxySocketTests {
   }
 
   @Test func forwardingHeadersAreAppendedAndHopByHopHeadersDropped() async throws {
-    let setup = try await BlueGreen.start(blue: 100, green: 0)
+    // The client is a trusted proxy here, so its x-forwarded-for is kept (see ClientLimitsTests for
+    // an untrusted client).
+    let setup = try await BlueGreen.start(
+      blue: 100, green: 0, configuration: LoadBalancerConfiguration(trustedProxies: ["127.0.0.1"]))
     defer { Task { await setup.stop() } }
     let client = try await LBTestHTTPClient.connect(port: setup.listeners.productionPort)
     let response = try await client.request(
