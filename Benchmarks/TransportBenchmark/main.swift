@@ -11,7 +11,7 @@ import NIOCore
 import NIOPosix
 import Synchronization
 import TealTLS
-import TealTransport
+@_spi(TransportBenchmarks) import TealTransport
 import TealWire
 
 func argument(_ name: String) -> String? { CommandLine.arguments.drop { $0 != name }.dropFirst().first }

@@ -90,6 +90,27 @@ public final class TLSCertificate: @unchecked Sendable {
     return try? NodeID(validating: ids[0])
   }
 
+  /// The serial number in lowercase hex without leading zeros ("0" for zero).
+  public var serialNumber: String {
+    guard let serial = X509_get0_serialNumber(pointer), let bignum = ASN1_INTEGER_to_BN(serial, nil) else {
+      return "0"
+    }
+    defer { BN_free(bignum) }
+    guard let hex = BN_bn2hex(bignum) else { return "0" }
+    defer { CRYPTO_free(hex, #fileID, #line) }
+    let text = String(cString: hex).lowercased()
+    let trimmed = text.drop { $0 == "0" }
+    return trimmed.isEmpty ? "0" : String(trimmed)
+  }
+
+  /// When the certificate stops being valid, in seconds since 1970.
+  public var notAfter: Int64? {
+    guard let time = X509_get0_notAfter(pointer) else { return nil }
+    var tm = tm()
+    guard ASN1_TIME_to_tm(time, &tm) == 1 else { return nil }
+    return Int64(timegm(&tm))
+  }
+
   /// Whether the certificate's basic constraints make it a certificate authority.
   public var isCertificateAuthority: Bool { X509_check_ca(pointer) >= 1 }
 

@@ -173,7 +173,8 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
       }
     }
     guard let presented else { return }
-    let identity = PeerIdentity(nodeID: presented, protocolVersion: connection.negotiatedProtocol)
+    let identity = PeerIdentity(
+      nodeID: presented, protocolVersion: connection.negotiatedProtocol, serialNumber: certificate.serialNumber)
     state = .active(identity)
     handshakePromise?.succeed(identity)
     context.fireUserInboundEventTriggered(identity)
