@@ -54,6 +54,8 @@ let package = Package(
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
     ),
+    // In-memory peer network for tests (partition, drop, delay); never linked into `teal`.
+    .target(name: "TealTransportTesting", dependencies: ["TealWire"]),
     .target(name: "TealStorage", dependencies: [.product(name: "Logging", package: "swift-log")]),
     .target(
       name: "TealConsensus",
@@ -129,7 +131,7 @@ let package = Package(
     .testTarget(
       name: "TealTransportTests",
       dependencies: [
-        "TealTestSupport", "TealTransport", "TealTLS", "TealWire", nioEmbedded,
+        "TealTestSupport", "TealTransport", "TealTransportTesting", "TealTLS", "TealWire", nioEmbedded,
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio),
     .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim", "TealWire"]),
