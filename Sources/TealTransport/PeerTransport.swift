@@ -213,7 +213,9 @@ public actor PeerTransport: PeerMessageSender {
   private let revokedSerials: NIOLockedValueBox<Set<String>>
   private let unauthenticated = NIOLockedValueBox(0)
   /// The most bytes one inbound connection ever held waiting for delivery (tests).
-  let receiveBufferPeak = NIOLockedValueBox(0)
+  nonisolated let receiveBufferPeak = NIOLockedValueBox(0)
+  /// Inbound connections not yet accepted (tests).
+  nonisolated var unauthenticatedCount: Int { unauthenticated.withLockedValue { $0 } }
 
   private var links: [NodeID: OutboundLink] = [:]
   private var linksByID: [UInt64: OutboundLink] = [:]
