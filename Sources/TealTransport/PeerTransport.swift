@@ -58,7 +58,7 @@ public struct PeerTransportConfiguration: Sendable {
   /// a wildcard (`0.0.0.0`, `::`), then the system's choice. So a firewall can cut one node off
   /// by its address.
   public var sourceHost: String?
-  /// Every other member and where it listens.
+  /// Every other member and where it listens (an entry for this node itself is ignored).
   public var peers: [NodeID: PeerAddress]
   /// The largest payload sent or accepted in one message.
   public var maximumPayload: Int = Frame.defaultMaximumPayload
@@ -249,7 +249,8 @@ public actor PeerTransport: PeerMessageSender {
     var logger = logger
     logger[metadataKey: "node"] = "\(configuration.nodeID)"
     self.logger = logger
-    self.members = NIOLockedValueBox(Set(configuration.peers.keys))
+    // The node's own id may be listed (a founding member list names every node): it is never a peer.
+    self.members = NIOLockedValueBox(Set(configuration.peers.keys).subtracting([configuration.nodeID]))
     self.revokedSerials = NIOLockedValueBox(configuration.revokedSerials)
   }
 
@@ -277,6 +278,7 @@ public actor PeerTransport: PeerMessageSender {
     let server = try await ServerBootstrap(group: group)
       .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
       .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+      .childChannelOption(Self.userTimeoutOption, value: Self.userTimeout(configuration))
       .bind(host: configuration.listenHost, port: configuration.listenPort) { channel in
         channel.eventLoop.makeCompletedFuture {
           // Refuse before the handshake: each one costs this node a signature.
@@ -297,7 +299,7 @@ public actor PeerTransport: PeerMessageSender {
     listeningPort = port
     logger.info("listening", metadata: ["address": "\(configuration.listenHost):\(port)"])
     listenerTask = Task { await self.acceptLoop(server) }
-    for (peer, address) in configuration.peers { startLink(peer, address: address) }
+    for (peer, address) in configuration.peers where peer != configuration.nodeID { startLink(peer, address: address) }
     return port
   }
 
@@ -341,6 +343,7 @@ public actor PeerTransport: PeerMessageSender {
   /// re-checks every open connection.
   public func setPeers(_ peers: [NodeID: PeerAddress]) {
     for id in links.keys where peers[id] == nil { removePeer(id) }
+    members.withLockedValue { $0 = Set(peers.keys).subtracting([configuration.nodeID]) }
     for (id, address) in peers { addPeer(id, address: address) }
     recheckInbound()
   }
@@ -560,6 +563,7 @@ public actor PeerTransport: PeerMessageSender {
     var bootstrap = ClientBootstrap(group: group)
       .connectTimeout(configuration.connectTimeout)
       .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+      .channelOption(Self.userTimeoutOption, value: Self.userTimeout(configuration))
     if let source = configuration.effectiveSourceHost {
       bootstrap = bootstrap.bind(to: try SocketAddress.makeAddressResolvingHost(source, port: 0))
     }
@@ -583,6 +587,22 @@ public actor PeerTransport: PeerMessageSender {
       throw error
     }
   }
+
+  /// `TCP_USER_TIMEOUT` (Linux, 18): how long sent data may stay unacknowledged before the
+  /// kernel aborts the connection, the black-hole detector while writes are outstanding.
+  /// Elsewhere there is no such option and this sets `TCP_NODELAY` again (harmless).
+  #if os(Linux)
+    private static let userTimeoutOption = ChannelOptions.Types.SocketOption(
+      level: .tcp, name: NIOBSDSocket.Option(rawValue: 18))
+
+    private static func userTimeout(_ configuration: PeerTransportConfiguration) -> SocketOptionValue {
+      SocketOptionValue(clamping: configuration.deadLinkTimeout.nanoseconds / 1_000_000)
+    }
+  #else
+    private static let userTimeoutOption = ChannelOptions.Types.SocketOption(level: .tcp, name: .tcp_nodelay)
+
+    private static func userTimeout(_ configuration: PeerTransportConfiguration) -> SocketOptionValue { 1 }
+  #endif
 
   // MARK: - Inbound connections
 

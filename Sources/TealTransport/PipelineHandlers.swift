@@ -3,13 +3,17 @@ import NIOCore
 import TealTLS
 import TealWire
 
-/// Closes a connection on which nothing arrived for `timeout` while a read was wanted.
+/// Closes a connection on which nothing arrived for `timeout` while a read was wanted and no
+/// write was waiting for the socket.
 ///
-/// It sits next to the socket and sees raw bytes. Time spent with reads withheld (the receiving
-/// side applying back-pressure: a slow handler, a full receive budget) does not count, so a busy
-/// node is never mistaken for a dead one by its own listener. The dialler always reads, and the
-/// listener answers its heartbeats, so on either side a black-holed or crashed peer is noticed
-/// within `timeout` plus one check interval.
+/// It sits next to the socket and sees raw bytes. Time spent with reads withheld (this side
+/// applying back-pressure: a slow handler, a full receive budget) does not count, so a busy node
+/// is never mistaken for a dead one by its own listener. Time with a write waiting for the socket
+/// does not count either: then the peer is applying back-pressure (it is alive: each completed
+/// write means it acknowledged bytes) or it is black-holed with data outstanding, which the
+/// kernel's `TCP_USER_TIMEOUT` (set to the same timeout) detects. The dialler always reads, and the
+/// listener answers its heartbeats, so on either side an idle black-holed or crashed peer is
+/// noticed within `timeout` plus one check interval.
 final class LivenessHandler: ChannelDuplexHandler, RemovableChannelHandler {
   typealias InboundIn = ByteBuffer
   typealias InboundOut = ByteBuffer
@@ -19,6 +23,7 @@ final class LivenessHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private let timeout: TimeAmount
   private var lastActivity = NIODeadline.now()
   private var readPending = false
+  private var pendingWrites = 0
   private var check: RepeatedTask?
 
   init(timeout: TimeAmount) { self.timeout = timeout }
@@ -41,7 +46,7 @@ final class LivenessHandler: ChannelDuplexHandler, RemovableChannelHandler {
   }
 
   private func checkActivity(context: ChannelHandlerContext) {
-    guard readPending, NIODeadline.now() - lastActivity > timeout else { return }
+    guard readPending, pendingWrites == 0, NIODeadline.now() - lastActivity > timeout else { return }
     check?.cancel()
     context.fireErrorCaught(PeerConnectionError.deadLink(milliseconds: timeout.nanoseconds / 1_000_000))
     context.close(promise: nil)
@@ -55,6 +60,18 @@ final class LivenessHandler: ChannelDuplexHandler, RemovableChannelHandler {
   func channelReadComplete(context: ChannelHandlerContext) {
     readPending = false
     context.fireChannelReadComplete()
+  }
+
+  func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+    pendingWrites += 1
+    let promise = promise ?? context.eventLoop.makePromise()
+    let loopBound = NIOLoopBound(self, eventLoop: context.eventLoop)
+    promise.futureResult.whenComplete { result in
+      let handler = loopBound.value
+      handler.pendingWrites -= 1
+      if case .success = result { handler.lastActivity = .now() }
+    }
+    context.write(data, promise: promise)
   }
 
   func read(context: ChannelHandlerContext) {

@@ -33,6 +33,19 @@ struct AdmissionTests {
     await b.shutdown()
   }
 
+  @Test func ownIdInThePeerListIsIgnored() async throws {
+    let cluster = try TestCluster()
+    let a = transport(
+      "n1", security: try cluster.tls("n1"), peers: [NodeID("n1"): PeerAddress(host: "127.0.0.1", port: 1)],
+      handler: { _, _, _ in })
+    try await a.start()
+    #expect(await a.linkStatus(NodeID("n1")) == nil)
+    await #expect(throws: PeerSendError.unknownPeer(NodeID("n1"))) {
+      try await a.send([1], on: .raft, to: NodeID("n1"))
+    }
+    await a.shutdown()
+  }
+
   @Test func memberSetChangeRechecksOpenConnections() async throws {
     let cluster = try TestCluster()
     let inbox = Inbox()
