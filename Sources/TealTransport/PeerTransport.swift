@@ -77,6 +77,11 @@ public struct PeerTransportConfiguration: Sendable {
   /// A connection on which nothing arrived for this long while it was being read is closed (a
   /// crashed or black-holed peer). At least twice `heartbeatInterval`.
   public var deadLinkTimeout: TimeAmount = .seconds(4)
+  /// A connection whose peer acknowledges none of the data sent to it for this long is aborted
+  /// by the kernel (`TCP_USER_TIMEOUT`, Linux): a peer black-holed in the middle of a transfer,
+  /// or one that stopped reading with full buffers (a zero window counts too). Longer than
+  /// `deadLinkTimeout` so a briefly stalled handler does not cost its connection.
+  public var unacknowledgedDataTimeout: TimeAmount = .seconds(15)
   /// Bytes of received messages one inbound connection may hold waiting for the handler before
   /// the socket stops being read. At least `maximumPayload`.
   public var receiveBufferByteLimit: Int = 32 << 20
@@ -589,14 +594,15 @@ public actor PeerTransport: PeerMessageSender {
   }
 
   /// `TCP_USER_TIMEOUT` (Linux, 18): how long sent data may stay unacknowledged before the
-  /// kernel aborts the connection, the black-hole detector while writes are outstanding.
+  /// kernel aborts the connection, the black-hole detector while writes are outstanding (when
+  /// ``LivenessHandler`` gives no verdict). It also ends a zero-window stall that long.
   /// Elsewhere there is no such option and this sets `TCP_NODELAY` again (harmless).
   #if os(Linux)
     private static let userTimeoutOption = ChannelOptions.Types.SocketOption(
       level: .tcp, name: NIOBSDSocket.Option(rawValue: 18))
 
     private static func userTimeout(_ configuration: PeerTransportConfiguration) -> SocketOptionValue {
-      SocketOptionValue(clamping: configuration.deadLinkTimeout.nanoseconds / 1_000_000)
+      SocketOptionValue(clamping: configuration.unacknowledgedDataTimeout.nanoseconds / 1_000_000)
     }
   #else
     private static let userTimeoutOption = ChannelOptions.Types.SocketOption(level: .tcp, name: .tcp_nodelay)

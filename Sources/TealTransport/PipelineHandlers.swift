@@ -11,7 +11,7 @@ import TealWire
 /// is never mistaken for a dead one by its own listener. Time with a write waiting for the socket
 /// does not count either: then the peer is applying back-pressure (it is alive: each completed
 /// write means it acknowledged bytes) or it is black-holed with data outstanding, which the
-/// kernel's `TCP_USER_TIMEOUT` (set to the same timeout) detects. The dialler always reads, and the
+/// kernel's `TCP_USER_TIMEOUT` (``PeerTransportConfiguration/unacknowledgedDataTimeout``) detects. The dialler always reads, and the
 /// listener answers its heartbeats, so on either side an idle black-holed or crashed peer is
 /// noticed within `timeout` plus one check interval.
 final class LivenessHandler: ChannelDuplexHandler, RemovableChannelHandler {

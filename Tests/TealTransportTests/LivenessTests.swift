@@ -113,6 +113,39 @@ struct LivenessTests {
     await b.shutdown()
   }
 
+  @Test func slowListenerIsNotMistakenForADeadOne() async throws {
+    let cluster = try TestCluster()
+    let gate = Gate()
+    let inbox = Inbox()
+    let (a, b) = try await connectedPair(
+      cluster, tune: Self.fast, a: { _, _, _ in },
+      b: {
+        await gate.wait()
+        await inbox.append($0, $1, $2)
+      })
+    // Far more than the listener's buffers and the kernel's hold: n1's writes stall while n2's
+    // handler is stuck for several dead-link timeouts.
+    let count = 1200
+    let sender = Task {
+      for i in 0..<count {
+        try await a.sendWhenQueueHasRoom(
+          [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: 60 << 10), on: .raft, to: NodeID("n2"))
+      }
+    }
+    let clock = ContinuousClock()
+    let end = clock.now + .seconds(2)
+    while clock.now < end {
+      #expect(await a.connectedPeers() == [NodeID("n2")])
+      try await Task.sleep(for: .milliseconds(20))
+    }
+    await gate.open()
+    try await sender.value
+    try await eventually("every message", within: 60) { await inbox.count == count }
+    #expect(await a.linkStatus(NodeID("n2"))?.consecutiveFailures == 0)
+    await a.shutdown()
+    await b.shutdown()
+  }
+
   @Test func authenticatedConnectionThatSendsNoHelloIsClosed() async throws {
     let cluster = try TestCluster()
     let b = transport(
