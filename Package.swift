@@ -57,8 +57,13 @@ let package = Package(
     ),
     .target(
       name: "TealTransport",
-      dependencies: ["TealTLS", "TealWire", .product(name: "Logging", package: "swift-log")] + nio
+      dependencies: [
+        "TealTLS", "TealWire", .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
     ),
+    // In-memory peer network for tests (partition, drop, delay); never linked into `teal`.
+    .target(name: "TealTransportTesting", dependencies: ["TealWire"]),
     .target(name: "TealStorage", dependencies: [.product(name: "Logging", package: "swift-log")]),
     .target(
       name: "TealConsensus",
@@ -174,7 +179,10 @@ let package = Package(
     .testTarget(name: "TealTLSTests", dependencies: ["TealTestSupport", "TealTLS", "TealWire", nioEmbedded] + nio),
     .testTarget(
       name: "TealTransportTests",
-      dependencies: ["TealTestSupport", "TealTransport", "TealTLS", "TealWire", nioEmbedded] + nio),
+      dependencies: [
+        "TealTestSupport", "TealTransport", "TealTransportTesting", "TealTLS", "TealWire", nioEmbedded,
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio),
     .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim", "TealWire"]),
     .testTarget(name: "TealStorageTests", dependencies: ["TealTestSupport", "TealStorage", "TealWire"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
