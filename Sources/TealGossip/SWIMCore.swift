@@ -89,6 +89,10 @@ public struct SWIMCore: Sendable {
   private var nextPushPullAt: Duration
   private var nextReconnectAt: Duration
   private var joinState: JoinState?
+  /// Peers this node must never forget (its seeds and the Raft members): while one of them is
+  /// not held alive, it is offered push-pulls like a failed member, even after it left or its
+  /// tombstone expired.
+  public private(set) var configuredPeers: Set<NodeID> = []
   /// When this node last offered a push-pull to a sender it had no record of.
   private var unknownSenderSyncedAt: [NodeID: Duration] = [:]
   private var nextSequence: UInt64 = 1
@@ -185,8 +189,16 @@ public struct SWIMCore: Sendable {
     var unique: [NodeID] = []
     for seed in seeds where seed != myself.id && !unique.contains(seed) { unique.append(seed) }
     guard !hasLeft, !unique.isEmpty else { return [] }
+    configuredPeers.formUnion(unique)
     joinState = JoinState(seeds: unique, nextAttemptAt: now)
     return tick(now: now)
+  }
+
+  /// Adds peers never to forget (for example the Raft configuration's members), besides the
+  /// seeds given to `join`. This node's own id is ignored.
+  public mutating func setConfiguredPeers(_ peers: some Sequence<NodeID>) {
+    let me = myself.id
+    configuredPeers.formUnion(peers.filter { $0 != me })
   }
 
   /// Runs every timer that is due at `now`: probe timeouts, indirect probes, the next probe,
@@ -218,12 +230,15 @@ public struct SWIMCore: Sendable {
     }
     if nextReconnectAt <= now {
       // A member declared failed may be alive behind a healed partition: offer it our state. If
-      // it is alive it refutes, and both sides merge.
+      // it is alive it refutes, and both sides merge. Configured peers are never given up: not
+      // when they left (they may have restarted without seeds), nor once forgotten.
       nextReconnectAt = now + settings.reconnectInterval
-      let failed = table.keys.sorted().filter { id in
+      var failed = table.keys.sorted().filter { id in
         guard let member = table[id]?.member else { return false }
+        if configuredPeers.contains(id) { return member.status != .alive && member.status != .suspect }
         return (member.status == .dead && !member.leftGracefully) || member.status == .unreachable
       }
+      failed += configuredPeers.sorted().filter { table[$0] == nil }
       if !failed.isEmpty {
         let partner = failed[randomIndex(below: failed.count)]
         send(.pushPull(isResponse: false, isJoin: false, members: fullState()), to: partner, &out)
@@ -303,7 +318,7 @@ public struct SWIMCore: Sendable {
     var out: [SWIMDirective] = []
     guard !hasLeft, metadata != myself.metadata else { return out }
     myself.metadata = metadata
-    myself.incarnation += 1
+    raiseIncarnation(above: myself.incarnation)
     announceMyself(urgentlyTo: [], &out)
     return out
   }
@@ -469,7 +484,14 @@ public struct SWIMCore: Sendable {
     _ out: inout [SWIMDirective]
   ) {
     let incoming = update.member
+    // An incarnation of UInt64.max could never be overtaken: nobody issues it.
+    guard incoming.incarnation < .max else { return }
     if incoming.id == myself.id {
+      if incoming.incarnation > myself.incarnation,
+        incoming.incarnation - myself.incarnation > settings.maxIncarnationJump
+      {
+        return
+      }
       if incoming.status != .alive && incoming.incarnation < myself.incarnation && !hasLeft {
         corrections.append(MemberUpdate(member: myself))
       }
@@ -490,6 +512,11 @@ public struct SWIMCore: Sendable {
       return
     }
     let current = state.member
+    if sender != incoming.id, incoming.incarnation > current.incarnation,
+      incoming.incarnation - current.incarnation > settings.maxIncarnationJump
+    {
+      return
+    }
     if incoming.status != .alive && current.status == .alive && incoming.incarnation < current.incarnation {
       corrections.append(MemberUpdate(member: current))
     }
@@ -530,23 +557,36 @@ public struct SWIMCore: Sendable {
   }
 
   /// Someone said something about this node. A claim that it is not alive, at its incarnation or
-  /// later, is refuted by a higher incarnation sent at once to the accusers; a newer alive record
-  /// (from before a restart) is overtaken.
+  /// later, is refuted by a higher incarnation sent at once to the accusers; a newer alive record,
+  /// or one at this incarnation with other metadata (from before a restart), is overtaken.
   private mutating func applyAboutMyself(_ update: MemberUpdate, from sender: NodeID, _ out: inout [SWIMDirective]) {
     let claimed = update.member.incarnation
     if update.member.status != .alive {
       guard claimed >= myself.incarnation else { return }
-      myself.incarnation = claimed + 1
+      raiseIncarnation(above: claimed)
       statistics.refutations += 1
       // Lifeguard: being suspected hints that this node is the slow one.
       adjustLocalHealth(by: 1)
       var accusers = [sender]
       if let suspecter = update.suspectedBy, suspecter != sender, suspecter != myself.id { accusers.append(suspecter) }
       announceMyself(urgentlyTo: accusers, &out)
-    } else if claimed > myself.incarnation {
-      myself.incarnation = claimed + 1
+    } else if claimed > myself.incarnation
+      || (claimed == myself.incarnation && update.member.metadata != myself.metadata)
+    {
+      // A newer record from before a restart, or one at this incarnation with other metadata
+      // (this node restarted before anyone suspected it): overtake it, or peers keep the old
+      // metadata for ever.
+      raiseIncarnation(above: claimed)
       announceMyself(urgentlyTo: [sender], &out)
     }
+  }
+
+  /// Sets this node's incarnation to `claimed + 1`. Callers never pass `UInt64.max` (`apply`
+  /// drops such records), so the addition cannot overflow.
+  private mutating func raiseIncarnation(above claimed: UInt64) {
+    let (next, overflow) = claimed.addingReportingOverflow(1)
+    precondition(!overflow, "incarnation \(claimed) of \(myself.id) cannot be raised")
+    myself.incarnation = max(myself.incarnation, next)
   }
 
   private mutating func announceMyself(urgentlyTo accusers: [NodeID], _ out: inout [SWIMDirective]) {
@@ -576,19 +616,26 @@ public struct SWIMCore: Sendable {
   }
 
   /// The updates to piggyback on one message: the least-sent first (newest first among equals),
-  /// within `maxPiggybackBytes`; each counts one transmission and is dropped after
-  /// `retransmitLimit`. With `buddy`, a suspicion of that member goes first (Lifeguard's buddy
-  /// system: a probed suspect learns of it from the probe itself).
+  /// within `maxPiggybackBytes` together with the message's explicit updates; each counts one
+  /// transmission and is dropped after `retransmitLimit`. An update larger than the whole budget
+  /// goes alone, on a message that carries nothing else, so that it is never stuck in the queue.
+  /// With `buddy`, a suspicion of that member goes first (Lifeguard's buddy system: a probed
+  /// suspect learns of it from the probe itself).
   private mutating func piggyback(buddy: NodeID?, besides explicit: [MemberUpdate]) -> [MemberUpdate] {
     var chosen: [MemberUpdate] = []
-    var budget = settings.maxPiggybackBytes
+    var budget = settings.maxPiggybackBytes - explicit.reduce(0) { $0 + $1.wireBytes().count }
+    var isEmpty = explicit.isEmpty
     let skipped = Set(explicit.map(\.member.id))
     if let buddy, !skipped.contains(buddy), let state = table[buddy],
       state.member.status == .suspect || state.member.status == .unreachable
     {
       let notice = MemberUpdate(member: state.member)
-      budget -= notice.wireBytes().count
-      chosen.append(notice)
+      let size = notice.wireBytes().count
+      if size <= budget || isEmpty {
+        budget -= size
+        isEmpty = false
+        chosen.append(notice)
+      }
     }
     guard !broadcasts.isEmpty else { return chosen }
     let limit = retransmitLimit
@@ -596,11 +643,18 @@ public struct SWIMCore: Sendable {
       ($0.transmissions, UInt64.max - $0.order) < ($1.transmissions, UInt64.max - $1.order)
     }
     for candidate in candidates {
+      if budget <= 0 { break }
       let id = candidate.update.member.id
       if skipped.contains(id) || (id == buddy && !chosen.isEmpty) { continue }
       let size = candidate.update.wireBytes().count
-      if size > budget { continue }
-      budget -= size
+      if size > budget {
+        // Oversized: alone on an otherwise empty message, else wait for one.
+        guard isEmpty, size > settings.maxPiggybackBytes else { continue }
+        budget = 0
+      } else {
+        budget -= size
+      }
+      isEmpty = false
       chosen.append(candidate.update)
       let sent = candidate.transmissions + 1
       if sent >= limit {

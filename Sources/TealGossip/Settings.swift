@@ -42,6 +42,11 @@ public struct SWIMSettings: Sendable, Hashable {
   /// When true, a suspicion that times out makes the member `unreachable` and only `confirmDead`
   /// makes it `dead`; when false (default) it becomes `dead` at once.
   public var holdUnreachableUntilConfirmed: Bool = false
+  /// The largest incarnation rise this node believes from anyone but the member itself: a relayed
+  /// record (or a claim about this node) further above the incarnation known is dropped, so that
+  /// one forged number cannot push a member out of reach of its own refutations. Records signed by
+  /// the member (see `SWIMRecordAuthenticator`) are exempt. `UInt64.max` is never accepted.
+  public var maxIncarnationJump: UInt64 = 1 << 16
 
   public init() {}
 
@@ -86,6 +91,7 @@ public struct SWIMSettings: Sendable, Hashable {
     if reconnectInterval <= .zero { throw fail("reconnectInterval", "must be positive") }
     if joinRetryInterval <= .zero { throw fail("joinRetryInterval", "must be positive") }
     if deadMemberRetention <= .zero { throw fail("deadMemberRetention", "must be positive") }
+    if maxIncarnationJump < 1 { throw fail("maxIncarnationJump", "must be at least 1") }
   }
 }
 

@@ -123,14 +123,18 @@ public struct GossipSimulation {
 
   public mutating func heal() { partitionGroup = [:] }
 
-  /// Starts a crashed node again as a new process: incarnation 0, empty member list, joining
-  /// through the seeds it had. Messages to its old process that are still in flight are lost.
-  public mutating func restart(_ id: NodeID) throws(SWIMSettingsError) {
-    guard crashed.contains(id), let index = nodes.firstIndex(of: id) else { return }
+  /// Starts a crashed (or departed) node again as a new process: incarnation `incarnation` (0
+  /// unless a persisted counter is modelled), empty member list, joining through the seeds it had.
+  /// Messages to its old process that are still in flight are lost.
+  public mutating func restart(
+    _ id: NodeID, metadata: MemberMetadata? = nil, incarnation: UInt64 = 0
+  ) throws(SWIMSettingsError) {
+    guard crashed.contains(id) || departed.contains(id), let index = nodes.firstIndex(of: id) else { return }
     crashed.remove(id)
+    departed.remove(id)
     restarts[id, default: 0] += 1
     let core = try SWIMCore(
-      id: id, metadata: Self.metadata(for: index + 1), settings: settings,
+      id: id, metadata: metadata ?? Self.metadata(for: index + 1), settings: settings, incarnation: incarnation,
       random: SplitMix64(seed: seed &* 0x9E37_79B9 &+ UInt64(index + 1) &+ UInt64(restarts[id, default: 0]) << 32),
       now: now)
     cores[id] = core
@@ -160,16 +164,17 @@ public struct GossipSimulation {
     cores[observer]?.member(subject)?.status
   }
 
-  /// True when every live node knows every live node as alive and every other node as dead or
-  /// forgotten.
+  /// True when every live node knows every live node as alive with the metadata that node
+  /// announces, and every other node as dead or forgotten.
   public var isConverged: Bool {
     let live = liveNodes
     for observer in live {
+      guard let core = cores[observer] else { return false }
       for subject in nodes where subject != observer {
-        let seen = status(of: subject, seenBy: observer)
+        let seen = core.member(subject)
         if live.contains(subject) {
-          if seen != .alive { return false }
-        } else if let seen, seen != .dead {
+          if seen?.status != .alive || seen?.metadata != cores[subject]?.myself.metadata { return false }
+        } else if let seen, seen.status != .dead {
           return false
         }
       }
