@@ -93,6 +93,8 @@ public struct SWIMCore: Sendable {
   /// not held alive, it is offered push-pulls like a failed member, even after it left or its
   /// tombstone expired.
   public private(set) var configuredPeers: Set<NodeID> = []
+  /// Farewells sent by `leave` and not yet acknowledged, by sequence number.
+  private var farewells: [UInt64: NodeID] = [:]
   /// When this node last offered a push-pull to a sender it had no record of.
   private var unknownSenderSyncedAt: [NodeID: Duration] = [:]
   private var nextSequence: UInt64 = 1
@@ -133,6 +135,12 @@ public struct SWIMCore: Sendable {
 
   /// True while a join through seeds has not yet been answered.
   public var isJoining: Bool { joinState != nil }
+
+  /// The seeds a join in progress is waiting for (empty when not joining).
+  public var joinSeeds: [NodeID] { joinState?.seeds ?? [] }
+
+  /// The members that have not yet acknowledged this node's farewell (see `leave`).
+  public var unconfirmedFarewells: [NodeID] { farewells.values.sorted() }
 
   /// How many members are not dead, this node included (n in the formulas).
   public var clusterSize: Int { 1 + table.values.count(where: { $0.member.status != .dead }) }
@@ -258,7 +266,14 @@ public struct SWIMCore: Sendable {
   /// Handles one message from `sender` (as proven by the transport).
   public mutating func receive(_ message: SWIMMessage, from sender: NodeID, now: Duration) -> [SWIMDirective] {
     var out: [SWIMDirective] = []
-    guard !hasLeft, sender != myself.id else { return out }
+    guard sender != myself.id else { return out }
+    if hasLeft {
+      // Only acknowledgements of the farewell still matter.
+      if case .ack(let sequence, let target, _) = message, target == sender, farewells[sequence] == sender {
+        farewells[sequence] = nil
+      }
+      return out
+    }
     var corrections: [MemberUpdate] = []
     for update in message.updates { apply(update, from: sender, now: now, corrections: &corrections, &out) }
     let lastSync = unknownSenderSyncedAt[sender]
@@ -324,7 +339,9 @@ public struct SWIMCore: Sendable {
   }
 
   /// Leaves gracefully: tells every member that is not dead, at once, that this node is dead
-  /// because it left, then stops. Members learn it without waiting for a suspicion timeout.
+  /// because it left, then stops. Members learn it without waiting for a suspicion timeout. The
+  /// farewell rides a ping, so each member's ack confirms it: `unconfirmedFarewells` lists those
+  /// still to answer, for a shell that waits (bounded) before it shuts its transport down.
   public mutating func leave(now: Duration) -> [SWIMDirective] {
     var out: [SWIMDirective] = []
     guard !hasLeft else { return out }
@@ -337,8 +354,10 @@ public struct SWIMCore: Sendable {
     joinState = nil
     broadcasts = [:]
     for recipient in recipients {
+      let sequence = takeSequence()
+      farewells[sequence] = recipient
       statistics.messagesSent += 1
-      out.append(.send(.gossip(updates: [farewell]), to: recipient))
+      out.append(.send(.ping(sequence: sequence, updates: [farewell]), to: recipient))
     }
     hasLeft = true
     return out
