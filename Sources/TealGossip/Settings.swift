@@ -47,6 +47,11 @@ public struct SWIMSettings: Sendable, Hashable {
   /// one forged number cannot push a member out of reach of its own refutations. Records signed by
   /// the member (see `SWIMRecordAuthenticator`) are exempt. `UInt64.max` is never accepted.
   public var maxIncarnationJump: UInt64 = 1 << 16
+  /// The most members the table holds (tombstones included); news of further ids is dropped.
+  public var maxMembers: Int = 1024
+  /// The most messages one sender may have handled per second; the rest are dropped whole (a
+  /// LAN member sends well under 50 to any one member).
+  public var maxMessagesPerSenderPerSecond: Int = 200
 
   public init() {}
 
@@ -92,6 +97,8 @@ public struct SWIMSettings: Sendable, Hashable {
     if joinRetryInterval <= .zero { throw fail("joinRetryInterval", "must be positive") }
     if deadMemberRetention <= .zero { throw fail("deadMemberRetention", "must be positive") }
     if maxIncarnationJump < 1 { throw fail("maxIncarnationJump", "must be at least 1") }
+    if maxMembers < 1 { throw fail("maxMembers", "must be at least 1") }
+    if maxMessagesPerSenderPerSecond < 1 { throw fail("maxMessagesPerSenderPerSecond", "must be at least 1") }
   }
 }
 

@@ -116,16 +116,23 @@ public actor MembershipService {
   ///   - incarnation: the first incarnation. Pass a value above any used before a restart when
   ///     one is persisted; by default it is the wall clock in milliseconds since 1970, which is
   ///     above the incarnation of any earlier run of this node unless the clock went back.
+  ///   - authenticator: signs this node's records and verifies the others' (production:
+  ///     `CertificateRecordAuthenticator` over the node's key and the cluster CA). Without one,
+  ///     any member can speak for another within the core's other bounds.
+  ///   - authorizedMembers: the only ids allowed as members and senders (for example the Raft
+  ///     configuration); nil allows any id the transport delivers. See `setAuthorizedMembers`.
   public init(
     id: NodeID, metadata: MemberMetadata, settings: SWIMSettings = SWIMSettings(), incarnation: UInt64? = nil,
-    sender: any PeerMessageSender, logger: Logger = Logger(label: "teal.membership")
+    sender: any PeerMessageSender, logger: Logger = Logger(label: "teal.membership"),
+    authenticator: (any SWIMRecordAuthenticator)? = nil, authorizedMembers: Set<NodeID>? = nil
   ) throws(SWIMSettingsError) {
     let origin = ContinuousClock.now
     self.origin = origin
     self.id = id
     self.core = try SWIMCore(
       id: id, metadata: metadata, settings: settings, incarnation: incarnation ?? Self.wallClockIncarnation(),
-      random: SystemRandomNumberGenerator(), now: .zero)
+      random: SystemRandomNumberGenerator(), now: .zero, authenticator: authenticator)
+    core.setAuthorizedMembers(authorizedMembers)
     self.sender = sender
     var log = logger
     log[metadataKey: "node"] = "\(id)"
@@ -166,6 +173,12 @@ public actor MembershipService {
 
   /// Adds peers never to forget, for example the members of the Raft configuration.
   public func addConfiguredPeers(_ peers: [NodeID]) { core.setConfiguredPeers(peers) }
+
+  /// Restricts members and senders to `members` (this node is always allowed); nil lifts it.
+  /// Call it when the Raft configuration or the transport's peer list changes.
+  public func setAuthorizedMembers(_ members: Set<NodeID>?) {
+    core.setAuthorizedMembers(members.map { $0.union([id]) })
+  }
 
   /// Leaves gracefully: tells every member that is not dead, then waits until each has
   /// acknowledged the farewell or `timeout` passed, then stops. After it returns the transport

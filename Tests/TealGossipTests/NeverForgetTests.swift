@@ -37,11 +37,11 @@ import Testing
       })
   }
 
-  @Test(arguments: 1...10)
-  func aPartitionLongerThanTheTombstoneRetentionStillMerges(seed: Int) throws {
+  @Test(arguments: SimulationSeeds.seeds(ciDefault: 2))
+  func aPartitionLongerThanTheTombstoneRetentionStillMerges(seed: UInt64) throws {
     var settings = SWIMSettings()
     settings.deadMemberRetention = .seconds(5)
-    var sim = try GossipSimulation(memberCount: 6, settings: settings, seed: UInt64(seed))
+    var sim = try GossipSimulation(memberCount: 6, settings: settings, seed: seed)
     let converged1 = sim.runUntilConverged(timeout: .seconds(20))
     #expect(converged1)
     let ids = sim.nodes
@@ -52,11 +52,11 @@ import Testing
     #expect(converged2, "seed \(seed): the two sides never merged")
   }
 
-  @Test(arguments: 1...10)
-  func aSeedThatLeftAndRestartsWithoutSeedsIsFoundAgain(seed: Int) throws {
+  @Test(arguments: SimulationSeeds.seeds(ciDefault: 2))
+  func aSeedThatLeftAndRestartsWithoutSeedsIsFoundAgain(seed: UInt64) throws {
     var settings = SWIMSettings()
     settings.deadMemberRetention = .seconds(5)
-    var sim = try GossipSimulation(memberCount: 4, settings: settings, seed: UInt64(seed))
+    var sim = try GossipSimulation(memberCount: 4, settings: settings, seed: seed)
     let converged3 = sim.runUntilConverged(timeout: .seconds(20))
     #expect(converged3)
     let first = GossipSimulation.nodeID(1)

@@ -49,6 +49,8 @@ import Testing
 
   @Test func deadWinsAtEqualIncarnationAndOnlyAHigherIncarnationRevives() throws {
     var core = try Fixture.core(size: 3)
+    // A death is believed from others only once the member is suspect here (see ForgeryTests).
+    _ = core.receive(.gossip(updates: [Fixture.update(2, .suspect, incarnation: 3)]), from: Fixture.id(2), now: .zero)
     _ = core.receive(.gossip(updates: [Fixture.update(2, .dead, incarnation: 3)]), from: Fixture.id(3), now: .zero)
     #expect(core.member(Fixture.id(2))?.status == .dead)
     _ = core.receive(.gossip(updates: [Fixture.update(2, .alive, incarnation: 3)]), from: Fixture.id(3), now: .zero)
@@ -416,7 +418,7 @@ import Testing
 
   @Test func deadMembersAreForgottenWhenTheirTombstoneExpires() throws {
     var core = try Fixture.core(size: 3)
-    _ = core.receive(.gossip(updates: [Fixture.update(2, .dead)]), from: Fixture.id(3), now: .seconds(1))
+    _ = core.confirmDead(Fixture.id(2), now: .seconds(1))
     let out = Fixture.runTimers(&core, from: .seconds(1), until: .seconds(1) + core.settings.deadMemberRetention)
     #expect(core.member(Fixture.id(2)) == nil)
     #expect(
