@@ -175,14 +175,18 @@ public struct SWIMCore: Sendable {
   }
 
   /// The shortest suspicion timeout for the current cluster size: `α · max(1, log10 n) · interval`.
-  public var minSuspicionTimeout: Duration {
-    let scale = settings.suspicionMultiplier * max(1, log10(Double(clusterSize)))
-    return Self.multiply(settings.probeInterval, by: scale)
+  /// It is never shorter than `settings.minimumSuspicionTimeout`.
+  public var minSuspicionTimeout: Duration { max(settings.minimumSuspicionTimeout, lifeguardMinimum) }
+
+  /// The longest suspicion timeout (no independent confirmation): β times Lifeguard's shortest,
+  /// and never below `minSuspicionTimeout`.
+  public var maxSuspicionTimeout: Duration {
+    max(minSuspicionTimeout, Self.multiply(lifeguardMinimum, by: settings.suspicionMaxMultiplier))
   }
 
-  /// The longest suspicion timeout (no independent confirmation): β times the shortest.
-  public var maxSuspicionTimeout: Duration {
-    Self.multiply(minSuspicionTimeout, by: settings.suspicionMaxMultiplier)
+  private var lifeguardMinimum: Duration {
+    let scale = settings.suspicionMultiplier * max(1, log10(Double(clusterSize)))
+    return Self.multiply(settings.probeInterval, by: scale)
   }
 
   /// When a suspicion of `id` expires, if it is suspected.
@@ -191,7 +195,10 @@ public struct SWIMCore: Sendable {
   /// The latest time at which the shell must call `tick(now:)`; nil once the node has left.
   public var nextWakeup: Duration? {
     if hasLeft { return nil }
-    var wakeup = min(nextProbeAt, nextPushPullAt, nextReconnectAt)
+    var wakeup = min(nextPushPullAt, nextReconnectAt)
+    // While a probe runs, its period end (possibly extended by a late tick) decides when the
+    // next one starts.
+    if probe == nil { wakeup = min(wakeup, nextProbeAt) }
     if let probe {
       if !probe.acked && !probe.indirectSent { wakeup = min(wakeup, probe.directDeadline) }
       wakeup = min(wakeup, probe.periodEnd)
@@ -253,6 +260,9 @@ public struct SWIMCore: Sendable {
         let helpers = randomMembers(count: settings.indirectProbeCount, excluding: [current.target])
         current.expectedNacks = helpers.count
         current.helpers = Set(helpers)
+        // A late tick must not ask for indirect probes and judge them in the same call: the
+        // helpers get their full window from now.
+        current.periodEnd = max(current.periodEnd, now + scaled(settings.probeInterval - settings.probeTimeout))
         probe = current
         statistics.indirectProbesRequested += helpers.count
         for helper in helpers {

@@ -14,6 +14,10 @@ public struct SWIMSettings: Sendable, Hashable {
   public var indirectProbeCount: Int = 3
   /// α: the shortest suspicion lasts `α · max(1, log10 n) · probeInterval`.
   public var suspicionMultiplier: Double = 4
+  /// The floor of every suspicion timeout. It must exceed the peer transport's worst-case
+  /// reconnect (its backoff ceiling, 2 s by default, plus a connect and handshake), so that a
+  /// member whose links are down for one reconnect can still refute. Zero disables the floor.
+  public var minimumSuspicionTimeout: Duration = .seconds(3)
   /// β: the longest suspicion (no independent confirmation) is β times the shortest.
   public var suspicionMaxMultiplier: Double = 3
   /// Lifeguard's K: independent confirmations that shrink a suspicion to its shortest. Clusters
@@ -72,6 +76,7 @@ public struct SWIMSettings: Sendable, Hashable {
     settings.urgentFanout = 3
     settings.pushPullInterval = .seconds(30)
     settings.reconnectInterval = .seconds(30)
+    settings.minimumSuspicionTimeout = .zero
     return settings
   }
 
@@ -86,6 +91,7 @@ public struct SWIMSettings: Sendable, Hashable {
     }
     if indirectProbeCount < 0 { throw fail("indirectProbeCount", "must not be negative") }
     if !(suspicionMultiplier >= 1) { throw fail("suspicionMultiplier", "must be at least 1") }
+    if minimumSuspicionTimeout < .zero { throw fail("minimumSuspicionTimeout", "must not be negative") }
     if !(suspicionMaxMultiplier >= 1) { throw fail("suspicionMaxMultiplier", "must be at least 1") }
     if expectedConfirmations < 0 { throw fail("expectedConfirmations", "must not be negative") }
     if maxLocalHealth < 0 { throw fail("maxLocalHealth", "must not be negative") }

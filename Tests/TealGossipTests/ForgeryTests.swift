@@ -74,7 +74,7 @@ enum Signed {
   }
 
   @Test func aSuspecterCountsOnlyWhenItIsTheSender() throws {
-    var core = try Fixture.core(size: 10)
+    var core = try Fixture.core(size: 10, settings: Fixture.withoutSuspicionFloor)
     _ = core.receive(
       .gossip(updates: [Fixture.update(2, .suspect, by: 3)]), from: Fixture.id(3), now: .zero)
     let unconfirmed = try #require(core.suspicionDeadline(of: Fixture.id(2)))
@@ -113,6 +113,7 @@ enum Signed {
     let (start, target, sequence, _) = try #require(SWIMProbeTests.firstPing(&core))
     let others = [Fixture.id(2), Fixture.id(3), Fixture.id(4)].filter { $0 != target }
     _ = core.receive(.ack(sequence: sequence, target: target, updates: []), from: others[0], now: start)
+    _ = core.tick(now: start + core.settings.probeTimeout)
     _ = core.tick(now: start + core.settings.probeInterval)
     #expect(core.member(target)?.status == .suspect, "an ack from a member not asked must not count")
     let (_, _, next, _) = try #require(SWIMProbeTests.firstPing(&core, after: start + core.settings.probeInterval))

@@ -14,7 +14,7 @@ import Testing
     _ = core.join(seeds: [Fixture.id(2)], now: .zero)
     _ = core.receive(
       .pushPull(isResponse: true, isJoin: true, members: [Fixture.update(2)]), from: Fixture.id(2), now: .zero)
-    _ = core.receive(.gossip(updates: [Fixture.update(2, .dead)]), from: Fixture.id(2), now: .zero)
+    _ = core.confirmDead(Fixture.id(2), now: .zero)
     _ = Fixture.runTimers(&core, from: .zero, until: .seconds(2))
     #expect(core.member(Fixture.id(2)) == nil, "the tombstone expired")
     let out = Fixture.runTimers(&core, from: .seconds(2), until: .seconds(2) + settings.reconnectInterval * 2)

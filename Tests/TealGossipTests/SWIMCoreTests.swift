@@ -172,7 +172,7 @@ import Testing
     // Three members cannot produce independent confirmations: the shortest timeout applies.
     let deadline = try #require(core.suspicionDeadline(of: target))
     #expect(deadline == periodEnd + core.minSuspicionTimeout)
-    #expect(core.minSuspicionTimeout == .milliseconds(800))
+    #expect(core.minSuspicionTimeout == settings.minimumSuspicionTimeout, "the floor, above α · interval")
     _ = core.tick(now: deadline - .milliseconds(1))
     #expect(core.member(target)?.status == .suspect)
     let death = core.tick(now: deadline)
@@ -258,7 +258,7 @@ import Testing
 
 @Suite struct LifeguardTests {
   @Test func independentConfirmationsShrinkTheSuspicionTimeoutFromMaximumToMinimum() throws {
-    var core = try Fixture.core(size: 6)
+    var core = try Fixture.core(size: 6, settings: Fixture.withoutSuspicionFloor)
     let suspected = Fixture.id(2)
     _ = core.receive(.gossip(updates: [Fixture.update(2, .suspect, by: 3)]), from: Fixture.id(3), now: .zero)
     let minimum = core.minSuspicionTimeout
