@@ -71,7 +71,7 @@ let package = Package(
     ),
     .target(
       name: "TealMembership",
-      dependencies: ["TealGossip", "TealWire", .product(name: "Logging", package: "swift-log")]
+      dependencies: ["TealGossip", "TealTLS", "TealWire", .product(name: "Logging", package: "swift-log")]
     ),
     .target(
       name: "TealHooks",
