@@ -212,7 +212,10 @@ let package = Package(
     ),
     .testTarget(
       name: "TealNodeTests",
-      dependencies: ["TealNode", "TealTestSupport", "TealWire", "TealCluster", "TealAPI", "TealGossip"]
+      dependencies: [
+        "TealNode", "TealTestSupport", "TealWire", "TealCluster", "TealAPI", "TealGossip", "TealDeploy", "TealSpec",
+        "TealTasks", "TealLoadBalancer", .product(name: "Hummingbird", package: "hummingbird"),
+      ]
     ),
     .testTarget(name: "TealClusterTests", dependencies: ["TealCluster", "TealDeploy", "TealWire"]),
     .testTarget(

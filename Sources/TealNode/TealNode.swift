@@ -60,9 +60,16 @@ public enum TealNode {
       node: configuration.node, raft: raft, observer: observer, sender: transport, clock: clock, logger: logger)
     router.register(.control) { from, _, payload in await log.receive(from: from, payload: payload) }
 
-    let tasks = TaskRunner(
-      configuration: NodeWiring.taskRunnerConfiguration(configuration), eventLoopGroup: group, logger: logger)
     let balancer = LoadBalancer(configuration: LoadBalancerConfiguration(), eventLoopGroup: group, logger: logger)
+    // Before the runner signals a task, this node's balancer stops routing to it and lets its
+    // requests in flight finish (bounded): a task is never stopped under a request of this node.
+    let address = configuration.address
+    let tasks = TaskRunner(
+      configuration: NodeWiring.taskRunnerConfiguration(configuration), eventLoopGroup: group, logger: logger,
+      deregister: { info in
+        _ = await balancer.deregister(
+          TargetAddress(host: address, port: info.port), deregistrationDelay: RouteReconciler.deregistrationDelay)
+      })
     let control = NodeControl(
       configuration: configuration, log: log, membership: membership, tasks: tasks, balancer: balancer, clock: clock,
       logger: logger)

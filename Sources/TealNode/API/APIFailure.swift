@@ -63,12 +63,18 @@ extension APIFailure {
     }
   }
 
-  /// A spec that does not parse or breaks a rule: 422 naming the first field, every error in the message.
+  /// A spec that is not a well-formed document (syntax, size, nesting): 400 `bad_request`. A
+  /// document that breaks a rule: 422 `invalid_spec` naming the first field, every error in the
+  /// message.
   init(spec errors: SpecErrors) {
+    let message = errors.errors.prefix(20).map(\.description).joined(separator: "; ")
+    if let first = errors.errors.first, first.path == "(document)" {
+      self.init(status: .badRequest, code: "bad_request", message: message)
+      return
+    }
     let first = errors.errors.first
     self.init(
-      status: .unprocessableContent, code: "invalid_spec",
-      message: errors.errors.prefix(20).map(\.description).joined(separator: "; "),
+      status: .unprocessableContent, code: "invalid_spec", message: message,
       field: first.map { $0.path.isEmpty ? "spec" : "spec.\($0.path)" })
   }
 

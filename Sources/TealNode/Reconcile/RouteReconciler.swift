@@ -57,7 +57,8 @@ actor RouteReconciler {
         do {
           try await balancer.addService(
             ServiceConfiguration(
-              name: name, listenHost: address, productionPort: service.productionPort, testPort: service.testPort),
+              name: name, listenHost: address, testListenHost: address, productionPort: service.productionPort,
+              testPort: service.testPort),
             routes: routes)
           listenerFailures[name] = nil
         } catch {
