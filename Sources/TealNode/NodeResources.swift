@@ -1,6 +1,7 @@
 // What a node loads from disk before it starts: its TLS identity, the API token, directories.
 
 import Foundation
+import TealDeploy
 import TealTLS
 import TealWire
 
@@ -59,6 +60,17 @@ enum NodeResources {
     } catch {
       throw .credentials(file: certificatePath, reason: "\(error)")
     }
+  }
+
+  /// The cluster's id: `teal-` and the first 32 hex digits of the SHA-256 of the cluster CA's
+  /// certificate file. Every node of a cluster shares the CA, so the id needs no configuration; a
+  /// peer of another cluster is refused in the transport's hello, and a data directory of another
+  /// cluster is refused at start.
+  static func clusterID(for configuration: NodeConfiguration) throws(NodeStartError) -> String {
+    let path = CertificateDirectory(path: configuration.certificateDirectory).caCertificatePath
+    let bytes: [UInt8]
+    do { bytes = try read(path) } catch { throw .credentials(file: path, reason: "\(error)") }
+    return "teal-" + SHA256.hexDigest(bytes).prefix(32)
   }
 
   /// The bearer token: the file's first line. The file must not be readable by others.

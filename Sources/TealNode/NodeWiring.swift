@@ -16,16 +16,21 @@ enum NodeWiring {
   /// milliseconds and converted here.
   static let tickMilliseconds = 5
 
-  static func transportConfiguration(_ configuration: NodeConfiguration) -> PeerTransportConfiguration {
+  static func transportConfiguration(_ configuration: NodeConfiguration, clusterID: String)
+    -> PeerTransportConfiguration
+  {
     var peers: [NodeID: PeerAddress] = [:]
     for (id, host) in configuration.peers where id != configuration.node {
       peers[id] = PeerAddress(host: host, port: configuration.peerPort)
     }
     return PeerTransportConfiguration(
-      nodeID: configuration.node, listenHost: configuration.address, listenPort: configuration.peerPort, peers: peers)
+      nodeID: configuration.node, listenHost: configuration.address, listenPort: configuration.peerPort, peers: peers,
+      clusterID: clusterID)
   }
 
-  static func raftConfiguration(_ configuration: NodeConfiguration, logger: Logger) -> RaftNodeConfiguration {
+  static func raftConfiguration(_ configuration: NodeConfiguration, clusterID: String, logger: Logger)
+    -> RaftNodeConfiguration
+  {
     var options = RaftOptions()
     options.electionTicks = max(10, configuration.electionTimeoutMilliseconds / tickMilliseconds)
     options.heartbeatTicks = max(1, options.electionTicks / 6)
@@ -38,6 +43,10 @@ enum NodeWiring {
     // caller, not Raft, decides when to give up.
     raft.proposalTimeoutTicks = 2_000
     raft.readTimeoutTicks = 1_000
+    // The data directory remembers its cluster: a directory of another cluster is refused, and a
+    // node that joins (not a founder) never votes before it holds the leader's log.
+    raft.clusterID = clusterID
+    raft.join = !configuration.bootstrap
     return raft
   }
 

@@ -36,29 +36,29 @@ public enum TealNode {
     try NodeResources.makeDirectory(configuration.taskDirectory)
 
     let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
-    let router = ChannelRouter()
+    let clusterID = try NodeResources.clusterID(for: configuration)
     let transport = PeerTransport(
-      configuration: NodeWiring.transportConfiguration(configuration), security: .mutualTLS(tls), group: group,
-      logger: logger, handler: router.handler)
+      configuration: NodeWiring.transportConfiguration(configuration, clusterID: clusterID),
+      security: .mutualTLS(tls), group: group, logger: logger)
 
     let observer = AppliedIndexObserver()
     let raft: RaftNode<ClusterStateMachine>
     do {
       raft = try RaftNode(
-        configuration: NodeWiring.raftConfiguration(configuration, logger: logger),
+        configuration: NodeWiring.raftConfiguration(configuration, clusterID: clusterID, logger: logger),
         stateMachine: ClusterStateMachine(observer: observer), network: transport)
     } catch {
       throw NodeStartError.component("the Raft log in \(configuration.dataDirectory)", reason: "\(error)")
     }
-    router.register(.raft, raft.messageHandler)
+    transport.setHandler(raft.messageHandler, for: .raft)
 
     let membership = try MembershipService(
       id: configuration.node, metadata: NodeWiring.memberMetadata(configuration), sender: transport, logger: logger)
-    router.register(.gossip, membership.messageHandler)
+    transport.setHandler(membership.messageHandler, for: .gossip)
 
     let log = ClusterLog(
       node: configuration.node, raft: raft, observer: observer, sender: transport, clock: clock, logger: logger)
-    router.register(.control) { from, _, payload in await log.receive(from: from, payload: payload) }
+    transport.setHandler({ from, _, payload in await log.receive(from: from, payload: payload) }, for: .control)
 
     let balancer = LoadBalancer(configuration: LoadBalancerConfiguration(), eventLoopGroup: group, logger: logger)
     // Before the runner signals a task, this node's balancer stops routing to it and lets its
