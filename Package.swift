@@ -77,6 +77,14 @@ let package = Package(
       ] + nio
     ),
 
+    .target(
+      name: "TealTraffic",
+      dependencies: [
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
+    ),
+
     // MARK: Executables
     .executableTarget(
       name: "teal",
@@ -154,6 +162,10 @@ let package = Package(
         "TealDataPlane", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
+    ),
+    .testTarget(
+      name: "TealTrafficTests",
+      dependencies: ["TealTraffic", "TealTestSupport", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
     ),
   ],
   swiftLanguageModes: [.v6]
