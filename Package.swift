@@ -167,6 +167,15 @@ let package = Package(
       name: "TealTrafficTests",
       dependencies: ["TealTraffic", "TealTestSupport", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
     ),
+    // Runs real `teal node start` processes (the built `teal` and `teal-demo`); skipped until the
+    // node command exists.
+    .testTarget(
+      name: "TealNodeClusterTests",
+      dependencies: [
+        "TealTraffic", "TealTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
+    ),
   ],
   swiftLanguageModes: [.v6]
 )
