@@ -23,6 +23,9 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
     .package(url: "https://github.com/apple/swift-log.git", from: "1.6.0"),
     .package(url: "https://github.com/jpsim/Yams.git", from: "5.0.0"),
+    .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.0.0"),
+    .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.0.0"),
+    .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
   ],
   targets: [
     // MARK: C
@@ -37,6 +40,9 @@ let package = Package(
     .target(name: "TealRaft", dependencies: ["TealWire"]),
     .target(name: "TealGossip", dependencies: ["TealWire"]),
     .target(name: "TealDeploy", dependencies: ["Yams"]),
+    .target(name: "TealCluster", dependencies: ["TealWire", "TealDeploy"]),
+    // The HTTP API's Codable bodies, shared by the node's server and the client (Foundation only).
+    .target(name: "TealAPI"),
 
     // MARK: Simulation harnesses (used by tests and benchmarks)
     .target(name: "TealRaftSim", dependencies: ["TealRaft", "TealWire"]),
@@ -68,15 +74,30 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),
+    // TealHealth: the one health rule and threshold tracker that TealTasks and TealLoadBalancer share.
+    .target(name: "TealHealth", dependencies: [.product(name: "NIOHTTP1", package: "swift-nio")] + nio),
     .target(
-      name: "TealDataPlane",
+      name: "TealTasks",
+      dependencies: ["TealHealth", .product(name: "Logging", package: "swift-log")] + nio
+    ),
+    .target(
+      name: "TealLoadBalancer",
       dependencies: [
+        "TealHealth",
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),
 
+    .target(
+      name: "TealClient",
+      dependencies: [
+        "TealAPI",
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
+    ),
     .target(
       name: "TealTraffic",
       dependencies: [
@@ -85,11 +106,25 @@ let package = Package(
       ] + nio
     ),
 
+    // MARK: The node
+    .target(
+      name: "TealNode",
+      dependencies: [
+        "TealWire", "TealTLS", "TealTransport", "TealRaft", "TealConsensus", "TealGossip", "TealMembership",
+        "TealDeploy", "TealCluster", "TealAPI", "TealTasks", "TealLoadBalancer", "Yams",
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "HTTPTypes", package: "swift-http-types"),
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "Logging", package: "swift-log"),
+      ] + nio
+    ),
+
     // MARK: Executables
     .executableTarget(
       name: "teal",
       dependencies: [
-        "TealTLS", "TealTransport", "TealWire", "TealDeploy",
+        "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealNode",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]
@@ -116,7 +151,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "ProxyBenchmark",
-      dependencies: ["TealDataPlane"],
+      dependencies: ["TealLoadBalancer"] + nio,
       path: "Benchmarks/proxy/ProxyBenchmark"
     ),
     .executableTarget(
@@ -152,16 +187,34 @@ let package = Package(
       ] + nio
     ),
     .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
+    .testTarget(name: "TealAPITests", dependencies: ["TealAPI"]),
+    .testTarget(
+      name: "TealClientTests",
+      dependencies: [
+        "TealClient", "TealAPI", "TealTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
+    ),
+    .testTarget(
+      name: "TealNodeTests",
+      dependencies: ["TealNode", "TealTestSupport", "TealWire", "TealCluster", "TealAPI", "TealGossip"]
+    ),
     .testTarget(
       name: "TealHooksTests",
       dependencies: ["TealHooks", "TealDeploy", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
     ),
+    .testTarget(name: "TealHealthTests", dependencies: ["TealHealth"]),
     .testTarget(
-      name: "TealDataPlaneTests",
+      name: "TealLoadBalancerTests",
       dependencies: [
-        "TealDataPlane", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
+        "TealLoadBalancer", "TealHealth", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
+    ),
+    // Runs the built `teal-demo` executable as a task (built with the tests by `swift build --build-tests`).
+    .testTarget(
+      name: "TealTasksTests",
+      dependencies: ["TealTasks", "TealHealth", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
     ),
     .testTarget(
       name: "TealTrafficTests",

@@ -49,8 +49,12 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   private var isRunning = true
   private var failure: RaftNodeError?
   private var leadership: LeadershipState
-  private var subscribers: [Int: AsyncStream<LeadershipState>.Continuation] = [:]
-  private var nextSubscriberID = 0
+  private var leadershipSubscribers = Subscribers<LeadershipState>()
+  /// The configuration as of `appliedIndex` (committed): the snapshot's, then each applied
+  /// configuration entry's.
+  private var appliedConfiguration: RaftConfiguration
+  private var membershipSubscribers = Subscribers<RaftConfiguration>()
+  private var snapshotSubscribers = Subscribers<UInt64>()
   /// Inbound messages dropped because they did not decode or were misaddressed.
   private var rejectedInbound = 0
 
@@ -135,6 +139,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     self.outbox = PeerOutbox(sender: network, limit: configuration.outboundQueueLimit, logger: logger)
     self.appliedIndex = core.appliedIndex
     self.leadership = LeadershipState(role: core.role, leader: core.leader, term: core.term)
+    self.appliedConfiguration = state.snapshot?.metadata.configuration ?? configuration.bootstrap
     logger.info(
       "raft node opened",
       metadata: [
@@ -226,8 +231,9 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   /// when known) and ``RaftNodeError/retryLater(_:)`` before anything is proposed;
   /// ``RaftNodeError/proposalDropped(index:term:)`` when another leader's entry took the position (the
   /// command did not take effect); ``RaftNodeError/timedOut(operation:ticks:)``,
-  /// ``RaftNodeError/outcomeUnknown(index:reason:)`` and ``RaftNodeError/stopped(reason:)`` when the outcome
-  /// is unknown; ``RaftNodeError/invalidRequest(_:)`` for a command over `maxCommandBytes`.
+  /// ``RaftNodeError/outcomeUnknown(index:reason:)`` (at once when this node stops leading the proposal's
+  /// term before the entry is applied) and ``RaftNodeError/stopped(reason:)`` when the outcome is unknown;
+  /// ``RaftNodeError/invalidRequest(_:)`` for a command over `maxCommandBytes`.
   ///
   /// Cancelling the calling task does not withdraw a proposal once accepted: the call still returns when
   /// its outcome is known or after `proposalTimeoutTicks`.
@@ -329,18 +335,40 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   /// The current membership (including uncommitted changes, which take effect when appended).
   public var membership: RaftConfiguration { core.configuration }
 
-  /// A stream of leadership states: the current one at once, then every change of role, leader or term.
-  /// It finishes when the node stops.
+  /// The committed membership: the configuration in effect at the applied index.
+  public var committedMembership: RaftConfiguration { appliedConfiguration }
+
+  /// A stream of leadership states: the current one at once, then every change of role, leader, term or
+  /// readiness (``LeadershipState/isReady`` turns true once this leader applied its term's no-op). It keeps
+  /// the newest 64 undelivered values and finishes when the node stops.
   public func leadershipChanges() -> AsyncStream<LeadershipState> {
-    let (stream, continuation) = AsyncStream<LeadershipState>.makeStream(bufferingPolicy: .bufferingNewest(64))
-    continuation.yield(leadership)
-    if isRunning {
-      subscribers[nextSubscriberID] = continuation
-      nextSubscriberID += 1
-    } else {
-      continuation.finish()
-    }
-    return stream
+    leadershipSubscribers.subscribe(current: leadership, open: isRunning)
+  }
+
+  /// A stream of committed membership configurations: the current committed one at once, then each one
+  /// whose configuration entry this node applied (or that came with an installed snapshot), in log order.
+  /// Drive the transport's peer list from it. It keeps the newest 64 undelivered values (a slow consumer
+  /// misses intermediate ones, never the latest) and finishes when the node stops.
+  public func membershipChanges() -> AsyncStream<RaftConfiguration> {
+    membershipSubscribers.subscribe(current: appliedConfiguration, open: isRunning)
+  }
+
+  /// A stream of the indexes of snapshots this node installed from the leader. When a value arrives, the
+  /// state machine's ``ReplicatedStateMachine/restore(from:)`` has already replaced its whole state with the
+  /// snapshot's (state up to that index); an owner that keeps state derived from the state machine must
+  /// rebuild it. The restore at start (from the data directory) is not announced: it happens in `init`.
+  /// Keeps the newest 64 undelivered values; finishes when the node stops.
+  public func snapshotInstalls() -> AsyncStream<UInt64> {
+    snapshotSubscribers.subscribe(current: nil, open: isRunning)
+  }
+
+  /// Snapshots the state machine at the applied index now and compacts the log up to it (as the automatic
+  /// `snapshotThreshold` does). Returns at once if nothing was applied since the latest snapshot. Throws
+  /// ``RaftNodeError/stopped(reason:)`` if the node is stopped and ``RaftNodeError/storage(_:)`` if the
+  /// snapshot cannot be written (the node then stops).
+  public func takeSnapshot() async throws(RaftNodeError) {
+    try ensureRunning()
+    try snapshotNow()
   }
 
   // MARK: - Ready processing
@@ -356,10 +384,11 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     processingScheduled = false
     while isRunning {
       let ready = core.ready()
-      noteLeadership(LeadershipState(role: ready.role, leader: ready.leader, term: ready.term))
+      noteLeadership()
       if ready.isEmpty { break }
       handle(ready)
     }
+    if isRunning { noteLeadership() }
   }
 
   private func handle(_ ready: RaftReady) {
@@ -408,6 +437,8 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
       return
     }
     appliedIndex = index
+    noteAppliedConfiguration(snapshot.metadata.configuration)
+    snapshotSubscribers.yield(index)
     for position in proposals.keys where position <= index {
       for pending in proposals.removeValue(forKey: position) ?? [] {
         pending.completion.resume(
@@ -420,8 +451,16 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
 
   private func apply(_ entry: RaftEntry) {
     var result: [UInt8] = []
-    if entry.kind == .command {
-      result = stateMachine.apply(entry.data, at: entry.index)
+    switch entry.kind {
+    case .command:
+      result = stateMachine.apply(entry.data, index: entry.index, term: entry.term)
+    case .configuration:
+      guard let configuration = try? RaftConfiguration(wireBytes: entry.data) else {
+        preconditionFailure("\(id): the committed configuration entry at index \(entry.index) does not decode")
+      }
+      noteAppliedConfiguration(configuration)
+    case .noop:
+      break
     }
     appliedIndex = entry.index
     guard let waiting = proposals.removeValue(forKey: entry.index) else { return }
@@ -437,18 +476,30 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   private func compactIfNeeded() {
     guard configuration.snapshotThreshold > 0, isRunning, let log else { return }
     guard appliedIndex >= log.snapshotIndex + configuration.snapshotThreshold else { return }
+    do {
+      try snapshotNow()
+    } catch {
+      // snapshotNow stopped the node already.
+    }
+  }
+
+  /// Snapshots the state machine at `appliedIndex`, compacts RaftCore's log and saves the snapshot (which
+  /// deletes the covered segments). A no-op when nothing was applied since the latest snapshot.
+  private func snapshotNow() throws(RaftNodeError) {
+    guard let log else { throw .stopped(reason: failure?.description) }
+    guard appliedIndex > max(log.snapshotIndex, core.snapshot?.metadata.index ?? 0) else { return }
     let snapshot: RaftSnapshot
     do {
       snapshot = try core.compact(upTo: appliedIndex, snapshotData: stateMachine.snapshot())
     } catch {
-      logger.warning("snapshot refused by RaftCore", metadata: ["index": "\(appliedIndex)", "error": "\(error)"])
-      return
+      preconditionFailure("\(id): RaftCore refused a snapshot at the applied index \(appliedIndex): \(error)")
     }
     do {
       try log.saveSnapshot(metadata: StorageMapping.storedMetadata(snapshot.metadata), data: snapshot.data)
     } catch {
-      fail(.storage(error))
-      return
+      let failure = RaftNodeError.storage(error)
+      fail(failure)
+      throw failure
     }
     logger.debug("snapshot taken; log compacted", metadata: ["index": "\(snapshot.metadata.index)"])
   }
@@ -533,20 +584,53 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
       .max { (core.replication(of: $0)?.match ?? 0, $1.rawValue) < (core.replication(of: $1)?.match ?? 0, $0.rawValue) }
   }
 
-  private func noteLeadership(_ state: LeadershipState) {
+  /// Publishes a change of role, leader, term or readiness, and fails the proposals that can no longer
+  /// complete here: a node that is not (or no longer) the leader of a proposal's term cannot tell whether the
+  /// entry will commit, so they fail at once with ``RaftNodeError/outcomeUnknown(index:reason:)``.
+  private func noteLeadership() {
+    let isLeader = core.role == .leader
+    let state = LeadershipState(
+      role: core.role, leader: core.leader, term: core.term,
+      isReady: isLeader && appliedIndex >= core.termStartIndex)
     guard state != leadership else { return }
+    let previous = leadership
     leadership = state
     logger.info(
       "leadership changed",
-      metadata: ["role": "\(state.role)", "term": "\(state.term)", "leader": "\(state.leader?.rawValue ?? "-")"])
-    for (key, continuation) in subscribers {
-      if case .terminated = continuation.yield(state) { subscribers[key] = nil }
+      metadata: [
+        "role": "\(state.role)", "term": "\(state.term)", "leader": "\(state.leader?.rawValue ?? "-")",
+        "ready": "\(state.isReady)",
+      ])
+    leadershipSubscribers.yield(state)
+    if previous.role == .leader && (!isLeader || state.term != previous.term) {
+      failProposals(notOfTerm: isLeader ? state.term : nil, steppedDownFrom: previous.term)
     }
     if state.role != .leader && !transferWaiters.isEmpty {
       let waiters = transferWaiters
       transferWaiters = []
       for waiter in waiters { waiter.completion.resume(returning: .success(())) }
     }
+  }
+
+  /// Fails every waiting proposal whose term is not `term` (all of them when `term` is nil).
+  private func failProposals(notOfTerm term: UInt64?, steppedDownFrom oldTerm: UInt64) {
+    for (index, waiting) in proposals {
+      let (failed, kept) = (waiting.filter { $0.term != term }, waiting.filter { $0.term == term })
+      guard !failed.isEmpty else { continue }
+      proposals[index] = kept.isEmpty ? nil : kept
+      for pending in failed {
+        pending.completion.resume(
+          returning: .failure(
+            .outcomeUnknown(
+              index: index, reason: "this node stopped leading term \(oldTerm) before the entry was applied")))
+      }
+    }
+  }
+
+  private func noteAppliedConfiguration(_ configuration: RaftConfiguration) {
+    guard configuration != appliedConfiguration else { return }
+    appliedConfiguration = configuration
+    membershipSubscribers.yield(configuration)
   }
 
   private func rejectInbound(_ what: String, from sender: NodeID, detail: String) {
@@ -583,8 +667,39 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     let waiters = transferWaiters
     transferWaiters = []
     for waiter in waiters { waiter.completion.resume(returning: .failure(stopped)) }
-    for continuation in subscribers.values { continuation.finish() }
-    subscribers = [:]
+    leadershipSubscribers.finish()
+    membershipSubscribers.finish()
+    snapshotSubscribers.finish()
     logger.info("raft node stopped", metadata: ["failure": "\(failure?.description ?? "none")"])
+  }
+}
+
+/// The continuations of one kind of stream a node offers; each buffers the newest 64 undelivered values.
+struct Subscribers<Value: Sendable> {
+  private var continuations: [Int: AsyncStream<Value>.Continuation] = [:]
+  private var nextID = 0
+
+  /// A new stream that starts with `current` (if any); already finished when `open` is false.
+  mutating func subscribe(current: Value?, open: Bool) -> AsyncStream<Value> {
+    let (stream, continuation) = AsyncStream<Value>.makeStream(bufferingPolicy: .bufferingNewest(64))
+    if let current { continuation.yield(current) }
+    if open {
+      continuations[nextID] = continuation
+      nextID += 1
+    } else {
+      continuation.finish()
+    }
+    return stream
+  }
+
+  mutating func yield(_ value: Value) {
+    for (key, continuation) in continuations {
+      if case .terminated = continuation.yield(value) { continuations[key] = nil }
+    }
+  }
+
+  mutating func finish() {
+    for continuation in continuations.values { continuation.finish() }
+    continuations = [:]
   }
 }

@@ -98,8 +98,21 @@ public struct LeadershipState: Sendable, Hashable, CustomStringConvertible {
   public var role: RaftRole
   public var leader: NodeID?
   public var term: UInt64
+  /// True when this node leads `term` AND has applied its term's no-op entry: its state machine then
+  /// holds every entry committed by earlier leaders, so decisions taken from ``RaftNode/currentState``
+  /// act on current state. Always false when `role` is not `.leader`.
+  public var isReady: Bool
 
-  public var description: String { "\(role) term=\(term) leader=\(leader?.rawValue ?? "-")" }
+  public init(role: RaftRole, leader: NodeID?, term: UInt64, isReady: Bool = false) {
+    self.role = role
+    self.leader = leader
+    self.term = term
+    self.isReady = role == .leader && isReady
+  }
+
+  public var description: String {
+    "\(role)\(isReady ? " (ready)" : "") term=\(term) leader=\(leader?.rawValue ?? "-")"
+  }
 }
 
 // MARK: - Errors
@@ -114,8 +127,9 @@ public enum RaftNodeError: Error, Sendable, Hashable, CustomStringConvertible {
   /// The proposal's log position was taken by another leader's entry: the command did NOT take effect and
   /// may be retried safely.
   case proposalDropped(index: UInt64, term: UInt64)
-  /// The node lost track of the proposal (it installed a snapshot that covers the position): the command
-  /// may or may not have taken effect. Retry only if the command is idempotent or carries a client session.
+  /// The node lost track of the proposal (it stepped down as leader while the proposal was pending, or it
+  /// installed a snapshot that covers the position): the command may or may not have taken effect. Retry
+  /// only if the command is idempotent or carries a client session.
   case outcomeUnknown(index: UInt64, reason: String)
   /// No answer within `ticks` ticks. For a proposal the outcome is unknown (as for ``outcomeUnknown``).
   case timedOut(operation: String, ticks: Int)

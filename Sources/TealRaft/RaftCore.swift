@@ -134,7 +134,9 @@ public struct RaftCore: Sendable {
 
   // Leader
   private var progress: [NodeID: Progress] = [:]
-  private var termStartIndex: UInt64 = 0
+  /// Index of the no-op entry this node appended when it became leader of `term` (meaningful only
+  /// while `role == .leader`). Once it is applied, the leader acts on the current state.
+  public private(set) var termStartIndex: UInt64 = 0
   public private(set) var transferTarget: NodeID?
   private var readSequence: UInt64 = 0
   private var pendingReads: [PendingRead] = []

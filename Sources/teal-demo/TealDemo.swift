@@ -30,7 +30,7 @@ struct TealDemo: ParsableCommand {
   @Option(help: "Port to listen on (0: any free port). Default: $PORT, else 8080.")
   var port: Int?
 
-  @Option(help: "Address to bind. Default: $TEAL_DEMO_HOST, else 127.0.0.1.")
+  @Option(help: "Address to bind. Default: $TEAL_DEMO_HOST, else $HOST (a Teal node sets it), else 127.0.0.1.")
   var host: String?
 
   @Option(name: .customLong("version"), help: "Version reported in responses. Default: $TEAL_DEMO_VERSION, else 1.0.0.")
@@ -79,7 +79,7 @@ struct TealDemo: ParsableCommand {
     guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
     guard (1...64).contains(threads) else { throw ValidationError("--threads must be in 1...64, got \(threads)") }
     guard drainTimeout >= 0 else { throw ValidationError("--drain-timeout must not be negative") }
-    let host = host ?? environment["TEAL_DEMO_HOST"] ?? "127.0.0.1"
+    let host = host ?? environment["TEAL_DEMO_HOST"] ?? environment["HOST"] ?? "127.0.0.1"
     let version = serviceVersion ?? environment["TEAL_DEMO_VERSION"] ?? "1.0.0"
 
     let server = DemoServer(

@@ -10,14 +10,14 @@ import TealWire
 
 /// The `teal` command line.
 @main
-struct Teal: ParsableCommand {
+struct Teal: AsyncParsableCommand {
   static let version = "0.1.0"
 
   static let configuration = CommandConfiguration(
     commandName: "teal",
     abstract: "A self-hosted blue/green deployment coordinator.",
     version: version,
-    subcommands: [Certs.self, Spec.self]
+    subcommands: [Certs.self, Spec.self, NodeCommand.self]
   )
 }
 

@@ -9,13 +9,15 @@ import Testing
 
 // MARK: - Application state machine
 
-/// Records every applied command with its log index; the result of a command is its log index.
+/// Records every applied command with its log index and term; the result of a command is its log index.
 struct CommandLog: ReplicatedStateMachine, Hashable {
   private(set) var indexes: [UInt64] = []
+  private(set) var terms: [UInt64] = []
   private(set) var commands: [[UInt8]] = []
 
-  mutating func apply(_ command: [UInt8], at index: UInt64) -> [UInt8] {
+  mutating func apply(_ command: [UInt8], index: UInt64, term: UInt64) -> [UInt8] {
     indexes.append(index)
+    terms.append(term)
     commands.append(command)
     var result = WireWriter(capacity: 8)
     result.writeVarint(index)
@@ -25,8 +27,9 @@ struct CommandLog: ReplicatedStateMachine, Hashable {
   func snapshot() -> [UInt8] {
     var w = WireWriter(capacity: 64)
     w.writeVarint(commands.count)
-    for (index, command) in zip(indexes, commands) {
+    for ((index, term), command) in zip(zip(indexes, terms), commands) {
       w.writeVarint(index)
+      w.writeVarint(term)
       w.write(command)
     }
     return w.bytes
@@ -36,13 +39,16 @@ struct CommandLog: ReplicatedStateMachine, Hashable {
     var r = WireReader(snapshot)
     let count = try r.readCount("count")
     var indexes: [UInt64] = []
+    var terms: [UInt64] = []
     var commands: [[UInt8]] = []
     for _ in 0..<count {
       indexes.append(try r.readVarint("index"))
+      terms.append(try r.readVarint("term"))
       commands.append(try r.readBytes("command"))
     }
     try r.expectEnd()
     self.indexes = indexes
+    self.terms = terms
     self.commands = commands
   }
 
@@ -172,11 +178,16 @@ final class LocalCluster: @unchecked Sendable {
   }
 
   /// Opens node `id` from its directory (new or existing), attaches it to the network and starts it.
+  /// `beforeStart` sees the node before it is reachable (to subscribe to its streams).
   @discardableResult
-  func start(_ id: NodeID, adjust: (inout RaftNodeConfiguration) -> Void = { _ in }) async throws -> Node {
+  func start(
+    _ id: NodeID, adjust: (inout RaftNodeConfiguration) -> Void = { _ in },
+    beforeStart: (Node) async -> Void = { _ in }
+  ) async throws -> Node {
     var configuration = configuration(for: id)
     adjust(&configuration)
     let node = try Node(configuration: configuration, stateMachine: CommandLog(), network: network.endpoint(for: id))
+    await beforeStart(node)
     lock.withLock { nodes[id] = node }
     network.attach(id, handler: node.messageHandler)
     await node.start()

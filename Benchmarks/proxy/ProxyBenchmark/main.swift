@@ -2,7 +2,7 @@
 // usage: ProxyBenchmark <listen-port> <seconds> <host:port> [<host:port> ...]
 
 import Foundation
-import TealDataPlane
+import TealLoadBalancer
 
 do {
   try await LoadBalancerBenchmarkHarness.run(arguments: Array(CommandLine.arguments.dropFirst()))

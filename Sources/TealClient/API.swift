@@ -1,0 +1,74 @@
+import Foundation
+import TealAPI
+
+// The typed calls of Teal's API (NODE-CONTRACT), one per endpoint.
+extension TealClient {
+  /// `GET /health`.
+  public func health() async throws -> HealthResponse {
+    try await send(TealRequest(method: .GET, path: APIPath.health)).decode(HealthResponse.self)
+  }
+
+  /// `GET /ready`; a 503 answer (not ready) is returned, not thrown, when it carries the ready body.
+  public func ready() async throws -> ReadyResponse {
+    var request = TealRequest(method: .GET, path: APIPath.ready)
+    request.acceptedStatuses = [503]
+    return try await send(request).decode(ReadyResponse.self)
+  }
+
+  /// `GET /v1/cluster` (linearizable unless `stale`).
+  public func clusterStatus(stale: Bool = false) async throws -> ClusterStatus {
+    try await get(APIPath.cluster, stale: stale, as: ClusterStatus.self)
+  }
+
+  /// `GET /v1/services`.
+  public func services(stale: Bool = false) async throws -> ServiceList {
+    try await get(APIPath.services, stale: stale, as: ServiceList.self)
+  }
+
+  /// `POST /v1/services` with the spec document itself (YAML or JSON text).
+  public func createService(
+    spec: String, contentType: String = APIContentType.yaml, idempotencyKey: String? = nil
+  ) async throws -> ServiceDetail {
+    try await send(
+      TealRequest(
+        method: .POST, path: APIPath.services, body: Data(spec.utf8), contentType: contentType,
+        idempotencyKey: idempotencyKey)
+    ).decode(ServiceDetail.self)
+  }
+
+  /// `GET /v1/services/{name}`.
+  public func service(_ name: String, stale: Bool = false) async throws -> ServiceDetail {
+    try await get(APIPath.service(name), stale: stale, as: ServiceDetail.self)
+  }
+
+  /// `PUT /v1/services/{name}/scale`.
+  public func scale(_ name: String, to desiredCount: Int, idempotencyKey: String? = nil) async throws -> ServiceDetail {
+    try await send(
+      TealRequest(
+        method: .PUT, path: APIPath.scale(name), body: try TealJSON.encode(ScaleRequest(desiredCount: desiredCount)),
+        contentType: APIContentType.json, idempotencyKey: idempotencyKey)
+    ).decode(ServiceDetail.self)
+  }
+
+  /// `DELETE /v1/services/{name}`: answers once the tasks are drained and stopped.
+  public func deleteService(_ name: String, idempotencyKey: String? = nil) async throws -> ServiceDetail {
+    try await send(TealRequest(method: .DELETE, path: APIPath.service(name), idempotencyKey: idempotencyKey))
+      .decode(ServiceDetail.self)
+  }
+
+  /// `GET /v1/tasks?service=&node=`.
+  public func tasks(service: String? = nil, node: String? = nil, stale: Bool = false) async throws -> TaskList {
+    try await get(APIPath.tasks(service: service, node: node), stale: stale, as: TaskList.self)
+  }
+
+  /// `GET /v1/events?service=&after=&limit=`.
+  public func events(service: String? = nil, after: UInt64? = nil, limit: Int? = nil, stale: Bool = false)
+    async throws -> EventList
+  {
+    try await get(APIPath.events(service: service, after: after, limit: limit), stale: stale, as: EventList.self)
+  }
+
+  private func get<T: Decodable>(_ path: String, stale: Bool, as type: T.Type) async throws -> T {
+    try await send(TealRequest(method: .GET, path: stale ? APIPath.stale(path) : path)).decode(type)
+  }
+}

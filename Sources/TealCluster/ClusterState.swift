@@ -1,0 +1,139 @@
+// The replicated state machine. `apply` is deterministic: no clock, no randomness, no iteration
+// over a Dictionary or Set whose order reaches the output (every such loop sorts its keys first).
+
+import TealDeploy
+import TealWire
+
+/// Everything the cluster agreed on: services and revisions, task placements and their reports,
+/// committed routes, committed liveness, idempotency records and the event history.
+///
+/// Invariants: every task's service exists and has the task's revision; every task's node is known
+/// and up (tasks of a node that goes down are removed with it); `logTime` never decreases;
+/// `appliedIndex` increases with every applied entry.
+public struct ClusterState: Codable, Hashable, Sendable {
+  /// Log index of the last applied entry (0 before any).
+  public internal(set) var appliedIndex: UInt64 = 0
+  /// The largest `now` of any applied entry's stamp.
+  public internal(set) var logTime: LogTime = .zero
+  /// By name.
+  public internal(set) var services: [String: ClusterService] = [:]
+  /// By task id.
+  public internal(set) var tasks: [String: ClusterTask] = [:]
+  /// By node id.
+  public internal(set) var nodes: [String: ClusterNode] = [:]
+  /// The last task sequence number handed out (task ids end in it).
+  public internal(set) var taskSequence: UInt64 = 0
+  public internal(set) var idempotency: IdempotencyTable
+  public internal(set) var history: EventHistory
+
+  // MARK: Deployment state
+  // Reserved: the deployments of each service (the engine's state) join here with the engine's commands.
+
+  public init(
+    eventCapacity: Int = EventHistory.defaultCapacity, idempotencyCapacity: Int = IdempotencyTable.defaultCapacity,
+    idempotencyRetentionMilliseconds: Int64 = IdempotencyTable.defaultRetentionMilliseconds
+  ) {
+    idempotency = IdempotencyTable(
+      capacity: idempotencyCapacity, retentionMilliseconds: idempotencyRetentionMilliseconds)
+    history = EventHistory(capacity: eventCapacity)
+  }
+
+  // MARK: Applying
+
+  /// Applies the entry at log `index`, carried by a Raft entry of term `term`.
+  ///
+  /// Order: log time advances to `max(logTime, stamp.now)`; expired idempotency records go; a known
+  /// key with the same digest returns its first answer and changes nothing else, with another digest
+  /// is refused (`idempotency_mismatch`); a leader-only command whose stamp term is not `term` is
+  /// refused (`stale_term`); then the command's `applyX` runs, derived state (routes, drains, removed
+  /// services) follows, and the answer is recorded under the key (a `stale_term` refusal is not).
+  public mutating func apply(_ entry: ClusterEntry, index: UInt64, term: UInt64) -> ClusterResult {
+    precondition(index > appliedIndex, "entry index \(index) applied after index \(appliedIndex)")
+    appliedIndex = index
+    logTime = max(logTime, entry.stamp.now)
+    idempotency.expire(now: logTime)
+    if let key = entry.idempotency, let record = idempotency.record(for: key.key) {
+      guard record.bodyDigest == key.bodyDigest else {
+        return .rejected(
+          ClusterRejection(
+            code: .idempotencyMismatch,
+            message:
+              "idempotency key \(key.key) was used at \(record.recordedAt) for a different request; use a new key"))
+      }
+      return record.result
+    }
+    if entry.command.isLeaderOnly && entry.stamp.term != term {
+      return .rejected(
+        ClusterRejection(
+          code: .staleTerm,
+          message:
+            "\(entry.command.name) was proposed by \(entry.stamp.node) in term \(entry.stamp.term) but committed in term \(term)"
+        ))
+    }
+    var context = ApplyContext(index: index)
+    let result: ClusterResult
+    do {
+      result = .ok(try applyCommand(entry.command, &context))
+      updateDerivedState(&context)
+    } catch {
+      result = .rejected(error)
+    }
+    if let key = entry.idempotency {
+      idempotency.insert(key: key.key, bodyDigest: key.bodyDigest, result: result, now: logTime)
+    }
+    return result
+  }
+
+  /// Decodes and applies the bytes of a log entry and returns the encoded ``ClusterResult``: the
+  /// adapter for a byte-oriented Raft state machine. Undecodable bytes are refused (`bad_request`,
+  /// `too_large`) identically on every node, and still advance `appliedIndex`.
+  public mutating func apply(bytes: [UInt8], index: UInt64, term: UInt64) -> [UInt8] {
+    do {
+      let entry = try ClusterEntry(decoding: bytes)
+      return apply(entry, index: index, term: term).encode()
+    } catch {
+      precondition(index > appliedIndex, "entry index \(index) applied after index \(appliedIndex)")
+      appliedIndex = index
+      let code: ClusterRejection.Code
+      if case .tooLarge = error { code = .tooLarge } else { code = .badRequest }
+      return ClusterResult.rejected(ClusterRejection(code: code, message: error.description)).encode()
+    }
+  }
+
+  /// Per-entry bookkeeping: the services whose routes and drains must be re-derived.
+  struct ApplyContext {
+    let index: UInt64
+    var touchedServices: Set<String> = []
+    var allServicesTouched = false
+  }
+
+  private mutating func applyCommand(
+    _ command: ClusterCommand, _ context: inout ApplyContext
+  ) throws(ClusterRejection) -> ClusterResponse {
+    switch command {
+    case .createService(let spec): return try applyCreateService(spec, &context)
+    case .registerRevision(let service, let spec): return try applyRegisterRevision(service, spec, &context)
+    case .scaleService(let service, let desiredCount):
+      return try applyScaleService(service, desiredCount: desiredCount, &context)
+    case .deleteService(let service): return try applyDeleteService(service, &context)
+    case .announceNode(let info): return try applyAnnounceNode(info, &context)
+    case .taskReports(let node, let reports): return try applyTaskReports(node, reports, &context)
+    case .routesApplied(let node, let generations): return try applyRoutesApplied(node, generations, &context)
+    case .taskStopped(let node, let taskID): return try applyTaskStopped(node, taskID: taskID, &context)
+    case .drainNode(let node): return try applyDrainNode(node, &context)
+    case .placeTask(let service, let revision, let node):
+      return try applyPlaceTask(service, revision: revision, node: node, &context)
+    case .retireTask(let taskID, let reason): return try applyRetireTask(taskID, reason: reason, &context)
+    case .nodeDown(let node, let incarnation): return try applyNodeDown(node, incarnation: incarnation, &context)
+    case .nodeUp(let node, let incarnation): return try applyNodeUp(node, incarnation: incarnation, &context)
+    }
+  }
+
+  // MARK: Events
+
+  mutating func record(
+    _ kind: ClusterEventKind, service: String?, _ message: String, _ context: ApplyContext
+  ) {
+    history.append(ClusterEvent(index: context.index, time: logTime, service: service, kind: kind, message: message))
+  }
+}

@@ -1,0 +1,84 @@
+// The placement planner: what the leader's Service actors propose so that each service runs its
+// desired count of tasks of its current revision, spread over the nodes that are up.
+
+import TealWire
+
+/// A pure planner over ``ClusterState``. Deterministic: the same state always gives the same plan.
+///
+/// Per service (in name order; services being deleted are skipped):
+/// 1. A task of the current revision meant to run whose process exited is retired (`retireTask`);
+///    it no longer counts.
+/// 2. More tasks than `desiredCount`: the newest (highest sequence) are retired.
+/// 3. Fewer: new tasks are placed one at a time on the eligible node (committed up, not shutting
+///    down) with the fewest running-desired tasks of this service, then the fewest such tasks of
+///    all services (counting the placements planned so far), then the smallest node id.
+///
+/// Tasks of other revisions are left alone (they belong to a deployment), and so are retired tasks.
+/// Tasks of nodes that are down are already gone from the state (removed at `nodeDown`), so they are
+/// replaced by step 3. The leader proposes the plan, waits until those entries are applied, and only
+/// then plans again: planning twice against the same state would place twice.
+public enum Placement {
+  /// The commands for every service.
+  public static func plan(_ state: ClusterState) -> [ClusterCommand] {
+    var load = nodeLoad(state)
+    var commands: [ClusterCommand] = []
+    for name in state.services.keys.sorted() { commands += plan(state, service: name, load: &load) }
+    return commands
+  }
+
+  /// The commands for one service (empty if it does not exist or is being deleted).
+  public static func plan(_ state: ClusterState, service name: String) -> [ClusterCommand] {
+    var load = nodeLoad(state)
+    return plan(state, service: name, load: &load)
+  }
+
+  /// Running-desired tasks per eligible node (up, not shutting down), all services.
+  private static func nodeLoad(_ state: ClusterState) -> [NodeID: Int] {
+    var load: [NodeID: Int] = [:]
+    for node in state.nodes.values where node.isUp && !node.draining { load[node.id] = 0 }
+    for task in state.tasks.values where task.desired == .running && load[task.node] != nil {
+      load[task.node, default: 0] += 1
+    }
+    return load
+  }
+
+  private static func plan(
+    _ state: ClusterState, service name: String, load: inout [NodeID: Int]
+  ) -> [ClusterCommand] {
+    guard let service = state.services[name], !service.deleting else { return [] }
+    let current = service.currentRevisionID
+    let live = state.tasks.values.filter { $0.service == name && $0.desired == .running && $0.revision == current }
+      .sorted { $0.sequence < $1.sequence }
+    var commands: [ClusterCommand] = []
+    var kept: [ClusterTask] = []
+    for task in live {
+      if case .exited(let code) = task.state {
+        commands.append(.retireTask(taskID: task.id, reason: "exited with code \(code); replaced"))
+        load[task.node] = load[task.node].map { $0 - 1 }
+      } else {
+        kept.append(task)
+      }
+    }
+    if kept.count > service.desiredCount {
+      for task in kept.suffix(kept.count - service.desiredCount).reversed() {
+        commands.append(.retireTask(taskID: task.id, reason: "scaled down to \(service.desiredCount)"))
+        load[task.node] = load[task.node].map { $0 - 1 }
+      }
+      return commands
+    }
+    var perNode: [NodeID: Int] = [:]
+    for node in load.keys { perNode[node] = 0 }
+    for task in kept where perNode[task.node] != nil { perNode[task.node, default: 0] += 1 }
+    guard !perNode.isEmpty else { return commands }
+    for _ in 0..<(service.desiredCount - kept.count) {
+      let node = perNode.keys.min { lhs, rhs in
+        (perNode[lhs] ?? 0, load[lhs] ?? 0, lhs.rawValue) < (perNode[rhs] ?? 0, load[rhs] ?? 0, rhs.rawValue)
+      }
+      guard let node else { break }
+      commands.append(.placeTask(service: name, revision: current.number, node: node))
+      perNode[node, default: 0] += 1
+      load[node, default: 0] += 1
+    }
+    return commands
+  }
+}

@@ -1,0 +1,384 @@
+// The LoadBalancer actor: one per node. It owns the listeners, the health-check loops and the control
+// operations (routes, weights, draining). The request path never enters the actor: it runs on the
+// event loops against each service's lock-protected ServiceTraffic.
+
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import TealHealth
+
+// MARK: - Configuration
+
+/// Settings shared by every listener of a load balancer.
+public struct LoadBalancerConfiguration: Hashable, Sendable {
+  /// A connect to a target that takes longer fails (and is retried once on another target).
+  public var connectTimeout: Duration
+  /// A target that has not started its response this long after the request was routed gets a 504.
+  public var responseTimeout: Duration
+  /// Request headers larger than this (any single field, or all together) get a 431.
+  public var maxRequestHeaderBytes: Int
+  /// Idle keep-alive connections kept per target and event loop.
+  public var maxIdleConnectionsPerTarget: Int
+  /// Value of the `X-Forwarded-Proto` header set on forwarded requests.
+  public var forwardedProto: String
+
+  public init(
+    connectTimeout: Duration = .seconds(2), responseTimeout: Duration = .seconds(60),
+    maxRequestHeaderBytes: Int = 32 * 1024, maxIdleConnectionsPerTarget: Int = 64, forwardedProto: String = "http"
+  ) {
+    self.connectTimeout = connectTimeout
+    self.responseTimeout = responseTimeout
+    self.maxRequestHeaderBytes = maxRequestHeaderBytes
+    self.maxIdleConnectionsPerTarget = maxIdleConnectionsPerTarget
+    self.forwardedProto = forwardedProto
+  }
+}
+
+/// One service's listeners and health checks.
+public struct ServiceConfiguration: Hashable, Sendable {
+  /// Unique per load balancer; used in metrics labels and error messages.
+  public var name: String
+  /// Address the listeners bind to.
+  public var listenHost: String
+  /// Production listener port; 0 picks a free port (see ``ServiceListeners``).
+  public var productionPort: Int
+  /// Test listener port; 0 picks a free port.
+  public var testPort: Int
+  public var healthCheck: HealthCheckConfiguration
+
+  public init(
+    name: String, listenHost: String = "0.0.0.0", productionPort: Int, testPort: Int,
+    healthCheck: HealthCheckConfiguration = HealthCheckConfiguration()
+  ) {
+    self.name = name
+    self.listenHost = listenHost
+    self.productionPort = productionPort
+    self.testPort = testPort
+    self.healthCheck = healthCheck
+  }
+}
+
+/// The ports a service's listeners are bound to.
+public struct ServiceListeners: Hashable, Sendable {
+  public var productionPort: Int
+  public var testPort: Int
+
+  public func port(for role: ListenerRole) -> Int {
+    role == .production ? self.productionPort : self.testPort
+  }
+}
+
+/// How a drain ended.
+public enum DrainOutcome: Hashable, Sendable {
+  /// No request of the revision is in flight any more; its tasks can be stopped.
+  case drained
+  /// The deregistration delay passed first; this many requests were still in flight.
+  case deregistrationDelayExpired(inFlight: Int)
+}
+
+/// Why a listener could not be opened.
+public struct ListenerError: Error, CustomStringConvertible {
+  public var service: String
+  public var role: ListenerRole
+  public var address: String
+  public var underlying: String
+
+  public var description: String {
+    "service '\(self.service)': cannot listen on \(self.address) for the \(self.role.rawValue) listener: "
+      + self.underlying
+  }
+}
+
+// MARK: - Actor
+
+/// The node's load balancer: per service, a production and a test listener proxying HTTP/1.1 to
+/// weighted target groups.
+///
+/// Invariants:
+/// - Routes are replaced atomically (one lock acquisition): a request is routed either entirely by
+///   the old or entirely by the new table; requests already routed finish on their target.
+/// - Only targets that passed the load balancer's own health checks receive requests.
+/// - A revision removed from the routes receives no new request; ``drain(revision:ofService:deregistrationDelay:)``
+///   returns once its in-flight requests have ended or the delay has passed.
+public actor LoadBalancer {
+  private struct Service {
+    var configuration: ServiceConfiguration
+    var runtime: ServiceRuntime
+    var listeners: [ListenerRole: any Channel]
+    var healthLoop: Task<Void, Never>
+  }
+
+  public let configuration: LoadBalancerConfiguration
+  private let group: any EventLoopGroup
+  private let logger: Logger
+  private let pools: UpstreamPools
+  private var services: [String: Service] = [:]
+  /// The runtimes, readable without entering the actor (metrics scraping, alarms).
+  private let runtimes = NIOLockedValueBox<[String: ServiceRuntime]>([:])
+
+  public init(
+    configuration: LoadBalancerConfiguration = LoadBalancerConfiguration(),
+    eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+    logger: Logger = Logger(label: "teal.loadbalancer")
+  ) {
+    self.configuration = configuration
+    self.group = eventLoopGroup
+    self.logger = logger
+    self.pools = UpstreamPools(
+      maxIdlePerTarget: configuration.maxIdleConnectionsPerTarget,
+      connectTimeout: TimeAmount(configuration.connectTimeout))
+  }
+
+  // MARK: Services
+
+  /// Opens the production and test listeners of a service and installs its first routes. New targets
+  /// are probed once before the routes take effect, so the first request already sees healthy targets.
+  /// - Returns: the bound ports (useful when the configuration asked for port 0).
+  @discardableResult
+  public func addService(_ service: ServiceConfiguration, routes: ServiceRoutes) async throws -> ServiceListeners {
+    guard self.services[service.name] == nil else { throw RoutesError.serviceExists(service.name) }
+    guard isHeaderToken(self.configuration.forwardedProto) else {
+      throw RoutesError.invalidForwardedProto(self.configuration.forwardedProto)
+    }
+    try routes.validate()
+    let runtime = ServiceRuntime(
+      name: service.name,
+      traffic: ServiceTraffic(
+        routes: .empty, healthyThreshold: service.healthCheck.healthyThreshold,
+        unhealthyThreshold: service.healthCheck.unhealthyThreshold))
+    await self.installProbed(routes, runtime: runtime, healthCheck: service.healthCheck)
+
+    var listeners: [ListenerRole: any Channel] = [:]
+    do {
+      for role in ListenerRole.allCases {
+        let port = role == .production ? service.productionPort : service.testPort
+        listeners[role] = try await self.bind(service: service, role: role, port: port, runtime: runtime)
+      }
+    } catch {
+      for channel in listeners.values { try? await channel.close() }
+      throw error
+    }
+    let healthLoop = Self.startHealthLoop(runtime: runtime, healthCheck: service.healthCheck, group: self.group)
+    self.services[service.name] = Service(
+      configuration: service, runtime: runtime, listeners: listeners, healthLoop: healthLoop)
+    self.runtimes.withLockedValue { $0[service.name] = runtime }
+    self.logger.info(
+      "service listening",
+      metadata: [
+        "service": "\(service.name)",
+        "production": "\(listeners[.production]?.localAddress?.port ?? 0)",
+        "test": "\(listeners[.test]?.localAddress?.port ?? 0)",
+      ])
+    return ServiceListeners(
+      productionPort: listeners[.production]?.localAddress?.port ?? 0,
+      testPort: listeners[.test]?.localAddress?.port ?? 0)
+  }
+
+  /// Replaces a service's routes (target groups and both listeners' weights) in one atomic step.
+  /// Targets not seen before are probed once first. Revisions that disappear start draining; use
+  /// ``waitUntilDrained(revision:ofService:deregistrationDelay:)`` to learn when they are idle.
+  public func setRoutes(_ routes: ServiceRoutes, forService name: String) async throws {
+    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+    try routes.validate()
+    await self.installProbed(routes, runtime: service.runtime, healthCheck: service.configuration.healthCheck)
+  }
+
+  /// Changes only the weights, keeping the target groups. `test` nil keeps the test weights.
+  public func setWeights(forService name: String, production: [String: Int], test: [String: Int]? = nil)
+    async throws
+  {
+    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+    var routes = service.runtime.traffic.router.routes
+    routes.productionWeights = production
+    if let test { routes.testWeights = test }
+    try routes.validate()
+    service.runtime.withTraffic { $0.install(routes) }
+  }
+
+  /// The routes currently installed.
+  public func routes(ofService name: String) throws -> ServiceRoutes {
+    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+    return service.runtime.traffic.router.routes
+  }
+
+  /// Targets currently receiving traffic (healthy by the load balancer's checks).
+  public func healthyTargets(ofService name: String) throws -> Set<TargetAddress> {
+    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+    return service.runtime.traffic.router.healthyTargets
+  }
+
+  /// Removes `revision`'s target group from the routes (its targets get no new request) and waits
+  /// until its in-flight requests have ended, or until `deregistrationDelay` has passed.
+  public func drain(revision: String, ofService name: String, deregistrationDelay: Duration) async throws
+    -> DrainOutcome
+  {
+    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+    var routes = service.runtime.traffic.router.routes
+    routes.targetGroups.removeAll { $0.revision == revision }
+    routes.productionWeights[revision] = nil
+    routes.testWeights[revision] = nil
+    service.runtime.withTraffic { $0.install(routes) }
+    return try await self.waitUntilDrained(
+      revision: revision, ofService: name, deregistrationDelay: deregistrationDelay)
+  }
+
+  /// Waits until no request of `revision` is in flight, or until `deregistrationDelay` has passed.
+  public func waitUntilDrained(revision: String, ofService name: String, deregistrationDelay: Duration) async throws
+    -> DrainOutcome
+  {
+    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+    let runtime = service.runtime
+    let drained = await withTaskGroup(of: Bool.self) { group in
+      group.addTask {
+        await runtime.waitUntilIdle(revision)
+        return !Task.isCancelled
+      }
+      group.addTask {
+        try? await Task.sleep(for: deregistrationDelay)
+        return false
+      }
+      let first = await group.next() ?? false
+      group.cancelAll()
+      return first
+    }
+    let inFlight = runtime.traffic.inFlight[revision] ?? 0
+    if drained || inFlight == 0 {
+      let keep = self.routedTargets()
+      await self.pools.forEach { $0.closeIdle(except: keep) }
+      return .drained
+    }
+    return .deregistrationDelayExpired(inFlight: inFlight)
+  }
+
+  /// Closes a service's listeners and client connections and stops its health checks.
+  public func removeService(_ name: String) async {
+    guard let service = self.services.removeValue(forKey: name) else { return }
+    _ = self.runtimes.withLockedValue { $0.removeValue(forKey: name) }
+    service.healthLoop.cancel()
+    for channel in service.listeners.values { try? await channel.close() }
+    await service.runtime.closeAllClients()
+    await service.healthLoop.value
+    let keep = self.routedTargets()
+    await self.pools.forEach { $0.closeIdle(except: keep) }
+  }
+
+  /// Closes every listener, client connection and pooled connection. The event loop group is the
+  /// caller's and stays running.
+  public func shutdown() async {
+    for name in Array(self.services.keys) { await self.removeService(name) }
+    await self.pools.forEach { $0.closeAll() }
+  }
+
+  // MARK: Metrics
+
+  /// A snapshot of every service's metrics. Cheap and callable from anywhere (no actor hop).
+  public nonisolated func metrics() -> LoadBalancerMetrics {
+    let runtimes = self.runtimes.withLockedValue { $0 }
+    var snapshot = LoadBalancerMetrics()
+    for (name, runtime) in runtimes { snapshot.services[name] = runtime.traffic.metrics }
+    return snapshot
+  }
+
+  /// The Prometheus text exposition of ``metrics()``.
+  public nonisolated func prometheusText() -> String {
+    self.metrics().prometheusText()
+  }
+
+  // MARK: Internals
+
+  private func routedTargets() -> Set<TargetAddress> {
+    var targets = Set<TargetAddress>()
+    for service in self.services.values { targets.formUnion(service.runtime.traffic.allTargets) }
+    return targets
+  }
+
+  /// Probes targets new to `runtime` once, then installs `routes` and the probe results together.
+  private func installProbed(_ routes: ServiceRoutes, runtime: ServiceRuntime, healthCheck: HealthCheckConfiguration)
+    async
+  {
+    let known = runtime.traffic.allTargets
+    let fresh = Set(routes.targetGroups.flatMap(\.targets)).subtracting(known)
+    let results = await Self.probe(Array(fresh), healthCheck: healthCheck, group: self.group)
+    runtime.withTraffic { traffic in
+      traffic.install(routes)
+      for (target, passed) in results { traffic.recordProbe(target, passed: passed) }
+    }
+  }
+
+  private static func probe(
+    _ targets: [TargetAddress], healthCheck: HealthCheckConfiguration, group: any EventLoopGroup
+  )
+    async -> [(TargetAddress, Bool)]
+  {
+    await withTaskGroup(of: (TargetAddress, Bool).self) { tasks in
+      for target in targets {
+        tasks.addTask {
+          let failure = await HealthProber(group: group).probe(
+            healthCheck.probe, host: target.host, port: target.port, timeout: healthCheck.timeout)
+          return (target, failure == nil)
+        }
+      }
+      var results: [(TargetAddress, Bool)] = []
+      for await result in tasks { results.append(result) }
+      return results
+    }
+  }
+
+  private static func startHealthLoop(
+    runtime: ServiceRuntime, healthCheck: HealthCheckConfiguration, group: any EventLoopGroup
+  ) -> Task<Void, Never> {
+    Task {
+      while !Task.isCancelled {
+        let targets = Array(runtime.traffic.allTargets)
+        let results = await Self.probe(targets, healthCheck: healthCheck, group: group)
+        guard !Task.isCancelled else { return }
+        runtime.withTraffic { traffic in
+          let current = traffic.allTargets
+          for (target, passed) in results where current.contains(target) {
+            traffic.recordProbe(target, passed: passed)
+          }
+        }
+        try? await Task.sleep(for: healthCheck.interval)
+      }
+    }
+  }
+
+  private func bind(service: ServiceConfiguration, role: ListenerRole, port: Int, runtime: ServiceRuntime)
+    async throws -> any Channel
+  {
+    let settings = ProxySettings(
+      role: role, responseTimeout: TimeAmount(self.configuration.responseTimeout),
+      forwardedProto: self.configuration.forwardedProto)
+    var decoderLimits = NIOHTTPDecoderLimitConfiguration()
+    decoderLimits.maxHeaderFieldSize = self.configuration.maxRequestHeaderBytes
+    decoderLimits.maxHeaderListSize = self.configuration.maxRequestHeaderBytes
+    let limits = decoderLimits
+    let pools = self.pools
+    do {
+      return try await ServerBootstrap(group: self.group)
+        .serverChannelOption(.backlog, value: 1024)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+        .childChannelInitializer { channel in
+          channel.eventLoop.makeCompletedFuture {
+            let pool = pools.pool(on: channel.eventLoop)
+            try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+              withPipeliningAssistance: true, withErrorHandling: false,
+              // Header bytes reaching the encoder were parsed by llhttp or validated in ServiceRoutes
+              // and LoadBalancerConfiguration, so the per-message validator is skipped (hot path).
+              withOutboundHeaderValidation: false, withEncoderConfiguration: .init(),
+              withDecoderLimitConfiguration: limits)
+            try channel.pipeline.syncOperations.addHandler(
+              ProxyServerHandler(runtime: runtime, settings: settings, pool: pool))
+          }
+        }
+        .bind(host: service.listenHost, port: port)
+        .get()
+    } catch {
+      throw ListenerError(
+        service: service.name, role: role, address: "\(service.listenHost):\(port)", underlying: "\(error)")
+    }
+  }
+}

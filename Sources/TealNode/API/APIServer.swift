@@ -1,0 +1,261 @@
+// The HTTP/JSON API every node serves (Hummingbird). Routes only parse requests, call the
+// ClusterLog (writes) or read ClusterState (reads), and map the answer; every failure goes through
+// APIFailure, the one error mapping.
+
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+import ServiceLifecycle
+import TealAPI
+import TealCluster
+import TealDeploy
+import TealWire
+
+/// The API of one node. Any node answers any request: writes are proposed through ``ClusterLog``
+/// (forwarded to the leader when this node follows) and answered once applied here; reads are
+/// linearizable (a ReadIndex confirmed by the leader) unless `?stale=true`.
+///
+/// Limits: request bodies at most ``maximumBodyBytes`` (413 beyond); at most
+/// ``maximumConnections`` client connections at once (others wait in the listen backlog);
+/// `Idempotency-Key` at most 255 characters; event listings at most ``maximumEvents`` per page.
+struct APIServer: Sendable {
+  let configuration: NodeConfiguration
+  let token: String
+  let log: ClusterLog
+  let control: NodeControl
+  let logger: Logger
+
+  static let maximumBodyBytes = 1 << 20
+  static let maximumConnections = 1024
+  static let maximumEvents = 1000
+
+  func application() -> some Service {
+    let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: NodeHeadersMiddleware(node: configuration.node.rawValue, log: log))
+    router.add(middleware: BearerTokenMiddleware(token: token))
+    router.get("/health") { _, _ in
+      try json(HealthResponse(node: configuration.node.rawValue))
+    }
+    router.get("/ready") { _, _ in try await ready() }
+    router.get("/v1/cluster") { request, _ in try await clusterStatus(request) }
+    router.get("/v1/services") { request, _ in
+      let state = try await read(request)
+      return try json(
+        ServiceList(services: state.services.keys.sorted().compactMap { APIViews.summary($0, in: state) }))
+    }
+    router.post("/v1/services") { request, _ in try await createService(request) }
+    router.get("/v1/services/:name") { request, context in
+      let name = try context.parameters.require("name")
+      let state = try await read(request)
+      guard let detail = APIViews.detail(name, in: state) else {
+        throw APIFailure.notFound("no service named '\(name)'")
+      }
+      return try json(detail)
+    }
+    router.put("/v1/services/:name/scale") { request, context in
+      let name = try context.parameters.require("name")
+      let body = try await readBody(request)
+      let scale: ScaleRequest
+      do { scale = try TealJSON.decode(ScaleRequest.self, from: Data(body)) } catch {
+        throw APIFailure.badRequest("the body must be {\"desiredCount\": N}: \(APIViews.describe(error))")
+      }
+      return try await write(.scaleService(service: name, desiredCount: scale.desiredCount), request, body: body) {
+        state in try APIViews.detail(name, in: state).map { try json($0) }
+      }
+    }
+    router.delete("/v1/services/:name") { request, context in
+      let name = try context.parameters.require("name")
+      return try await write(.deleteService(service: name), request, body: []) { state in
+        if let detail = APIViews.detail(name, in: state) { return try json(detail) }
+        return try json(HealthResponse(status: "deleted", node: name))
+      }
+    }
+    router.get("/v1/tasks") { request, _ in
+      let state = try await read(request)
+      let service = request.uri.queryParameters.get("service")
+      let node = request.uri.queryParameters.get("node")
+      let tasks = state.tasks.values
+        .filter { service == nil || $0.service == service }
+        .filter { node == nil || $0.node.rawValue == node }
+        .sorted { ($0.service, $0.sequence) < ($1.service, $1.sequence) }
+        .map(APIViews.task)
+      return try json(TaskList(tasks: tasks))
+    }
+    router.get("/v1/events") { request, _ in
+      let state = try await read(request)
+      let query = request.uri.queryParameters
+      let after = try query.get("after").map { text -> UInt64 in
+        guard let value = UInt64(text) else { throw APIFailure.badRequest("after must be a log index", field: "after") }
+        return value
+      }
+      let limit = try query.get("limit").map { text -> Int in
+        guard let value = Int(text), (1...Self.maximumEvents).contains(value) else {
+          throw APIFailure.badRequest("limit must be 1-\(Self.maximumEvents)", field: "limit")
+        }
+        return value
+      }
+      let events = APIViews.events(
+        in: state, service: query.get("service"), after: after, limit: limit ?? Self.maximumEvents)
+      return try json(EventList(events: events))
+    }
+    return Application(
+      router: router,
+      configuration: ApplicationConfiguration(
+        address: .hostname(configuration.address, port: configuration.apiPort), serverName: "teal",
+        availableConnectionsDelegate: MaximumAvailableConnections(Self.maximumConnections)),
+      logger: logger)
+  }
+
+  // MARK: - Reads
+
+  /// The state to answer a read from: after a ReadIndex round (linearizable) unless `?stale=true`.
+  private func read(_ request: Request) async throws -> ClusterState {
+    if request.uri.queryParameters.get("stale") != "true" {
+      do { try await log.raft.linearizableRead() } catch { throw APIFailure(read: error) }
+    }
+    return await log.localState()
+  }
+
+  private func ready() async throws -> Response {
+    let leadership = await log.currentLeadership
+    let body = ReadyResponse(
+      ready: leadership.leader != nil, node: configuration.node.rawValue, leader: leadership.leader?.rawValue)
+    return try json(body, status: leadership.leader != nil ? .ok : .serviceUnavailable)
+  }
+
+  private func clusterStatus(_ request: Request) async throws -> Response {
+    let state = try await read(request)
+    let status = await log.raft.status
+    let membership = await log.raft.membership
+    return try json(
+      APIViews.clusterStatus(state: state, raft: status, membership: membership, configuration: configuration))
+  }
+
+  // MARK: - Writes
+
+  private func createService(_ request: Request) async throws -> Response {
+    let body = try await readBody(request)
+    guard let text = String(validating: body, as: UTF8.self) else {
+      throw APIFailure.badRequest("the spec is not UTF-8 text")
+    }
+    let contentType = request.headers[.contentType] ?? ""
+    let spec: ServiceSpec
+    do {
+      spec = try contentType.contains("json") ? ServiceSpec.parse(json: text) : ServiceSpec.parse(yaml: text)
+    } catch {
+      throw APIFailure(spec: [error])
+    }
+    let response = try await write(.createService(spec), request, body: body) { state in
+      try APIViews.detail(spec.name, in: state).map { try json($0, status: .created) }
+    }
+    return response
+  }
+
+  /// Proposes `command` with the request's idempotency key (the digest covers method, path and
+  /// body), then renders the answer from the state this node applied.
+  private func write(
+    _ command: ClusterCommand, _ request: Request, body: [UInt8],
+    render: (ClusterState) throws -> Response?
+  ) async throws -> Response {
+    let key = try idempotencyKey(request, body: body)
+    let result: ClusterResult
+    do { result = try await log.submit(command, idempotency: key) } catch { throw APIFailure(error) }
+    switch result {
+    case .rejected(let rejection): throw APIFailure(rejection)
+    case .ok:
+      let state = await log.localState()
+      guard let response = try render(state) else {
+        throw APIFailure.notFound("the object is gone (it was removed by a later write)")
+      }
+      return response
+    }
+  }
+
+  private func idempotencyKey(_ request: Request, body: [UInt8]) throws -> IdempotencyRecordKey? {
+    guard let raw = request.headers[HTTPField.Name(APIHeader.idempotencyKey)!] else { return nil }
+    let digest = SHA256.hexDigest(Array("\(request.method.rawValue) \(request.uri.path)\n".utf8) + body)
+    let key = IdempotencyRecordKey(key: raw, bodyDigest: digest)
+    if let problem = key.problem { throw APIFailure.badRequest(problem, field: APIHeader.idempotencyKey) }
+    return key
+  }
+
+  private func readBody(_ request: Request) async throws -> [UInt8] {
+    var request = request
+    do {
+      let buffer = try await request.collectBody(upTo: Self.maximumBodyBytes)
+      return Array(buffer.readableBytesView)
+    } catch {
+      throw APIFailure.tooLarge("the request body exceeds \(Self.maximumBodyBytes) bytes")
+    }
+  }
+}
+
+// MARK: - JSON responses
+
+func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
+  let data = try TealJSON.encode(value)
+  var headers = HTTPFields()
+  headers[.contentType] = APIContentType.json
+  return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+}
+
+// MARK: - Middleware
+
+/// Requires `Authorization: Bearer <token>` on everything but `/health`; compares in constant time.
+struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
+  let token: String
+
+  func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    -> Response
+  {
+    if request.uri.path == "/health" { return try await next(request, context) }
+    guard let header = request.headers[.authorization], let presented = APIHeader.bearerToken(from: header) else {
+      throw APIFailure.unauthorized(
+        "missing bearer token: send 'Authorization: Bearer <token>' (the token is in the cluster dir)")
+    }
+    guard Self.constantTimeEqual(Array(presented.utf8), Array(token.utf8)) else {
+      throw APIFailure(status: .forbidden, code: "forbidden", message: "the bearer token is not this cluster's")
+    }
+    return try await next(request, context)
+  }
+
+  static func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    guard a.count == b.count else { return false }
+    var difference: UInt8 = 0
+    for index in a.indices { difference |= a[index] ^ b[index] }
+    return difference == 0
+  }
+}
+
+/// Adds `x-teal-node` and `x-teal-leader` to every answer and turns every error into the JSON error
+/// body: this is the only place an error becomes a response.
+struct NodeHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
+  let node: String
+  let log: ClusterLog
+
+  func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    -> Response
+  {
+    var response: Response
+    do {
+      response = try await next(request, context)
+    } catch let failure as APIFailure {
+      response = failure.response()
+    } catch let error as HTTPResponseError {
+      response = APIFailure(
+        status: error.status, code: error.status.code == 404 ? "not_found" : "bad_request",
+        message: "\(error)"
+      ).response()
+    } catch {
+      response = APIFailure(status: .internalServerError, code: "internal", message: "\(error)").response()
+    }
+    response.headers[HTTPField.Name(APIHeader.node)!] = node
+    if let leader = await log.currentLeadership.leader {
+      response.headers[HTTPField.Name(APIHeader.leader)!] = leader.rawValue
+    }
+    return response
+  }
+}

@@ -1,0 +1,98 @@
+// The leader's controllers: the service scheduler (desired counts → placements) and the membership
+// reporter (gossip's view → committed liveness). Both act only while this node leads and is ready
+// (its term's no-op is applied), and propose commands stamped with that term, which ClusterState
+// rejects if they land in a later one.
+
+import Logging
+import TealCluster
+import TealGossip
+import TealMembership
+import TealWire
+
+/// Keeps every service at its desired count of tasks of its current revision, spread over the
+/// nodes that ClusterState says are up; replaces tasks whose process exited or whose node is down;
+/// retires extra ones. The decisions are ``Placement``'s (pure); this actor only proposes them, one
+/// at a time, re-planning from the state each proposal produced, so nothing is placed twice.
+actor ServiceScheduler {
+  private let log: ClusterLog
+  private let logger: Logger
+  /// Proposals made per pass at most: a pass that hits it continues on the next wake-up.
+  static let maximumProposalsPerPass = 64
+
+  init(log: ClusterLog, logger: Logger) {
+    self.log = log
+    self.logger = logger
+  }
+
+  func pass(term: UInt64) async {
+    for _ in 0..<Self.maximumProposalsPerPass {
+      let state = await log.localState()
+      guard let command = Placement.plan(state).first else { return }
+      do {
+        let result = try await log.proposeAsLeader(command, term: term)
+        if case .rejected(let rejection) = result {
+          logger.warning("placement refused", metadata: ["command": "\(command.name)", "reason": "\(rejection)"])
+          return
+        }
+      } catch {
+        logger.debug("placement not committed", metadata: ["command": "\(command.name)", "error": "\(error)"])
+        return
+      }
+    }
+  }
+}
+
+/// Turns gossip's view into committed liveness. Gossip only advises; this is where a node becomes
+/// down (or up) for everything that reads ClusterState, so a new leader decides the same.
+///
+/// Rules: a member gossip declares dead (or that left) while ClusterState has it up → `nodeDown`
+/// with gossip's incarnation; a member gossip sees alive while ClusterState has it down → `nodeUp`.
+/// A node ClusterState knows but gossip has never heard of, after this node has led for
+/// ``unheardGracePeriod``, is down too. This node itself is always up.
+actor MembershipReporter {
+  private let node: NodeID
+  private let log: ClusterLog
+  private let membership: MembershipService
+  private let clock: NodeClock
+  private let logger: Logger
+
+  static let unheardGracePeriod: Duration = .seconds(10)
+
+  init(node: NodeID, log: ClusterLog, membership: MembershipService, clock: NodeClock, logger: Logger) {
+    self.node = node
+    self.log = log
+    self.membership = membership
+    self.clock = clock
+    self.logger = logger
+  }
+
+  func pass(term: UInt64, leadingSince: ContinuousClock.Instant) async {
+    let state = await log.localState()
+    let view = await membership.snapshot()
+    let gossip = Dictionary(uniqueKeysWithValues: view.members.map { ($0.id, $0) })
+    for record in state.nodes.values.sorted(by: { $0.id < $1.id }) where record.id != node {
+      let decision = Self.decide(
+        record: record, gossip: gossip[record.id],
+        ledLongEnough: leadingSince.duration(to: clock.monotonic.now) >= Self.unheardGracePeriod)
+      guard let command = decision else { continue }
+      logger.notice("committing liveness", metadata: ["command": "\(command.name)", "node": "\(record.id)"])
+      do { _ = try await log.proposeAsLeader(command, term: term) } catch {
+        logger.debug("liveness not committed", metadata: ["node": "\(record.id)", "error": "\(error)"])
+        return
+      }
+    }
+  }
+
+  /// The liveness command gossip's view calls for, if any.
+  static func decide(record: ClusterNode, gossip: Member?, ledLongEnough: Bool) -> ClusterCommand? {
+    guard let member = gossip else {
+      return record.isUp && ledLongEnough ? .nodeDown(node: record.id, incarnation: record.incarnation) : nil
+    }
+    let gone = member.status == .dead || member.leftGracefully
+    if gone && record.isUp { return .nodeDown(node: record.id, incarnation: member.incarnation) }
+    if member.status == .alive && !member.leftGracefully && !record.isUp {
+      return .nodeUp(node: record.id, incarnation: member.incarnation)
+    }
+    return nil
+  }
+}

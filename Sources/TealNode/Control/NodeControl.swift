@@ -1,0 +1,176 @@
+// NodeControl: the lifecycle service that runs this node's reconcilers and, while it leads, the
+// leader's controllers; and that drains the node on graceful shutdown.
+
+import Logging
+import ServiceLifecycle
+import TealCluster
+import TealLoadBalancer
+import TealMembership
+import TealRaft
+import TealTasks
+import TealWire
+
+/// Owns every control loop of the node:
+/// - announces the node to the cluster (its address and API URL) until that is committed;
+/// - the task and route reconcilers, on every node;
+/// - the service scheduler and membership reporter, only while this node leads and is ready.
+///
+/// Every loop wakes on each applied index, on each task event and every ``resyncInterval``; wake-ups
+/// coalesce (a loop never queues more than one), so a burst of commits costs one pass.
+///
+/// Graceful shutdown: hand leadership to another voter, commit `drainNode` (no new placement here;
+/// this node's tasks are retired through the stop rule and placed elsewhere), wait until ClusterState
+/// holds no task on this node (bounded by ``drainTimeout``), then stop what is left and close the
+/// balancer's listeners.
+final class NodeControl: Service, Sendable {
+  let configuration: NodeConfiguration
+  let log: ClusterLog
+  let membership: MembershipService
+  let tasks: TaskRunner
+  let balancer: LoadBalancer
+  let clock: NodeClock
+  let logger: Logger
+  let taskReconciler: TaskReconciler
+  let routeReconciler: RouteReconciler
+  let scheduler: ServiceScheduler
+  let reporter: MembershipReporter
+
+  static let resyncInterval: Duration = .seconds(2)
+  static let drainTimeout: Duration = .seconds(30)
+  static let leaderPassInterval: Duration = .milliseconds(250)
+
+  init(
+    configuration: NodeConfiguration, log: ClusterLog, membership: MembershipService, tasks: TaskRunner,
+    balancer: LoadBalancer, clock: NodeClock, logger: Logger
+  ) {
+    self.configuration = configuration
+    self.log = log
+    self.membership = membership
+    self.tasks = tasks
+    self.balancer = balancer
+    self.clock = clock
+    self.logger = logger
+    self.taskReconciler = TaskReconciler(
+      node: configuration.node, address: configuration.address, log: log, runner: tasks, clock: clock, logger: logger)
+    self.routeReconciler = RouteReconciler(
+      node: configuration.node, address: configuration.address, log: log, balancer: balancer, logger: logger)
+    self.scheduler = ServiceScheduler(log: log, logger: logger)
+    self.reporter = MembershipReporter(
+      node: configuration.node, log: log, membership: membership, clock: clock, logger: logger)
+  }
+
+  func run() async throws {
+    await withTaskGroup(of: Void.self) { group in
+      group.addTask { await self.announce() }
+      group.addTask { await self.taskReconciler.run(wakeups: self.wakeups(includingTaskEvents: true)) }
+      group.addTask { await self.routeReconciler.run(wakeups: self.wakeups(includingTaskEvents: false)) }
+      group.addTask { await self.leaderLoop() }
+      try? await gracefulShutdown()
+      await self.drain()
+      group.cancelAll()
+    }
+    await tasks.shutdown()
+    await balancer.shutdown()
+  }
+
+  // MARK: - Wake-ups
+
+  /// One stream of coalesced wake-ups from applied indexes, task events (optionally) and a timer.
+  private func wakeups(includingTaskEvents: Bool) -> AsyncStream<Void> {
+    let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
+    let observer = log.observer
+    let tasks = tasks
+    let feeders = Task {
+      await withTaskGroup(of: Void.self) { group in
+        group.addTask {
+          for await _ in observer.changes() { continuation.yield() }
+        }
+        if includingTaskEvents {
+          group.addTask {
+            for await _ in await tasks.events() { continuation.yield() }
+          }
+        }
+        group.addTask {
+          while !Task.isCancelled {
+            continuation.yield()
+            try? await Task.sleep(for: Self.resyncInterval)
+          }
+        }
+        await group.waitForAll()
+      }
+      continuation.finish()
+    }
+    continuation.onTermination = { _ in feeders.cancel() }
+    return stream
+  }
+
+  // MARK: - Announce
+
+  private func announce() async {
+    let info = NodeInfo(
+      id: configuration.node, address: configuration.address,
+      apiURL: configuration.apiURL(of: configuration.node) ?? "", peerPort: configuration.peerPort)
+    while !Task.isCancelled {
+      let state = await log.localState()
+      if let known = state.nodes[configuration.node.rawValue], known.info == info, known.isUp {
+        try? await Task.sleep(for: Self.resyncInterval)
+        continue
+      }
+      do {
+        _ = try await log.submit(.announceNode(info))
+      } catch {
+        logger.debug("announce not committed yet", metadata: ["error": "\(error)"])
+        try? await Task.sleep(for: .milliseconds(200))
+      }
+    }
+  }
+
+  // MARK: - Leader
+
+  private func leaderLoop() async {
+    var leadingSince: (term: UInt64, since: ContinuousClock.Instant)?
+    while !Task.isCancelled {
+      let leadership = await log.currentLeadership
+      if leadership.role == .leader, leadership.isReady {
+        if leadingSince?.term != leadership.term { leadingSince = (leadership.term, clock.monotonic.now) }
+        await reporter.pass(term: leadership.term, leadingSince: leadingSince?.since ?? clock.monotonic.now)
+        await scheduler.pass(term: leadership.term)
+      } else {
+        leadingSince = nil
+      }
+      try? await Task.sleep(for: Self.leaderPassInterval)
+    }
+  }
+
+  // MARK: - Drain
+
+  private func drain() async {
+    logger.notice("draining: handing leadership away and moving this node's tasks")
+    if await log.currentLeadership.role == .leader {
+      do { try await log.raft.transferLeadership() } catch {
+        logger.warning("leadership not transferred", metadata: ["error": "\(error)"])
+      }
+    }
+    let deadline = clock.monotonic.now.advanced(by: Self.drainTimeout)
+    var committed = false
+    while clock.monotonic.now < deadline {
+      if !committed {
+        do {
+          _ = try await log.submit(.drainNode(node: configuration.node))
+          committed = true
+        } catch {
+          logger.warning("drainNode not committed yet", metadata: ["error": "\(error)"])
+        }
+      }
+      let state = await log.localState()
+      if committed, !state.tasks.values.contains(where: { $0.node == configuration.node }) { break }
+      try? await Task.sleep(for: .milliseconds(100))
+    }
+    logger.notice("drained", metadata: ["inTime": "\(clock.monotonic.now < deadline)"])
+  }
+}
+
+extension ClusterLog {
+  /// This node's applied ClusterState (a copy; cheap until RaftNode applies the next entry).
+  func localState() async -> ClusterState { await raft.currentState.state }
+}

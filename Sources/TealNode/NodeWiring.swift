@@ -1,0 +1,130 @@
+// How a NodeConfiguration becomes the configuration of each part, and the lifecycle services that
+// own the transport, Raft and gossip.
+
+import Logging
+import ServiceLifecycle
+import TealConsensus
+import TealGossip
+import TealMembership
+import TealRaft
+import TealTasks
+import TealTransport
+import TealWire
+
+enum NodeWiring {
+  /// Raft's tick. RaftOptions count time in ticks; the election timeout is configured in
+  /// milliseconds and converted here.
+  static let tickMilliseconds = 5
+
+  static func transportConfiguration(_ configuration: NodeConfiguration) -> PeerTransportConfiguration {
+    var peers: [NodeID: PeerAddress] = [:]
+    for (id, host) in configuration.peers where id != configuration.node {
+      peers[id] = PeerAddress(host: host, port: configuration.peerPort)
+    }
+    return PeerTransportConfiguration(
+      nodeID: configuration.node, listenHost: configuration.address, listenPort: configuration.peerPort, peers: peers)
+  }
+
+  static func raftConfiguration(_ configuration: NodeConfiguration, logger: Logger) -> RaftNodeConfiguration {
+    var options = RaftOptions()
+    options.electionTicks = max(10, configuration.electionTimeoutMilliseconds / tickMilliseconds)
+    options.heartbeatTicks = max(1, options.electionTicks / 6)
+    let founders = configuration.bootstrap ? Set(configuration.peers.keys) : []
+    var raft = RaftNodeConfiguration(
+      id: configuration.node, bootstrap: RaftConfiguration(voters: founders),
+      dataDirectory: configuration.dataDirectory, raft: options, tickInterval: .milliseconds(tickMilliseconds),
+      logger: logger)
+    // A write waits at most ClusterLog.writeTimeout; Raft's own bound is longer so that the
+    // caller, not Raft, decides when to give up.
+    raft.proposalTimeoutTicks = 2_000
+    raft.readTimeoutTicks = 1_000
+    return raft
+  }
+
+  static func memberMetadata(_ configuration: NodeConfiguration) -> MemberMetadata {
+    MemberMetadata(
+      peerAddress: HostPort(host: configuration.address, port: UInt16(configuration.peerPort)),
+      apiPort: UInt16(configuration.apiPort), listenerPorts: [], version: TealVersion.current, raftRole: .follower,
+      raftTerm: 0)
+  }
+
+  static func taskRunnerConfiguration(_ configuration: NodeConfiguration) -> TaskRunner.Configuration {
+    // Tasks get an explicit environment (their spec's, plus PORT), never the node's own.
+    TaskRunner.Configuration(
+      logDirectory: configuration.taskDirectory + "/logs", inheritEnvironment: false,
+      portRange: configuration.taskPortRange, ledgerPath: configuration.taskDirectory + "/tasks.ledger")
+  }
+}
+
+/// The software version a node announces.
+public enum TealVersion {
+  public static let current = "0.2.0"
+}
+
+// MARK: - Lifecycle services
+
+/// Owns the peer transport: listening and dialling until graceful shutdown, then closing.
+struct TransportService: Service {
+  let transport: PeerTransport
+
+  func run() async throws {
+    do { try await transport.start() } catch {
+      throw NodeStartError.component("the peer listener", reason: "\(error)")
+    }
+    try? await gracefulShutdown()
+    await transport.shutdown()
+  }
+}
+
+/// Owns the Raft node and the log gateway: ticking until graceful shutdown, then handing
+/// leadership away (if it leads) and closing the log.
+///
+/// Committed membership drives the transport: a node that leaves the Raft configuration is removed
+/// from the transport's peers (its connections close); a node that joins it is added with the
+/// address it announced (or the one in this node's configuration).
+struct RaftService: Service {
+  let raft: RaftNode<ClusterStateMachine>
+  let log: ClusterLog
+  let observer: AppliedIndexObserver
+  let transport: PeerTransport
+  let configuration: NodeConfiguration
+
+  func run() async throws {
+    await raft.start()
+    await log.start()
+    let changes = await raft.membershipChanges()
+    let follower = Task {
+      var known = Set(configuration.peers.keys)
+      for await membership in changes {
+        let members = membership.members
+        for gone in known.subtracting(members) where gone != configuration.node { await transport.removePeer(gone) }
+        for new in members.subtracting(known) where new != configuration.node {
+          let state = await log.localState()
+          let host = state.nodes[new.rawValue]?.info.address ?? configuration.peers[new]
+          if let host {
+            let port = state.nodes[new.rawValue]?.info.peerPort ?? configuration.peerPort
+            await transport.addPeer(new, address: PeerAddress(host: host, port: port))
+          }
+        }
+        known = members
+      }
+    }
+    try? await gracefulShutdown()
+    follower.cancel()
+    await log.stop()
+    await raft.stop(transferringLeadership: true)
+    observer.finish()
+  }
+}
+
+/// Owns gossip: joins through the other founding members, leaves gracefully at shutdown.
+struct MembershipRunner: Service {
+  let membership: MembershipService
+  let seeds: [NodeID]
+
+  func run() async throws {
+    await membership.start(seeds: seeds.sorted())
+    try? await gracefulShutdown()
+    await membership.leave()
+  }
+}

@@ -1,0 +1,223 @@
+// TaskReconciler: makes this node's processes match the tasks ClusterState places on it, and
+// reports what they do.
+
+import Logging
+import TealCluster
+import TealDeploy
+import TealTasks
+import TealWire
+
+/// Runs on every node. On every applied change, every task event and every ``resyncInterval``:
+/// - starts the tasks placed on this node that are not running yet (once: a task whose process
+///   exited is reported, and placement replaces it);
+/// - stops the process of a task ClusterState marked `stopping` (every live node has stopped
+///   routing to it) and reports `taskStopped`;
+/// - stops processes ClusterState no longer knows (a deleted service; a node marked down whose
+///   tasks were replaced elsewhere): nothing routes to them;
+/// - reports each task whose state, health or address differs from what ClusterState holds.
+///
+/// After a restart, processes of the previous run (from the runner's ledger) still serve and are
+/// still routed: they are reported unhealthy first (so the routes drop them), killed once every
+/// live node applied that routes generation (bounded by ``leftoverDrainTimeout``), and then
+/// reported exited; only then does the node start new tasks.
+actor TaskReconciler {
+  private let node: NodeID
+  private let address: String
+  private let log: ClusterLog
+  private let runner: TaskRunner
+  private let logger: Logger
+  private let clock: NodeClock
+
+  static let resyncInterval: Duration = .seconds(2)
+  static let leftoverDrainTimeout: Duration = .seconds(30)
+  /// The environment every task gets besides its spec's `env` (tasks never inherit the node's).
+  static let baseEnvironment = ["PATH": "/usr/local/bin:/usr/bin:/bin"]
+
+  /// Tasks this runner started in this process: never started twice.
+  private var started: Set<String> = []
+  /// Tasks whose stop is in progress.
+  private var stopping: Set<String> = []
+  /// Tasks whose `taskStopped` has been committed.
+  private var reportedStopped: Set<String> = []
+
+  init(node: NodeID, address: String, log: ClusterLog, runner: TaskRunner, clock: NodeClock, logger: Logger) {
+    self.node = node
+    self.address = address
+    self.log = log
+    self.runner = runner
+    self.clock = clock
+    self.logger = logger
+  }
+
+  // MARK: - Loop
+
+  func run(wakeups: AsyncStream<Void>) async {
+    await drainLeftovers()
+    for await _ in wakeups {
+      guard !Task.isCancelled else { return }
+      await reconcile()
+    }
+  }
+
+  func reconcile() async {
+    let state = await log.localState()
+    let mine = state.tasks.values.filter { $0.node == node }
+    let local = Dictionary(uniqueKeysWithValues: await runner.tasks().map { ($0.taskID, $0) })
+
+    for task in mine.sorted(by: { $0.id < $1.id }) {
+      switch task.desired {
+      case .running, .draining:
+        if local[task.id] == nil, !started.contains(task.id), task.state == .pending || task.state == .starting {
+          start(task, state: state)
+        }
+      case .stopping:
+        if !stopping.contains(task.id), !reportedStopped.contains(task.id) { stop(task.id, thenReport: true) }
+      }
+    }
+    let known = Set(mine.map(\.id))
+    for (id, info) in local where !known.contains(id) && info.state.isLive && !stopping.contains(id) {
+      logger.info("stopping a task the cluster no longer places here", metadata: ["task": "\(id)"])
+      stop(id, thenReport: false)
+    }
+    await report(mine, local: await runner.tasks())
+  }
+
+  // MARK: - Start and stop
+
+  private func start(_ task: ClusterTask, state: ClusterState) {
+    started.insert(task.id)
+    guard let service = state.services[task.service], let revision = service.revision(task.revision.number) else {
+      logger.warning("placed task names an unknown revision", metadata: ["task": "\(task.id)"])
+      return
+    }
+    let spec = Self.processSpec(revision.revision.spec.task, taskID: task.id, revision: task.revision, host: address)
+    let launch = TaskLaunch(taskID: task.id, revision: task.revision.description, spec: spec)
+    Task {
+      do {
+        _ = try await runner.start(launch)
+      } catch {
+        logger.error("task did not start", metadata: ["task": "\(task.id)", "error": "\(error)"])
+        _ = try? await log.submit(
+          .taskReports(node: node, reports: [TaskReport(taskID: task.id, state: .exited(code: 127), healthy: false)]))
+      }
+    }
+  }
+
+  private func stop(_ taskID: String, thenReport: Bool) {
+    stopping.insert(taskID)
+    Task {
+      _ = await runner.stop(taskID)
+      _ = await runner.forget(taskID)
+      if thenReport {
+        do {
+          _ = try await log.submit(.taskStopped(node: node, taskID: taskID))
+          reportedStopped.insert(taskID)
+        } catch {
+          logger.warning("taskStopped not committed yet", metadata: ["task": "\(taskID)", "error": "\(error)"])
+        }
+      }
+      stopping.remove(taskID)
+    }
+  }
+
+  /// The runner's description of a revision's task: the spec's command, arguments and environment,
+  /// the port through `PORT` (a non-zero `task.port` fixes it), the health check against this
+  /// node's address.
+  static func processSpec(_ task: TealDeploy.TaskSpec, taskID: String, revision: RevisionID, host: String)
+    -> ProcessSpec
+  {
+    var environment = baseEnvironment
+    for (key, value) in task.env { environment[key] = value }
+    environment["HOST"] = host
+    environment["TEAL_TASK_ID"] = taskID
+    environment["TEAL_REVISION"] = revision.description
+    let check = task.healthCheck
+    let health = TaskHealthCheck(
+      probe: .http(path: check.path), interval: .milliseconds(check.interval.milliseconds),
+      timeout: .milliseconds(check.timeout.milliseconds), healthyThreshold: check.healthyThreshold,
+      unhealthyThreshold: check.unhealthyThreshold, host: host)
+    return ProcessSpec(
+      command: task.command, arguments: task.args, environment: environment,
+      fixedPort: task.port > 0 ? task.port : nil, healthCheck: health)
+  }
+
+  // MARK: - Reports
+
+  private func report(_ mine: [ClusterTask], local: [TaskInfo]) async {
+    let byID = Dictionary(uniqueKeysWithValues: local.map { ($0.taskID, $0) })
+    var reports: [TaskReport] = []
+    for task in mine {
+      guard let info = byID[task.id], let observed = Self.report(of: info, host: address) else { continue }
+      let changed =
+        observed.state != task.state || observed.healthy != task.healthy || observed.address != task.address
+        || observed.port != task.port
+      if changed { reports.append(observed) }
+    }
+    guard !reports.isEmpty else { return }
+    do { _ = try await log.submit(.taskReports(node: node, reports: reports)) } catch {
+      logger.debug("task reports not committed yet", metadata: ["error": "\(error)"])
+    }
+  }
+
+  static func report(of info: TaskInfo, host: String) -> TaskReport? {
+    switch info.state {
+    case .starting:
+      return TaskReport(taskID: info.taskID, state: .starting, healthy: false, address: host, port: info.port)
+    case .healthy:
+      return TaskReport(taskID: info.taskID, state: .running, healthy: true, address: host, port: info.port)
+    case .unhealthy:
+      return TaskReport(taskID: info.taskID, state: .running, healthy: false, address: host, port: info.port)
+    case .stopping: return nil
+    case .exited(let exit):
+      // The cluster's convention: a negative code is the signal that ended the process.
+      let code: Int32 =
+        switch exit.termination {
+        case .exited(let code): code
+        case .signaled(let signal): -signal
+        }
+      return TaskReport(taskID: info.taskID, state: .exited(code: code), healthy: false)
+    }
+  }
+
+  // MARK: - Leftovers of a previous run
+
+  private func drainLeftovers() async {
+    let leftovers = await runner.leftoversFromPreviousRun()
+    guard !leftovers.isEmpty else { return }
+    let ids = leftovers.map(\.taskID)
+    logger.notice("processes of the previous run are still alive; draining them", metadata: ["tasks": "\(ids)"])
+    let deadline = clock.monotonic.now.advanced(by: Self.leftoverDrainTimeout)
+    // 1. Out of the routes: report them unhealthy (they are, as far as this node can vouch).
+    let reports = ids.map { TaskReport(taskID: $0, state: .running, healthy: false) }
+    while clock.monotonic.now < deadline {
+      do {
+        _ = try await log.submit(.taskReports(node: node, reports: reports))
+        break
+      } catch {
+        try? await Task.sleep(for: .milliseconds(200))
+      }
+    }
+    // 2. Wait until every live node applied routes without them.
+    while clock.monotonic.now < deadline {
+      let state = await log.localState()
+      if Self.unrouted(ids, in: state) { break }
+      try? await Task.sleep(for: .milliseconds(100))
+    }
+    // 3. Stop them, and say so.
+    _ = await runner.killLeftoversFromPreviousRun()
+    let exited = ids.map { TaskReport(taskID: $0, state: .exited(code: -15), healthy: false) }
+    _ = try? await log.submit(.taskReports(node: node, reports: exited))
+  }
+
+  /// True when no service's committed routes contain `ids` and every live node applied them.
+  static func unrouted(_ ids: [String], in state: ClusterState) -> Bool {
+    let set = Set(ids)
+    for (name, service) in state.services {
+      if service.routes.targets.contains(where: { set.contains($0.taskID) }) { return false }
+      for node in state.nodes.values where node.isUp {
+        if (node.routesApplied[name] ?? 0) < service.routes.generation { return false }
+      }
+    }
+    return true
+  }
+}

@@ -1,0 +1,96 @@
+// TealNode: one node process. This file only builds the parts and wires them into one
+// ServiceGroup; each part lives in its own file (Consensus/, Control/, Reconcile/, API/).
+
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import TealCluster
+import TealConsensus
+import TealGossip
+import TealLoadBalancer
+import TealMembership
+import TealRaft
+import TealTasks
+import TealTransport
+import TealWire
+
+/// A node: peer transport (mutual TLS) → Raft over the WAL → ClusterState; gossip; the leader's
+/// controllers; every node's task and route reconcilers; the HTTP API.
+///
+/// Start order is the ServiceGroup's order below; on SIGTERM or SIGINT the group stops them in
+/// reverse: the API stops accepting requests, the node control hands leadership away and drains
+/// this node's tasks through the log (routes first, then processes), gossip leaves, Raft closes its
+/// log, the transport closes its connections. SIGKILL loses nothing acknowledged: everything is
+/// recovered from the data directory on the next start.
+public enum TealNode {
+  public static func run(
+    configuration: NodeConfiguration, clock: NodeClock = .system, logger baseLogger: Logger
+  ) async throws {
+    var logger = baseLogger
+    logger[metadataKey: "node"] = "\(configuration.node)"
+    try configuration.validate()
+    let tls = try NodeResources.tlsContext(for: configuration)
+    let token = try NodeResources.token(for: configuration)
+    try NodeResources.makeDirectory(configuration.dataDirectory)
+    try NodeResources.makeDirectory(configuration.taskDirectory)
+
+    let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
+    let router = ChannelRouter()
+    let transport = PeerTransport(
+      configuration: NodeWiring.transportConfiguration(configuration), security: .mutualTLS(tls), group: group,
+      logger: logger, handler: router.handler)
+
+    let observer = AppliedIndexObserver()
+    let raft: RaftNode<ClusterStateMachine>
+    do {
+      raft = try RaftNode(
+        configuration: NodeWiring.raftConfiguration(configuration, logger: logger),
+        stateMachine: ClusterStateMachine(observer: observer), network: transport)
+    } catch {
+      throw NodeStartError.component("the Raft log in \(configuration.dataDirectory)", reason: "\(error)")
+    }
+    router.register(.raft, raft.messageHandler)
+
+    let membership = try MembershipService(
+      id: configuration.node, metadata: NodeWiring.memberMetadata(configuration), sender: transport, logger: logger)
+    router.register(.gossip, membership.messageHandler)
+
+    let log = ClusterLog(
+      node: configuration.node, raft: raft, observer: observer, sender: transport, clock: clock, logger: logger)
+    router.register(.control) { from, _, payload in await log.receive(from: from, payload: payload) }
+
+    let tasks = TaskRunner(
+      configuration: NodeWiring.taskRunnerConfiguration(configuration), eventLoopGroup: group, logger: logger)
+    let balancer = LoadBalancer(configuration: LoadBalancerConfiguration(), eventLoopGroup: group, logger: logger)
+    let control = NodeControl(
+      configuration: configuration, log: log, membership: membership, tasks: tasks, balancer: balancer, clock: clock,
+      logger: logger)
+    let api = APIServer(configuration: configuration, token: token, log: log, control: control, logger: logger)
+
+    let services: [any Service] = [
+      TransportService(transport: transport),
+      RaftService(raft: raft, log: log, observer: observer, transport: transport, configuration: configuration),
+      MembershipRunner(membership: membership, seeds: configuration.peers.keys.filter { $0 != configuration.node }),
+      control,
+      api.application(),
+    ]
+    let serviceGroup = ServiceGroup(
+      configuration: ServiceGroupConfiguration(
+        services: services.map {
+          ServiceGroupConfiguration.ServiceConfiguration(
+            service: $0, successTerminationBehavior: .gracefullyShutdownGroup,
+            failureTerminationBehavior: .gracefullyShutdownGroup)
+        },
+        gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    logger.info(
+      "node starting",
+      metadata: [
+        "address": "\(configuration.address)", "peerPort": "\(configuration.peerPort)",
+        "apiPort": "\(configuration.apiPort)",
+      ])
+    try await serviceGroup.run()
+    try? await group.shutdownGracefully()
+    logger.info("node stopped")
+  }
+}

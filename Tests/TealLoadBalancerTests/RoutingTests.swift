@@ -1,0 +1,238 @@
+import Testing
+
+@testable import TealLoadBalancer
+
+private let blue1 = TargetAddress(host: "10.0.0.1", port: 8001)
+private let blue2 = TargetAddress(host: "10.0.0.2", port: 8001)
+private let green1 = TargetAddress(host: "10.0.0.3", port: 8001)
+private let green2 = TargetAddress(host: "10.0.0.4", port: 8001)
+
+private func routes(blue: Int, green: Int, test: [String: Int] = [:]) -> ServiceRoutes {
+  ServiceRoutes(
+    targetGroups: [
+      TargetGroup(revision: "blue", targets: [blue1, blue2]),
+      TargetGroup(revision: "green", targets: [green1, green2]),
+    ],
+    productionWeights: ["blue": blue, "green": green], testWeights: test)
+}
+
+private func makeRouter(blue: Int, green: Int, healthy: Set<TargetAddress> = [blue1, blue2, green1, green2])
+  -> WeightedRouter
+{
+  WeightedRouter(routes: routes(blue: blue, green: green), healthyTargets: healthy)
+}
+
+@Suite("Weighted routing")
+struct WeightedRoutingTests {
+  @Test func splitIsExactOverEveryFullCycleOfWeights() {
+    var router = makeRouter(blue: 1, green: 9)
+    for _ in 0..<50 {
+      var counts: [String: Int] = [:]
+      for _ in 0..<10 { counts[router.pick(.production)!.revision, default: 0] += 1 }
+      #expect(counts == ["blue": 1, "green": 9])
+    }
+  }
+
+  @Test func smoothPickerInterleavesInsteadOfBursting() {
+    var router = makeRouter(blue: 1, green: 1)
+    let picks = (0..<20).map { _ in router.pick(.production)!.revision }
+    for index in 1..<picks.count { #expect(picks[index] != picks[index - 1]) }
+  }
+
+  @Test func targetsInsideAGroupAreUsedRoundRobin() {
+    var router = makeRouter(blue: 1, green: 0)
+    let targets = (0..<6).map { _ in router.pick(.production)!.target }
+    #expect(targets == [blue1, blue2, blue1, blue2, blue1, blue2])
+  }
+
+  @Test func unhealthyTargetsNeverReceiveRequests() {
+    var router = makeRouter(blue: 1, green: 1, healthy: [blue2, green1, green2])
+    for _ in 0..<100 { #expect(router.pick(.production)!.target != blue1) }
+  }
+
+  @Test func groupWithoutHealthyTargetGivesItsShareToTheOthers() {
+    var router = makeRouter(blue: 50, green: 50, healthy: [green1, green2])
+    for _ in 0..<100 { #expect(router.pick(.production)!.revision == "green") }
+  }
+
+  @Test func weightZeroGetsNothingAndNoHealthyWeightedGroupMeansNil() {
+    var zero = makeRouter(blue: 0, green: 100)
+    for _ in 0..<100 { #expect(zero.pick(.production)!.revision == "green") }
+    var none = makeRouter(blue: 100, green: 0, healthy: [green1])
+    #expect(none.pick(.production) == nil)
+  }
+
+  @Test func listenersHaveTheirOwnWeights() {
+    var router = WeightedRouter(
+      routes: routes(blue: 100, green: 0, test: ["green": 1]), healthyTargets: [blue1, blue2, green1, green2])
+    for _ in 0..<20 {
+      #expect(router.pick(.production)!.revision == "blue")
+      #expect(router.pick(.test)!.revision == "green")
+    }
+  }
+
+  @Test func excludingSkipsTheFailedTarget() {
+    var router = makeRouter(blue: 1, green: 0)
+    for _ in 0..<10 { #expect(router.pick(.production, excluding: blue1)!.target == blue2) }
+    var single = makeRouter(blue: 1, green: 1, healthy: [blue1, green1])
+    for _ in 0..<10 { #expect(single.pick(.production, excluding: blue1)!.target == green1) }
+    var alone = makeRouter(blue: 1, green: 0, healthy: [blue1])
+    #expect(alone.pick(.production, excluding: blue1) == nil)
+  }
+
+  @Test func installSwitchesWeightsAtOnceAndKeepsHealth() {
+    var router = makeRouter(blue: 100, green: 0, healthy: [blue1, green1])
+    #expect(router.pick(.production)!.revision == "blue")
+    router.install(routes(blue: 0, green: 100))
+    for _ in 0..<10 { #expect(router.pick(.production)!.target == green1) }
+    #expect(router.healthyTargets == [blue1, green1])
+  }
+
+  @Test func installDropsHealthOfRemovedTargets() {
+    var router = makeRouter(blue: 1, green: 1)
+    router.install(
+      ServiceRoutes(targetGroups: [TargetGroup(revision: "green", targets: [green1])], productionWeights: ["green": 1]))
+    #expect(router.healthyTargets == [green1])
+    #expect(router.setHealthy(blue1, true) == false)
+  }
+
+  @Test func validationNamesTheFieldAtFault() {
+    #expect(throws: RoutesError.duplicateRevision("blue")) {
+      try ServiceRoutes(
+        targetGroups: [TargetGroup(revision: "blue", targets: []), TargetGroup(revision: "blue", targets: [])],
+        productionWeights: [:]
+      ).validate()
+    }
+    #expect(throws: RoutesError.weightForUnknownRevision(listener: .production, revision: "red")) {
+      try ServiceRoutes(targetGroups: [], productionWeights: ["red": 1]).validate()
+    }
+    #expect(throws: RoutesError.negativeWeight(listener: .test, revision: "blue", weight: -1)) {
+      try routes(blue: 1, green: 1, test: ["blue": -1]).validate()
+    }
+    #expect(throws: RoutesError.duplicateTarget(blue1)) {
+      try ServiceRoutes(
+        targetGroups: [TargetGroup(revision: "a", targets: [blue1]), TargetGroup(revision: "b", targets: [blue1])],
+        productionWeights: [:]
+      ).validate()
+    }
+    #expect(throws: RoutesError.invalidTarget(revision: "a", target: TargetAddress(host: "h", port: 0))) {
+      try ServiceRoutes(
+        targetGroups: [TargetGroup(revision: "a", targets: [TargetAddress(host: "h", port: 0)])], productionWeights: [:]
+      ).validate()
+    }
+    #expect(
+      "\(RoutesError.weightForUnknownRevision(listener: .production, revision: "red"))".contains("productionWeights"))
+  }
+}
+
+@Suite("Health tracking")
+struct HealthTrackingTests {
+  @Test func firstResultDecidesThenThresholdsApply() {
+    var tracker = TargetHealth(healthyThreshold: 2, unhealthyThreshold: 3)
+    #expect(tracker.record(blue1, passed: true) == true)
+    #expect(tracker.record(blue1, passed: false) == nil)
+    #expect(tracker.record(blue1, passed: false) == nil)
+    #expect(tracker.record(blue1, passed: false) == false)
+    #expect(tracker.record(blue1, passed: true) == nil)
+    #expect(tracker.record(blue1, passed: false) == nil)
+    #expect(tracker.record(blue1, passed: true) == nil)
+    #expect(tracker.record(blue1, passed: true) == true)
+  }
+
+  @Test func passiveFailureIsImmediateAndNeedsFullRecovery() {
+    var tracker = TargetHealth(healthyThreshold: 2, unhealthyThreshold: 3)
+    _ = tracker.record(blue1, passed: true)
+    #expect(tracker.recordPassiveFailure(blue1) == false)
+    #expect(tracker.recordPassiveFailure(blue1) == nil)
+    #expect(tracker.record(blue1, passed: true) == nil)
+    #expect(tracker.record(blue1, passed: true) == true)
+  }
+}
+
+@Suite("Metrics")
+struct MetricsTests {
+  @Test func histogramQuantilesAreBucketUpperBounds() {
+    var histogram = LatencyHistogram()
+    for _ in 0..<98 { histogram.record(nanoseconds: 200_000) }
+    histogram.record(nanoseconds: 3_000_000)
+    histogram.record(nanoseconds: 30_000_000_000)
+    #expect(histogram.count == 100)
+    #expect(histogram.quantileUpperBound(0.5) == 250_000)
+    #expect(histogram.quantileUpperBound(0.99) == 5_000_000)
+    #expect(histogram.quantileUpperBound(1.0) == 10_000_000_000)
+    #expect(LatencyHistogram().quantileUpperBound(0.99) == nil)
+  }
+
+  @Test func windowIsTheDifferenceOfTwoSnapshots() {
+    var traffic = ServiceTraffic(routes: routes(blue: 1, green: 0), healthyThreshold: 1, unhealthyThreshold: 1)
+    traffic.recordProbe(blue1, passed: true)
+    for _ in 0..<10 {
+      let choice = traffic.begin(.production)!
+      _ = traffic.finish(.production, choice, status: 200, nanoseconds: 100_000)
+    }
+    let earlier = traffic.metrics.targetGroups[TargetGroupKey(listener: .production, revision: "blue")]!
+    for status in [200, 500, 503, 404] {
+      let choice = traffic.begin(.production)!
+      _ = traffic.finish(.production, choice, status: status, nanoseconds: 2_000_000)
+    }
+    let now = traffic.metrics.targetGroups[TargetGroupKey(listener: .production, revision: "blue")]!
+    let window = now.subtracting(earlier)
+    #expect(window.requests == 4)
+    #expect(window.responses5xx == 2)
+    #expect(window.serverErrorRate == 0.5)
+    #expect(window.p99Seconds == 0.0025)
+    #expect(now.requests == 14)
+  }
+
+  @Test func prometheusTextHasEveryFamilyWithLabels() {
+    var traffic = ServiceTraffic(routes: routes(blue: 1, green: 0), healthyThreshold: 1, unhealthyThreshold: 1)
+    traffic.recordProbe(blue1, passed: true)
+    let choice = traffic.begin(.production)!
+    _ = traffic.finish(.production, choice, status: 502, nanoseconds: 1_500_000)
+    _ = traffic.begin(.production)
+    let text = LoadBalancerMetrics(services: ["web": traffic.metrics]).prometheusText()
+    let labels = "service=\"web\",listener=\"production\",revision=\"blue\""
+    #expect(text.contains("teal_lb_requests_total{\(labels)} 2\n"))
+    #expect(text.contains("teal_lb_responses_total{\(labels),code=\"5xx\"} 1\n"))
+    #expect(text.contains("teal_lb_in_flight_requests{\(labels)} 1\n"))
+    #expect(text.contains("teal_lb_request_duration_seconds_bucket{\(labels),le=\"0.001\"} 0\n"))
+    #expect(text.contains("teal_lb_request_duration_seconds_bucket{\(labels),le=\"0.0025\"} 1\n"))
+    #expect(text.contains("teal_lb_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} 1\n"))
+    #expect(text.contains("teal_lb_request_duration_seconds_sum{\(labels)} 0.0015\n"))
+    #expect(text.contains("# TYPE teal_lb_request_duration_seconds histogram\n"))
+  }
+}
+
+@Suite("Service traffic bookkeeping")
+struct ServiceTrafficTests {
+  @Test func inFlightSurvivesRemovalUntilTheLastRequestEnds() {
+    var traffic = ServiceTraffic(routes: routes(blue: 1, green: 0), healthyThreshold: 1, unhealthyThreshold: 1)
+    for target in [blue1, blue2, green1] { traffic.recordProbe(target, passed: true) }
+    let first = traffic.begin(.production)!
+    let second = traffic.begin(.production)!
+    traffic.install(routes(blue: 0, green: 1))
+    #expect(traffic.begin(.production)!.revision == "green")
+    #expect(traffic.inFlight["blue"] == 2)
+    #expect(traffic.finish(.production, first, status: 200, nanoseconds: 1) == false)
+    #expect(traffic.finish(.production, second, status: nil, nanoseconds: 1) == true)
+    #expect(traffic.inFlight["blue"] == nil)
+    #expect(traffic.metrics.targetGroups[TargetGroupKey(listener: .production, revision: "blue")]?.aborted == 1)
+  }
+
+  @Test func retryMovesTheRequestAndMarksTheTargetDown() {
+    var traffic = ServiceTraffic(routes: routes(blue: 1, green: 0), healthyThreshold: 1, unhealthyThreshold: 3)
+    for target in [blue1, blue2] { traffic.recordProbe(target, passed: true) }
+    let first = traffic.begin(.production)!
+    let retried = traffic.retry(.production, failed: first)!
+    #expect(retried.target != first.target)
+    #expect(!traffic.router.healthyTargets.contains(first.target))
+    #expect(traffic.inFlight["blue"] == 1)
+    #expect(traffic.metrics.targetGroups[TargetGroupKey(listener: .production, revision: "blue")]?.requests == 1)
+  }
+
+  @Test func noHealthyTargetIsCountedPerListener() {
+    var traffic = ServiceTraffic(routes: routes(blue: 1, green: 0), healthyThreshold: 1, unhealthyThreshold: 1)
+    #expect(traffic.begin(.production) == nil)
+    #expect(traffic.metrics.noHealthyTarget[.production] == 1)
+  }
+}
