@@ -79,6 +79,8 @@ func spawnInOwnGroup(_ executable: String, _ arguments: [String], logPath: Strin
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
   posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
   posix_spawn_file_actions_adddup2(&actions, 1, 2)
+  // Nothing else of the test process (its sockets above all) leaks into the node.
+  if let closeFrom = spawnCloseFrom { _ = closeFrom(&actions, 3) }
 
   var attributes = posix_spawnattr_t()
   posix_spawnattr_init(&attributes)
@@ -104,6 +106,16 @@ func spawnInOwnGroup(_ executable: String, _ arguments: [String], logPath: Strin
   SpawnedProcesses.track(group: pid, startTime: nil)
   return pid
 }
+
+/// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34+; the Swift importer does not see it),
+/// or nil where the C library lacks it.
+private let spawnCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
+  guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else {
+    return nil
+  }
+  return unsafeBitCast(
+    symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+}()
 
 /// The exit of a child: nil while it runs.
 enum ChildExit: Equatable, CustomStringConvertible {
