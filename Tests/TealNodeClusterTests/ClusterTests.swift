@@ -279,8 +279,8 @@ struct ClusterTests {
           deadAPI == .connectRefused,
           "the dead \(leader)'s API port still accepts connections (leftover tasks: \(leftovers.map(\.task)))")
         try cluster.restart(leader)
-        _ = try await cluster.waitForLeader(expectUp: 3, timeout: .seconds(45))
-        try await waitUntil("\(leader) catches up", timeout: .seconds(45)) {
+        _ = try await cluster.waitForLeader(expectUp: 3, timeout: .seconds(30))
+        try await waitUntil("\(leader) catches up", timeout: .seconds(30)) {
           let reference = try await cluster.api(newLeader).service("web", stale: false)
           let caughtUp = try await cluster.api(leader).service("web")
           return caughtUp.committedShape == reference.committedShape && caughtUp.desiredCount == 2
@@ -466,11 +466,11 @@ struct ClusterTests {
     return views
   }
 
-  /// Every event, page by page (`after` the last index seen; at most 100 pages).
+  /// Every event from the first, page by page (`after` the last index seen; at most 100 pages).
   func allEvents(_ api: NodeAPI) async throws -> [EventView] {
     var events: [EventView] = []
     for _ in 0..<100 {
-      let path = "/v1/events" + (events.last.map { "?after=\($0.index)" } ?? "")
+      let path = "/v1/events?after=\(events.last?.index ?? 0)"
       let page = try await api.get(path, as: EventListView.self).events
       if page.isEmpty { return events }
       events += page
