@@ -39,7 +39,9 @@ let package = Package(
     .target(name: "TealWire"),
     .target(name: "TealRaft", dependencies: ["TealWire"]),
     .target(name: "TealGossip", dependencies: ["TealWire"]),
-    .target(name: "TealDeploy", dependencies: ["Yams"]),
+    .target(name: "TealDeploy", dependencies: ["TealWire"]),
+    // Spec parsing (YAML via Yams, JSON), bounded for untrusted input; outside the pure core.
+    .target(name: "TealSpec", dependencies: ["TealDeploy", "Yams"]),
     .target(name: "TealCluster", dependencies: ["TealWire", "TealDeploy"]),
     // The HTTP API's Codable bodies, shared by the node's server and the client (Foundation only).
     .target(name: "TealAPI"),
@@ -55,8 +57,13 @@ let package = Package(
     ),
     .target(
       name: "TealTransport",
-      dependencies: ["TealTLS", "TealWire", .product(name: "Logging", package: "swift-log")] + nio
+      dependencies: [
+        "TealTLS", "TealWire", .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
     ),
+    // In-memory peer network for tests (partition, drop, delay); never linked into `teal`.
+    .target(name: "TealTransportTesting", dependencies: ["TealWire"]),
     .target(name: "TealStorage", dependencies: [.product(name: "Logging", package: "swift-log")]),
     .target(
       name: "TealConsensus",
@@ -64,7 +71,7 @@ let package = Package(
     ),
     .target(
       name: "TealMembership",
-      dependencies: ["TealGossip", "TealWire", .product(name: "Logging", package: "swift-log")]
+      dependencies: ["TealGossip", "TealTLS", "TealWire", .product(name: "Logging", package: "swift-log")]
     ),
     .target(
       name: "TealHooks",
@@ -111,7 +118,7 @@ let package = Package(
       name: "TealNode",
       dependencies: [
         "TealWire", "TealTLS", "TealTransport", "TealRaft", "TealConsensus", "TealGossip", "TealMembership",
-        "TealDeploy", "TealCluster", "TealAPI", "TealTasks", "TealLoadBalancer", "Yams",
+        "TealDeploy", "TealSpec", "TealCluster", "TealAPI", "TealTasks", "TealLoadBalancer", "Yams",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -124,7 +131,7 @@ let package = Package(
     .executableTarget(
       name: "teal",
       dependencies: [
-        "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealNode",
+        "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealSpec", "TealAPI", "TealClient", "TealNode", "Yams",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]
@@ -155,20 +162,34 @@ let package = Package(
       path: "Benchmarks/proxy/ProxyBenchmark"
     ),
     .executableTarget(
+      name: "ClusterBenchmark",
+      dependencies: ["TealCluster", "TealDeploy", "TealWire"],
+      path: "Benchmarks/ClusterBenchmark"
+    ),
+    .executableTarget(
       name: "GossipBenchmark",
       dependencies: ["TealGossip", "TealGossipSim"],
       path: "Benchmarks/GossipBenchmark"
     ),
 
     // MARK: Tests
-    .target(name: "TealTestSupport", path: "Tests/TealTestSupport"),
+    .target(
+      name: "TealTestSupport",
+      dependencies: [
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio,
+      path: "Tests/TealTestSupport"),
     .testTarget(name: "TealWireTests", dependencies: ["TealWire"]),
     // Runs the built `teal` executable (built with the tests by `swift build --build-tests` / `swift test`).
-    .testTarget(name: "TealCLITests", dependencies: ["TealTestSupport"]),
+    .testTarget(name: "TealCLITests", dependencies: ["TealTestSupport", "TealAPI"]),
     .testTarget(name: "TealTLSTests", dependencies: ["TealTestSupport", "TealTLS", "TealWire", nioEmbedded] + nio),
     .testTarget(
       name: "TealTransportTests",
-      dependencies: ["TealTestSupport", "TealTransport", "TealTLS", "TealWire", nioEmbedded] + nio),
+      dependencies: [
+        "TealTestSupport", "TealTransport", "TealTransportTesting", "TealTLS", "TealWire", nioEmbedded,
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio),
     .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim", "TealWire"]),
     .testTarget(name: "TealStorageTests", dependencies: ["TealTestSupport", "TealStorage", "TealWire"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
@@ -186,7 +207,8 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),
-    .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy"]),
+    .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy", "TealSpec"]),
+    .testTarget(name: "TealSpecTests", dependencies: ["TealSpec", "TealDeploy", "TealWire"]),
     .testTarget(name: "TealAPITests", dependencies: ["TealAPI"]),
     .testTarget(
       name: "TealClientTests",
@@ -199,15 +221,17 @@ let package = Package(
       name: "TealNodeTests",
       dependencies: ["TealNode", "TealTestSupport", "TealWire", "TealCluster", "TealAPI", "TealGossip"]
     ),
+    .testTarget(name: "TealClusterTests", dependencies: ["TealCluster", "TealDeploy", "TealWire"]),
     .testTarget(
       name: "TealHooksTests",
-      dependencies: ["TealHooks", "TealDeploy", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
+      dependencies: ["TealHooks", "TealDeploy", "TealWire", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
     ),
     .testTarget(name: "TealHealthTests", dependencies: ["TealHealth"]),
     .testTarget(
       name: "TealLoadBalancerTests",
       dependencies: [
-        "TealLoadBalancer", "TealHealth", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
+        // TealTasks: the zero-drop load test runs real teal-demo tasks behind the balancer.
+        "TealLoadBalancer", "TealHealth", "TealTasks", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
     ),

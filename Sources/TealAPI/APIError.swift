@@ -65,6 +65,9 @@ public struct APIErrorCode: RawRepresentable, Codable, Hashable, Sendable, Custo
   public static let idempotencyMismatch = APIErrorCode(rawValue: "idempotency_mismatch")
   /// 503: no leader known (an election is under way); sent with `Retry-After: 1`.
   public static let noLeader = APIErrorCode(rawValue: "no_leader")
+  /// 503: the write was proposed but its outcome is unknown (e.g. its leader stepped down); retry
+  /// with the same Idempotency-Key.
+  public static let outcomeUnknown = APIErrorCode(rawValue: "outcome_unknown")
   /// 500: a bug or an unexpected failure on the node.
   public static let `internal` = APIErrorCode(rawValue: "internal")
 
@@ -78,7 +81,7 @@ public struct APIErrorCode: RawRepresentable, Codable, Hashable, Sendable, Custo
     case "conflict": return 409
     case "too_large": return 413
     case "invalid_spec", "idempotency_mismatch": return 422
-    case "no_leader": return 503
+    case "no_leader", "outcome_unknown": return 503
     default: return 500
     }
   }

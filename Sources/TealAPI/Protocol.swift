@@ -1,6 +1,6 @@
 import Foundation
 
-// The HTTP API every node serves (Docs/API.md, NODE-CONTRACT): header names, paths, content types.
+// The HTTP API every node serves (Docs/API.md): header names, paths, content types.
 // Shared by the server (TealNode) and the client (TealClient) so that neither spells a name twice.
 
 /// Header names of Teal's HTTP API. HTTP header names are case-insensitive; these are the

@@ -50,7 +50,7 @@ final class HTTPConnection: Sendable {
       channel.eventLoop.makeCompletedFuture {
         try security.secure(channel, endpoint: endpoint)
         try channel.pipeline.syncOperations.addHTTPClientHandlers()
-        let handler = ExchangeHandler()
+        let handler = ExchangeHandler(eventLoop: channel.eventLoop)
         try channel.pipeline.syncOperations.addHandler(handler)
         return HTTPConnection(
           endpoint: endpoint, channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
@@ -100,6 +100,7 @@ final class HTTPConnection: Sendable {
 final class ExchangeHandler: ChannelInboundHandler {
   typealias InboundIn = HTTPClientResponsePart
 
+  private let eventLoop: any EventLoop
   private var context: ChannelHandlerContext?
   /// Parts decoded from one socket read and not yet taken; bounded by one read's worth of bytes.
   private var buffered = CircularBuffer<HTTPClientResponsePart>()
@@ -107,6 +108,8 @@ final class ExchangeHandler: ChannelInboundHandler {
   private var failure: ConnectionFailure?
   private var deadlineTask: Scheduled<Void>?
   private(set) var receivedAnything = false
+
+  init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
   func handlerAdded(context: ChannelHandlerContext) { self.context = context }
 
@@ -137,8 +140,7 @@ final class ExchangeHandler: ChannelInboundHandler {
   }
 
   private func makeFailed(_ failure: ConnectionFailure) -> EventLoopFuture<HTTPClientResponsePart> {
-    // Without a context the handler left the pipeline; any event loop of the channel's is fine.
-    MultiThreadedEventLoopGroup.singleton.next().makeFailedFuture(failure)
+    eventLoop.makeFailedFuture(failure)
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {

@@ -327,6 +327,9 @@ public final class TealClient: Sendable {
           reason: "\(sentTo.reason); then no node could be reached (last \(endpoint): \(reason))", idempotencyKey: key)
       }
       return .notSent(endpoint: endpoint, reason: reason)
+    case .server(503, let endpoint, let error)? where error.code == .outcomeUnknown:
+      // The node itself could not tell whether the write took effect.
+      return .outcomeUnknown(endpoint: endpoint, reason: error.message, idempotencyKey: key)
     case let error?: return error
     case nil: return .noEndpoints
     }

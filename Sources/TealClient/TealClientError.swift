@@ -23,7 +23,7 @@ public enum TealClientError: Error, Sendable, CustomStringConvertible, Equatable
     switch self {
     case .notSent(let endpoint, let reason):
       return "cannot reach a Teal node (last tried \(endpoint): \(reason)); nothing was sent. "
-        + "Is the cluster running (`teal cluster status`)? Check --endpoint"
+        + "Is the cluster running (`teal cluster up` starts a local one)? Check --endpoint"
     case .outcomeUnknown(let endpoint, let reason, let key):
       let retry = key.map { "; retrying with Idempotency-Key \($0) applies it at most once" } ?? ""
       return "\(endpoint) received the request but no answer came (\(reason)); it may or may not have taken effect"

@@ -180,3 +180,68 @@ public struct IdempotencyTable: Codable, Hashable, Sendable {
     hasher.combine(records.count)
   }
 }
+
+// MARK: Client sessions
+
+/// One registered client session: its last command's sequence and answer.
+public struct ClientSession: Codable, Hashable, Sendable {
+  /// 0 until the session's first command.
+  public var lastSequence: UInt64
+  public var lastResult: ClusterResult?
+  /// Log index of the registration or of the last command: eviction takes the smallest.
+  public var lastIndex: UInt64
+  public var lastUsed: LogTime
+}
+
+/// Client sessions (Raft thesis §6.3), for clients that prefer them to idempotency keys: each command
+/// of a session is applied at most once, and a session that is gone is reported as gone
+/// (`unknown_session`), never silently forgotten.
+///
+/// Bounds: at most `capacity` sessions (10,000 by default; registering one more evicts the least
+/// recently used, by log index); a session unused for `idleMilliseconds` of log time (24 h) is gone.
+public struct ClientSessionTable: Codable, Hashable, Sendable {
+  public static let defaultCapacity = 10_000
+  public static let defaultIdleMilliseconds: Int64 = 24 * 3_600_000
+
+  public let capacity: Int
+  public let idleMilliseconds: Int64
+  /// By client id in decimal (String keys keep the snapshot canonical).
+  public private(set) var sessions: [String: ClientSession] = [:]
+
+  public init(
+    capacity: Int = ClientSessionTable.defaultCapacity,
+    idleMilliseconds: Int64 = ClientSessionTable.defaultIdleMilliseconds
+  ) {
+    precondition(capacity > 0, "a session table needs a positive capacity, got \(capacity)")
+    precondition(idleMilliseconds > 0, "session idle time must be positive, got \(idleMilliseconds)")
+    self.capacity = capacity
+    self.idleMilliseconds = idleMilliseconds
+  }
+
+  public var count: Int { sessions.count }
+
+  /// The live session `clientID` at log time `now`, or nil if it is unknown or idle too long.
+  public func session(_ clientID: UInt64, now: LogTime) -> ClientSession? {
+    guard let session = sessions[String(clientID)], session.lastUsed.adding(milliseconds: idleMilliseconds) > now
+    else { return nil }
+    return session
+  }
+
+  mutating func register(clientID: UInt64, index: UInt64, now: LogTime) {
+    precondition(sessions[String(clientID)] == nil, "client session \(clientID) registered twice")
+    while sessions.count >= capacity {
+      guard
+        let oldest = sessions.min(by: { ($0.value.lastIndex, $0.key) < ($1.value.lastIndex, $1.key) })?.key
+      else { break }
+      sessions[oldest] = nil
+    }
+    sessions[String(clientID)] = ClientSession(lastSequence: 0, lastResult: nil, lastIndex: index, lastUsed: now)
+  }
+
+  mutating func record(clientID: UInt64, sequence: UInt64, result: ClusterResult, index: UInt64, now: LogTime) {
+    sessions[String(clientID)] = ClientSession(
+      lastSequence: sequence, lastResult: result, lastIndex: index, lastUsed: now)
+  }
+
+  mutating func remove(_ clientID: UInt64) { sessions[String(clientID)] = nil }
+}

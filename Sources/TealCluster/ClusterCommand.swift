@@ -25,6 +25,8 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
   case scaleService(service: String, desiredCount: Int)
   /// Retires every task of the service (through the stop rule) and removes the service once none remain.
   case deleteService(service: String)
+  /// Opens a client session; its id is the entry's log index (see `ClientSessionStamp`).
+  case registerSession
 
   // MARK: Reports (facts from a node)
 
@@ -61,7 +63,8 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
   public var isLeaderOnly: Bool {
     switch self {
     case .placeTask, .retireTask, .nodeDown, .nodeUp: return true
-    case .createService, .registerRevision, .scaleService, .deleteService, .announceNode, .taskReports,
+    case .createService, .registerRevision, .scaleService, .deleteService, .registerSession, .announceNode,
+      .taskReports,
       .routesApplied, .taskStopped, .drainNode:
       return false
     }
@@ -74,6 +77,7 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
     case .registerRevision: return "registerRevision"
     case .scaleService: return "scaleService"
     case .deleteService: return "deleteService"
+    case .registerSession: return "registerSession"
     case .announceNode: return "announceNode"
     case .taskReports: return "taskReports"
     case .routesApplied: return "routesApplied"

@@ -1,7 +1,7 @@
 // The versioned envelope of one command in the Raft log.
 //
 // Bytes: "TCE" (0x54 0x43 0x45), one version byte, then the JSON of the envelope's body (stamp,
-// idempotency, command) with sorted keys. At most `ClusterEntry.maximumEncodedSize` bytes in all.
+// idempotency, session, command) with sorted keys. At most `ClusterEntry.maximumEncodedSize` bytes in all.
 
 import Foundation
 import TealWire
@@ -42,6 +42,18 @@ public struct IdempotencyRecordKey: Codable, Hashable, Sendable {
   }
 }
 
+/// A command's place in its client's session: `sequence` grows by one per new command; a retry
+/// reuses the sequence of the command it retries. `clientID` is what `registerSession` answered.
+public struct ClientSessionStamp: Codable, Hashable, Sendable {
+  public var clientID: UInt64
+  public var sequence: UInt64
+
+  public init(clientID: UInt64, sequence: UInt64) {
+    self.clientID = clientID
+    self.sequence = sequence
+  }
+}
+
 /// One entry of the replicated log: a stamped, optionally idempotent command.
 public struct ClusterEntry: Hashable, Sendable {
   /// The envelope version this build writes and the only one it reads.
@@ -54,21 +66,25 @@ public struct ClusterEntry: Hashable, Sendable {
   public var version: UInt8
   public var stamp: CommandStamp
   public var idempotency: IdempotencyRecordKey?
+  /// Set by a client that registered a session (`registerSession`): applied at most once per sequence.
+  public var session: ClientSessionStamp?
   public var command: ClusterCommand
 
   public init(
-    stamp: CommandStamp, idempotency: IdempotencyRecordKey? = nil, command: ClusterCommand,
-    version: UInt8 = ClusterEntry.currentVersion
+    stamp: CommandStamp, idempotency: IdempotencyRecordKey? = nil, session: ClientSessionStamp? = nil,
+    command: ClusterCommand, version: UInt8 = ClusterEntry.currentVersion
   ) {
     self.version = version
     self.stamp = stamp
     self.idempotency = idempotency
+    self.session = session
     self.command = command
   }
 
   private struct Body: Codable {
     var stamp: CommandStamp
     var idempotency: IdempotencyRecordKey?
+    var session: ClientSessionStamp?
     var command: ClusterCommand
   }
 
@@ -78,7 +94,7 @@ public struct ClusterEntry: Hashable, Sendable {
     encoder.outputFormatting = [.sortedKeys]
     let json: Data
     do {
-      json = try encoder.encode(Body(stamp: stamp, idempotency: idempotency, command: command))
+      json = try encoder.encode(Body(stamp: stamp, idempotency: idempotency, session: session, command: command))
     } catch {
       preconditionFailure("a ClusterEntry always encodes to JSON: \(error)")
     }
@@ -110,7 +126,9 @@ public struct ClusterEntry: Hashable, Sendable {
       throw .malformed(reason: ClusterEntryError.describe(error))
     }
     if let idempotency = body.idempotency, let problem = idempotency.problem { throw .malformed(reason: problem) }
-    self.init(stamp: body.stamp, idempotency: body.idempotency, command: body.command, version: version)
+    self.init(
+      stamp: body.stamp, idempotency: body.idempotency, session: body.session, command: body.command,
+      version: version)
   }
 }
 

@@ -44,6 +44,8 @@ public enum ClusterResponse: Codable, Hashable, Sendable {
   case serviceScaled(service: String, desiredCount: Int)
   /// `removed`: the service had no tasks left and is gone; otherwise its tasks are draining.
   case serviceDeleting(service: String, removed: Bool)
+  /// The new session's client id (the log index of the registration).
+  case sessionRegistered(clientID: UInt64)
   case nodeAnnounced(NodeID)
   /// `changed` is false when the node already had that liveness.
   case nodeLiveness(node: NodeID, up: Bool, changed: Bool)
@@ -71,6 +73,12 @@ public struct ClusterRejection: Error, Codable, Hashable, Sendable, CustomString
     case invalidSpec = "invalid_spec"
     /// The idempotency key was used before with another request (HTTP 422).
     case idempotencyMismatch = "idempotency_mismatch"
+    /// The entry names a client session that was never registered, or expired or was evicted: register
+    /// a new one. The command did not take effect.
+    case unknownSession = "unknown_session"
+    /// The entry's session sequence is below the session's last one: the client moved on; the command
+    /// did not take effect (its answer is gone).
+    case staleSequence = "stale_sequence"
     /// A leader-only command landed in a term other than its stamp's: the proposer was no longer leader.
     /// Never recorded under an idempotency key; the node may map it to 503 `no_leader`.
     case staleTerm = "stale_term"

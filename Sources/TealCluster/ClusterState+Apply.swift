@@ -30,6 +30,7 @@ extension ClusterState {
         code: .invalidSpec, message: "testPort must differ from productionPort \(spec.productionPort)",
         field: "testPort")
     }
+    try Self.checkTask(spec.task)
     if let existing = services[spec.name] {
       throw ClusterRejection(
         code: .conflict,
@@ -67,6 +68,7 @@ extension ClusterState {
       throw ClusterRejection(
         code: .invalidSpec, message: "spec names service \"\(spec.name)\", not \"\(name)\"", field: "name")
     }
+    try Self.checkTask(spec.task)
     let digest = Revision.digest(of: spec)
     if let latest = service.revisions.last, latest.digest == digest {
       return .revisionRegistered(revision: latest.id, isNew: false)
@@ -105,7 +107,7 @@ extension ClusterState {
     service.deleting = true
     service.desiredCount = 0
     services[name] = service
-    let taskIDs = tasks.values.filter { $0.service == name }.map(\.id).sorted()
+    let taskIDs = taskIDs(of: name)
     record(.serviceDeleting, service: name, "service \(name) deleting: \(taskIDs.count) tasks to drain", context)
     for taskID in taskIDs where tasks[taskID]?.desired == .running {
       retire(taskID, reason: "service \(name) deleted")
@@ -222,7 +224,7 @@ extension ClusterState {
       if before.healthy != task.healthy {
         if task.healthy {
           record(.taskHealthy, service: task.service, "task \(task.id) healthy", context)
-        } else if before.state == .running {
+        } else if task.state == .running {
           record(.taskUnhealthy, service: task.service, "task \(task.id) unhealthy", context)
         }
       }
@@ -260,7 +262,7 @@ extension ClusterState {
     guard task.desired == .stopping else {
       return .ignored(reason: "task \(taskID) is \(task.desired.rawValue), not stopping")
     }
-    tasks[taskID] = nil
+    removeTask(taskID)
     record(.taskStopped, service: task.service, "task \(taskID) stopped on \(nodeID)", context)
     context.touchedServices.insert(task.service)
     return .taskRetired(taskID: taskID)
@@ -285,11 +287,11 @@ extension ClusterState {
     }
     taskSequence += 1
     let id = "\(name).\(number).\(taskSequence)"
-    precondition(tasks[id] == nil, "task id \(id) handed out twice")
-    tasks[id] = ClusterTask(
-      id: id, service: name, revision: revision.id, node: nodeID, sequence: taskSequence, desired: .running,
-      state: .pending, healthy: false, address: nil, port: nil, placedAt: logTime, startedAt: nil,
-      drainGeneration: nil, retireReason: nil)
+    insertTask(
+      ClusterTask(
+        id: id, service: name, revision: revision.id, node: nodeID, sequence: taskSequence, desired: .running,
+        state: .pending, healthy: false, address: nil, port: nil, placedAt: logTime, startedAt: nil,
+        drainGeneration: nil, retireReason: nil))
     record(.taskPlaced, service: name, "task \(id) of \(revision.id) placed on \(nodeID)", context)
     context.touchedServices.insert(name)
     return .taskPlaced(taskID: id)
@@ -325,7 +327,7 @@ extension ClusterState {
     record(
       .nodeDown, service: nil, "node \(nodeID) is down (incarnation \(incarnation)); \(lost.count) tasks lost", context)
     for taskID in lost {
-      guard let task = tasks.removeValue(forKey: taskID) else { continue }
+      guard let task = removeTask(taskID) else { continue }
       record(.taskLost, service: task.service, "task \(taskID) lost: node \(nodeID) is down", context)
     }
     context.allServicesTouched = true
@@ -367,15 +369,10 @@ extension ClusterState {
   mutating func updateDerivedState(_ context: inout ApplyContext) {
     let names = (context.allServicesTouched ? Set(services.keys) : context.touchedServices).sorted()
     guard !names.isEmpty else { return }
-    let wanted = Set(names)
-    var tasksByService: [String: [ClusterTask]] = [:]
-    for task in tasks.values where wanted.contains(task.service) {
-      tasksByService[task.service, default: []].append(task)
-    }
     let upNodes = nodes.values.filter(\.isUp)
     for name in names {
       guard var service = services[name] else { continue }
-      let serviceTasks = (tasksByService[name] ?? []).sorted { $0.id < $1.id }
+      let serviceTasks = taskIDs(of: name).compactMap { tasks[$0] }
       let targets = serviceTasks.compactMap { task -> RouteTarget? in
         guard task.isRoutable, nodes[task.node.rawValue]?.isUp == true, let address = task.address,
           let port = task.port
@@ -418,7 +415,7 @@ extension ClusterState {
   }
 
   mutating func removeService(_ name: String, _ context: ApplyContext) {
-    precondition(!tasks.values.contains { $0.service == name }, "removing service \(name) while it has tasks")
+    precondition(taskIDsByService[name] == nil, "removing service \(name) while it has tasks")
     services[name] = nil
     for id in nodes.keys.sorted() { nodes[id]?.routesApplied[name] = nil }
     record(.serviceDeleted, service: name, "service \(name) deleted", context)
@@ -441,6 +438,25 @@ extension ClusterState {
     guard (0...maximumDesiredCount).contains(count) else {
       throw ClusterRejection(
         code: .invalidSpec, message: "\(field) \(count) is not in 0...\(maximumDesiredCount)", field: field)
+    }
+  }
+
+  /// The task rules the node's shells rely on (the API validated the whole spec with the spec parser;
+  /// these guard the shells against an entry that did not come through it).
+  static func checkTask(_ task: TaskSpec) throws(ClusterRejection) {
+    func refuse(_ field: String, _ message: String) -> ClusterRejection {
+      ClusterRejection(code: .invalidSpec, message: message, field: "task.\(field)")
+    }
+    guard !task.command.isEmpty else { throw refuse("command", "task command must not be empty") }
+    guard (0...65535).contains(task.port) else { throw refuse("port", "task port \(task.port) is not in 0...65535") }
+    let check = task.healthCheck
+    guard check.interval.milliseconds > 0, check.timeout.milliseconds > 0, check.timeout <= check.interval else {
+      throw refuse(
+        "healthCheck.timeout",
+        "health check timeout \(check.timeout) must be positive and at most interval \(check.interval)")
+    }
+    guard check.healthyThreshold >= 1, check.unhealthyThreshold >= 1 else {
+      throw refuse("healthCheck.healthyThreshold", "health check thresholds must be at least 1")
     }
   }
 

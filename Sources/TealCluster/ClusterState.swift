@@ -5,7 +5,7 @@ import TealDeploy
 import TealWire
 
 /// Everything the cluster agreed on: services and revisions, task placements and their reports,
-/// committed routes, committed liveness, idempotency records and the event history.
+/// committed routes, committed liveness, idempotency records, client sessions and the event history.
 ///
 /// Invariants: every task's service exists and has the task's revision; every task's node is known
 /// and up (tasks of a node that goes down are removed with it); `logTime` never decreases;
@@ -24,34 +24,99 @@ public struct ClusterState: Codable, Hashable, Sendable {
   /// The last task sequence number handed out (task ids end in it).
   public internal(set) var taskSequence: UInt64 = 0
   public internal(set) var idempotency: IdempotencyTable
+  public internal(set) var sessions: ClientSessionTable
   public internal(set) var history: EventHistory
+  /// Task ids per service: an index derived from `tasks`, rebuilt on decode (not in the snapshot).
+  /// Changed only through `insertTask` and `removeTask`.
+  var taskIDsByService: [String: Set<String>] = [:]
 
   // MARK: Deployment state
   // Reserved: the deployments of each service (the engine's state) join here with the engine's commands.
 
   public init(
     eventCapacity: Int = EventHistory.defaultCapacity, idempotencyCapacity: Int = IdempotencyTable.defaultCapacity,
-    idempotencyRetentionMilliseconds: Int64 = IdempotencyTable.defaultRetentionMilliseconds
+    idempotencyRetentionMilliseconds: Int64 = IdempotencyTable.defaultRetentionMilliseconds,
+    sessionCapacity: Int = ClientSessionTable.defaultCapacity,
+    sessionIdleMilliseconds: Int64 = ClientSessionTable.defaultIdleMilliseconds
   ) {
     idempotency = IdempotencyTable(
       capacity: idempotencyCapacity, retentionMilliseconds: idempotencyRetentionMilliseconds)
+    sessions = ClientSessionTable(capacity: sessionCapacity, idleMilliseconds: sessionIdleMilliseconds)
     history = EventHistory(capacity: eventCapacity)
   }
+
+  // MARK: Coding (the task index is derived, so it is rebuilt rather than stored)
+
+  enum CodingKeys: String, CodingKey {
+    case appliedIndex, logTime, services, tasks, nodes, taskSequence, idempotency, sessions, history
+  }
+
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    appliedIndex = try container.decode(UInt64.self, forKey: .appliedIndex)
+    logTime = try container.decode(LogTime.self, forKey: .logTime)
+    services = try container.decode([String: ClusterService].self, forKey: .services)
+    tasks = try container.decode([String: ClusterTask].self, forKey: .tasks)
+    nodes = try container.decode([String: ClusterNode].self, forKey: .nodes)
+    taskSequence = try container.decode(UInt64.self, forKey: .taskSequence)
+    idempotency = try container.decode(IdempotencyTable.self, forKey: .idempotency)
+    sessions = try container.decode(ClientSessionTable.self, forKey: .sessions)
+    history = try container.decode(EventHistory.self, forKey: .history)
+    for task in tasks.values { taskIDsByService[task.service, default: []].insert(task.id) }
+  }
+
+  mutating func insertTask(_ task: ClusterTask) {
+    precondition(tasks[task.id] == nil, "task id \(task.id) handed out twice")
+    tasks[task.id] = task
+    taskIDsByService[task.service, default: []].insert(task.id)
+  }
+
+  @discardableResult
+  mutating func removeTask(_ id: String) -> ClusterTask? {
+    guard let task = tasks.removeValue(forKey: id) else { return nil }
+    taskIDsByService[task.service]?.remove(id)
+    if taskIDsByService[task.service]?.isEmpty == true { taskIDsByService[task.service] = nil }
+    return task
+  }
+
+  /// The ids of the service's tasks, sorted.
+  func taskIDs(of service: String) -> [String] { (taskIDsByService[service] ?? []).sorted() }
 
   // MARK: Applying
 
   /// Applies the entry at log `index`, carried by a Raft entry of term `term`.
   ///
-  /// Order: log time advances to `max(logTime, stamp.now)`; expired idempotency records go; a known
-  /// key with the same digest returns its first answer and changes nothing else, with another digest
-  /// is refused (`idempotency_mismatch`); a leader-only command whose stamp term is not `term` is
-  /// refused (`stale_term`); then the command's `applyX` runs, derived state (routes, drains, removed
-  /// services) follows, and the answer is recorded under the key (a `stale_term` refusal is not).
+  /// Order: log time advances to `max(logTime, stamp.now)`; expired idempotency records go; an entry
+  /// of a client session that is gone is refused (`unknown_session`), one repeating the session's last
+  /// sequence gets its answer, an older one is refused (`stale_sequence`); a known idempotency key with
+  /// the same digest returns its first answer and changes nothing else, with another digest is refused
+  /// (`idempotency_mismatch`); a leader-only command whose stamp term is not `term` is refused
+  /// (`stale_term`); then the command's `applyX` runs, derived state (routes, drains, removed services)
+  /// follows, and the answer is recorded in the session and under the key (refusals before `applyX`
+  /// are not recorded).
   public mutating func apply(_ entry: ClusterEntry, index: UInt64, term: UInt64) -> ClusterResult {
     precondition(index > appliedIndex, "entry index \(index) applied after index \(appliedIndex)")
     appliedIndex = index
     logTime = max(logTime, entry.stamp.now)
     idempotency.expire(now: logTime)
+    if let stamp = entry.session {
+      guard let session = sessions.session(stamp.clientID, now: logTime) else {
+        sessions.remove(stamp.clientID)
+        return .rejected(
+          ClusterRejection(
+            code: .unknownSession,
+            message: "client session \(stamp.clientID) is not registered or expired; register a new session"))
+      }
+      if stamp.sequence == session.lastSequence, let result = session.lastResult { return result }
+      guard stamp.sequence > session.lastSequence else {
+        return .rejected(
+          ClusterRejection(
+            code: .staleSequence,
+            message:
+              "client session \(stamp.clientID) is at sequence \(session.lastSequence); sequence \(stamp.sequence) is stale"
+          ))
+      }
+    }
     if let key = entry.idempotency, let record = idempotency.record(for: key.key) {
       guard record.bodyDigest == key.bodyDigest else {
         return .rejected(
@@ -78,6 +143,10 @@ public struct ClusterState: Codable, Hashable, Sendable {
     } catch {
       result = .rejected(error)
     }
+    if let stamp = entry.session {
+      sessions.record(
+        clientID: stamp.clientID, sequence: stamp.sequence, result: result, index: index, now: logTime)
+    }
     if let key = entry.idempotency {
       idempotency.insert(key: key.key, bodyDigest: key.bodyDigest, result: result, now: logTime)
     }
@@ -100,6 +169,18 @@ public struct ClusterState: Codable, Hashable, Sendable {
     }
   }
 
+  /// The same as `apply(bytes:index:term:)`, under the name TealConsensus's `ReplicatedStateMachine`
+  /// uses, so the node can declare the conformance without an adapter.
+  public mutating func apply(_ command: [UInt8], index: UInt64, term: UInt64) -> [UInt8] {
+    apply(bytes: command, index: index, term: term)
+  }
+
+  /// Replaces the whole state with the one in `snapshot` (see `init(snapshot:)`); on error the state
+  /// is unchanged.
+  public mutating func restore(from snapshot: [UInt8]) throws(ClusterSnapshotError) {
+    self = try ClusterState(snapshot: snapshot)
+  }
+
   /// Per-entry bookkeeping: the services whose routes and drains must be re-derived.
   struct ApplyContext {
     let index: UInt64
@@ -116,6 +197,9 @@ public struct ClusterState: Codable, Hashable, Sendable {
     case .scaleService(let service, let desiredCount):
       return try applyScaleService(service, desiredCount: desiredCount, &context)
     case .deleteService(let service): return try applyDeleteService(service, &context)
+    case .registerSession:
+      sessions.register(clientID: context.index, index: context.index, now: logTime)
+      return .sessionRegistered(clientID: context.index)
     case .announceNode(let info): return try applyAnnounceNode(info, &context)
     case .taskReports(let node, let reports): return try applyTaskReports(node, reports, &context)
     case .routesApplied(let node, let generations): return try applyRoutesApplied(node, generations, &context)

@@ -13,6 +13,9 @@ import TealWire
 ///    down) with the fewest running-desired tasks of this service, then the fewest such tasks of
 ///    all services (counting the placements planned so far), then the smallest node id.
 ///
+/// A revision whose task has a fixed port (`task.port` not 0) gets at most one task per node: a node
+/// that already runs a task of the service holding that port is not eligible.
+///
 /// Tasks of other revisions are left alone (they belong to a deployment), and so are retired tasks.
 /// Tasks of nodes that are down are already gone from the state (removed at `nodeDown`), so they are
 /// replaced by step 3. The leader proposes the plan, waits until those entries are applied, and only
@@ -47,8 +50,7 @@ public enum Placement {
   ) -> [ClusterCommand] {
     guard let service = state.services[name], !service.deleting else { return [] }
     let current = service.currentRevisionID
-    let live = state.tasks.values.filter { $0.service == name && $0.desired == .running && $0.revision == current }
-      .sorted { $0.sequence < $1.sequence }
+    let live = state.tasks(service: name).filter { $0.desired == .running && $0.revision == current }
     var commands: [ClusterCommand] = []
     var kept: [ClusterTask] = []
     for task in live {
@@ -69,6 +71,17 @@ public enum Placement {
     var perNode: [NodeID: Int] = [:]
     for node in load.keys { perNode[node] = 0 }
     for task in kept where perNode[task.node] != nil { perNode[task.node, default: 0] += 1 }
+    // A revision with a fixed port runs at most one task per node, and not beside another task of
+    // the service (any revision, not yet stopped) that holds the same port.
+    let fixedPort = service.revision(current.number)?.revision.spec.task.port ?? 0
+    if fixedPort != 0 {
+      for task in state.tasks(service: name) {
+        if case .exited = task.state { continue }
+        if task.revision == current || service.revision(task.revision.number)?.revision.spec.task.port == fixedPort {
+          perNode[task.node] = nil
+        }
+      }
+    }
     guard !perNode.isEmpty else { return commands }
     for _ in 0..<(service.desiredCount - kept.count) {
       let node = perNode.keys.min { lhs, rhs in
@@ -77,6 +90,7 @@ public enum Placement {
       guard let node else { break }
       commands.append(.placeTask(service: name, revision: current.number, node: node))
       perNode[node, default: 0] += 1
+      if fixedPort != 0 { perNode[node] = nil }
       load[node, default: 0] += 1
     }
     return commands

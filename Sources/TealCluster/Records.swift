@@ -97,6 +97,11 @@ public struct ServiceRoutes: Codable, Hashable, Sendable {
   /// 10,000 basis points: all traffic.
   public static let fullWeight = 10_000
 
+  /// Weights as the HTTP API writes them: `"web:1"` → percent (basis points / 100).
+  public static func percentages(_ weights: [RevisionID: Int]) -> [String: Double] {
+    Dictionary(uniqueKeysWithValues: weights.map { ($0.key.description, Double($0.value) / 100) })
+  }
+
   private struct Weight: Codable {
     var revision: RevisionID
     var basisPoints: Int

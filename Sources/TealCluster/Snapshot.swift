@@ -61,6 +61,9 @@ extension ClusterState {
     for id in tasks.keys.sorted() {
       guard let task = tasks[id] else { continue }
       if task.id != id { return "task stored under \(id) is named \(task.id)" }
+      if id != "\(task.service).\(task.revision.number).\(task.sequence)" {
+        return "task \(id): id does not match service, revision and sequence \(task.sequence)"
+      }
       guard let service = services[task.service], service.revision(task.revision.number) != nil,
         task.revision.service == task.service
       else { return "task \(id): revision \(task.revision) is not registered" }
@@ -71,6 +74,9 @@ extension ClusterState {
           "task \(id): desired \(task.desired.rawValue) with drain generation \(String(describing: task.drainGeneration))"
       }
     }
+    var indexed: [String: Set<String>] = [:]
+    for task in tasks.values { indexed[task.service, default: []].insert(task.id) }
+    if indexed != taskIDsByService { return "the task index disagrees with the tasks" }
     return nil
   }
 }

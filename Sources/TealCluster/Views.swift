@@ -51,7 +51,7 @@ extension ClusterState {
 
   public func serviceSummary(_ name: String) -> ClusterServiceSummary? {
     guard let service = services[name] else { return nil }
-    let active = tasks.values.filter { $0.service == name && $0.desired == .running && $0.state == .running }
+    let active = tasks(service: name).filter { $0.desired == .running && $0.state == .running }
     return ClusterServiceSummary(
       name: name, desiredCount: service.desiredCount, runningCount: active.count,
       healthyCount: active.filter(\.healthy).count, currentRevision: service.currentRevisionID,
@@ -66,23 +66,18 @@ extension ClusterState {
 
   /// Tasks, optionally only of `service` and/or on `node`, in placement order (by sequence).
   public func tasks(service: String? = nil, node: NodeID? = nil) -> [ClusterTask] {
-    tasks.values.filter { task in
-      (service == nil || task.service == service) && (node == nil || task.node == node)
-    }.sorted { $0.sequence < $1.sequence }
+    let candidates = service.map { taskIDs(of: $0).compactMap { tasks[$0] } } ?? Array(tasks.values)
+    return candidates.filter { node == nil || $0.node == node }.sorted { $0.sequence < $1.sequence }
   }
 
-  /// Events oldest first, optionally only of `service`, only with a log index above `after`, at most
-  /// `limit` (capped at `maximumEventPage`): the oldest matching ones, so a reader pages forward with
-  /// `after` = the last index it saw.
+  /// Events in log order, optionally only of `service`, at most `limit` (capped at
+  /// `maximumEventPage`). Without `after`: the newest matching events (the tail, as `teal events`
+  /// shows it). With `after`: the oldest matching events whose log index is above it, so a reader
+  /// follows the history by passing the last index it saw.
   public func events(service: String? = nil, after: UInt64? = nil, limit: Int = maximumEventPage) -> [ClusterEvent] {
     let cap = max(0, min(limit, Self.maximumEventPage))
-    var result: [ClusterEvent] = []
-    for event in history.events
-    where (service == nil || event.service == service) && event.index > (after ?? 0) {
-      guard result.count < cap else { break }
-      result.append(event)
-    }
-    return result
+    let matching = history.events.filter { (service == nil || $0.service == service) && $0.index > (after ?? 0) }
+    return after == nil ? Array(matching.suffix(cap)) : Array(matching.prefix(cap))
   }
 
   /// Every known node, by id.

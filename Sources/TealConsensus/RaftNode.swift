@@ -84,6 +84,9 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   private var proposals: [UInt64: [PendingProposal]] = [:]
   private var reads: [UInt64: PendingRead] = [:]
   private var nextReadID: UInt64 = 0
+  /// Drawn at random for each incarnation and put in every ReadIndex context next to the read id (which
+  /// restarts at 1): an answer meant for a previous incarnation of this node never completes a read.
+  private let readNonce = UInt64.random(in: 0...UInt64.max)
   private var transferWaiters: [TransferWaiter] = []
 
   // MARK: - Start
@@ -105,13 +108,29 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   ) throws(RaftNodeError) {
     var logger = configuration.logger
     logger[metadataKey: "node"] = "\(configuration.id)"
+    if let clusterID = configuration.clusterID { try ClusterIdentity.validate(clusterID) }
     let log: DurableLog
     do {
       log = try DurableLog(directory: configuration.dataDirectory, options: configuration.storage)
     } catch {
       throw .storage(error)
     }
-    let state = try StorageMapping.persistentState(of: log)
+    if let clusterID = configuration.clusterID {
+      do {
+        try ClusterIdentity.ensure(
+          clusterID, in: configuration.dataDirectory, fileSystem: configuration.storage.fileSystem)
+      } catch {
+        log.close()
+        throw error
+      }
+    }
+    let state: RaftPersistentState
+    do {
+      state = try StorageMapping.persistentState(of: log)
+    } catch {
+      log.close()
+      throw error
+    }
     var machine = stateMachine
     if let snapshot = state.snapshot {
       do {
@@ -125,7 +144,8 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     do {
       core = try RaftCore(
         id: configuration.id, options: configuration.raft, bootstrap: configuration.bootstrap,
-        randomSeed: configuration.randomSeed ?? UInt64.random(in: 0...UInt64.max), restoring: state)
+        randomSeed: configuration.randomSeed ?? UInt64.random(in: 0...UInt64.max), restoring: state,
+        joining: configuration.join)
     } catch {
       throw .invalidPersistentState("\(configuration.dataDirectory): \(error)")
     }
@@ -415,14 +435,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   private func persist(_ ready: RaftReady) throws(RaftNodeError) {
     guard let log else { throw .stopped(reason: "the durable log is closed") }
     do {
-      if let snapshot = ready.snapshot, snapshot.metadata.index > log.snapshotIndex {
-        try log.saveSnapshot(metadata: StorageMapping.storedMetadata(snapshot.metadata), data: snapshot.data)
-      }
-      if !ready.entries.isEmpty || ready.hardState != nil {
-        try log.append(
-          entries: ready.entries.map(StorageMapping.stored(_:)),
-          hardState: ready.hardState.map(StorageMapping.stored(_:)))
-      }
+      try StorageMapping.persist(ready, to: log)
     } catch {
       throw .storage(error)
     }
@@ -522,7 +535,8 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
 
   private func requestReadIndex(_ readID: UInt64) {
     reads[readID]?.lastRequested = tickCount
-    var context = WireWriter(capacity: 8)
+    var context = WireWriter(capacity: 16)
+    context.writeFixed(readNonce)
     context.writeFixed(readID)
     do {
       try core.readIndex(context: context.bytes)
@@ -535,7 +549,9 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
 
   private func recordReadIndex(_ readState: ReadState) {
     var reader = WireReader(readState.context)
-    guard let readID = try? reader.readFixed64("readID"), reads[readID] != nil else { return }
+    guard let nonce = try? reader.readFixed64("readNonce"), nonce == readNonce,
+      let readID = try? reader.readFixed64("readID"), reader.isAtEnd, reads[readID] != nil
+    else { return }
     if reads[readID]?.index == nil { reads[readID]?.index = readState.index }
   }
 

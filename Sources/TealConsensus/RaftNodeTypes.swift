@@ -41,6 +41,17 @@ public struct RaftNodeConfiguration: Sendable {
   /// Storage options (tests inject a `FaultInjectingFileSystem`).
   public var storage: StorageOptions
   public var logger: Logger
+  /// The id of the cluster this node belongs to. When set, the data directory records it (file
+  /// `cluster-id`, written at the first start) and a directory of another cluster is refused with
+  /// ``RaftNodeError/invalidPersistentState(_:)``. 1 to 128 printable ASCII characters. `nil`: not checked.
+  public var clusterID: String?
+  /// Join an existing cluster instead of founding one. With an empty data directory (new, or wiped) the
+  /// node neither votes nor campaigns until it has received entries or a snapshot from a leader, so a
+  /// voter whose disk was wiped cannot vote twice in one term. `bootstrap` still names the founding
+  /// members (the configuration at index 0; give an empty one to a node added later, which learns its
+  /// membership from the log). A directory that holds state starts normally. Default `false`: found the
+  /// cluster with `bootstrap` when the directory is empty.
+  public var join: Bool
 
   public init(
     id: NodeID, bootstrap: RaftConfiguration, dataDirectory: String, raft: RaftOptions = RaftOptions(),
@@ -60,6 +71,8 @@ public struct RaftNodeConfiguration: Sendable {
     self.randomSeed = nil
     self.storage = StorageOptions(logger: logger)
     self.logger = logger
+    self.clusterID = nil
+    self.join = false
   }
 }
 

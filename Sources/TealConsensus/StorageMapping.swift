@@ -18,6 +18,28 @@ enum StorageMapping {
       index: metadata.index, term: metadata.term, configuration: metadata.configuration.wireBytes())
   }
 
+  /// Writes `ready`'s snapshot, entries and hard state to `log`; returns once they are durable.
+  ///
+  /// A snapshot from a leader of a newer term arrives in the same Ready as that term. Its term and vote are
+  /// made durable first (with the commit index already durable), so that a crash at any point never
+  /// leaves a snapshot whose term is above the durable hard state's, which RaftCore refuses at start.
+  static func persist(_ ready: RaftReady, to log: DurableLog) throws(StorageError) {
+    if let snapshot = ready.snapshot, snapshot.metadata.index > log.snapshotIndex {
+      if let hardState = ready.hardState,
+        hardState.term != log.hardState.term || hardState.vote?.rawValue != log.hardState.vote
+      {
+        try log.append(
+          entries: [],
+          hardState: StoredHardState(
+            term: hardState.term, vote: hardState.vote?.rawValue, commit: log.hardState.commit))
+      }
+      try log.saveSnapshot(metadata: storedMetadata(snapshot.metadata), data: snapshot.data)
+    }
+    if !ready.entries.isEmpty || ready.hardState != nil {
+      try log.append(entries: ready.entries.map(stored(_:)), hardState: ready.hardState.map(stored(_:)))
+    }
+  }
+
   /// What RaftCore needs to restart from `log`. Throws, naming the directory and field, if a stored value is
   /// not a valid Raft value (an unknown entry kind, a vote that is not a node id, an undecodable configuration).
   static func persistentState(of log: DurableLog) throws(RaftNodeError) -> RaftPersistentState {

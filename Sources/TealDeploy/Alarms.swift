@@ -1,5 +1,6 @@
 // Alarms: rules over the load balancer's metrics for green's target group, evaluated purely from
-// metric samples the shell feeds in. A breach becomes an `Event.alarmFired` for the engine.
+// metric samples that the leader aggregates from node reports and commits (`metricSample`), so the
+// evaluation window is part of the replicated state and a failover does not reset it.
 
 /// One metrics snapshot of green's target group, covering the interval that ends at `at`.
 public struct MetricSample: Codable, Hashable, Sendable {
@@ -17,65 +18,69 @@ public struct MetricSample: Codable, Hashable, Sendable {
   }
 }
 
-/// An alarm whose metric exceeded its threshold over its window.
+/// An alarm whose datapoints breached.
 public struct AlarmBreach: Hashable, Sendable {
   public var alarm: String
-  public var value: Double
+  public var breachingDatapoints: Int
   public var threshold: Double
+  /// Whether this alarm rolls the deployment back (`rollback: true`) or is only recorded.
+  public var rollback: Bool
   public var reason: String
-
-  /// The engine event this breach becomes.
-  public var event: DeploymentEngine.Event { .alarmFired(alarm: alarm, reason: reason) }
 }
 
 /// Evaluates a deployment's alarms over recent samples.
 ///
-/// Rules: `http5xxRate` is the sum of 5xx responses over the sum of requests of the samples in
-/// `(now - window, now]` (no requests: no breach); `latencyP99` is the largest p99 among those
-/// samples. An alarm breaches when the value is strictly above its threshold and the current stage
-/// is one of its `evaluateDuring` stages. Samples older than the longest window are dropped.
+/// Rules: an alarm's `window` before `now` is split into `evaluationPeriods` equal periods. In each
+/// period, `http5xxRate` is the sum of 5xx responses over the sum of requests, `latencyP99` the
+/// largest p99; a period with fewer than `minimumRequests` requests is no datapoint. A datapoint
+/// breaches when strictly above `threshold`; the alarm fires when at least `datapointsToAlarm`
+/// datapoints breach, and only during its `evaluateDuring` stages.
 public struct AlarmEvaluator: Sendable, Hashable {
-  public let alarms: [AlarmSpec]
-  public private(set) var samples: [MetricSample] = []
+  public let alarms: [AlarmConfiguration]
+  public let samples: [MetricSample]
 
-  public init(alarms: [AlarmSpec]) { self.alarms = alarms }
-
-  /// Adds a sample and drops samples no alarm can see any more.
-  public mutating func record(_ sample: MetricSample) {
-    samples.append(sample)
-    let longest = alarms.map(\.window).max() ?? .zero
-    let cutoff = Instant(millisecondsSinceEpoch: sample.at.millisecondsSinceEpoch - longest.milliseconds)
-    samples.removeAll { $0.at <= cutoff }
+  public init(alarms: [AlarmConfiguration], samples: [MetricSample]) {
+    self.alarms = alarms
+    self.samples = samples
   }
 
   /// The alarms breached at `now` during `stage`.
   public func breaches(stage: LifecycleStage, now: Instant) -> [AlarmBreach] {
     var found: [AlarmBreach] = []
     for alarm in alarms where alarm.evaluateDuring.contains(stage) {
-      let from = Instant(millisecondsSinceEpoch: now.millisecondsSinceEpoch - alarm.window.milliseconds)
-      let window = samples.filter { $0.at > from && $0.at <= now }
-      guard !window.isEmpty else { continue }
-      switch alarm.metric {
-      case .http5xxRate:
-        let requests = window.reduce(0) { $0 + $1.requestCount }
-        guard requests > 0 else { continue }
-        let rate = Double(window.reduce(0) { $0 + $1.http5xxCount }) / Double(requests)
-        if rate > alarm.threshold {
-          found.append(
-            AlarmBreach(
-              alarm: alarm.name, value: rate, threshold: alarm.threshold,
-              reason: "http5xxRate \(rate) over \(alarm.window) > threshold \(alarm.threshold) (\(requests) requests)"))
+      let periods = max(1, alarm.evaluationPeriods)
+      let length = max(1, alarm.window.milliseconds / Int64(periods))
+      var breaching = 0
+      var values: [String] = []
+      for period in 0..<periods {
+        let end = now.millisecondsSinceEpoch - Int64(period) * length
+        let start = end - length
+        let inPeriod = samples.filter { $0.at.millisecondsSinceEpoch > start && $0.at.millisecondsSinceEpoch <= end }
+        let requests = inPeriod.reduce(0) { $0 + $1.requestCount }
+        guard !inPeriod.isEmpty, requests >= max(1, alarm.minimumRequests) else { continue }
+        let value: Double
+        switch alarm.metric {
+        case .http5xxRate: value = Double(inPeriod.reduce(0) { $0 + $1.http5xxCount }) / Double(requests)
+        case .latencyP99: value = inPeriod.map(\.latencyP99Milliseconds).max() ?? 0
         }
-      case .latencyP99:
-        let worst = window.map(\.latencyP99Milliseconds).max() ?? 0
-        if worst > alarm.threshold {
-          found.append(
-            AlarmBreach(
-              alarm: alarm.name, value: worst, threshold: alarm.threshold,
-              reason: "latencyP99 \(worst)ms over \(alarm.window) > threshold \(alarm.threshold)ms"))
+        if value > alarm.threshold {
+          breaching += 1
+          values.append(Self.format(value))
         }
+      }
+      if breaching >= max(1, alarm.datapointsToAlarm) {
+        found.append(
+          AlarmBreach(
+            alarm: alarm.name, breachingDatapoints: breaching, threshold: alarm.threshold, rollback: alarm.rollback,
+            reason:
+              "\(alarm.metric.rawValue) above \(Self.format(alarm.threshold)) in \(breaching) of \(periods) "
+              + "datapoints over \(alarm.window) (\(values.joined(separator: ", ")))"))
       }
     }
     return found
+  }
+
+  static func format(_ value: Double) -> String {
+    value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
   }
 }

@@ -18,7 +18,7 @@ public struct RevisionID: Codable, Hashable, Sendable, Comparable, CustomStringC
       return nil
     }
     let service = String(text[..<colon])
-    guard SpecParser.isServiceName(service) else { return nil }
+    guard ServiceSpec.isValidName(service) else { return nil }
     self.init(service: service, number: number)
   }
 
@@ -64,6 +64,7 @@ private indirect enum CanonicalValue {
   case boolean(Bool)
   case array([CanonicalValue])
   case object([String: CanonicalValue])
+  case null
 
   var text: String {
     switch self {
@@ -71,6 +72,7 @@ private indirect enum CanonicalValue {
     case .integer(let value): return String(value)
     case .number(let value): return value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : "\(value)"
     case .boolean(let value): return value ? "true" : "false"
+    case .null: return "null"
     case .array(let items): return "[" + items.map(\.text).joined(separator: ",") + "]"
     case .object(let fields):
       let sortedKeys = fields.keys.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
@@ -110,14 +112,7 @@ private indirect enum CanonicalValue {
       "strategy": .string(deployment.strategy.rawValue),
       "bakeTime": span(deployment.bakeTime),
       "lifecycleHooks": .array(deployment.lifecycleHooks.map(hook)),
-      "alarms": .array(
-        deployment.alarms.map { alarm in
-          .object([
-            "name": .string(alarm.name), "metric": .string(alarm.metric.rawValue),
-            "threshold": .number(alarm.threshold),
-            "window": span(alarm.window), "evaluateDuring": stages(alarm.evaluateDuring),
-          ])
-        }),
+      "alarms": .array(deployment.alarms.map(alarm)),
       "circuitBreaker": .object([
         "enable": .boolean(deployment.circuitBreaker.enable), "rollback": .boolean(deployment.circuitBreaker.rollback),
         "failureThreshold": .integer(Int64(deployment.circuitBreaker.failureThreshold)),
@@ -129,6 +124,15 @@ private indirect enum CanonicalValue {
         "canaryPercent": .number(canary.canaryPercent), "canaryBakeTime": span(canary.canaryBakeTime),
       ])
     }
+    if let steps = deployment.steps {
+      deploymentFields["steps"] = .object([
+        "percents": .array(steps.percents.map { .number($0) }), "stepBakeTime": span(steps.stepBakeTime),
+      ])
+    }
+    if deployment.abortScaleDownDelay != .seconds(30) {
+      deploymentFields["abortScaleDownDelay"] = span(deployment.abortScaleDownDelay)
+    }
+    if let deadline = deployment.progressDeadline { deploymentFields["progressDeadline"] = span(deadline) }
     if let linear = deployment.linear {
       deploymentFields["linear"] = .object([
         "stepPercent": .number(linear.stepPercent), "stepBakeTime": span(linear.stepBakeTime),
@@ -154,7 +158,34 @@ private indirect enum CanonicalValue {
     ])
   }
 
-  static func hook(_ hook: LifecycleHookSpec) -> CanonicalValue {
+  static func json(_ value: JSONValue) -> CanonicalValue {
+    switch value {
+    case .null: return .null
+    case .bool(let flag): return .boolean(flag)
+    case .number(let number): return .number(number)
+    case .string(let text): return .string(text)
+    case .array(let items): return .array(items.map(json))
+    case .object(let members):
+      var fields: [String: CanonicalValue] = [:]
+      for member in members { fields[member.key] = json(member.value) }
+      return .object(fields)
+    }
+  }
+
+  static func alarm(_ alarm: AlarmConfiguration) -> CanonicalValue {
+    var fields: [String: CanonicalValue] = [
+      "name": .string(alarm.name), "metric": .string(alarm.metric.rawValue),
+      "threshold": .number(alarm.threshold),
+      "window": span(alarm.window), "evaluateDuring": stages(alarm.evaluateDuring),
+    ]
+    if alarm.minimumRequests != 1 { fields["minimumRequests"] = .integer(Int64(alarm.minimumRequests)) }
+    if alarm.evaluationPeriods != 1 { fields["evaluationPeriods"] = .integer(Int64(alarm.evaluationPeriods)) }
+    if alarm.datapointsToAlarm != 1 { fields["datapointsToAlarm"] = .integer(Int64(alarm.datapointsToAlarm)) }
+    if !alarm.rollback { fields["rollback"] = .boolean(false) }
+    return .object(fields)
+  }
+
+  static func hook(_ hook: LifecycleHookConfiguration) -> CanonicalValue {
     var fields: [String: CanonicalValue] = [
       "stages": stages(hook.stages), "callBackDelay": span(hook.callBackDelay),
       "timeoutAction": .string(hook.timeoutAction.rawValue),
@@ -164,7 +195,13 @@ private indirect enum CanonicalValue {
       fields["http"] = .object(["url": .string(url), "timeout": span(timeout)])
     case .command(let argv, let timeout):
       fields["command"] = .object(["argv": .array(argv.map { .string($0) }), "timeout": span(timeout)])
+    case .pause:
+      fields["pause"] = .object([:])
     }
+    // Fields added later appear only when not at their default, so older digests stay valid.
+    if hook.overallTimeout != .hours(24) { fields["overallTimeout"] = span(hook.overallTimeout) }
+    if hook.everyStep { fields["everyStep"] = .boolean(true) }
+    if let details = hook.hookDetails { fields["hookDetails"] = json(details) }
     return .object(fields)
   }
 }
@@ -188,14 +225,24 @@ public struct RevisionHistory: Codable, Hashable, Sendable {
   }
 
   /// Registers `spec` and returns its revision, and whether it is new.
-  public mutating func register(_ spec: ServiceSpec) throws(SpecError) -> (revision: Revision, isNew: Bool) {
-    guard spec.name == service else {
-      throw SpecError(
-        path: "name", rule: "must be \"\(service)\" to register a revision of that service, got \"\(spec.name)\"")
-    }
+  public mutating func register(_ spec: ServiceSpec) throws(RevisionError) -> (revision: Revision, isNew: Bool) {
+    guard spec.name == service else { throw .wrongService(expected: service, got: spec.name) }
     if let latest, latest.digest == Revision.digest(of: spec) { return (latest, false) }
     let revision = Revision(id: RevisionID(service: service, number: revisions.count + 1), spec: spec)
     revisions.append(revision)
     return (revision, true)
+  }
+}
+
+/// Why a spec cannot be registered as a revision.
+public enum RevisionError: Error, Hashable, Sendable, CustomStringConvertible {
+  /// The spec names another service.
+  case wrongService(expected: String, got: String)
+
+  public var description: String {
+    switch self {
+    case .wrongService(let expected, let got):
+      return "name: must be \"\(expected)\" to register a revision of that service, got \"\(got)\""
+    }
   }
 }

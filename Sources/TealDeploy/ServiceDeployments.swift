@@ -1,98 +1,137 @@
-// One service's deployments: at most one active at a time, superseding on request.
+// One service's deployments: at most one active at a time, superseding on request. The value the
+// replicated cluster state keeps per service; `apply` is its only mutation.
 
-/// Why a new deployment was not accepted.
-public enum DeploymentRefusal: Error, Hashable, Sendable, CustomStringConvertible {
-  /// The service already has an active deployment and the caller did not ask to supersede it.
-  case deploymentInProgress(service: String, deploymentId: String, stage: LifecycleStage?, status: DeploymentStatus)
-  /// The new deployment belongs to another service.
-  case wrongService(expected: String, got: String)
-  /// The new deployment is not PENDING (it was started elsewhere).
-  case notPending(deploymentId: String, status: DeploymentStatus)
+import TealWire
 
-  public var description: String {
-    switch self {
-    case .deploymentInProgress(let service, let id, let stage, let status):
-      return "service \(service) has deployment \(id) in progress (\(status.rawValue)"
-        + (stage.map { " at \($0.rawValue)" } ?? "") + "); wait for it, stop it, or deploy with --supersede"
-    case .wrongService(let expected, let got):
-      return "deployment is for service \(got), not \(expected)"
-    case .notPending(let id, let status):
-      return "deployment \(id) is \(status.rawValue), not PENDING"
-    }
-  }
-}
-
-/// The rule "one deployment per service at a time", as a value type the replicated state keeps
-/// per service.
+/// The rule "one deployment per service at a time", as a value type.
 ///
-/// Invariants: `current` is the only deployment that may be IN_PROGRESS; `queued` is PENDING and
-/// starts as soon as `current` becomes terminal (after the rollback a supersede asked for).
+/// Invariants: `current` is the only deployment that may be past PENDING and not terminal;
+/// `queued` is PENDING and can start once `current` is terminal (after the rollback a supersede
+/// asked for). The service's desired state is `current`'s, also after it finished, until the next
+/// deployment starts from it.
 public struct ServiceDeployments: Codable, Hashable, Sendable {
   public let service: String
-  /// The deployment that holds the service (active or the last one that finished).
-  public private(set) var current: DeploymentEngine?
+  /// The deployment that holds the service (active, or the last one that finished).
+  public private(set) var current: Deployment?
   /// A superseding deployment waiting for `current` to finish rolling back.
-  public private(set) var queued: DeploymentEngine?
+  public private(set) var queued: Deployment?
 
   public init(service: String) { self.service = service }
 
-  /// Accepts `deployment` (PENDING) and starts it, or refuses it.
-  ///
-  /// With an active current deployment: refused unless `supersede`; with `supersede` the current
-  /// one rolls back first and `deployment` starts once that rollback finished (in the same call
-  /// when blue is healthy). A previously queued deployment is replaced.
-  public mutating func submit(
-    _ deployment: DeploymentEngine, supersede: Bool, now: Instant
-  ) throws(DeploymentRefusal) -> [DeploymentEngine.Effect] {
-    guard deployment.service == service else {
-      throw .wrongService(expected: service, got: deployment.service)
+  /// What every node must reconcile this service to.
+  public var desired: DesiredState? { current?.desired }
+
+  /// The deployment a `start` input should be proposed for now, if any.
+  public var startable: String? {
+    if let current, current.status == .PENDING { return current.id }
+    if let queued, current?.isActive != true { return queued.id }
+    return nil
+  }
+
+  /// The earliest log time at which a `wakeUp` for `current` changes something.
+  public var nextWakeup: Instant? { current?.nextWakeup }
+
+  /// The hook call the leader must make for this service, if any.
+  public var pendingHookCall: HookInvocation? { current?.pendingHookCall }
+
+  /// The deployment with `id`, current or queued.
+  public func deployment(_ id: String) -> Deployment? {
+    if current?.id == id { return current }
+    if queued?.id == id { return queued }
+    return nil
+  }
+
+  /// Applies one input. `submit` creates a deployment; `start` starts the startable one; every
+  /// other input goes to the deployment it names (current or queued), and is ignored otherwise.
+  @discardableResult
+  public mutating func apply(_ input: DeploymentInput) -> DeploymentReply {
+    switch input.command {
+    case .submit(let submission):
+      return submit(submission, id: input.deploymentId, now: input.now)
+    case .retry(let previousId, let by):
+      guard let previous = current, previous.id == previousId else {
+        return .refused(reason: "deployment \(previousId) is not the latest deployment of \(service)")
+      }
+      guard previous.status == .ROLLBACK_SUCCESSFUL || previous.status == .STOPPED else {
+        return .refused(
+          reason:
+            "deployment \(previousId) is \(previous.status.rawValue); only a rolled-back or stopped one can be retried")
+      }
+      guard previous.desired.taskSet(previous.green)?.phase != .draining else {
+        return .refused(reason: "deployment \(previousId) is still draining green")
+      }
+      var retried = Deployment(id: input.deploymentId, retrying: previous, now: input.now)
+      retried.recordRequest("retry requested by \(by)")
+      current = retried
+      return .accepted
+    case .start:
+      if let next = queued, next.id == input.deploymentId {
+        guard current?.isActive != true else {
+          return .ignored(reason: "deployment \(next.id) waits for \(current?.id ?? "?") to finish")
+        }
+        queued = nil
+        var starting = next
+        starting.continueRoutes(after: current?.desired.routes.generation ?? 0)
+        current = starting
+      }
+      return applyToCurrent(input)
+    default:
+      if queued?.id == input.deploymentId {
+        var next = queued
+        let reply = next?.apply(input) ?? .ignored(reason: "no queued deployment")
+        queued = next
+        return reply
+      }
+      return applyToCurrent(input)
     }
-    guard deployment.status == .PENDING else {
-      throw .notPending(deploymentId: deployment.deploymentId, status: deployment.status)
+  }
+
+  /// Applies a node-level fact (`nodeUp`, `nodeDown`, `taskHealth`, `routesApplied`, ...) to the
+  /// current and the queued deployment, whatever their ids. Other commands are refused.
+  @discardableResult
+  public mutating func broadcast(_ command: DeploymentCommand, now: Instant) -> DeploymentReply {
+    switch command {
+    case .nodeUp, .nodeDown, .taskHealth, .taskFailed, .routesApplied, .revisionDrained, .taskSetStopped:
+      break
+    default:
+      return .refused(reason: "only node facts can be broadcast")
     }
+    var reply = DeploymentReply.ignored(reason: "service \(service) has no deployment")
+    if let id = current?.id { reply = apply(DeploymentInput(deploymentId: id, now: now, command: command)) }
+    if let id = queued?.id { _ = apply(DeploymentInput(deploymentId: id, now: now, command: command)) }
+    return reply
+  }
+
+  private mutating func applyToCurrent(_ input: DeploymentInput) -> DeploymentReply {
+    guard var active = current, active.id == input.deploymentId else {
+      return .ignored(reason: "deployment \(input.deploymentId) is not a deployment of \(service) in progress")
+    }
+    let reply = active.apply(input)
+    current = active
+    return reply
+  }
+
+  private mutating func submit(_ submission: DeploymentSubmission, id: String, now: Instant) -> DeploymentReply {
+    guard submission.green.id.service == service, submission.blue.revision.service == service else {
+      return .refused(reason: "deployment \(id) is for service \(submission.green.id.service), not \(service)")
+    }
+    guard deployment(id) == nil else { return .ignored(reason: "deployment \(id) is already submitted") }
+    let generation = max(current?.desired.routes.generation ?? 0, queued?.desired.routes.generation ?? 0)
+    let deployment = Deployment(id: id, submission: submission, now: now, routesGeneration: generation)
     guard var active = current, active.isActive else {
-      var started = deployment
-      let effects = started.start(now: now)
-      current = started
-      return effects
+      current = deployment
+      return .accepted
     }
-    guard supersede else {
-      throw .deploymentInProgress(
-        service: service, deploymentId: active.deploymentId, stage: active.stage, status: active.status)
+    guard submission.supersede else {
+      return .refused(
+        reason: "service \(service) has deployment \(active.id) in progress (\(active.status.rawValue)"
+          + (active.stage.map { " at \($0.rawValue)" } ?? "") + "); wait for it, stop it, or deploy with --supersede")
     }
-    var effects: [DeploymentEngine.Effect] = []
     if active.status == .IN_PROGRESS || active.status == .PENDING {
-      effects += active.handle(.superseded(by: deployment.deploymentId), now: now)
+      active.apply(DeploymentInput(deploymentId: active.id, now: now, command: .superseded(by: id)))
       current = active
     }
     queued = deployment
-    effects += startQueuedIfFree(now: now)
-    return effects
-  }
-
-  /// Routes an event to the current deployment, then starts a queued one if the current finished.
-  public mutating func handle(_ event: DeploymentEngine.Event, now: Instant) -> [DeploymentEngine.Effect] {
-    guard var active = current else { return [] }
-    var effects = active.handle(event, now: now)
-    current = active
-    effects += startQueuedIfFree(now: now)
-    return effects
-  }
-
-  /// Resumes the current deployment on a new leader (see `DeploymentEngine.resume(now:)`).
-  public mutating func resume(now: Instant) -> [DeploymentEngine.Effect] {
-    guard var active = current else { return [] }
-    var effects = active.resume(now: now)
-    current = active
-    effects += startQueuedIfFree(now: now)
-    return effects
-  }
-
-  private mutating func startQueuedIfFree(now: Instant) -> [DeploymentEngine.Effect] {
-    guard var next = queued, current?.isActive != true else { return [] }
-    queued = nil
-    let effects = next.start(now: now)
-    current = next
-    return effects
+    return .accepted
   }
 }

@@ -124,13 +124,21 @@ public struct Member: Sendable, Hashable, CustomStringConvertible {
 
 /// One piece of gossip: a member's record, with who suspects it when the record is a suspicion
 /// raised independently by that node (Lifeguard counts distinct suspecters as confirmations).
+///
+/// `signature` is the member's own signature over `signedContent` (self-made records only, and
+/// only when the cluster signs records; empty otherwise). `credential` is the member's
+/// certificate, carried only in push-pulls (empty otherwise).
 public struct MemberUpdate: Sendable, Hashable, CustomStringConvertible {
   public var member: Member
   public var suspectedBy: NodeID?
+  public var signature: [UInt8]
+  public var credential: [UInt8]
 
-  public init(member: Member, suspectedBy: NodeID? = nil) {
+  public init(member: Member, suspectedBy: NodeID? = nil, signature: [UInt8] = [], credential: [UInt8] = []) {
     self.member = member
     self.suspectedBy = suspectedBy
+    self.signature = signature
+    self.credential = credential
   }
 
   public var description: String {

@@ -36,7 +36,8 @@ public enum SWIMMessage: Sendable, Hashable {
   }
 
   /// The version byte at the start of every encoded message.
-  public static let wireVersion: UInt8 = 1
+  /// Version 2 added the signature and credential of each update.
+  public static let wireVersion: UInt8 = 2
 }
 
 // MARK: - Wire encoding
@@ -47,6 +48,8 @@ enum SWIMWireLimits {
   static let versionLength = 128
   static let listenerPorts = 1024
   static let updatesPerMessage = 16_384
+  static let signatureLength = 256
+  static let credentialLength = 16_384
 }
 
 extension MemberMetadata: WireCodable {
@@ -106,6 +109,8 @@ extension MemberUpdate: WireCodable {
     writer.write(member.metadata)
     writer.write(suspectedBy != nil)
     if let suspectedBy { writer.write(suspectedBy) }
+    writer.write(signature)
+    writer.write(credential)
   }
 
   public init(from reader: inout WireReader) throws(WireError) {
@@ -118,9 +123,19 @@ extension MemberUpdate: WireCodable {
     let left = try reader.readBool("update.leftGracefully")
     let metadata = try reader.read(MemberMetadata.self)
     let suspectedBy = try reader.readBool("update.suspectedBy") ? try reader.read(NodeID.self) : nil
+    let signature = try reader.readBytes("update.signature")
+    if signature.count > SWIMWireLimits.signatureLength {
+      throw .lengthTooLarge(
+        field: "update.signature", length: UInt64(signature.count), limit: SWIMWireLimits.signatureLength)
+    }
+    let credential = try reader.readBytes("update.credential")
+    if credential.count > SWIMWireLimits.credentialLength {
+      throw .lengthTooLarge(
+        field: "update.credential", length: UInt64(credential.count), limit: SWIMWireLimits.credentialLength)
+    }
     self.init(
       member: Member(id: id, status: status, incarnation: incarnation, metadata: metadata, leftGracefully: left),
-      suspectedBy: suspectedBy)
+      suspectedBy: suspectedBy, signature: signature, credential: credential)
   }
 }
 

@@ -48,6 +48,11 @@ public struct SWIMStatistics: Sendable, Hashable {
   public var refutations = 0
   public var messagesSent = 0
   public var updatesPiggybacked = 0
+  /// Messages dropped whole: from a sender outside the authorised set, or over its rate.
+  public var messagesRejected = 0
+  /// Updates dropped: a bad signature, an unauthorised or unknown id, an impossible incarnation,
+  /// or a full member table.
+  public var updatesRejected = 0
 }
 
 // MARK: - Core
@@ -89,24 +94,44 @@ public struct SWIMCore: Sendable {
   private var nextPushPullAt: Duration
   private var nextReconnectAt: Duration
   private var joinState: JoinState?
+  /// Peers this node must never forget (its seeds and the Raft members): while one of them is
+  /// not held alive, it is offered push-pulls like a failed member, even after it left or its
+  /// tombstone expired.
+  public private(set) var configuredPeers: Set<NodeID> = []
+  /// Farewells sent by `leave` and not yet acknowledged, by sequence number.
+  private var farewells: [UInt64: NodeID] = [:]
   /// When this node last offered a push-pull to a sender it had no record of.
   private var unknownSenderSyncedAt: [NodeID: Duration] = [:]
-  private var nextSequence: UInt64 = 1
   private var random: any RandomNumberGenerator & Sendable
+  private let authenticator: (any SWIMRecordAuthenticator)?
+  /// This node's signed record, for the (status, incarnation, metadata) it was made for.
+  private var signedSelf: MemberUpdate?
+  /// Credentials (certificates) of members, as accepted by the authenticator, for push-pulls.
+  private var credentials: [NodeID: [UInt8]] = [:]
+  /// The members allowed in the table and as senders (nil: anyone the transport lets through).
+  public private(set) var authorizedMembers: Set<NodeID>?
+  /// Messages per sender in the current one-second window (see `maxMessagesPerSenderPerSecond`).
+  private var rateWindowStart: Duration = .zero
+  private var rateCounts: [NodeID: Int] = [:]
 
   /// - Parameters:
   ///   - incarnation: start above any incarnation this node used before a restart if it is known
   ///     (for example a persisted counter); otherwise the node refutes its old record when it
   ///     learns of it.
-  ///   - random: the only source of randomness (probe order, helpers, jitter).
+  ///   - random: the only source of randomness (probe order, helpers, jitter, sequence numbers).
+  ///   - authenticator: signs this node's records and verifies others'; with one, records that
+  ///     a member makes about itself (alive, leave, metadata) are believed only with a valid
+  ///     signature, and accusations only about known members at incarnations they issued.
   public init(
     id: NodeID, metadata: MemberMetadata, settings: SWIMSettings = SWIMSettings(), incarnation: UInt64 = 0,
-    random: some RandomNumberGenerator & Sendable, now: Duration
+    random: some RandomNumberGenerator & Sendable, now: Duration,
+    authenticator: (any SWIMRecordAuthenticator)? = nil
   ) throws(SWIMSettingsError) {
     try settings.validate()
     self.settings = settings
     self.myself = Member(id: id, status: .alive, incarnation: incarnation, metadata: metadata)
     self.random = random
+    self.authenticator = authenticator
     self.nextProbeAt = now
     self.nextPushPullAt = now
     self.nextReconnectAt = now + settings.reconnectInterval
@@ -130,6 +155,12 @@ public struct SWIMCore: Sendable {
   /// True while a join through seeds has not yet been answered.
   public var isJoining: Bool { joinState != nil }
 
+  /// The seeds a join in progress is waiting for (empty when not joining).
+  public var joinSeeds: [NodeID] { joinState?.seeds ?? [] }
+
+  /// The members that have not yet acknowledged this node's farewell (see `leave`).
+  public var unconfirmedFarewells: [NodeID] { farewells.values.sorted() }
+
   /// How many members are not dead, this node included (n in the formulas).
   public var clusterSize: Int { 1 + table.values.count(where: { $0.member.status != .dead }) }
 
@@ -144,14 +175,18 @@ public struct SWIMCore: Sendable {
   }
 
   /// The shortest suspicion timeout for the current cluster size: `α · max(1, log10 n) · interval`.
-  public var minSuspicionTimeout: Duration {
-    let scale = settings.suspicionMultiplier * max(1, log10(Double(clusterSize)))
-    return Self.multiply(settings.probeInterval, by: scale)
+  /// It is never shorter than `settings.minimumSuspicionTimeout`.
+  public var minSuspicionTimeout: Duration { max(settings.minimumSuspicionTimeout, lifeguardMinimum) }
+
+  /// The longest suspicion timeout (no independent confirmation): β times Lifeguard's shortest,
+  /// and never below `minSuspicionTimeout`.
+  public var maxSuspicionTimeout: Duration {
+    max(minSuspicionTimeout, Self.multiply(lifeguardMinimum, by: settings.suspicionMaxMultiplier))
   }
 
-  /// The longest suspicion timeout (no independent confirmation): β times the shortest.
-  public var maxSuspicionTimeout: Duration {
-    Self.multiply(minSuspicionTimeout, by: settings.suspicionMaxMultiplier)
+  private var lifeguardMinimum: Duration {
+    let scale = settings.suspicionMultiplier * max(1, log10(Double(clusterSize)))
+    return Self.multiply(settings.probeInterval, by: scale)
   }
 
   /// When a suspicion of `id` expires, if it is suspected.
@@ -160,7 +195,10 @@ public struct SWIMCore: Sendable {
   /// The latest time at which the shell must call `tick(now:)`; nil once the node has left.
   public var nextWakeup: Duration? {
     if hasLeft { return nil }
-    var wakeup = min(nextProbeAt, nextPushPullAt, nextReconnectAt)
+    var wakeup = min(nextPushPullAt, nextReconnectAt)
+    // While a probe runs, its period end (possibly extended by a late tick) decides when the
+    // next one starts.
+    if probe == nil { wakeup = min(wakeup, nextProbeAt) }
     if let probe {
       if !probe.acked && !probe.indirectSent { wakeup = min(wakeup, probe.directDeadline) }
       wakeup = min(wakeup, probe.periodEnd)
@@ -185,8 +223,29 @@ public struct SWIMCore: Sendable {
     var unique: [NodeID] = []
     for seed in seeds where seed != myself.id && !unique.contains(seed) { unique.append(seed) }
     guard !hasLeft, !unique.isEmpty else { return [] }
+    configuredPeers.formUnion(unique)
     joinState = JoinState(seeds: unique, nextAttemptAt: now)
     return tick(now: now)
+  }
+
+  /// Adds peers never to forget (for example the Raft configuration's members), besides the
+  /// seeds given to `join`. This node's own id is ignored.
+  public mutating func setConfiguredPeers(_ peers: some Sequence<NodeID>) {
+    let me = myself.id
+    configuredPeers.formUnion(peers.filter { $0 != me })
+  }
+
+  /// Restricts the member table and the accepted senders to `members` (for example the Raft
+  /// configuration, or the transport's peers); nil lifts the restriction. Members outside the
+  /// set are dropped from the table at once, without events (they were never authorised).
+  public mutating func setAuthorizedMembers(_ members: Set<NodeID>?) {
+    authorizedMembers = members
+    guard let members else { return }
+    for id in table.keys where !members.contains(id) {
+      table[id] = nil
+      broadcasts[id] = nil
+      credentials[id] = nil
+    }
   }
 
   /// Runs every timer that is due at `now`: probe timeouts, indirect probes, the next probe,
@@ -200,6 +259,10 @@ public struct SWIMCore: Sendable {
         current.indirectSent = true
         let helpers = randomMembers(count: settings.indirectProbeCount, excluding: [current.target])
         current.expectedNacks = helpers.count
+        current.helpers = Set(helpers)
+        // A late tick must not ask for indirect probes and judge them in the same call: the
+        // helpers get their full window from now.
+        current.periodEnd = max(current.periodEnd, now + scaled(settings.probeInterval - settings.probeTimeout))
         probe = current
         statistics.indirectProbesRequested += helpers.count
         for helper in helpers {
@@ -218,12 +281,15 @@ public struct SWIMCore: Sendable {
     }
     if nextReconnectAt <= now {
       // A member declared failed may be alive behind a healed partition: offer it our state. If
-      // it is alive it refutes, and both sides merge.
+      // it is alive it refutes, and both sides merge. Configured peers are never given up: not
+      // when they left (they may have restarted without seeds), nor once forgotten.
       nextReconnectAt = now + settings.reconnectInterval
-      let failed = table.keys.sorted().filter { id in
+      var failed = table.keys.sorted().filter { id in
         guard let member = table[id]?.member else { return false }
+        if configuredPeers.contains(id) { return member.status != .alive && member.status != .suspect }
         return (member.status == .dead && !member.leftGracefully) || member.status == .unreachable
       }
+      failed += configuredPeers.sorted().filter { table[$0] == nil }
       if !failed.isEmpty {
         let partner = failed[randomIndex(below: failed.count)]
         send(.pushPull(isResponse: false, isJoin: false, members: fullState()), to: partner, &out)
@@ -243,7 +309,18 @@ public struct SWIMCore: Sendable {
   /// Handles one message from `sender` (as proven by the transport).
   public mutating func receive(_ message: SWIMMessage, from sender: NodeID, now: Duration) -> [SWIMDirective] {
     var out: [SWIMDirective] = []
-    guard !hasLeft, sender != myself.id else { return out }
+    guard sender != myself.id else { return out }
+    if hasLeft {
+      // Only acknowledgements of the farewell still matter.
+      if case .ack(let sequence, let target, _) = message, target == sender, farewells[sequence] == sender {
+        farewells[sequence] = nil
+      }
+      return out
+    }
+    guard isAuthorized(sender), admitMessage(from: sender, now: now) else {
+      statistics.messagesRejected += 1
+      return out
+    }
     var corrections: [MemberUpdate] = []
     for update in message.updates { apply(update, from: sender, now: now, corrections: &corrections, &out) }
     let lastSync = unknownSenderSyncedAt[sender]
@@ -273,7 +350,10 @@ public struct SWIMCore: Sendable {
         send(.ping(sequence: relaySequence, updates: []), to: target, buddy: target, &out)
       }
     case .ack(let sequence, let target, _):
-      if var current = probe, current.sequence == sequence, current.target == target {
+      // Only the probed member, or a helper this node asked, may answer a probe.
+      if var current = probe, current.sequence == sequence, current.target == target,
+        sender == target || current.helpers.contains(sender)
+      {
         current.acked = true
         probe = current
       } else if let relay = relays[sequence], relay.target == target, sender == target {
@@ -281,7 +361,7 @@ public struct SWIMCore: Sendable {
         send(.ack(sequence: relay.originSequence, target: target, updates: []), to: relay.origin, &out)
       }
     case .nack(let sequence, let target, _):
-      if var current = probe, current.sequence == sequence, current.target == target {
+      if var current = probe, current.sequence == sequence, current.target == target, current.helpers.contains(sender) {
         current.nacks += 1
         probe = current
       }
@@ -303,27 +383,31 @@ public struct SWIMCore: Sendable {
     var out: [SWIMDirective] = []
     guard !hasLeft, metadata != myself.metadata else { return out }
     myself.metadata = metadata
-    myself.incarnation += 1
+    raiseIncarnation(above: myself.incarnation)
     announceMyself(urgentlyTo: [], &out)
     return out
   }
 
   /// Leaves gracefully: tells every member that is not dead, at once, that this node is dead
-  /// because it left, then stops. Members learn it without waiting for a suspicion timeout.
+  /// because it left, then stops. Members learn it without waiting for a suspicion timeout. The
+  /// farewell rides a ping, so each member's ack confirms it: `unconfirmedFarewells` lists those
+  /// still to answer, for a shell that waits (bounded) before it shuts its transport down.
   public mutating func leave(now: Duration) -> [SWIMDirective] {
     var out: [SWIMDirective] = []
     guard !hasLeft else { return out }
     myself.status = .dead
     myself.leftGracefully = true
-    let farewell = MemberUpdate(member: myself)
+    let farewell = myRecord()
     let recipients = table.keys.sorted().filter { table[$0]?.member.status != .dead }
     probe = nil
     relays = [:]
     joinState = nil
     broadcasts = [:]
     for recipient in recipients {
+      let sequence = takeSequence()
+      farewells[sequence] = recipient
       statistics.messagesSent += 1
-      out.append(.send(.gossip(updates: [farewell]), to: recipient))
+      out.append(.send(.ping(sequence: sequence, updates: [farewell]), to: recipient))
     }
     hasLeft = true
     return out
@@ -464,42 +548,130 @@ public struct SWIMCore: Sendable {
 
   // MARK: Applying updates
 
+  /// Merges one update from `sender`. What a single message can do is bounded: `suspectedBy`
+  /// counts only when it is the sender; an incarnation of `UInt64.max`, or a rise above
+  /// `maxIncarnationJump` not made by the member, is dropped; a `dead` (not a leave) about a
+  /// member held alive only starts a suspicion; ids outside the authorised set, and new ids once
+  /// the table holds `maxMembers`, are dropped. With an authenticator, a self-made record (alive,
+  /// leave) needs the member's valid signature, and an accusation needs a known member and an
+  /// incarnation it issued.
   private mutating func apply(
-    _ update: MemberUpdate, from sender: NodeID, now: Duration, corrections: inout [MemberUpdate],
+    _ received: MemberUpdate, from sender: NodeID, now: Duration, corrections: inout [MemberUpdate],
     _ out: inout [SWIMDirective]
   ) {
+    var update = received
+    if update.suspectedBy != sender { update.suspectedBy = nil }
     let incoming = update.member
+    // An incarnation of UInt64.max could never be overtaken: nobody issues it.
+    guard incoming.incarnation < .max, isAuthorized(incoming.id) else { return reject() }
     if incoming.id == myself.id {
+      if incoming.incarnation > myself.incarnation,
+        incoming.incarnation - myself.incarnation > settings.maxIncarnationJump, !isSignedByItsMember(update)
+      {
+        return reject()
+      }
       if incoming.status != .alive && incoming.incarnation < myself.incarnation && !hasLeft {
-        corrections.append(MemberUpdate(member: myself))
+        corrections.append(myRecord())
       }
       applyAboutMyself(update, from: sender, &out)
       return
     }
+    if let authenticator, !update.credential.isEmpty {
+      if authenticator.accept(credential: update.credential, of: incoming.id) {
+        if credentials[incoming.id] != update.credential, table[incoming.id] != nil || table.count < settings.maxMembers
+        {
+          credentials[incoming.id] = update.credential
+        }
+      } else {
+        statistics.updatesRejected += 1
+      }
+    }
     guard let state = table[incoming.id] else {
-      // A death of a member never heard of carries nothing to report.
+      // A death of a member never heard of carries nothing to report; nor, when records are
+      // signed, does an accusation (it could name anyone).
       guard incoming.status != .dead else { return }
+      if authenticator != nil && (!update.isSelfMade || !isSignedByItsMember(update)) { return reject() }
+      guard table.count < settings.maxMembers else { return reject() }
       var fresh = MemberState(member: incoming, statusSince: now)
+      fresh.signature = update.isSelfMade ? update.signature : []
       if incoming.status == .suspect { fresh.suspicion = newSuspicion(now: now, suspectedBy: update.suspectedBy) }
       table[incoming.id] = fresh
       unknownSenderSyncedAt[incoming.id] = nil
       let position = probeCursor + randomIndex(below: probeOrder.count - probeCursor + 1)
       probeOrder.insert(incoming.id, at: min(position, probeOrder.count))
-      enqueueBroadcast(update)
+      enqueueBroadcast(MemberUpdate(member: incoming, suspectedBy: update.suspectedBy, signature: fresh.signature))
       out.append(.event(.joined(incoming)))
       return
     }
     let current = state.member
-    if incoming.status != .alive && current.status == .alive && incoming.incarnation < current.incarnation {
-      corrections.append(MemberUpdate(member: current))
+    if authenticator != nil && !update.isSelfMade && incoming.incarnation > current.incarnation {
+      return reject()  // an accusation at an incarnation the member never issued
     }
-    if current.isSuperseded(byStatus: incoming.status, incarnation: incoming.incarnation) {
+    if sender != incoming.id, incoming.incarnation > current.incarnation,
+      incoming.incarnation - current.incarnation > settings.maxIncarnationJump, !isSignedByItsMember(update)
+    {
+      return reject()
+    }
+    if incoming.status != .alive && current.status == .alive && incoming.incarnation < current.incarnation {
+      corrections.append(record(of: state))
+    }
+    if (incoming.status == .dead && !incoming.leftGracefully) || incoming.status == .unreachable,
+      current.status == .alive
+    {
+      // Someone else's verdict about a member this node sees alive: only a suspicion here, so
+      // the member gets its chance to refute, and one message cannot kill it.
+      update.member.status = .suspect
+      update.member.leftGracefully = false
+      update.suspectedBy = sender
+    }
+    let news = update.member
+    if current.isSuperseded(byStatus: news.status, incarnation: news.incarnation) {
+      if authenticator != nil && update.isSelfMade && !isSignedByItsMember(update) { return reject() }
       transition(to: update, now: now, &out)
-    } else if incoming.status == .suspect, current.status == .suspect, incoming.incarnation == current.incarnation,
+    } else if news.status == .suspect, current.status == .suspect, news.incarnation == current.incarnation,
       let suspecter = update.suspectedBy
     {
-      confirmSuspicion(of: incoming.id, by: suspecter, now: now, &out)
+      confirmSuspicion(of: news.id, by: suspecter, now: now, &out)
     }
+  }
+
+  private mutating func reject() { statistics.updatesRejected += 1 }
+
+  private func isAuthorized(_ id: NodeID) -> Bool { authorizedMembers?.contains(id) ?? true }
+
+  /// Whether the update is a self-made record with its member's valid signature.
+  private func isSignedByItsMember(_ update: MemberUpdate) -> Bool {
+    guard let authenticator, update.isSelfMade, !update.signature.isEmpty else { return false }
+    return authenticator.verify(signature: update.signature, over: update.signedContent, by: update.member.id)
+  }
+
+  /// Counts a message against its sender's budget for the current second.
+  private mutating func admitMessage(from sender: NodeID, now: Duration) -> Bool {
+    if now >= rateWindowStart + .seconds(1) || now < rateWindowStart {
+      rateWindowStart = now
+      rateCounts = [:]
+    }
+    let count = rateCounts[sender, default: 0]
+    guard count < settings.maxMessagesPerSenderPerSecond else { return false }
+    // The window's table is bounded too: a flood of new senders cannot grow it without limit.
+    if count == 0 && rateCounts.count >= settings.maxMembers * 2 { return false }
+    rateCounts[sender] = count + 1
+    return true
+  }
+
+  /// This node's record, signed when records are signed (the signature is cached).
+  private mutating func myRecord() -> MemberUpdate {
+    if let signedSelf, signedSelf.member == myself { return signedSelf }
+    var record = MemberUpdate(member: myself)
+    if let authenticator { record.signature = authenticator.sign(record.signedContent) ?? [] }
+    signedSelf = record
+    return record
+  }
+
+  /// A known member's record as this node relays it: with the member's signature when it is a
+  /// record the member made.
+  private func record(of state: MemberState) -> MemberUpdate {
+    MemberUpdate(member: state.member, signature: state.signature)
   }
 
   /// Replaces a known member's record by a newer one, and reports and re-gossips the change.
@@ -512,6 +684,7 @@ public struct SWIMCore: Sendable {
     let metadataChanged = incoming.incarnation > previous.incarnation && incoming.metadata != previous.metadata
     if metadataChanged { state.member.metadata = incoming.metadata }
     state.member.incarnation = incoming.incarnation
+    state.signature = update.isSelfMade ? update.signature : []
     if previous.status != incoming.status { state.statusSince = now }
     switch incoming.status {
     case .suspect:
@@ -522,7 +695,8 @@ public struct SWIMCore: Sendable {
       state.suspicion = nil
     }
     table[incoming.id] = state
-    enqueueBroadcast(MemberUpdate(member: state.member, suspectedBy: update.suspectedBy))
+    enqueueBroadcast(
+      MemberUpdate(member: state.member, suspectedBy: update.suspectedBy, signature: state.signature))
     if previous.status != incoming.status {
       out.append(.event(.statusChanged(state.member, previous: previous.status)))
     }
@@ -530,27 +704,40 @@ public struct SWIMCore: Sendable {
   }
 
   /// Someone said something about this node. A claim that it is not alive, at its incarnation or
-  /// later, is refuted by a higher incarnation sent at once to the accusers; a newer alive record
-  /// (from before a restart) is overtaken.
+  /// later, is refuted by a higher incarnation sent at once to the accusers; a newer alive record,
+  /// or one at this incarnation with other metadata (from before a restart), is overtaken.
   private mutating func applyAboutMyself(_ update: MemberUpdate, from sender: NodeID, _ out: inout [SWIMDirective]) {
     let claimed = update.member.incarnation
     if update.member.status != .alive {
       guard claimed >= myself.incarnation else { return }
-      myself.incarnation = claimed + 1
+      raiseIncarnation(above: claimed)
       statistics.refutations += 1
       // Lifeguard: being suspected hints that this node is the slow one.
       adjustLocalHealth(by: 1)
       var accusers = [sender]
       if let suspecter = update.suspectedBy, suspecter != sender, suspecter != myself.id { accusers.append(suspecter) }
       announceMyself(urgentlyTo: accusers, &out)
-    } else if claimed > myself.incarnation {
-      myself.incarnation = claimed + 1
+    } else if claimed > myself.incarnation
+      || (claimed == myself.incarnation && update.member.metadata != myself.metadata)
+    {
+      // A newer record from before a restart, or one at this incarnation with other metadata
+      // (this node restarted before anyone suspected it): overtake it, or peers keep the old
+      // metadata for ever.
+      raiseIncarnation(above: claimed)
       announceMyself(urgentlyTo: [sender], &out)
     }
   }
 
+  /// Sets this node's incarnation to `claimed + 1`. Callers never pass `UInt64.max` (`apply`
+  /// drops such records), so the addition cannot overflow.
+  private mutating func raiseIncarnation(above claimed: UInt64) {
+    let (next, overflow) = claimed.addingReportingOverflow(1)
+    precondition(!overflow, "incarnation \(claimed) of \(myself.id) cannot be raised")
+    myself.incarnation = max(myself.incarnation, next)
+  }
+
   private mutating func announceMyself(urgentlyTo accusers: [NodeID], _ out: inout [SWIMDirective]) {
-    let announcement = MemberUpdate(member: myself)
+    let announcement = myRecord()
     enqueueBroadcast(announcement)
     let others = randomMembers(count: settings.urgentFanout, excluding: Set(accusers))
     for recipient in accusers + others { send(.gossip(updates: [announcement]), to: recipient, &out) }
@@ -564,6 +751,7 @@ public struct SWIMCore: Sendable {
     for id in expired {
       guard let state = table.removeValue(forKey: id) else { continue }
       broadcasts[id] = nil
+      credentials[id] = nil
       out.append(.event(.removed(state.member)))
     }
   }
@@ -576,19 +764,26 @@ public struct SWIMCore: Sendable {
   }
 
   /// The updates to piggyback on one message: the least-sent first (newest first among equals),
-  /// within `maxPiggybackBytes`; each counts one transmission and is dropped after
-  /// `retransmitLimit`. With `buddy`, a suspicion of that member goes first (Lifeguard's buddy
-  /// system: a probed suspect learns of it from the probe itself).
+  /// within `maxPiggybackBytes` together with the message's explicit updates; each counts one
+  /// transmission and is dropped after `retransmitLimit`. An update larger than the whole budget
+  /// goes alone, on a message that carries nothing else, so that it is never stuck in the queue.
+  /// With `buddy`, a suspicion of that member goes first (Lifeguard's buddy system: a probed
+  /// suspect learns of it from the probe itself).
   private mutating func piggyback(buddy: NodeID?, besides explicit: [MemberUpdate]) -> [MemberUpdate] {
     var chosen: [MemberUpdate] = []
-    var budget = settings.maxPiggybackBytes
+    var budget = settings.maxPiggybackBytes - explicit.reduce(0) { $0 + $1.wireBytes().count }
+    var isEmpty = explicit.isEmpty
     let skipped = Set(explicit.map(\.member.id))
     if let buddy, !skipped.contains(buddy), let state = table[buddy],
       state.member.status == .suspect || state.member.status == .unreachable
     {
       let notice = MemberUpdate(member: state.member)
-      budget -= notice.wireBytes().count
-      chosen.append(notice)
+      let size = notice.wireBytes().count
+      if size <= budget || isEmpty {
+        budget -= size
+        isEmpty = false
+        chosen.append(notice)
+      }
     }
     guard !broadcasts.isEmpty else { return chosen }
     let limit = retransmitLimit
@@ -596,11 +791,18 @@ public struct SWIMCore: Sendable {
       ($0.transmissions, UInt64.max - $0.order) < ($1.transmissions, UInt64.max - $1.order)
     }
     for candidate in candidates {
+      if budget <= 0 { break }
       let id = candidate.update.member.id
       if skipped.contains(id) || (id == buddy && !chosen.isEmpty) { continue }
       let size = candidate.update.wireBytes().count
-      if size > budget { continue }
-      budget -= size
+      if size > budget {
+        // Oversized: alone on an otherwise empty message, else wait for one.
+        guard isEmpty, size > settings.maxPiggybackBytes else { continue }
+        budget = 0
+      } else {
+        budget -= size
+      }
+      isEmpty = false
       chosen.append(candidate.update)
       let sent = candidate.transmissions + 1
       if sent >= limit {
@@ -646,16 +848,23 @@ public struct SWIMCore: Sendable {
 
   /// This node and every known member, for push-pull. Suspicions carry no suspecter: a full
   /// sync is not an independent confirmation.
-  private func fullState() -> [MemberUpdate] {
-    [MemberUpdate(member: myself)] + members.map { MemberUpdate(member: $0) }
+  private mutating func fullState() -> [MemberUpdate] {
+    var list = myRecord()
+    if let authenticator { list.credential = authenticator.credential }
+    return [list]
+      + table.keys.sorted().compactMap { id in
+        guard let state = table[id] else { return nil }
+        var update = record(of: state)
+        update.credential = credentials[id] ?? []
+        return update
+      }
   }
 
   // MARK: Randomness and time
 
-  private mutating func takeSequence() -> UInt64 {
-    defer { nextSequence &+= 1 }
-    return nextSequence
-  }
+  /// A random sequence number: an ack or nack can only match a probe if its sender saw the
+  /// probe, never by guessing the next number.
+  private mutating func takeSequence() -> UInt64 { max(1, random.next()) }
 
   private mutating func randomIndex(below bound: Int) -> Int {
     bound <= 1 ? 0 : Int(random.next() % UInt64(bound))
@@ -697,6 +906,8 @@ struct MemberState: Sendable {
   var member: Member
   var statusSince: Duration
   var suspicion: Suspicion?
+  /// The member's signature of `member` when it is a record the member made (alive, leave).
+  var signature: [UInt8] = []
 
   init(member: Member, statusSince: Duration) {
     self.member = member
@@ -735,6 +946,7 @@ struct Probe: Sendable {
   var indirectSent = false
   var expectedNacks = 0
   var nacks = 0
+  var helpers: Set<NodeID> = []
 }
 
 struct Relay: Sendable {

@@ -14,6 +14,10 @@ public struct SWIMSettings: Sendable, Hashable {
   public var indirectProbeCount: Int = 3
   /// α: the shortest suspicion lasts `α · max(1, log10 n) · probeInterval`.
   public var suspicionMultiplier: Double = 4
+  /// The floor of every suspicion timeout. It must exceed the peer transport's worst-case
+  /// reconnect (its backoff ceiling, 2 s by default, plus a connect and handshake), so that a
+  /// member whose links are down for one reconnect can still refute. Zero disables the floor.
+  public var minimumSuspicionTimeout: Duration = .seconds(3)
   /// β: the longest suspicion (no independent confirmation) is β times the shortest.
   public var suspicionMaxMultiplier: Double = 3
   /// Lifeguard's K: independent confirmations that shrink a suspicion to its shortest. Clusters
@@ -42,6 +46,16 @@ public struct SWIMSettings: Sendable, Hashable {
   /// When true, a suspicion that times out makes the member `unreachable` and only `confirmDead`
   /// makes it `dead`; when false (default) it becomes `dead` at once.
   public var holdUnreachableUntilConfirmed: Bool = false
+  /// The largest incarnation rise this node believes from anyone but the member itself: a relayed
+  /// record (or a claim about this node) further above the incarnation known is dropped, so that
+  /// one forged number cannot push a member out of reach of its own refutations. Records signed by
+  /// the member (see `SWIMRecordAuthenticator`) are exempt. `UInt64.max` is never accepted.
+  public var maxIncarnationJump: UInt64 = 1 << 16
+  /// The most members the table holds (tombstones included); news of further ids is dropped.
+  public var maxMembers: Int = 1024
+  /// The most messages one sender may have handled per second; the rest are dropped whole (a
+  /// LAN member sends well under 50 to any one member).
+  public var maxMessagesPerSenderPerSecond: Int = 200
 
   public init() {}
 
@@ -62,6 +76,7 @@ public struct SWIMSettings: Sendable, Hashable {
     settings.urgentFanout = 3
     settings.pushPullInterval = .seconds(30)
     settings.reconnectInterval = .seconds(30)
+    settings.minimumSuspicionTimeout = .zero
     return settings
   }
 
@@ -76,6 +91,7 @@ public struct SWIMSettings: Sendable, Hashable {
     }
     if indirectProbeCount < 0 { throw fail("indirectProbeCount", "must not be negative") }
     if !(suspicionMultiplier >= 1) { throw fail("suspicionMultiplier", "must be at least 1") }
+    if minimumSuspicionTimeout < .zero { throw fail("minimumSuspicionTimeout", "must not be negative") }
     if !(suspicionMaxMultiplier >= 1) { throw fail("suspicionMaxMultiplier", "must be at least 1") }
     if expectedConfirmations < 0 { throw fail("expectedConfirmations", "must not be negative") }
     if maxLocalHealth < 0 { throw fail("maxLocalHealth", "must not be negative") }
@@ -86,6 +102,9 @@ public struct SWIMSettings: Sendable, Hashable {
     if reconnectInterval <= .zero { throw fail("reconnectInterval", "must be positive") }
     if joinRetryInterval <= .zero { throw fail("joinRetryInterval", "must be positive") }
     if deadMemberRetention <= .zero { throw fail("deadMemberRetention", "must be positive") }
+    if maxIncarnationJump < 1 { throw fail("maxIncarnationJump", "must be at least 1") }
+    if maxMembers < 1 { throw fail("maxMembers", "must be at least 1") }
+    if maxMessagesPerSenderPerSecond < 1 { throw fail("maxMessagesPerSenderPerSecond", "must be at least 1") }
   }
 }
 

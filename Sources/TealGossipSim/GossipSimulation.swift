@@ -72,12 +72,38 @@ public struct GossipSimulation {
   private var queue = EventQueue()
   private var random: SplitMix64
 
+  // Faults beyond loss, crashes and partitions (issue 13).
+  private var blockedLinks: Set<Link> = []
+  private var outboundOutageUntil: [NodeID: Duration] = [:]
+  private var pausedUntil: [NodeID: Duration] = [:]
+  private var linkStallUntil: [Link: Duration] = [:]
+  /// Links deliver in order, like the TCP connections they model: the last delivery time per link.
+  private var lastDelivery: [Link: Duration] = [:]
+  /// With this probability each timer fires late, by up to `maximumTimerLateness` (uniform).
+  public var lateTimerProbability: Double = 0
+  public var maximumTimerLateness: Duration = .zero
+  /// A member that appends forged records to every message it sends: deaths of live members,
+  /// alives of crashed ones, suspicions with invented suspecters, leader metadata of term 2^60
+  /// for others, and invented ids. Otherwise it follows the protocol.
+  public var forger: NodeID?
+  /// Whether the cores sign their records (with `SimulatedAuthenticator`).
+  public let signRecords: Bool
+  /// How many forged records the forger sent.
+  public private(set) var forgedRecordsSent = 0
+
+  struct Link: Hashable {
+    var from: NodeID
+    var to: NodeID
+  }
+
   /// Creates `memberCount` nodes `n1...nN`; each but `n1` joins through `n1` (and `n2` when
   /// there is one). Call `runUntilConverged` to let the join finish.
   public init(
-    memberCount: Int, settings: SWIMSettings = SWIMSettings(), network: NetworkConditions = .lan, seed: UInt64
+    memberCount: Int, settings: SWIMSettings = SWIMSettings(), network: NetworkConditions = .lan, seed: UInt64,
+    signRecords: Bool = false
   ) throws(SWIMSettingsError) {
     self.seed = seed
+    self.signRecords = signRecords
     self.settings = settings
     self.network = network
     self.random = SplitMix64(seed: seed)
@@ -100,7 +126,7 @@ public struct GossipSimulation {
     let index = nodes.count + 1
     let core = try SWIMCore(
       id: id, metadata: Self.metadata(for: index), settings: settings,
-      random: SplitMix64(seed: seed &* 0x9E37_79B9 &+ UInt64(index)), now: now)
+      random: SplitMix64(seed: seed &* 0x9E37_79B9 &+ UInt64(index)), now: now, authenticator: authenticator(for: id))
     if !nodes.contains(id) { nodes.append(id) }
     seedsOf[id] = seeds
     cores[id] = core
@@ -123,16 +149,58 @@ public struct GossipSimulation {
 
   public mutating func heal() { partitionGroup = [:] }
 
-  /// Starts a crashed node again as a new process: incarnation 0, empty member list, joining
-  /// through the seeds it had. Messages to its old process that are still in flight are lost.
-  public mutating func restart(_ id: NodeID) throws(SWIMSettingsError) {
-    guard crashed.contains(id), let index = nodes.firstIndex(of: id) else { return }
+  /// Drops every message from `from` to `to` (the other direction still works) until unblocked.
+  public mutating func blockLink(from: NodeID, to: NodeID) { blockedLinks.insert(Link(from: from, to: to)) }
+
+  public mutating func unblockLink(from: NodeID, to: NodeID) { blockedLinks.remove(Link(from: from, to: to)) }
+
+  /// Every message `id` sends during the next `duration` is lost (its links are down).
+  public mutating func outboundOutage(_ id: NodeID, for duration: Duration) {
+    outboundOutageUntil[id] = max(outboundOutageUntil[id] ?? now, now + duration)
+  }
+
+  /// The process stops for `duration` (SIGSTOP): it handles nothing, then every message that
+  /// arrived meanwhile and its overdue timers, in order.
+  public mutating func pause(_ id: NodeID, for duration: Duration) {
+    pausedUntil[id] = max(pausedUntil[id] ?? now, now + duration)
+  }
+
+  /// Holds every message on the link `from → to` sent during the next `duration`; they arrive,
+  /// in order, after it.
+  public mutating func stall(from: NodeID, to: NodeID, for duration: Duration) {
+    let link = Link(from: from, to: to)
+    linkStallUntil[link] = max(linkStallUntil[link] ?? now, now + duration)
+  }
+
+  /// Ends every one-way block, outage, pause, stall and late timer (messages already held still
+  /// arrive; a paused node resumes at once).
+  public mutating func endFaults() {
+    blockedLinks = []
+    outboundOutageUntil = [:]
+    pausedUntil = [:]
+    linkStallUntil = [:]
+    lateTimerProbability = 0
+    forger = nil
+  }
+
+  private func authenticator(for id: NodeID) -> SimulatedAuthenticator? {
+    signRecords ? SimulatedAuthenticator(node: id, clusterSecret: seed ^ 0x51_6E_ED) : nil
+  }
+
+  /// Starts a crashed (or departed) node again as a new process: incarnation `incarnation` (0
+  /// unless a persisted counter is modelled), empty member list, joining through the seeds it had.
+  /// Messages to its old process that are still in flight are lost.
+  public mutating func restart(
+    _ id: NodeID, metadata: MemberMetadata? = nil, incarnation: UInt64 = 0
+  ) throws(SWIMSettingsError) {
+    guard crashed.contains(id) || departed.contains(id), let index = nodes.firstIndex(of: id) else { return }
     crashed.remove(id)
+    departed.remove(id)
     restarts[id, default: 0] += 1
     let core = try SWIMCore(
-      id: id, metadata: Self.metadata(for: index + 1), settings: settings,
+      id: id, metadata: metadata ?? Self.metadata(for: index + 1), settings: settings, incarnation: incarnation,
       random: SplitMix64(seed: seed &* 0x9E37_79B9 &+ UInt64(index + 1) &+ UInt64(restarts[id, default: 0]) << 32),
-      now: now)
+      now: now, authenticator: authenticator(for: id))
     cores[id] = core
     scheduledWakeup[id] = nil
     let seeds = seedsOf[id] ?? []
@@ -160,16 +228,17 @@ public struct GossipSimulation {
     cores[observer]?.member(subject)?.status
   }
 
-  /// True when every live node knows every live node as alive and every other node as dead or
-  /// forgotten.
+  /// True when every live node knows every live node as alive with the metadata that node
+  /// announces, and every other node as dead or forgotten.
   public var isConverged: Bool {
     let live = liveNodes
     for observer in live {
+      guard let core = cores[observer] else { return false }
       for subject in nodes where subject != observer {
-        let seen = status(of: subject, seenBy: observer)
+        let seen = core.member(subject)
         if live.contains(subject) {
-          if seen != .alive { return false }
-        } else if let seen, seen != .dead {
+          if seen?.status != .alive || seen?.metadata != cores[subject]?.myself.metadata { return false }
+        } else if let seen, seen.status != .dead {
           return false
         }
       }
@@ -214,9 +283,18 @@ public struct GossipSimulation {
     switch event.kind {
     case .wake(let id):
       guard scheduledWakeup[id] == event.time else { return }
+      if let until = pausedUntil[id], until > now {
+        scheduledWakeup[id] = until
+        queue.push(until, .wake(id))
+        return
+      }
       scheduledWakeup[id] = nil
       mutate(id) { core, now in core.tick(now: now) }
     case .deliver(let bytes, let from, let to, let process):
+      if let until = pausedUntil[to], until > now {
+        queue.push(until, .deliver(bytes, from: from, to: to, process: process))
+        return
+      }
       guard !crashed.contains(to), !departed.contains(to), sameSide(from, to), process == restarts[to, default: 0]
       else {
         messagesDropped += 1
@@ -255,16 +333,22 @@ public struct GossipSimulation {
     checkInvariants(of: core)
     for directive in directives {
       switch directive {
-      case .send(let message, let to):
-        if Double(random.next() % 1_000_000) / 1_000_000 < network.lossRate {
+      case .send(let sent, let to):
+        let message = id == forger ? forge(sent, to: to) : sent
+        let link = Link(from: id, to: to)
+        if Double(random.next() % 1_000_000) / 1_000_000 < network.lossRate || blockedLinks.contains(link)
+          || (outboundOutageUntil[id].map { $0 > now } ?? false)
+        {
           messagesDropped += 1
           continue
         }
         let span = network.maximumDelay - network.minimumDelay
         let jitter = span > .zero ? span * (Double(random.next() % 1_000_000) / 1_000_000) : .zero
-        queue.push(
-          now + network.minimumDelay + jitter,
-          .deliver(message.wireBytes(), from: id, to: to, process: restarts[to, default: 0]))
+        var arrival = now + network.minimumDelay + jitter
+        if let until = linkStallUntil[link], until > now { arrival = max(arrival, until) }
+        arrival = max(arrival, lastDelivery[link] ?? .zero)
+        lastDelivery[link] = arrival
+        queue.push(arrival, .deliver(message.wireBytes(), from: id, to: to, process: restarts[to, default: 0]))
       case .event(let event):
         if recordEvents { events.append((now, id, event)) }
         onEvent?(now, id, event)
@@ -275,10 +359,70 @@ public struct GossipSimulation {
       }
     }
     if let wakeup = core.nextWakeup {
-      let due = max(wakeup, now)
+      var due = max(wakeup, now)
+      if lateTimerProbability > 0, Double(random.next() % 1_000_000) / 1_000_000 < lateTimerProbability {
+        due = due + maximumTimerLateness * (Double(random.next() % 1_000_000) / 1_000_000)
+      }
       if let current = scheduledWakeup[id], current <= due, current >= now { return }
       scheduledWakeup[id] = due
       queue.push(due, .wake(id))
+    }
+  }
+}
+
+// MARK: - Forgery
+
+extension GossipSimulation {
+  /// `message` with one forged record appended (see `forger`).
+  fileprivate mutating func forge(_ message: SWIMMessage, to recipient: NodeID) -> SWIMMessage {
+    guard let forger, let core = cores[forger] else { return message }
+    let others = nodes.filter { $0 != forger && $0 != recipient }
+    guard !others.isEmpty else { return message }
+    let victim = others[Int(random.next() % UInt64(others.count))]
+    let known =
+      core.member(victim) ?? Member(id: victim, status: .alive, incarnation: 0, metadata: Self.metadata(for: 1))
+    var record = known
+    var suspecter: NodeID?
+    switch random.next() % 5 {
+    case 0:
+      record.status = .dead
+      record.incarnation += 1
+    case 1:
+      let gone = nodes.filter { crashed.contains($0) }
+      if let ghost = gone.first, let seen = core.member(ghost) {
+        record = seen
+      }
+      record.status = .alive
+      record.incarnation += 1
+    case 2:
+      record.status = .suspect
+      suspecter = others[Int(random.next() % UInt64(others.count))]
+    case 3:
+      record.status = .alive
+      record.incarnation += 1
+      record.metadata.raftRole = .leader
+      record.metadata.raftTerm = 1 << 60
+    default:
+      record = Member(
+        id: NodeID("forged\(random.next() % 100_000)"), status: .alive, incarnation: 0, metadata: Self.metadata(for: 1))
+    }
+    var forged = MemberUpdate(member: record, suspectedBy: suspecter)
+    if signRecords {
+      forged.signature =
+        SimulatedAuthenticator(node: forger, clusterSecret: seed ^ 0x51_6E_ED).sign(forged.signedContent) ?? []
+    }
+    forgedRecordsSent += 1
+    switch message {
+    case .ping(let sequence, let updates): return .ping(sequence: sequence, updates: updates + [forged])
+    case .pingRequest(let sequence, let target, let updates):
+      return .pingRequest(sequence: sequence, target: target, updates: updates + [forged])
+    case .ack(let sequence, let target, let updates):
+      return .ack(sequence: sequence, target: target, updates: updates + [forged])
+    case .nack(let sequence, let target, let updates):
+      return .nack(sequence: sequence, target: target, updates: updates + [forged])
+    case .gossip(let updates): return .gossip(updates: updates + [forged])
+    case .pushPull(let isResponse, let isJoin, let members):
+      return .pushPull(isResponse: isResponse, isJoin: isJoin, members: members + [forged])
     }
   }
 }

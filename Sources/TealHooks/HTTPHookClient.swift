@@ -58,11 +58,15 @@ enum HTTPHookClient {
   struct Incomplete: Error, CustomStringConvertible {
     var description: String
   }
+  /// Nothing was sent: the hook is retried (with backoff, within its overall timeout).
+  struct Unreachable: Error, CustomStringConvertible {
+    var description: String
+  }
 
   static func post(
     url text: String, body: [UInt8], timeout: TimeSpan, group: any EventLoopGroup, outputLimit: Int
-  ) async -> (HookOutcome, String?) {
-    guard let url = HookURL(text) else { return (.failed(reason: "invalid hook URL \(text)"), nil) }
+  ) async -> (HookOutcome, String?, TimeSpan?) {
+    guard let url = HookURL(text) else { return (.failed(reason: "invalid hook URL \(text)"), nil, nil) }
     let eventLoop = group.next()
     let promise = eventLoop.makePromise(of: (status: Int, body: [UInt8]).self)
     let timeoutTask = eventLoop.scheduleTask(in: .milliseconds(timeout.milliseconds)) { promise.fail(Timeout()) }
@@ -77,7 +81,7 @@ enum HTTPHookClient {
     bootstrap.connect(host: url.host, port: url.port).whenComplete { result in
       switch result {
       case .failure(let error):
-        promise.fail(Incomplete(description: "cannot connect to \(url.host):\(url.port): \(error)"))
+        promise.fail(Unreachable(description: "cannot connect to \(url.host):\(url.port): \(error)"))
       case .success(let channel):
         promise.futureResult.whenComplete { _ in channel.close(promise: nil) }
         var head = HTTPRequestHead(version: .http1_1, method: .POST, uri: url.path)
@@ -99,9 +103,11 @@ enum HTTPHookClient {
       let response = try await promise.futureResult.get()
       return HookResponseInterpreter.outcome(status: response.status, body: response.body, outputLimit: outputLimit)
     } catch is Timeout {
-      return (.timedOut, nil)
+      return (.timedOut, nil, nil)
+    } catch let error as Unreachable {
+      return (.unreachable(reason: error.description), nil, nil)
     } catch {
-      return (.failed(reason: "hook call to \(text) failed: \(error)"), nil)
+      return (.failed(reason: "hook call to \(text) failed: \(error)"), nil, nil)
     }
   }
 

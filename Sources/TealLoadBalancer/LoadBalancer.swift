@@ -23,16 +23,53 @@ public struct LoadBalancerConfiguration: Hashable, Sendable {
   public var maxIdleConnectionsPerTarget: Int
   /// Value of the `X-Forwarded-Proto` header set on forwarded requests.
   public var forwardedProto: String
+  /// A pooled connection idle this long is closed and never reused. Keep it below the keep-alive
+  /// timeout of every target (Node.js 5 s, gunicorn 2 s, Apache 5 s, nginx 75 s): the balancer must
+  /// close an idle connection before the target does, or a request written as the target closes is lost.
+  public var upstreamIdleTimeout: Duration
+  /// A pooled connection older than this is closed instead of reused (bounds how long a connection
+  /// to a target lives, e.g. across a target's own reconfiguration).
+  public var upstreamMaxAge: Duration
+  /// How many times one request may be sent again after a failure before any response byte: a
+  /// failed connect (any method), or a reset of an idempotent request without a body.
+  public var maxRetries: Int
+  /// A request head not complete this long after its first byte gets 408 and the connection closes
+  /// (a slowloris client).
+  public var headerReadTimeout: Duration
+  /// A client keep-alive connection with no new request for this long is closed.
+  public var clientIdleTimeout: Duration
+  /// A request body that sends nothing for this long gets 408 (the connection closes); a response
+  /// body from a target that sends nothing for this long is cut (the client connection closes; it
+  /// is noticed at the latest `responseTimeout` after the request was routed).
+  public var bodyIdleTimeout: Duration
+  /// Open client connections per service (both listeners together); one more gets 503 at once
+  /// and is closed.
+  public var maxClientConnections: Int
+  /// Addresses (IP literals, as the socket reports them) of proxies in front of the balancer whose
+  /// `x-forwarded-for` is kept and appended to. From anyone else the header is replaced by the
+  /// client's address: a client could otherwise claim any address.
+  public var trustedProxies: Set<String>
 
   public init(
     connectTimeout: Duration = .seconds(2), responseTimeout: Duration = .seconds(60),
-    maxRequestHeaderBytes: Int = 32 * 1024, maxIdleConnectionsPerTarget: Int = 64, forwardedProto: String = "http"
+    maxRequestHeaderBytes: Int = 32 * 1024, maxIdleConnectionsPerTarget: Int = 64, forwardedProto: String = "http",
+    upstreamIdleTimeout: Duration = .seconds(1), upstreamMaxAge: Duration = .seconds(60), maxRetries: Int = 2,
+    headerReadTimeout: Duration = .seconds(10), clientIdleTimeout: Duration = .seconds(60),
+    bodyIdleTimeout: Duration = .seconds(30), maxClientConnections: Int = 10_000, trustedProxies: Set<String> = []
   ) {
+    self.headerReadTimeout = headerReadTimeout
+    self.clientIdleTimeout = clientIdleTimeout
+    self.bodyIdleTimeout = bodyIdleTimeout
+    self.maxClientConnections = max(1, maxClientConnections)
+    self.trustedProxies = trustedProxies
     self.connectTimeout = connectTimeout
     self.responseTimeout = responseTimeout
     self.maxRequestHeaderBytes = maxRequestHeaderBytes
     self.maxIdleConnectionsPerTarget = maxIdleConnectionsPerTarget
     self.forwardedProto = forwardedProto
+    self.upstreamIdleTimeout = upstreamIdleTimeout
+    self.upstreamMaxAge = upstreamMaxAge
+    self.maxRetries = max(0, maxRetries)
   }
 }
 
@@ -40,8 +77,11 @@ public struct LoadBalancerConfiguration: Hashable, Sendable {
 public struct ServiceConfiguration: Hashable, Sendable {
   /// Unique per load balancer; used in metrics labels and error messages.
   public var name: String
-  /// Address the listeners bind to.
+  /// Address the production listener binds to.
   public var listenHost: String
+  /// Address the test listener binds to: the node's own address (default loopback), never every
+  /// interface by default, since it reaches revisions before they take production traffic.
+  public var testListenHost: String
   /// Production listener port; 0 picks a free port (see ``ServiceListeners``).
   public var productionPort: Int
   /// Test listener port; 0 picks a free port.
@@ -49,11 +89,12 @@ public struct ServiceConfiguration: Hashable, Sendable {
   public var healthCheck: HealthCheckConfiguration
 
   public init(
-    name: String, listenHost: String = "0.0.0.0", productionPort: Int, testPort: Int,
-    healthCheck: HealthCheckConfiguration = HealthCheckConfiguration()
+    name: String, listenHost: String = "0.0.0.0", testListenHost: String = "127.0.0.1", productionPort: Int,
+    testPort: Int, healthCheck: HealthCheckConfiguration = HealthCheckConfiguration()
   ) {
     self.name = name
     self.listenHost = listenHost
+    self.testListenHost = testListenHost
     self.productionPort = productionPort
     self.testPort = testPort
     self.healthCheck = healthCheck
@@ -115,6 +156,9 @@ public actor LoadBalancer {
   private let logger: Logger
   private let pools: UpstreamPools
   private var services: [String: Service] = [:]
+  /// Services with a control call running, and the calls waiting for their turn (in order).
+  private var controlBusy: Set<String> = []
+  private var controlWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
   /// The runtimes, readable without entering the actor (metrics scraping, alarms).
   private let runtimes = NIOLockedValueBox<[String: ServiceRuntime]>([:])
 
@@ -128,7 +172,8 @@ public actor LoadBalancer {
     self.logger = logger
     self.pools = UpstreamPools(
       maxIdlePerTarget: configuration.maxIdleConnectionsPerTarget,
-      connectTimeout: TimeAmount(configuration.connectTimeout))
+      connectTimeout: TimeAmount(configuration.connectTimeout),
+      idleTimeout: TimeAmount(configuration.upstreamIdleTimeout), maxAge: TimeAmount(configuration.upstreamMaxAge))
   }
 
   // MARK: Services
@@ -179,22 +224,53 @@ public actor LoadBalancer {
   /// Replaces a service's routes (target groups and both listeners' weights) in one atomic step.
   /// Targets not seen before are probed once first. Revisions that disappear start draining; use
   /// ``waitUntilDrained(revision:ofService:deregistrationDelay:)`` to learn when they are idle.
-  public func setRoutes(_ routes: ServiceRoutes, forService name: String) async throws {
-    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+  ///
+  /// Control calls of one service (`setRoutes`, `setWeights`, `drain`'s route change) run one at a
+  /// time, in the order they were made: a call made while another one probes waits for it, so no
+  /// call installs routes computed before a later call. Routes whose `generation` is below the one
+  /// applied are not installed.
+  /// - Returns: the generation applied after the call: `routes.generation`, or a greater one when
+  ///   newer routes were applied first (these routes were then ignored).
+  @discardableResult
+  public func setRoutes(_ routes: ServiceRoutes, forService name: String) async throws -> UInt64 {
+    guard self.services[name] != nil else { throw RoutesError.unknownService(name) }
     try routes.validate()
+    try await self.lockControl(name)
+    defer { self.unlockControl(name) }
+    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+    let applied = service.runtime.appliedGeneration
+    guard routes.generation >= applied else { return applied }
     await self.installProbed(routes, runtime: service.runtime, healthCheck: service.configuration.healthCheck)
+    return routes.generation
   }
 
   /// Changes only the weights, keeping the target groups. `test` nil keeps the test weights.
-  public func setWeights(forService name: String, production: [String: Int], test: [String: Int]? = nil)
-    async throws
-  {
+  /// `generation` nil keeps the applied generation; a generation below it is ignored.
+  /// - Returns: the generation applied after the call.
+  @discardableResult
+  public func setWeights(
+    forService name: String, production: [String: Int], test: [String: Int]? = nil, generation: UInt64? = nil
+  ) async throws -> UInt64 {
+    guard self.services[name] != nil else { throw RoutesError.unknownService(name) }
+    try await self.lockControl(name)
+    defer { self.unlockControl(name) }
     guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
     var routes = service.runtime.traffic.router.routes
+    if let generation {
+      guard generation >= routes.generation else { return routes.generation }
+      routes.generation = generation
+    }
     routes.productionWeights = production
     if let test { routes.testWeights = test }
     try routes.validate()
     service.runtime.withTraffic { $0.install(routes) }
+    return routes.generation
+  }
+
+  /// The generation of the routes in force (0 before the first routes with a generation).
+  public func appliedGeneration(ofService name: String) throws -> UInt64 {
+    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+    return service.runtime.appliedGeneration
   }
 
   /// The routes currently installed.
@@ -210,16 +286,26 @@ public actor LoadBalancer {
   }
 
   /// Removes `revision`'s target group from the routes (its targets get no new request) and waits
-  /// until its in-flight requests have ended, or until `deregistrationDelay` has passed.
-  public func drain(revision: String, ofService name: String, deregistrationDelay: Duration) async throws
-    -> DrainOutcome
-  {
-    guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
-    var routes = service.runtime.traffic.router.routes
-    routes.targetGroups.removeAll { $0.revision == revision }
-    routes.productionWeights[revision] = nil
-    routes.testWeights[revision] = nil
-    service.runtime.withTraffic { $0.install(routes) }
+  /// until its in-flight requests have ended, or until `deregistrationDelay` has passed. The route
+  /// change is a control call like `setWeights` (same order and `generation` rules); the wait is not
+  /// (other control calls proceed meanwhile).
+  public func drain(
+    revision: String, ofService name: String, generation: UInt64? = nil, deregistrationDelay: Duration
+  ) async throws -> DrainOutcome {
+    guard self.services[name] != nil else { throw RoutesError.unknownService(name) }
+    try await self.lockControl(name)
+    do {
+      defer { self.unlockControl(name) }
+      guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
+      var routes = service.runtime.traffic.router.routes
+      if generation.map({ $0 >= routes.generation }) ?? true {
+        if let generation { routes.generation = generation }
+        routes.targetGroups.removeAll { $0.revision == revision }
+        routes.productionWeights[revision] = nil
+        routes.testWeights[revision] = nil
+        service.runtime.withTraffic { $0.install(routes) }
+      }
+    }
     return try await self.waitUntilDrained(
       revision: revision, ofService: name, deregistrationDelay: deregistrationDelay)
   }
@@ -230,26 +316,55 @@ public actor LoadBalancer {
   {
     guard let service = self.services[name] else { throw RoutesError.unknownService(name) }
     let runtime = service.runtime
-    let drained = await withTaskGroup(of: Bool.self) { group in
-      group.addTask {
-        await runtime.waitUntilIdle(revision)
-        return !Task.isCancelled
-      }
-      group.addTask {
-        try? await Task.sleep(for: deregistrationDelay)
-        return false
-      }
-      let first = await group.next() ?? false
-      group.cancelAll()
-      return first
-    }
-    let inFlight = runtime.traffic.inFlight[revision] ?? 0
+    let drained = await Self.waitUntilIdle(.revision(revision), of: runtime, atMost: deregistrationDelay)
+    let inFlight = runtime.inFlight(.revision(revision))
     if drained || inFlight == 0 {
       let keep = self.routedTargets()
       await self.pools.forEach { $0.closeIdle(except: keep) }
       return .drained
     }
     return .deregistrationDelayExpired(inFlight: inFlight)
+  }
+
+  /// Takes one target out of routing in every service that routes to it, and waits until its
+  /// requests in flight have ended (or `deregistrationDelay` has passed); then closes the idle pooled
+  /// connections to it. The target gets no new request from the moment this is called, whatever its
+  /// health and whatever routes are set later, until it leaves the routes of its services. This is
+  /// what the task runner calls before it sends SIGTERM to a task (see `TaskRunner.init(deregister:)`).
+  ///
+  /// Returns `.drained` also for a target no service routes to.
+  public func deregister(_ target: TargetAddress, deregistrationDelay: Duration) async -> DrainOutcome {
+    let runtimes = self.services.values.map(\.runtime).filter { runtime in
+      runtime.withTraffic { $0.deregister(target) }
+    }
+    let deadline = ContinuousClock.now + deregistrationDelay
+    var inFlight = 0
+    for runtime in runtimes {
+      let remaining = max(.zero, deadline - ContinuousClock.now)
+      _ = await Self.waitUntilIdle(.target(target), of: runtime, atMost: remaining)
+      inFlight += runtime.inFlight(.target(target))
+    }
+    await self.pools.forEach { $0.closeIdle(to: target) }
+    return inFlight == 0 ? .drained : .deregistrationDelayExpired(inFlight: inFlight)
+  }
+
+  /// Whether `key` became idle within `delay`.
+  private static func waitUntilIdle(_ key: ServiceRuntime.IdleKey, of runtime: ServiceRuntime, atMost delay: Duration)
+    async -> Bool
+  {
+    await withTaskGroup(of: Bool.self) { group in
+      group.addTask {
+        await runtime.waitUntilIdle(key)
+        return !Task.isCancelled
+      }
+      group.addTask {
+        try? await Task.sleep(for: delay)
+        return false
+      }
+      let first = await group.next() ?? false
+      group.cancelAll()
+      return first
+    }
   }
 
   /// Closes a service's listeners and client connections and stops its health checks.
@@ -277,13 +392,50 @@ public actor LoadBalancer {
   public nonisolated func metrics() -> LoadBalancerMetrics {
     let runtimes = self.runtimes.withLockedValue { $0 }
     var snapshot = LoadBalancerMetrics()
-    for (name, runtime) in runtimes { snapshot.services[name] = runtime.traffic.metrics }
+    for (name, runtime) in runtimes {
+      let traffic = runtime.traffic
+      var metrics = traffic.metrics
+      for target in traffic.allTargets { metrics.targetHealth[target] = traffic.router.healthyTargets.contains(target) }
+      snapshot.services[name] = metrics
+    }
     return snapshot
   }
 
   /// The Prometheus text exposition of ``metrics()``.
   public nonisolated func prometheusText() -> String {
     self.metrics().prometheusText()
+  }
+
+  // MARK: Control order
+
+  /// Control calls that may wait per service for the one running; one more is refused with
+  /// ``RoutesError/tooManyPendingControlCalls(service:limit:)``.
+  public static let maxPendingControlCalls = 64
+
+  /// Waits until no other control call of `name` runs (first come, first served).
+  private func lockControl(_ name: String) async throws {
+    guard self.controlBusy.contains(name) else {
+      self.controlBusy.insert(name)
+      return
+    }
+    guard self.controlWaiters[name, default: []].count < Self.maxPendingControlCalls else {
+      throw RoutesError.tooManyPendingControlCalls(service: name, limit: Self.maxPendingControlCalls)
+    }
+    await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+      self.controlWaiters[name, default: []].append(continuation)
+    }
+  }
+
+  /// Hands the turn of `name` to the next waiting control call, if any.
+  private func unlockControl(_ name: String) {
+    precondition(self.controlBusy.contains(name), "unlockControl(\(name)) without lockControl")
+    if var waiters = self.controlWaiters[name], !waiters.isEmpty {
+      let next = waiters.removeFirst()
+      self.controlWaiters[name] = waiters.isEmpty ? nil : waiters
+      next.resume()
+    } else {
+      self.controlBusy.remove(name)
+    }
   }
 
   // MARK: Internals
@@ -350,7 +502,14 @@ public actor LoadBalancer {
   {
     let settings = ProxySettings(
       role: role, responseTimeout: TimeAmount(self.configuration.responseTimeout),
-      forwardedProto: self.configuration.forwardedProto)
+      forwardedProto: self.configuration.forwardedProto, maxRetries: self.configuration.maxRetries,
+      bodyIdleTimeout: TimeAmount(self.configuration.bodyIdleTimeout),
+      maxClientConnections: self.configuration.maxClientConnections,
+      trustedProxies: self.configuration.trustedProxies)
+    let timeoutSettings = ClientTimeoutSettings(
+      headerRead: TimeAmount(self.configuration.headerReadTimeout),
+      idle: TimeAmount(self.configuration.clientIdleTimeout), bodyIdle: TimeAmount(self.configuration.bodyIdleTimeout))
+    let host = role == .production ? service.listenHost : service.testListenHost
     var decoderLimits = NIOHTTPDecoderLimitConfiguration()
     decoderLimits.maxHeaderFieldSize = self.configuration.maxRequestHeaderBytes
     decoderLimits.maxHeaderListSize = self.configuration.maxRequestHeaderBytes
@@ -364,6 +523,8 @@ public actor LoadBalancer {
         .childChannelInitializer { channel in
           channel.eventLoop.makeCompletedFuture {
             let pool = pools.pool(on: channel.eventLoop)
+            let timeouts = ClientTimeoutHandler(settings: timeoutSettings)
+            try channel.pipeline.syncOperations.addHandler(timeouts)
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(
               withPipeliningAssistance: true, withErrorHandling: false,
               // Header bytes reaching the encoder were parsed by llhttp or validated in ServiceRoutes
@@ -371,14 +532,14 @@ public actor LoadBalancer {
               withOutboundHeaderValidation: false, withEncoderConfiguration: .init(),
               withDecoderLimitConfiguration: limits)
             try channel.pipeline.syncOperations.addHandler(
-              ProxyServerHandler(runtime: runtime, settings: settings, pool: pool))
+              ProxyServerHandler(runtime: runtime, settings: settings, pool: pool, timeouts: timeouts))
           }
         }
-        .bind(host: service.listenHost, port: port)
+        .bind(host: host, port: port)
         .get()
     } catch {
       throw ListenerError(
-        service: service.name, role: role, address: "\(service.listenHost):\(port)", underlying: "\(error)")
+        service: service.name, role: role, address: "\(host):\(port)", underlying: "\(error)")
     }
   }
 }

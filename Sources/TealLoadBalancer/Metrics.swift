@@ -61,44 +61,59 @@ public struct LatencyHistogram: Hashable, Sendable {
 
 // MARK: - Per target group
 
-/// Counters of one target group on one listener.
+/// Counters of one target group on one listener. Every counter only grows.
 ///
-/// `requests` counts requests routed to the group (counted when routed); each completed request is
-/// also counted in exactly one status class, or in `aborted` when the client went away first.
-/// `inFlight` = `requests` − completed − aborted.
+/// `requests` counts requests routed to the group (when first routed, or when a retry moved them
+/// here from another group). Each of them ends in exactly one of: a status class (`responses*`, plus
+/// `balancerResponses5xx` for the 5xx the balancer made itself), `aborted` (the client went away
+/// first) or `retriedElsewhere` (a retry moved it to another group).
+/// `inFlight` = `requests` − completed − `aborted` − `retriedElsewhere`.
 public struct TargetGroupMetrics: Hashable, Sendable {
   public var requests: UInt64 = 0
   public var responses1xx3xx: UInt64 = 0
   public var responses2xx: UInt64 = 0
   public var responses4xx: UInt64 = 0
+  /// 5xx answered by a target.
   public var responses5xx: UInt64 = 0
+  /// 5xx made by the balancer (502 no target reachable, 504 target too slow) for a request routed here.
+  public var balancerResponses5xx: UInt64 = 0
   /// Requests whose client connection closed before the response ended.
   public var aborted: UInt64 = 0
+  /// Times a request routed here was sent again (after a failed connect or a reset before a
+  /// response byte), to another target of this or another group.
+  public var retries: UInt64 = 0
+  /// Requests that a retry moved to another group.
+  public var retriedElsewhere: UInt64 = 0
+  /// Failures of this group's targets seen on the data path (connect failed, reset before a response).
+  public var connectFailures: UInt64 = 0
   public var inFlight: Int = 0
   public var latency = LatencyHistogram()
 
   public init() {}
 
-  public var completed: UInt64 { self.responses1xx3xx + self.responses2xx + self.responses4xx + self.responses5xx }
+  public var completed: UInt64 {
+    self.responses1xx3xx + self.responses2xx + self.responses4xx + self.responses5xx + self.balancerResponses5xx
+  }
 
-  /// Share of completed responses that were 5xx, nil when nothing completed.
+  /// Share of completed responses that were 5xx (from targets or made by the balancer), nil when
+  /// nothing completed.
   public var serverErrorRate: Double? {
     let completed = self.completed
-    return completed == 0 ? nil : Double(self.responses5xx) / Double(completed)
+    return completed == 0 ? nil : Double(self.responses5xx + self.balancerResponses5xx) / Double(completed)
   }
 
   /// p99 latency in seconds (bucket upper bound), nil when nothing completed.
   public var p99Seconds: Double? { self.latency.quantileUpperBound(0.99).map { Double($0) / 1e9 } }
 
-  mutating func recordRouted(delta: Int) {
-    self.inFlight = max(0, self.inFlight + delta)
-    self.requests = delta > 0 ? self.requests + 1 : self.requests &- min(self.requests, 1)
-  }
-
-  mutating func recordFinish(status: Int?, nanoseconds: Int64) {
+  mutating func recordFinish(status: Int?, byBalancer: Bool, nanoseconds: Int64) {
     self.inFlight = max(0, self.inFlight - 1)
     guard let status else {
       self.aborted += 1
+      return
+    }
+    if byBalancer, (500..<600).contains(status) {
+      self.balancerResponses5xx += 1
+      self.latency.record(nanoseconds: nanoseconds)
       return
     }
     switch status {
@@ -119,6 +134,11 @@ public struct TargetGroupMetrics: Hashable, Sendable {
     delta.responses2xx = self.responses2xx &- min(self.responses2xx, earlier.responses2xx)
     delta.responses4xx = self.responses4xx &- min(self.responses4xx, earlier.responses4xx)
     delta.responses5xx = self.responses5xx &- min(self.responses5xx, earlier.responses5xx)
+    delta.balancerResponses5xx =
+      self.balancerResponses5xx &- min(self.balancerResponses5xx, earlier.balancerResponses5xx)
+    delta.retries = self.retries &- min(self.retries, earlier.retries)
+    delta.retriedElsewhere = self.retriedElsewhere &- min(self.retriedElsewhere, earlier.retriedElsewhere)
+    delta.connectFailures = self.connectFailures &- min(self.connectFailures, earlier.connectFailures)
     delta.aborted = self.aborted &- min(self.aborted, earlier.aborted)
     delta.inFlight = self.inFlight
     delta.latency = self.latency.subtracting(earlier.latency)
@@ -148,6 +168,9 @@ public struct ServiceMetrics: Hashable, Sendable {
   public var noHealthyTarget: [ListenerRole: UInt64] = [:]
   /// Requests answered 400 or 431 before routing.
   public var badRequests: UInt64 = 0
+  /// Every routed target and whether it receives traffic now (healthy and not deregistered); filled
+  /// in by ``LoadBalancer/metrics()``.
+  public var targetHealth: [TargetAddress: Bool] = [:]
 
   public init() {}
 }
@@ -187,7 +210,7 @@ public struct LoadBalancerMetrics: Hashable, Sendable {
 
     family("teal_lb_requests_total", "counter", "Requests routed to a target group.")
     eachGroup { labels, metrics in out += "teal_lb_requests_total{\(labels)} \(metrics.requests)\n" }
-    family("teal_lb_responses_total", "counter", "Completed responses by status class.")
+    family("teal_lb_responses_total", "counter", "Completed responses from targets by status class.")
     eachGroup { labels, metrics in
       for (code, value) in [
         ("2xx", metrics.responses2xx), ("4xx", metrics.responses4xx), ("5xx", metrics.responses5xx),
@@ -196,6 +219,14 @@ public struct LoadBalancerMetrics: Hashable, Sendable {
         out += "teal_lb_responses_total{\(labels),code=\"\(code)\"} \(value)\n"
       }
     }
+    family("teal_lb_balancer_responses_total", "counter", "5xx responses made by the balancer itself (502, 504).")
+    eachGroup { labels, metrics in
+      out += "teal_lb_balancer_responses_total{\(labels),code=\"5xx\"} \(metrics.balancerResponses5xx)\n"
+    }
+    family("teal_lb_retries_total", "counter", "Requests sent again after a failed connect or an early reset.")
+    eachGroup { labels, metrics in out += "teal_lb_retries_total{\(labels)} \(metrics.retries)\n" }
+    family("teal_lb_connect_failures_total", "counter", "Target failures seen on the data path.")
+    eachGroup { labels, metrics in out += "teal_lb_connect_failures_total{\(labels)} \(metrics.connectFailures)\n" }
     family("teal_lb_aborted_total", "counter", "Requests whose client went away before the response ended.")
     eachGroup { labels, metrics in out += "teal_lb_aborted_total{\(labels)} \(metrics.aborted)\n" }
     family("teal_lb_in_flight_requests", "gauge", "Requests currently being proxied.")
@@ -218,6 +249,15 @@ public struct LoadBalancerMetrics: Hashable, Sendable {
         let value = self.services[service]?.noHealthyTarget[role] ?? 0
         out +=
           "teal_lb_no_healthy_target_total{service=\"\(escape(service))\",listener=\"\(role.rawValue)\"} \(value)\n"
+      }
+    }
+    family("teal_lb_target_healthy", "gauge", "1 when the target receives traffic (healthy, registered), else 0.")
+    for service in services {
+      let health = self.services[service]?.targetHealth ?? [:]
+      for target in health.keys.sorted(by: { $0.description < $1.description }) {
+        out +=
+          "teal_lb_target_healthy{service=\"\(escape(service))\",target=\"\(escape(target.description))\"} "
+          + "\(health[target] == true ? 1 : 0)\n"
       }
     }
     family("teal_lb_bad_requests_total", "counter", "Requests answered 400 or 431 before routing.")

@@ -9,6 +9,14 @@ struct ProxySettings: Sendable {
   var role: ListenerRole
   var responseTimeout: TimeAmount
   var forwardedProto: String
+  /// Times one request may be sent again after a failure before any response byte (bounded).
+  var maxRetries: Int
+  /// A response body that sends nothing for this long is cut (the client connection closes).
+  var bodyIdleTimeout: TimeAmount = .seconds(30)
+  /// Client connections per service (both listeners); one more gets 503 and is closed.
+  var maxClientConnections: Int = 10_000
+  /// Peers whose `x-forwarded-for` is kept (and appended to); anyone else's is replaced.
+  var trustedProxies: Set<String> = []
 }
 
 // MARK: - Exchange
@@ -26,11 +34,15 @@ private final class Exchange {
   /// Parts received before the upstream connection was ready.
   var buffered: [HTTPClientRequestPart] = []
   var requestEnded = false
-  var connectRetried = false
+  /// Retries made so far (at most `ProxySettings.maxRetries`), and the targets that failed.
+  var retries = 0
+  var failedTargets: Set<TargetAddress> = []
   var staleRetried = false
   var upstream: UpstreamConnection?
   var upstreamReused = false
   var responseStarted = false
+  /// When the target last sent a response part (for the body idle timeout).
+  var lastUpstreamRead = NIODeadline.now()
   var status = 0
   var upstreamKeepAlive = true
   var closeClientAfterResponse = false
@@ -40,7 +52,7 @@ private final class Exchange {
     self.forwardedHead = forwardedHead
     self.requestHasBody = headDeclaresBody(head)
     switch head.method {
-    case .GET, .HEAD, .OPTIONS, .TRACE: self.isIdempotentWithoutBody = !self.requestHasBody
+    case .GET, .HEAD, .OPTIONS, .TRACE, .PUT, .DELETE: self.isIdempotentWithoutBody = !self.requestHasBody
     default: self.isIdempotentWithoutBody = false
     }
     self.clientKeepAlive = head.isKeepAlive
@@ -50,6 +62,17 @@ private final class Exchange {
     self.choice = choice
     self.start = start
   }
+}
+
+/// The first transfer-coding other than `chunked` a request declares, if any.
+private func unsupportedTransferCoding(_ head: HTTPRequestHead) -> String? {
+  for value in head.headers["transfer-encoding"] {
+    for coding in value.split(separator: ",") {
+      let name = coding.trimmingASCIISpaces()
+      if !name.isEmpty, !name.caseInsensitiveASCIIEquals("chunked") { return name }
+    }
+  }
+  return nil
 }
 
 private func headDeclaresBody(_ head: HTTPRequestHead) -> Bool {
@@ -101,6 +124,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private let runtime: ServiceRuntime
   private let settings: ProxySettings
   private let pool: UpstreamPool
+  private let timeouts: ClientTimeoutHandler?
   private var context: ChannelHandlerContext?
   private var clientAddress = "unknown"
   private var exchange: Exchange?
@@ -110,10 +134,11 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private var readPending = false
   private var timeoutTimer: Scheduled<Void>?
 
-  init(runtime: ServiceRuntime, settings: ProxySettings, pool: UpstreamPool) {
+  init(runtime: ServiceRuntime, settings: ProxySettings, pool: UpstreamPool, timeouts: ClientTimeoutHandler? = nil) {
     self.runtime = runtime
     self.settings = settings
     self.pool = pool
+    self.timeouts = timeouts
   }
 
   // MARK: Channel events
@@ -121,16 +146,26 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   func handlerAdded(context: ChannelHandlerContext) {
     self.context = context
     if let address = context.channel.remoteAddress?.ipAddress { self.clientAddress = address }
+    self.timeouts?.onBodyIdle = { [weak self] in self?.requestBodyStalled() }
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
+    self.timeouts?.onBodyIdle = nil
     self.timeoutTimer?.cancel()
     self.timeoutTimer = nil
     self.context = nil
   }
 
   func channelActive(context: ChannelHandlerContext) {
-    self.runtime.clientOpened(context.channel)
+    guard self.runtime.clientOpened(context.channel, limit: self.settings.maxClientConnections) else {
+      // Over the connection limit: 503 at once, before any request is read, then close.
+      // Written raw, in front of the HTTP handlers: no request has been read.
+      let body = "teal: service '\(self.runtime.name)' has too many client connections\n"
+      self.timeouts?.respondRawAndClose(status: "503 Service Unavailable", body: body)
+      if self.timeouts == nil { context.close(promise: nil) }
+      context.fireChannelActive()
+      return
+    }
     context.fireChannelActive()
   }
 
@@ -168,6 +203,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
         self.discardingRequest = false
         return
       }
+      self.timeouts?.requestEnded()
       guard let exchange = self.exchange else { return }
       exchange.requestEnded = true
       self.forward(.end(trailers), exchange)
@@ -213,6 +249,15 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   // MARK: Request path
 
   private func startExchange(_ head: HTTPRequestHead, context: ChannelHandlerContext) {
+    self.timeouts?.requestHeadReceived(hasBody: headDeclaresBody(head))
+    if let coding = unsupportedTransferCoding(head) {
+      // Forwarding would silently drop the coding (NIO re-frames a request body as plain chunked).
+      let body = "teal: transfer-coding '\(coding)' is not supported; only chunked is\n"
+      let written = self.writeSimpleResponse(
+        .notImplemented, body: body, revision: nil, version: head.version, close: true, context: context)
+      self.close(context, after: written)
+      return
+    }
     guard let choice = self.runtime.begin(self.settings.role) else {
       let body =
         "teal: no healthy target for service '\(self.runtime.name)' on the \(self.settings.role.rawValue) listener\n"
@@ -220,22 +265,26 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       return
     }
     let exchange = Exchange(
-      head: head, forwardedHead: self.forwardedHead(head), choice: choice, start: .now())
+      head: head, forwardedHead: self.forwardedHead(head, target: choice.target), choice: choice, start: .now())
     self.exchange = exchange
     if self.timeoutTimer == nil { self.armTimeoutTimer(in: self.settings.responseTimeout, context: context) }
     self.setReadsPaused(true)
     self.dispatch(exchange, allowPooled: true)
   }
 
-  private func forwardedHead(_ head: HTTPRequestHead) -> HTTPRequestHead {
+  private func forwardedHead(_ head: HTTPRequestHead, target: TargetAddress) -> HTTPRequestHead {
     // One pass over the headers: drop hop-by-hop fields and `expect` (answered here), merge
     // x-forwarded-for. Fields named by `connection` are dropped in a second pass, only when present.
     var headers = HTTPHeaders()
     headers.reserveCapacity(head.headers.count + 2)
     var forwardedFor: String? = nil
     var connectionTokens: [Substring] = []
+    var hasHost = false
     for (name, value) in head.headers {
       switch name.utf8.count {
+      case 4 where name.caseInsensitiveASCIIEquals("host"):
+        hasHost = true
+        headers.add(name: name, value: value)
       case 2 where name.caseInsensitiveASCIIEquals("te"): continue
       case 6 where name.caseInsensitiveASCIIEquals("expect"): continue
       case 7 where name.caseInsensitiveASCIIEquals("trailer") || name.caseInsensitiveASCIIEquals("upgrade"): continue
@@ -256,8 +305,14 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       guard !name.isEmpty, !isProtectedFromConnectionHeader(name) else { continue }
       headers.remove(name: name)
     }
-    headers.add(
-      name: "x-forwarded-for", value: forwardedFor.map { $0 + ", " + self.clientAddress } ?? self.clientAddress)
+    // An HTTP/1.0 request may come without Host; it leaves as HTTP/1.1, which requires one.
+    if !hasHost { headers.add(name: "host", value: target.description) }
+    // A client's own x-forwarded-for is kept only when it is a trusted proxy; anyone could forge it.
+    if let forwardedFor, self.settings.trustedProxies.contains(self.clientAddress) {
+      headers.add(name: "x-forwarded-for", value: forwardedFor + ", " + self.clientAddress)
+    } else {
+      headers.add(name: "x-forwarded-for", value: self.clientAddress)
+    }
     headers.add(name: "x-forwarded-proto", value: self.settings.forwardedProto)
     return HTTPRequestHead(version: .http1_1, method: head.method, uri: head.uri, headers: headers)
   }
@@ -288,21 +343,31 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
   }
 
+  /// A connect failed: nothing was sent, so the request goes to another healthy target of any
+  /// weighted revision, whatever its method, up to `maxRetries` times.
   private func connectFailed(_ exchange: Exchange) {
     guard let context = self.context else { return }
-    if !exchange.connectRetried {
-      exchange.connectRetried = true
-      if let choice = self.runtime.retry(self.settings.role, failed: exchange.choice) {
-        exchange.choice = choice
-        self.dispatch(exchange, allowPooled: true)
-        return
-      }
-    } else {
-      self.runtime.recordConnectFailure(exchange.choice.target)
-    }
+    if self.retryElsewhere(exchange) { return }
     self.failBeforeResponse(
       exchange, .badGateway,
       body: "teal: could not connect to a target of revision '\(exchange.choice.revision)'\n", context: context)
+  }
+
+  /// Counts a failure of the exchange's target and sends the request to another target; false when
+  /// no retry is left or no other target is available (the failure is counted either way).
+  private func retryElsewhere(_ exchange: Exchange) -> Bool {
+    exchange.failedTargets.insert(exchange.choice.target)
+    guard exchange.retries < self.settings.maxRetries else {
+      self.runtime.recordConnectFailure(exchange.choice, self.settings.role)
+      return false
+    }
+    guard
+      let choice = self.runtime.retry(self.settings.role, failed: exchange.choice, excluding: exchange.failedTargets)
+    else { return false }
+    exchange.retries += 1
+    exchange.choice = choice
+    self.dispatch(exchange, allowPooled: true)
+    return true
   }
 
   private func attach(_ exchange: Exchange, _ connection: UpstreamConnection, reused: Bool) {
@@ -352,6 +417,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     switch part {
     case .head(let upstreamHead):
       exchange.responseStarted = true
+      exchange.lastUpstreamRead = .now()
       exchange.status = Int(upstreamHead.status.code)
       exchange.upstreamKeepAlive = upstreamHead.isKeepAlive
       var headers = upstreamHead.headers
@@ -360,6 +426,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       }
       for name in hopByHopHeaders { headers.remove(name: name) }
       headers.replaceOrAdd(name: "x-teal-revision", value: exchange.choice.revision)
+      headers.replaceOrAdd(name: "x-teal-generation", value: String(exchange.choice.generation))
       var close = !exchange.clientKeepAlive
       if exchange.clientVersion.minor == 0, !headers.contains(name: "content-length") {
         // An HTTP/1.0 client cannot take chunked framing: the end of the body is the end of the connection.
@@ -375,6 +442,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       let head = HTTPResponseHead(version: exchange.clientVersion, status: upstreamHead.status, headers: headers)
       context.write(self.wrapOutboundOut(.head(head)), promise: nil)
     case .body(let buffer):
+      exchange.lastUpstreamRead = .now()
       context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
       if !context.channel.isWritable { connection.setReadsPaused(true) }
     case .end(let trailers):
@@ -408,12 +476,16 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       context.close(promise: nil)
       return
     }
-    if exchange.upstreamReused, !exchange.staleRetried, exchange.isIdempotentWithoutBody, exchange.requestEnded {
-      // A pooled connection the target had closed just before we wrote: nothing was processed, so a
-      // fresh connection is safe for a request without a body.
-      exchange.staleRetried = true
-      self.dispatch(exchange, allowPooled: false)
-      return
+    if exchange.isIdempotentWithoutBody, exchange.requestEnded {
+      if exchange.upstreamReused, !exchange.staleRetried {
+        // A pooled connection the target closed just as we wrote: sending an idempotent request
+        // without a body again, on a fresh connection, is safe.
+        exchange.staleRetried = true
+        self.dispatch(exchange, allowPooled: false)
+        return
+      }
+      // A fresh connection reset before any response byte (the target died): another target.
+      if self.retryElsewhere(exchange) { return }
     }
     self.failBeforeResponse(
       exchange, .badGateway,
@@ -421,12 +493,45 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       context: context)
   }
 
+  /// The client stopped sending its request body: 408 when no response started, else the
+  /// connection closes.
+  private func requestBodyStalled() {
+    guard let context = self.context else { return }
+    guard let exchange = self.exchange else {
+      context.close(promise: nil)
+      return
+    }
+    if exchange.responseStarted {
+      exchange.upstream?.close()
+      exchange.upstream = nil
+      self.complete(exchange, status: nil)
+      context.close(promise: nil)
+      return
+    }
+    exchange.closeClientAfterResponse = true
+    self.failBeforeResponse(
+      exchange, .requestTimeout, body: "teal: the request body stopped arriving\n", context: context)
+  }
+
   /// One timer per connection, not per request: when it fires it checks the current exchange's age
   /// and re-arms for the remaining time, so a keep-alive connection pays no timer cost per request.
   private func armTimeoutTimer(in delay: TimeAmount, context: ChannelHandlerContext) {
     self.timeoutTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
       self.timeoutTimer = nil
-      guard let context = self.context, let exchange = self.exchange, !exchange.responseStarted else { return }
+      guard let context = self.context, let exchange = self.exchange else { return }
+      if exchange.responseStarted {
+        // A response body that stalls is cut: the client sees the connection end, not a hang.
+        let idle = NIODeadline.now() - exchange.lastUpstreamRead
+        if idle >= self.settings.bodyIdleTimeout {
+          exchange.upstream?.close()
+          exchange.upstream = nil
+          self.complete(exchange, status: nil)
+          context.close(promise: nil)
+        } else {
+          self.armTimeoutTimer(in: self.settings.bodyIdleTimeout - idle, context: context)
+        }
+        return
+      }
       let age = NIODeadline.now() - exchange.start
       if age >= self.settings.responseTimeout {
         self.responseTimedOut(exchange)
@@ -452,11 +557,11 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   ) {
     exchange.upstream?.close()
     exchange.upstream = nil
-    exchange.closeClientAfterResponse = !exchange.clientKeepAlive
-    let closeClient = self.complete(exchange, status: Int(status.code))
+    exchange.closeClientAfterResponse = exchange.closeClientAfterResponse || !exchange.clientKeepAlive
+    let closeClient = self.complete(exchange, status: Int(status.code), byBalancer: true)
     let written = self.writeSimpleResponse(
-      status, body: body, revision: exchange.choice.revision, version: exchange.clientVersion, close: closeClient,
-      context: context)
+      status, body: body, revision: exchange.choice.revision, generation: exchange.choice.generation,
+      version: exchange.clientVersion, close: closeClient, context: context)
     if closeClient { self.close(context, after: written) }
   }
 
@@ -470,7 +575,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   /// connection, records metrics and gets ready for the next request. `status` nil means the exchange
   /// was aborted. Returns whether the caller must close the client connection after its final write.
   @discardableResult
-  private func complete(_ exchange: Exchange, status: Int?) -> Bool {
+  private func complete(_ exchange: Exchange, status: Int?, byBalancer: Bool = false) -> Bool {
     guard self.exchange === exchange else { return false }
     self.exchange = nil
     if let connection = exchange.upstream {
@@ -483,10 +588,12 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
     let elapsed = NIODeadline.now().uptimeNanoseconds - exchange.start.uptimeNanoseconds
     self.runtime.finish(
-      self.settings.role, exchange.choice, status: status, nanoseconds: Int64(clamping: elapsed))
+      self.settings.role, exchange.choice, status: status, byBalancer: byBalancer,
+      nanoseconds: Int64(clamping: elapsed))
     guard status != nil else { return false }
     if self.closesClient(exchange) { return true }
     if !exchange.requestEnded { self.discardingRequest = true }
+    self.timeouts?.responseEnded()
     self.setReadsPaused(false)
     return false
   }
@@ -505,7 +612,10 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     _ status: HTTPResponseStatus, body: String, head: HTTPRequestHead, context: ChannelHandlerContext
   ) {
     let close = !head.isKeepAlive || headDeclaresBody(head)
-    if !close { self.discardingRequest = true }
+    if !close {
+      self.discardingRequest = true
+      self.timeouts?.responseEnded()
+    }
     let written = self.writeSimpleResponse(
       status, body: body, revision: nil, version: head.version, close: close, context: context)
     if close { self.close(context, after: written) }
@@ -513,13 +623,16 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   /// Writes a complete short response; returns the future of its last write when `close` is set.
   private func writeSimpleResponse(
-    _ status: HTTPResponseStatus, body: String, revision: String?, version: HTTPVersion, close: Bool,
-    context: ChannelHandlerContext
+    _ status: HTTPResponseStatus, body: String, revision: String?, generation: UInt64? = nil, version: HTTPVersion,
+    close: Bool, context: ChannelHandlerContext
   ) -> EventLoopFuture<Void>? {
     var headers = HTTPHeaders()
     headers.add(name: "content-type", value: "text/plain; charset=utf-8")
     headers.add(name: "content-length", value: String(body.utf8.count))
-    if let revision { headers.add(name: "x-teal-revision", value: revision) }
+    // Every response names the revision and the routes generation; the revision is empty when none
+    // was chosen (no healthy target, a request rejected before routing).
+    headers.add(name: "x-teal-revision", value: revision ?? "")
+    headers.add(name: "x-teal-generation", value: String(generation ?? self.runtime.appliedGeneration))
     if close { headers.add(name: "connection", value: "close") }
     let head = HTTPResponseHead(version: version.minor == 0 ? .http1_0 : .http1_1, status: status, headers: headers)
     context.write(self.wrapOutboundOut(.head(head)), promise: nil)

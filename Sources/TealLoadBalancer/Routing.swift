@@ -46,19 +46,29 @@ public enum ListenerRole: String, Hashable, Sendable, CaseIterable {
 /// Weights are relative (10/90 and 1/9 route the same way). A revision missing from a weight map has
 /// weight 0. A target group that is present but has weight 0 on both listeners still gets health
 /// checks, which is how a new revision is warmed up before weights move to it.
+///
+/// `generation` is given by the caller (the node passes the generation of the committed state the
+/// routes were computed from); the balancer never makes one up. It only ever moves forward: routes
+/// with a generation below the one applied are not installed (see ``LoadBalancer/setRoutes(_:forService:)``),
+/// and every response carries the generation that routed it in `x-teal-generation`.
 public struct ServiceRoutes: Hashable, Sendable {
+  public var generation: UInt64
   public var targetGroups: [TargetGroup]
   public var productionWeights: [String: Int]
   public var testWeights: [String: Int]
 
-  public init(targetGroups: [TargetGroup], productionWeights: [String: Int], testWeights: [String: Int] = [:]) {
+  public init(
+    generation: UInt64, targetGroups: [TargetGroup], productionWeights: [String: Int],
+    testWeights: [String: Int] = [:]
+  ) {
+    self.generation = generation
     self.targetGroups = targetGroups
     self.productionWeights = productionWeights
     self.testWeights = testWeights
   }
 
-  /// No target groups; every request gets 503.
-  public static let empty = ServiceRoutes(targetGroups: [], productionWeights: [:])
+  /// No target groups, generation 0; every request gets 503.
+  public static let empty = ServiceRoutes(generation: 0, targetGroups: [], productionWeights: [:])
 
   /// The weights of one listener.
   public func weights(for role: ListenerRole) -> [String: Int] {
@@ -104,6 +114,7 @@ public enum RoutesError: Error, Hashable, Sendable, CustomStringConvertible {
   case weightForUnknownRevision(listener: ListenerRole, revision: String)
   case unknownService(String)
   case serviceExists(String)
+  case tooManyPendingControlCalls(service: String, limit: Int)
 
   public var description: String {
     switch self {
@@ -127,6 +138,8 @@ public enum RoutesError: Error, Hashable, Sendable, CustomStringConvertible {
       return "service '\(name)' is not configured on this load balancer; add it first"
     case .serviceExists(let name):
       return "service '\(name)' is already configured; use setRoutes to change its routing"
+    case .tooManyPendingControlCalls(let name, let limit):
+      return "service '\(name)': \(limit) control calls are already waiting for their turn; retry later"
     }
   }
 }
@@ -136,14 +149,17 @@ func isHeaderToken(_ value: String) -> Bool {
   !value.isEmpty && value.utf8.count <= 256 && value.utf8.allSatisfy { (0x21...0x7E).contains($0) }
 }
 
-/// Where one request goes: the revision (target group) and the target inside it.
+/// Where one request goes: the revision (target group), the target inside it, and the generation of
+/// the routes that chose it.
 public struct RouteChoice: Hashable, Sendable {
   public var revision: String
   public var target: TargetAddress
+  public var generation: UInt64
 
-  public init(revision: String, target: TargetAddress) {
+  public init(revision: String, target: TargetAddress, generation: UInt64 = 0) {
     self.revision = revision
     self.target = target
+    self.generation = generation
   }
 }
 
@@ -198,11 +214,21 @@ public struct WeightedRouter: Sendable {
 
   /// Picks where the next request on `role`'s listener goes, or nil when no weighted group has a
   /// healthy target. `excluding` skips one target (the one a failed connect just tried).
-  public mutating func pick(_ role: ListenerRole, excluding: TargetAddress? = nil) -> RouteChoice? {
+  public mutating func pick(_ role: ListenerRole, excluding: TargetAddress?) -> RouteChoice? {
+    self.pick(role, excluding: excluding.map { [$0] } ?? [])
+  }
+
+  /// Picks where the next request on `role`'s listener goes, skipping the targets in `excluding`
+  /// (those a retried request already failed on); nil when no weighted group has another healthy
+  /// target.
+  public mutating func pick(_ role: ListenerRole, excluding: Set<TargetAddress> = []) -> RouteChoice? {
+    var choice: RouteChoice?
     switch role {
-    case .production: return self.production.pick(excluding: excluding)
-    case .test: return self.test.pick(excluding: excluding)
+    case .production: choice = self.production.pick(excluding: excluding)
+    case .test: choice = self.test.pick(excluding: excluding)
     }
+    choice?.generation = self.routes.generation
+    return choice
   }
 
   private mutating func rebuild() {
@@ -246,13 +272,11 @@ private struct SmoothPicker: Sendable {
     self.entries = entries
   }
 
-  mutating func pick(excluding: TargetAddress?) -> RouteChoice? {
+  mutating func pick(excluding: Set<TargetAddress>) -> RouteChoice? {
     var total = 0
     var best = -1
     for index in self.entries.indices {
-      if let excluding, self.entries[index].healthy.count == 1, self.entries[index].healthy[0] == excluding {
-        continue
-      }
+      if !excluding.isEmpty, self.entries[index].healthy.allSatisfy({ excluding.contains($0) }) { continue }
       self.entries[index].current += self.entries[index].weight
       total += self.entries[index].weight
       if best < 0 || self.entries[index].current > self.entries[best].current { best = index }
@@ -261,11 +285,8 @@ private struct SmoothPicker: Sendable {
     self.entries[best].current -= total
     let count = self.entries[best].healthy.count
     var position = self.entries[best].nextTarget
-    var target = self.entries[best].healthy[position]
-    if target == excluding {
-      position = (position + 1) % count
-      target = self.entries[best].healthy[position]
-    }
+    while excluding.contains(self.entries[best].healthy[position]) { position = (position + 1) % count }
+    let target = self.entries[best].healthy[position]
     self.entries[best].nextTarget = (position + 1) % count
     return RouteChoice(revision: self.entries[best].revision, target: target)
   }

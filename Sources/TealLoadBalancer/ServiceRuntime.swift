@@ -10,10 +10,28 @@ import NIOCore
 /// through the actor would cost two hops per request. The critical sections are a few dictionary
 /// operations, so the lock is held for well under a microsecond.
 final class ServiceRuntime: Sendable {
+  /// What a drain waiter waits for: a revision or a target without requests in flight.
+  enum IdleKey: Hashable, Sendable {
+    case revision(String)
+    case target(TargetAddress)
+  }
+
   private struct Shared: Sendable {
     var traffic: ServiceTraffic
-    var drainWaiters: [String: [(id: Int, continuation: CheckedContinuation<Void, Never>)]] = [:]
+    var drainWaiters: [IdleKey: [(id: Int, continuation: CheckedContinuation<Void, Never>)]] = [:]
     var nextWaiterID = 0
+
+    /// Removes and returns the waiters of what just became idle.
+    mutating func waiters(for idle: BecameIdle) -> [CheckedContinuation<Void, Never>] {
+      var woken: [CheckedContinuation<Void, Never>] = []
+      if let revision = idle.revision, let list = self.drainWaiters.removeValue(forKey: .revision(revision)) {
+        woken += list.map(\.continuation)
+      }
+      if let target = idle.target, let list = self.drainWaiters.removeValue(forKey: .target(target)) {
+        woken += list.map(\.continuation)
+      }
+      return woken
+    }
   }
 
   let name: String
@@ -32,24 +50,31 @@ final class ServiceRuntime: Sendable {
     self.shared.withLockedValue { $0.traffic.begin(role) }
   }
 
-  func retry(_ role: ListenerRole, failed: RouteChoice) -> RouteChoice? {
-    self.shared.withLockedValue { $0.traffic.retry(role, failed: failed) }
+  /// Routes a request again after a failure on `failed`; wakes drain waiters of what it left idle.
+  func retry(_ role: ListenerRole, failed: RouteChoice, excluding: Set<TargetAddress>) -> RouteChoice? {
+    let (choice, waiters) = self.shared.withLockedValue { shared in
+      let (choice, idle) = shared.traffic.retry(role, failed: failed, excluding: excluding)
+      return (choice, shared.waiters(for: idle))
+    }
+    for waiter in waiters { waiter.resume() }
+    return choice
   }
 
-  func recordConnectFailure(_ target: TargetAddress) {
-    self.shared.withLockedValue { $0.traffic.recordConnectFailure(target) }
+  func recordConnectFailure(_ choice: RouteChoice, _ role: ListenerRole) {
+    self.shared.withLockedValue { $0.traffic.recordConnectFailure(choice.target, role, revision: choice.revision) }
   }
 
   func recordBadRequest() {
     self.shared.withLockedValue { $0.traffic.recordBadRequest() }
   }
 
-  func finish(_ role: ListenerRole, _ choice: RouteChoice, status: Int?, nanoseconds: Int64) {
-    let waiters = self.shared.withLockedValue { shared -> [(id: Int, continuation: CheckedContinuation<Void, Never>)] in
-      guard shared.traffic.finish(role, choice, status: status, nanoseconds: nanoseconds) else { return [] }
-      return shared.drainWaiters.removeValue(forKey: choice.revision) ?? []
+  func finish(_ role: ListenerRole, _ choice: RouteChoice, status: Int?, byBalancer: Bool, nanoseconds: Int64) {
+    let waiters = self.shared.withLockedValue { shared -> [CheckedContinuation<Void, Never>] in
+      let idle = shared.traffic.finish(
+        role, choice, status: status, byBalancer: byBalancer, nanoseconds: nanoseconds)
+      return shared.waiters(for: idle)
     }
-    for waiter in waiters { waiter.continuation.resume() }
+    for waiter in waiters { waiter.resume() }
   }
 
   // MARK: Control path
@@ -60,8 +85,12 @@ final class ServiceRuntime: Sendable {
 
   var traffic: ServiceTraffic { self.shared.withLockedValue { $0.traffic } }
 
-  /// Returns once `revision` has no request in flight, or when the calling task is cancelled.
-  func waitUntilIdle(_ revision: String) async {
+  /// The generation of the routes in force.
+  var appliedGeneration: UInt64 { self.shared.withLockedValue { $0.traffic.router.routes.generation } }
+
+  /// Returns once `key` (a revision or a target) has no request in flight, or when the calling task
+  /// is cancelled.
+  func waitUntilIdle(_ key: IdleKey) async {
     let id = self.shared.withLockedValue { shared -> Int in
       shared.nextWaiterID += 1
       return shared.nextWaiterID
@@ -69,25 +98,47 @@ final class ServiceRuntime: Sendable {
     await withTaskCancellationHandler {
       await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
         let resumeNow = self.shared.withLockedValue { shared -> Bool in
-          if shared.traffic.inFlight[revision] == nil || Task.isCancelled { return true }
-          shared.drainWaiters[revision, default: []].append((id, continuation))
+          if Self.isIdle(key, shared.traffic) || Task.isCancelled { return true }
+          shared.drainWaiters[key, default: []].append((id, continuation))
           return false
         }
         if resumeNow { continuation.resume() }
       }
     } onCancel: {
       let waiter = self.shared.withLockedValue { shared -> CheckedContinuation<Void, Never>? in
-        guard let index = shared.drainWaiters[revision]?.firstIndex(where: { $0.id == id }) else { return nil }
-        return shared.drainWaiters[revision]?.remove(at: index).continuation
+        guard let index = shared.drainWaiters[key]?.firstIndex(where: { $0.id == id }) else { return nil }
+        return shared.drainWaiters[key]?.remove(at: index).continuation
       }
       waiter?.resume()
     }
   }
 
+  /// Requests of `key` in flight now.
+  func inFlight(_ key: IdleKey) -> Int {
+    self.shared.withLockedValue { shared in
+      switch key {
+      case .revision(let revision): return shared.traffic.inFlight[revision] ?? 0
+      case .target(let target): return shared.traffic.inFlightByTarget[target] ?? 0
+      }
+    }
+  }
+
+  private static func isIdle(_ key: IdleKey, _ traffic: ServiceTraffic) -> Bool {
+    switch key {
+    case .revision(let revision): return traffic.inFlight[revision] == nil
+    case .target(let target): return traffic.inFlightByTarget[target] == nil
+    }
+  }
+
   // MARK: Client connections
 
-  func clientOpened(_ channel: any Channel) {
-    self.clients.withLockedValue { $0[ObjectIdentifier(channel)] = channel }
+  /// Registers a client connection; false (nothing registered) when `limit` are already open.
+  func clientOpened(_ channel: any Channel, limit: Int) -> Bool {
+    self.clients.withLockedValue { clients in
+      guard clients.count < limit else { return false }
+      clients[ObjectIdentifier(channel)] = channel
+      return true
+    }
   }
 
   func clientClosed(_ channel: any Channel) {

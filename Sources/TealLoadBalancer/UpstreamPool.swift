@@ -26,6 +26,9 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
   var pool: UpstreamPool?
   private var readsPaused = false
   private var readPending = false
+  /// When the connection opened, and when it last went back to the pool.
+  let openedAt = NIODeadline.now()
+  var idleSince = NIODeadline.now()
 
   init(target: TargetAddress) {
     self.target = target
@@ -121,36 +124,75 @@ extension ClientBootstrap {
 
 /// Idle keep-alive connections to targets, for one event loop.
 ///
-/// Invariant: used only on `eventLoop`; every pooled connection is active and has no owner.
+/// Invariants: used only on `eventLoop`; every pooled connection has no owner; a connection that
+/// is closed, half-closed by the target (NIO closes the channel on the target's FIN), idle longer
+/// than `idleTimeout` or older than `maxAge` is never handed out. A sweep every `idleTimeout` closes
+/// expired idle connections, so the balancer, not the target, ends idle connections.
 final class UpstreamPool {
   let eventLoop: any EventLoop
   private let maxIdlePerTarget: Int
   private let connectTimeout: TimeAmount
+  private let idleTimeout: TimeAmount
+  private let maxAge: TimeAmount
   private var idle: [TargetAddress: [UpstreamConnection]] = [:]
+  private var sweep: Scheduled<Void>?
 
-  init(eventLoop: any EventLoop, maxIdlePerTarget: Int, connectTimeout: TimeAmount) {
+  init(
+    eventLoop: any EventLoop, maxIdlePerTarget: Int, connectTimeout: TimeAmount, idleTimeout: TimeAmount,
+    maxAge: TimeAmount
+  ) {
     self.eventLoop = eventLoop
     self.maxIdlePerTarget = maxIdlePerTarget
     self.connectTimeout = connectTimeout
+    self.idleTimeout = idleTimeout
+    self.maxAge = maxAge
   }
 
-  /// An idle connection to `target`, if one is still open.
+  /// An idle connection to `target` that is open and not expired, if there is one. The most
+  /// recently used one is taken (it is the least likely to be closed by the target).
   func take(_ target: TargetAddress) -> UpstreamConnection? {
+    let now = NIODeadline.now()
     while let connection = self.idle[target]?.popLast() {
-      if connection.isActive { return connection }
+      if connection.isActive, !self.isExpired(connection, now: now) { return connection }
+      connection.close()
     }
     return nil
+  }
+
+  private func isExpired(_ connection: UpstreamConnection, now: NIODeadline) -> Bool {
+    now - connection.idleSince >= self.idleTimeout || now - connection.openedAt >= self.maxAge
+  }
+
+  private func armSweep() {
+    guard self.sweep == nil else { return }
+    self.sweep = self.eventLoop.assumeIsolated().scheduleTask(in: self.idleTimeout) {
+      self.sweep = nil
+      let now = NIODeadline.now()
+      for (target, connections) in self.idle {
+        let (expired, kept) = (
+          connections.filter { self.isExpired($0, now: now) }, connections.filter { !self.isExpired($0, now: now) }
+        )
+        self.idle[target] = kept.isEmpty ? nil : kept
+        for connection in expired { connection.close() }
+      }
+      if !self.idle.isEmpty { self.armSweep() }
+    }
   }
 
   /// Returns a connection after a complete exchange; closes it if the pool for its target is full.
   func release(_ connection: UpstreamConnection) {
     connection.owner = nil
     connection.setReadsPaused(false)
-    guard connection.isActive, self.idle[connection.target, default: []].count < self.maxIdlePerTarget else {
+    let now = NIODeadline.now()
+    guard connection.isActive, now - connection.openedAt < self.maxAge,
+      self.idle[connection.target, default: []].count < self.maxIdlePerTarget
+    else {
       connection.close()
       return
     }
+    connection.idleSince = now
     self.idle[connection.target, default: []].append(connection)
+    self.armSweep()
   }
 
   func remove(_ connection: UpstreamConnection) {
@@ -181,9 +223,17 @@ final class UpstreamPool {
 
   /// Closes every idle connection (shutdown).
   func closeAll() {
+    self.sweep?.cancel()
+    self.sweep = nil
     let all = self.idle.values.flatMap { $0 }
     self.idle = [:]
     for connection in all { connection.close() }
+  }
+
+  /// Closes the idle connections to `target` (deregistration).
+  func closeIdle(to target: TargetAddress) {
+    let connections = self.idle.removeValue(forKey: target) ?? []
+    for connection in connections { connection.close() }
   }
 
   /// Closes idle connections to targets that are no longer routed.
@@ -200,10 +250,14 @@ final class UpstreamPools: Sendable {
   private let pools = NIOLockedValueBox<[ObjectIdentifier: NIOLoopBound<UpstreamPool>]>([:])
   private let maxIdlePerTarget: Int
   private let connectTimeout: TimeAmount
+  private let idleTimeout: TimeAmount
+  private let maxAge: TimeAmount
 
-  init(maxIdlePerTarget: Int, connectTimeout: TimeAmount) {
+  init(maxIdlePerTarget: Int, connectTimeout: TimeAmount, idleTimeout: TimeAmount, maxAge: TimeAmount) {
     self.maxIdlePerTarget = maxIdlePerTarget
     self.connectTimeout = connectTimeout
+    self.idleTimeout = idleTimeout
+    self.maxAge = maxAge
   }
 
   /// The pool of `eventLoop`. Must be called on that loop.
@@ -212,7 +266,8 @@ final class UpstreamPools: Sendable {
     return self.pools.withLockedValue { pools in
       if let bound = pools[key] { return bound.value }
       let pool = UpstreamPool(
-        eventLoop: eventLoop, maxIdlePerTarget: self.maxIdlePerTarget, connectTimeout: self.connectTimeout)
+        eventLoop: eventLoop, maxIdlePerTarget: self.maxIdlePerTarget, connectTimeout: self.connectTimeout,
+        idleTimeout: self.idleTimeout, maxAge: self.maxAge)
       pools[key] = NIOLoopBound(pool, eventLoop: eventLoop)
       return pool
     }

@@ -49,10 +49,11 @@ enum NodeWiring {
   }
 
   static func taskRunnerConfiguration(_ configuration: NodeConfiguration) -> TaskRunner.Configuration {
-    // Tasks get an explicit environment (their spec's, plus PORT), never the node's own.
+    // Tasks get an explicit environment: the runner's documented few variables of the node (PATH,
+    // HOME, locale, time zone), their spec's, and what the node adds (see TaskReconciler).
     TaskRunner.Configuration(
-      logDirectory: configuration.taskDirectory + "/logs", inheritEnvironment: false,
-      portRange: configuration.taskPortRange, ledgerPath: configuration.taskDirectory + "/tasks.ledger")
+      logDirectory: configuration.taskDirectory + "/logs", portRange: configuration.taskPortRange,
+      ledgerPath: configuration.taskDirectory + "/tasks.ledger")
   }
 }
 

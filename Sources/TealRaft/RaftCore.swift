@@ -31,6 +31,8 @@ public struct RaftOptions: Sendable, Hashable {
   public var maxCommittedEntriesPerReady: Int = 4096
   /// A learner may be promoted when its log is at most this many entries behind the leader's.
   public var learnerCatchUpLag: UInt64 = 16
+  /// Reads a new leader holds until its term's no-op commits (then it serves them).
+  public var maxHeldReads: Int = 4096
 
   public init() {}
 }
@@ -58,7 +60,9 @@ public struct RaftPersistentState: Sendable, Hashable {
 ///    first one's index), then `hardState` (if any), and sync. Readys must be persisted in the
 ///    order they were produced.
 /// 2. Send `messages`. They may be sent before or while persisting (a leader's appends may go out
-///    in parallel with its own write, thesis §10.2.1).
+///    in parallel with its own write, thesis §10.2.1). When the Ready changes the term or the vote,
+///    every message is in `messagesAfterPersist` instead: nothing that depends on a term or vote
+///    leaves before it is durable (a single voter elects itself and appends in one Ready).
 /// 3. Only after step 1 is durable, send `messagesAfterPersist` (votes and acknowledgements that
 ///    promise durable state).
 /// 4. Install `snapshot` into the state machine, then apply `committedEntries` in order (only
@@ -131,6 +135,9 @@ public struct RaftCore: Sendable {
 
   // Candidate
   private var votes: [NodeID: Bool] = [:]
+  /// A joining node with an empty disk: it neither votes nor campaigns until a leader's entries or
+  /// snapshot reached it (see `init(joining:)`).
+  public private(set) var awaitingLeaderLog = false
 
   // Leader
   private var progress: [NodeID: Progress] = [:]
@@ -140,12 +147,40 @@ public struct RaftCore: Sendable {
   public private(set) var transferTarget: NodeID?
   private var readSequence: UInt64 = 0
   private var pendingReads: [PendingRead] = []
+  /// Reads that reached this leader before its no-op committed (bounded by `maxHeldReads`).
+  private var heldReads: [HeldRead] = []
+
+  private struct HeldRead: Sendable {
+    var context: [UInt8]
+    var requester: NodeID?
+  }
   private var broadcastPending = false
   private var heartbeatPending = false
   private var commitBroadcastPending = false
 
-  // Follower receiving a snapshot
-  private var incomingSnapshot: (metadata: SnapshotMetadata, bytes: [UInt8])?
+  // Follower receiving a snapshot: only from one leader, in one term, for one whole snapshot.
+  private var incomingSnapshot: IncomingSnapshot?
+  /// The checksum of `snapshot`'s data, computed once per snapshot when it is first sent.
+  private var snapshotChecksum: (index: UInt64, checksum: UInt32)?
+
+  private struct IncomingSnapshot: Sendable {
+    var metadata: SnapshotMetadata
+    var term: UInt64
+    var leader: NodeID
+    var totalLength: UInt64
+    var checksum: UInt32
+    var bytes: [UInt8]
+  }
+
+  private struct SnapshotChunk {
+    var offset: UInt64
+    var data: [UInt8]
+    var done: Bool
+    var totalLength: UInt64
+    var checksum: UInt32
+    /// The sending leader's term.
+    var term: UInt64
+  }
 
   // Output
   private var outbox: [RaftMessage] = []
@@ -169,9 +204,15 @@ public struct RaftCore: Sendable {
   ///   - randomSeed: seeds the election-timeout generator (use a different seed per node).
   ///   - appliedIndex: what the state machine has already applied (defaults to the snapshot's
   ///     index: the application restores the snapshot and re-applies committed entries).
+  ///   - joining: the node joins an existing cluster. If `state` is empty (a new or wiped data
+  ///     directory) the node neither votes nor campaigns until it has received entries or a
+  ///     snapshot from a leader (``awaitingLeaderLog``): a voter whose disk was wiped cannot vote
+  ///     a second time in a term it already voted in. `bootstrap` is still the configuration at
+  ///     index 0 (the founding members) until the log says otherwise.
   public init(
     id: NodeID, options: RaftOptions = RaftOptions(), bootstrap: RaftConfiguration, randomSeed: UInt64,
-    restoring state: RaftPersistentState = RaftPersistentState(), appliedIndex: UInt64? = nil
+    restoring state: RaftPersistentState = RaftPersistentState(), appliedIndex: UInt64? = nil,
+    joining: Bool = false
   ) throws(RaftError) {
     self.id = id
     self.options = options
@@ -198,6 +239,10 @@ public struct RaftCore: Sendable {
       if e.term < log.lastTerm {
         throw .invalidPersistentState(field: "entries", reason: "term decreases at index \(e.index)")
       }
+      if e.kind == .configuration, (try? RaftConfiguration(wireBytes: e.data)) == nil {
+        throw .invalidPersistentState(
+          field: "entries", reason: "the configuration entry at index \(e.index) does not decode")
+      }
       log.append(e)
       expected += 1
     }
@@ -223,6 +268,7 @@ public struct RaftCore: Sendable {
     }
     log.applied = applied
     handedHardState = HardState(term: term, vote: vote, commit: log.committed)
+    awaitingLeaderLog = joining && state.snapshot == nil && state.entries.isEmpty && state.hardState == HardState()
     recomputeConfiguration()
     resetElectionTimer()
   }
@@ -238,13 +284,16 @@ public struct RaftCore: Sendable {
     case .preVoteResponse, .voteResponse, .timeoutNow, .readIndex: return true
     case .append(let prevIndex, let prevTerm, let entries, let commit):
       return prevIndex < limit && prevTerm < limit && commit < limit
-        && entries.allSatisfy { $0.index < limit && $0.term < limit }
+        && entries.allSatisfy {
+          $0.index < limit && $0.term < limit
+            && ($0.kind != .configuration || (try? RaftConfiguration(wireBytes: $0.data)) != nil)
+        }
     case .appendResponse(let index, _, let hintIndex, let hintTerm):
       return index < limit && hintIndex < limit && hintTerm < limit
     case .heartbeat(let commit, let sequence): return commit < limit && sequence < limit
     case .heartbeatResponse(let sequence): return sequence < limit
-    case .snapshotChunk(let metadata, let offset, _, _):
-      return metadata.index < limit && metadata.term < limit && offset < limit
+    case .snapshotChunk(let metadata, let offset, _, _, let totalLength, _):
+      return metadata.index < limit && metadata.term < limit && offset < limit && totalLength < limit
     case .snapshotChunkResponse(let index, let offset): return index < limit && offset < limit
     case .readIndexResponse(let index, _): return index < limit
     }
@@ -273,6 +322,60 @@ public struct RaftCore: Sendable {
     progress[node].map { ($0.match, $0.next) }
   }
 
+  // MARK: Invariants
+
+  /// The first broken internal invariant, described with its context, or nil. Costs O(entries in
+  /// memory + members); the simulation calls it after every event.
+  public func invariantViolation() -> String? {
+    let where_ = "node \(id) (\(role), term \(term))"
+    if !(log.snapshotIndex <= log.applied && log.applied <= log.committed && log.committed <= log.lastIndex) {
+      return "\(where_): need snapshot \(log.snapshotIndex) <= applied \(log.applied) <= commit "
+        + "\(log.committed) <= last \(log.lastIndex)"
+    }
+    if log.persisted > log.lastIndex || log.unstableFrom > log.lastIndex + 1 {
+      return "\(where_): persisted \(log.persisted) / unstableFrom \(log.unstableFrom) beyond last \(log.lastIndex)"
+    }
+    var previousTerm = log.snapshotTerm
+    for (offset, e) in log.entries.enumerated() {
+      if e.index != log.snapshotIndex + 1 + UInt64(offset) {
+        return "\(where_): entry \(e) at position \(offset) after snapshot \(log.snapshotIndex)"
+      }
+      if e.term < previousTerm { return "\(where_): term decreases at \(e)" }
+      previousTerm = e.term
+    }
+    if log.lastTerm > term { return "\(where_): last entry's term \(log.lastTerm) is above the current term" }
+    if configurationIndex > log.lastIndex {
+      return "\(where_): configuration index \(configurationIndex) beyond last \(log.lastIndex)"
+    }
+    switch role {
+    case .leader:
+      if leader != id || vote != id { return "\(where_): a leader must lead and have voted for itself" }
+      if termStartIndex > log.lastIndex || (termStartIndex > log.snapshotIndex && log.term(at: termStartIndex) != term)
+      {
+        return "\(where_): the term-start entry \(termStartIndex) is not of this term"
+      }
+      let peers = Set(progress.keys)
+      if peers != configuration.members.subtracting([id]) {
+        return "\(where_): replication state for \(peers.sorted()) but members \(configuration.members.sorted())"
+      }
+      for (peer, pr) in progress where pr.match > log.lastIndex || pr.next > log.lastIndex + 1 || pr.next == 0 {
+        return "\(where_): progress of \(peer) match \(pr.match) next \(pr.next) beyond last \(log.lastIndex)"
+      }
+    case .candidate, .preCandidate:
+      if leader != nil { return "\(where_): a candidate knows leader \(leader?.rawValue ?? "")" }
+      if !progress.isEmpty { return "\(where_): a candidate keeps replication state" }
+    case .follower:
+      if !progress.isEmpty { return "\(where_): a follower keeps replication state" }
+    }
+    return nil
+  }
+
+  /// Stops the process, with the context, if an internal invariant is broken (see
+  /// ``invariantViolation()``).
+  public func checkInvariants() {
+    if let violation = invariantViolation() { preconditionFailure("RaftCore invariant broken: \(violation)") }
+  }
+
   // MARK: - Inputs
 
   /// Advances logical time by one tick.
@@ -282,7 +385,7 @@ public struct RaftCore: Sendable {
       return
     }
     electionElapsed += 1
-    if electionElapsed >= randomizedElectionTimeout && configuration.voters.contains(id) {
+    if electionElapsed >= randomizedElectionTimeout && configuration.voters.contains(id) && !awaitingLeaderLog {
       campaign(transfer: false)
     }
   }
@@ -319,10 +422,17 @@ public struct RaftCore: Sendable {
 
   /// Requests a linearizable read point (ReadIndex, thesis §6.4). The answer arrives as a
   /// ``ReadState`` carrying `context` in a later Ready; a follower forwards the request to the
-  /// leader. A request may be dropped (leader change, loss); the caller retries after a timeout.
+  /// leader. A new leader holds reads (its own and forwarded ones, at most `maxHeldReads`; beyond
+  /// that a local read throws ``RaftError/leaderNotReady`` and a forwarded one is dropped) until
+  /// its term's no-op commits, then serves them. A request may be dropped (leader change, loss);
+  /// the caller retries after a timeout.
   public mutating func readIndex(context: [UInt8]) throws(RaftError) {
     if role == .leader {
-      guard log.committed >= termStartIndex else { throw .leaderNotReady }
+      if log.committed < termStartIndex {
+        guard heldReads.count < options.maxHeldReads else { throw .leaderNotReady }
+        heldReads.append(HeldRead(context: context, requester: nil))
+        return
+      }
       registerRead(context: context, requester: nil)
       return
     }
@@ -400,12 +510,12 @@ public struct RaftCore: Sendable {
 
     switch m.body {
     case .preVote(let lastIndex, let lastTerm):
-      let canVote = vote == m.from || (vote == nil && leader == nil) || m.term > term
+      let canVote = !awaitingLeaderLog && (vote == m.from || (vote == nil && leader == nil) || m.term > term)
       let granted = canVote && log.isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
       send(
         RaftMessage(from: id, to: m.from, term: granted ? m.term : term, body: .preVoteResponse(granted: granted)))
     case .vote(let lastIndex, let lastTerm, _):
-      let canVote = vote == m.from || (vote == nil && leader == nil)
+      let canVote = !awaitingLeaderLog && (vote == m.from || (vote == nil && leader == nil))
       if canVote && log.isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm) {
         vote = m.from
         electionElapsed = 0
@@ -422,13 +532,16 @@ public struct RaftCore: Sendable {
       onAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
     case .heartbeat(let commit, let readSequence):
       acceptLeader(m.from)
-      if commit > log.committed { log.committed = min(commit, log.lastIndex) }
+      if commit > log.committed { log.commit(to: min(commit, log.lastIndex)) }
       send(RaftMessage(from: id, to: m.from, term: term, body: .heartbeatResponse(readSequence: readSequence)))
-    case .snapshotChunk(let metadata, let offset, let data, let done):
+    case .snapshotChunk(let metadata, let offset, let data, let done, let totalLength, let checksum):
       acceptLeader(m.from)
-      onSnapshotChunk(from: m.from, metadata: metadata, offset: offset, data: data, done: done)
+      onSnapshotChunk(
+        from: m.from, metadata: metadata,
+        chunk: SnapshotChunk(
+          offset: offset, data: data, done: done, totalLength: totalLength, checksum: checksum, term: m.term))
     case .timeoutNow:
-      if role != .leader && configuration.voters.contains(id) { campaign(transfer: true) }
+      if role != .leader && configuration.voters.contains(id) && !awaitingLeaderLog { campaign(transfer: true) }
     case .appendResponse(let index, let reject, let hintIndex, let hintTerm):
       if role == .leader {
         onAppendResponse(from: m.from, index: index, reject: reject, hintIndex: hintIndex, hintTerm: hintTerm)
@@ -438,9 +551,16 @@ public struct RaftCore: Sendable {
     case .snapshotChunkResponse(let index, let nextOffset):
       if role == .leader { onSnapshotChunkResponse(from: m.from, index: index, nextOffset: nextOffset) }
     case .readIndex(let context):
-      if role == .leader && log.committed >= termStartIndex { registerRead(context: context, requester: m.from) }
+      if role == .leader {
+        if log.committed >= termStartIndex {
+          registerRead(context: context, requester: m.from)
+        } else if heldReads.count < options.maxHeldReads {
+          heldReads.append(HeldRead(context: context, requester: m.from))
+        }
+      }
     case .readIndexResponse(let index, let context):
-      readStates.append(ReadState(index: index, context: context))
+      // Only the leader this node follows answers its reads (a stale answer from elsewhere is dropped).
+      if role == .follower && leader == m.from { readStates.append(ReadState(index: index, context: context)) }
     }
   }
 
@@ -462,8 +582,12 @@ public struct RaftCore: Sendable {
     }
     var r = RaftReady()
     let hs = hardState
+    // Nothing may leave before a new term or vote it depends on is durable (a single voter elects
+    // itself and sends its appends in the same Ready).
+    var holdMessages = false
     if hs != handedHardState {
       r.hardState = hs
+      holdMessages = hs.term != handedHardState.term || hs.vote != handedHardState.vote
       handedHardState = hs
     }
     r.snapshot = snapshotToInstall
@@ -472,9 +596,13 @@ public struct RaftCore: Sendable {
       r.entries = Array(log.slice(from: max(log.unstableFrom, log.firstIndex), through: log.lastIndex))
       log.unstableFrom = log.lastIndex + 1
     }
-    r.messages = outbox
+    if holdMessages {
+      r.messagesAfterPersist = outbox + outboxAfterPersist
+    } else {
+      r.messages = outbox
+      r.messagesAfterPersist = outboxAfterPersist
+    }
     outbox = []
-    r.messagesAfterPersist = outboxAfterPersist
     outboxAfterPersist = []
     let applyTo = min(
       min(log.committed, log.persisted), log.applied + UInt64(options.maxCommittedEntriesPerReady))
@@ -503,13 +631,15 @@ public struct RaftCore: Sendable {
 
   // MARK: - Elections
 
-  /// A follower that heard from its leader recently ignores (pre-)vote requests (thesis §4.2.3).
-  /// "Recently" is one heartbeat interval shorter than the minimum election timeout, so that when
-  /// the leader dies, the follower whose timer fires first is not ignored by the others merely
-  /// because their timers tick a little out of phase.
+  /// With check-quorum, a leader always ignores (pre-)vote requests (it steps down by itself when
+  /// it loses its quorum), and a follower that heard from its leader recently ignores them too
+  /// (thesis §4.2.3). "Recently" is one heartbeat interval shorter than the minimum election
+  /// timeout, so that when the leader dies, the follower whose timer fires first is not ignored by
+  /// the others merely because their timers tick a little out of phase.
   private var inLease: Bool {
-    options.checkQuorum && leader != nil
-      && electionElapsed < max(options.electionTicks - options.heartbeatTicks, 1)
+    guard options.checkQuorum else { return false }
+    if role == .leader { return true }
+    return leader != nil && electionElapsed < max(options.electionTicks - options.heartbeatTicks, 1)
   }
 
   private mutating func resetElectionTimer() {
@@ -521,6 +651,7 @@ public struct RaftCore: Sendable {
     if newTerm > term {
       term = newTerm
       vote = nil
+      incomingSnapshot = nil
     }
     role = .follower
     leader = newLeader
@@ -531,6 +662,7 @@ public struct RaftCore: Sendable {
   private mutating func resetLeaderState() {
     progress = [:]
     pendingReads = []
+    heldReads = []
     transferTarget = nil
     broadcastPending = false
     heartbeatPending = false
@@ -571,6 +703,7 @@ public struct RaftCore: Sendable {
   private mutating func startElection(transfer: Bool) {
     term += 1
     vote = id
+    incomingSnapshot = nil
     role = .candidate
     leader = nil
     votes = [id: true]
@@ -644,9 +777,7 @@ public struct RaftCore: Sendable {
   private mutating func appendAsLeader(kind: RaftEntryKind, data: [UInt8]) -> ProposalPosition {
     let entry = RaftEntry(term: term, index: log.lastIndex + 1, kind: kind, data: data)
     log.append(entry)
-    if kind == .configuration, let config = try? RaftConfiguration(wireBytes: data) {
-      adoptConfiguration(config, at: entry.index)
-    }
+    if kind == .configuration { adoptConfiguration(Self.decodeConfiguration(entry), at: entry.index) }
     broadcastPending = true
     return ProposalPosition(index: entry.index, term: entry.term)
   }
@@ -704,12 +835,16 @@ public struct RaftCore: Sendable {
     }
     let start = Int(min(pr.snapshotOffset, UInt64(snap.data.count)))
     let end = min(start + max(options.snapshotChunkBytes, 1), snap.data.count)
+    if snapshotChecksum?.index != snap.metadata.index {
+      snapshotChecksum = (snap.metadata.index, SnapshotChecksum.of(snap.data))
+    }
     send(
       RaftMessage(
         from: id, to: peer, term: term,
         body: .snapshotChunk(
           metadata: snap.metadata, offset: UInt64(start), data: Array(snap.data[start..<end]),
-          done: end == snap.data.count)))
+          done: end == snap.data.count, totalLength: UInt64(snap.data.count),
+          checksum: snapshotChecksum?.checksum ?? 0)))
   }
 
   private mutating func onAppendResponse(
@@ -717,6 +852,16 @@ public struct RaftCore: Sendable {
   ) {
     guard var pr = progress[peer], index <= log.lastIndex else { return }
     pr.recentActive = true
+    if reject && pr.state != .snapshot && index >= pr.match && hintIndex < pr.match {
+      // The follower no longer holds entries it acknowledged (its disk was wiped): replicate to it
+      // again from what it holds. (A reordered old rejection can land here too; that only costs a
+      // re-probe, and a lower match only delays commits.)
+      pr.match = hintIndex
+      pr.becomeProbe()
+      progress[peer] = pr
+      sendAppend(to: peer)
+      return
+    }
     if reject {
       switch pr.state {
       case .replicate:
@@ -811,7 +956,12 @@ public struct RaftCore: Sendable {
     matches.sort(by: >)
     let candidate = matches[configuration.quorum - 1]
     guard candidate > log.committed, log.term(at: candidate) == term else { return false }
-    log.committed = candidate
+    log.commit(to: candidate)
+    if !heldReads.isEmpty && candidate >= termStartIndex {
+      let held = heldReads
+      heldReads = []
+      for read in held { registerRead(context: read.context, requester: read.requester) }
+    }
     if configurationIndex <= candidate && !configuration.voters.contains(id) {
       // A leader removed from the configuration steps down once the removal commits.
       becomeFollower(term: term, leader: nil)
@@ -887,33 +1037,49 @@ public struct RaftCore: Sendable {
       }
     }
     let lastNew = prevIndex + UInt64(entries.count)
+    // A joining node takes part in elections once it holds the leader's log up to its commit index.
+    if awaitingLeaderLog && log.lastIndex > 0 && lastNew >= commit { awaitingLeaderLog = false }
     let newCommit = min(commit, lastNew)
-    if newCommit > log.committed { log.committed = newCommit }
+    log.commit(to: newCommit)
     sendAfterPersist(to: leaderID, .appendResponse(index: lastNew, reject: false, hintIndex: 0, hintTerm: 0))
   }
 
-  private mutating func onSnapshotChunk(
-    from leaderID: NodeID, metadata: SnapshotMetadata, offset: UInt64, data: [UInt8], done: Bool
-  ) {
+  /// Assembles a snapshot from chunks. Chunks join only if they come from the same leader in the same
+  /// term and describe the same snapshot (metadata, total length and checksum); the whole is verified
+  /// against the length and the CRC before it is installed, and a mismatch restarts the transfer.
+  private mutating func onSnapshotChunk(from leaderID: NodeID, metadata: SnapshotMetadata, chunk: SnapshotChunk) {
     if metadata.index <= log.committed {
       incomingSnapshot = nil
       sendAfterPersist(to: leaderID, .appendResponse(index: log.committed, reject: false, hintIndex: 0, hintTerm: 0))
       return
     }
-    if offset == 0 {
-      incomingSnapshot = (metadata, data)
-    } else if let incoming = incomingSnapshot, incoming.metadata == metadata,
-      UInt64(incoming.bytes.count) == offset
-    {
-      incomingSnapshot?.bytes.append(contentsOf: data)
+    let sameTransfer: (IncomingSnapshot) -> Bool = {
+      $0.metadata == metadata && $0.term == chunk.term && $0.leader == leaderID
+        && $0.totalLength == chunk.totalLength && $0.checksum == chunk.checksum
+    }
+    if chunk.offset == 0 {
+      incomingSnapshot = IncomingSnapshot(
+        metadata: metadata, term: chunk.term, leader: leaderID, totalLength: chunk.totalLength,
+        checksum: chunk.checksum, bytes: chunk.data)
+    } else if let incoming = incomingSnapshot, sameTransfer(incoming), UInt64(incoming.bytes.count) == chunk.offset {
+      incomingSnapshot?.bytes.append(contentsOf: chunk.data)
     } else {
-      let have = incomingSnapshot?.metadata == metadata ? UInt64(incomingSnapshot?.bytes.count ?? 0) : 0
+      let have = incomingSnapshot.map { sameTransfer($0) ? UInt64($0.bytes.count) : 0 } ?? 0
+      if let incoming = incomingSnapshot, !sameTransfer(incoming) { incomingSnapshot = nil }
       send(
         RaftMessage(
           from: id, to: leaderID, term: term, body: .snapshotChunkResponse(index: metadata.index, nextOffset: have)))
       return
     }
-    guard done, let complete = incomingSnapshot else {
+    if let incoming = incomingSnapshot, UInt64(incoming.bytes.count) > incoming.totalLength {
+      // More bytes than announced: start over.
+      incomingSnapshot = nil
+      send(
+        RaftMessage(
+          from: id, to: leaderID, term: term, body: .snapshotChunkResponse(index: metadata.index, nextOffset: 0)))
+      return
+    }
+    guard chunk.done, let complete = incomingSnapshot else {
       let have = UInt64(incomingSnapshot?.bytes.count ?? 0)
       send(
         RaftMessage(
@@ -921,6 +1087,15 @@ public struct RaftCore: Sendable {
       return
     }
     incomingSnapshot = nil
+    guard UInt64(complete.bytes.count) == complete.totalLength,
+      SnapshotChecksum.of(complete.bytes) == complete.checksum
+    else {
+      // Damaged or spliced: discard it and ask for the snapshot from its start.
+      send(
+        RaftMessage(
+          from: id, to: leaderID, term: term, body: .snapshotChunkResponse(index: metadata.index, nextOffset: 0)))
+      return
+    }
     installSnapshot(RaftSnapshot(metadata: complete.metadata, data: complete.bytes))
     // Acknowledge the snapshot's index only: entries after it in this log may still differ.
     sendAfterPersist(to: leaderID, .appendResponse(index: metadata.index, reject: false, hintIndex: 0, hintTerm: 0))
@@ -928,9 +1103,10 @@ public struct RaftCore: Sendable {
 
   private mutating func installSnapshot(_ snap: RaftSnapshot) {
     let meta = snap.metadata
+    awaitingLeaderLog = false
     if log.term(at: meta.index) == meta.term {
       // Our log already holds the snapshot's last entry: just commit up to it.
-      if meta.index > log.committed { log.committed = meta.index }
+      log.commit(to: meta.index)
       return
     }
     log.restore(index: meta.index, term: meta.term)
@@ -961,8 +1137,8 @@ public struct RaftCore: Sendable {
     var index = log.lastIndex
     while index > log.snapshotIndex {
       let e = log.entry(at: index)
-      if e.kind == .configuration, let config = try? RaftConfiguration(wireBytes: e.data) {
-        adoptConfiguration(config, at: index)
+      if e.kind == .configuration {
+        adoptConfiguration(Self.decodeConfiguration(e), at: index)
         return
       }
       index -= 1
@@ -970,12 +1146,23 @@ public struct RaftCore: Sendable {
     adoptConfiguration(snapshotConfiguration, at: log.snapshotIndex)
   }
 
+  /// The configuration a configuration entry of this log carries. Every such entry was validated
+  /// when it entered the log (decoded from the wire or the disk, or built by the leader), so a
+  /// failure here is a broken invariant.
+  private static func decodeConfiguration(_ entry: RaftEntry) -> RaftConfiguration {
+    do {
+      return try RaftConfiguration(wireBytes: entry.data)
+    } catch {
+      preconditionFailure("RaftCore: configuration entry \(entry) in the log does not decode: \(error)")
+    }
+  }
+
   /// The configuration in effect at `index` (which must be in the log or at the snapshot).
   private func configuration(at index: UInt64) -> RaftConfiguration {
     var i = min(index, log.lastIndex)
     while i > log.snapshotIndex {
       let e = log.entry(at: i)
-      if e.kind == .configuration, let config = try? RaftConfiguration(wireBytes: e.data) { return config }
+      if e.kind == .configuration { return Self.decodeConfiguration(e) }
       i -= 1
     }
     return snapshotConfiguration

@@ -30,13 +30,25 @@ struct RaftLog: Sendable {
 
   /// The entry at `index`, which must be in `firstIndex...lastIndex`.
   func entry(at index: UInt64) -> RaftEntry {
-    entries[Int(index - snapshotIndex - 1)]
+    precondition(
+      index > snapshotIndex && index <= lastIndex,
+      "RaftLog.entry(at: \(index)) outside the log \(firstIndex)...\(lastIndex)")
+    return entries[Int(index - snapshotIndex - 1)]
   }
 
   /// Entries from `from` through `through` (both in `firstIndex...lastIndex`).
   func slice(from: UInt64, through: UInt64) -> ArraySlice<RaftEntry> {
     if from > through { return [] }
+    precondition(
+      from > snapshotIndex && through <= lastIndex,
+      "RaftLog.slice(\(from)...\(through)) outside the log \(firstIndex)...\(lastIndex)")
     return entries[Int(from - snapshotIndex - 1)...Int(through - snapshotIndex - 1)]
+  }
+
+  /// Moves the commit index up to `index`, which must be in the log. Never moves it back.
+  mutating func commit(to index: UInt64) {
+    precondition(index <= lastIndex, "RaftLog.commit(to: \(index)) beyond the last index \(lastIndex)")
+    if index > committed { committed = index }
   }
 
   /// Entries from `from` limited by count and bytes (at least one entry if any exists).
@@ -85,6 +97,9 @@ struct RaftLog: Sendable {
   }
 
   mutating func append(_ entry: RaftEntry) {
+    precondition(
+      entry.index == lastIndex + 1 && entry.term >= lastTerm,
+      "RaftLog.append(\(entry)) after \(lastIndex)@\(lastTerm): entries must be consecutive, terms never decrease")
     entries.append(entry)
   }
 
@@ -98,6 +113,9 @@ struct RaftLog: Sendable {
       if let existing = term(at: e.index), existing == e.term { continue }
       if e.index <= committed { return .failure(ConflictBelowCommit(index: e.index)) }
       truncate(from: e.index)
+      precondition(
+        e.index == lastIndex + 1 && e.term >= lastTerm,
+        "RaftLog.merge: entry \(e) does not follow \(lastIndex)@\(lastTerm)")
       entries.append(contentsOf: new[offset...])
       return .success(e.index)
     }

@@ -34,8 +34,11 @@ public struct RaftMessage: Sendable, Hashable, WireCodable, CustomStringConverti
     /// identifies the ReadIndex round it confirms.
     case heartbeat(commit: UInt64, readSequence: UInt64)
     case heartbeatResponse(readSequence: UInt64)
-    /// One chunk of InstallSnapshot. `offset` is the position of `data` in the snapshot bytes.
-    case snapshotChunk(metadata: SnapshotMetadata, offset: UInt64, data: [UInt8], done: Bool)
+    /// One chunk of InstallSnapshot. `offset` is the position of `data` in the snapshot bytes;
+    /// `totalLength` and `checksum` (CRC-32C, ``SnapshotChecksum``) describe the whole snapshot, which the
+    /// follower verifies before installing it.
+    case snapshotChunk(
+      metadata: SnapshotMetadata, offset: UInt64, data: [UInt8], done: Bool, totalLength: UInt64, checksum: UInt32)
     /// The follower holds the bytes of snapshot `index` up to `nextOffset`.
     case snapshotChunkResponse(index: UInt64, nextOffset: UInt64)
     /// Leadership transfer: campaign now.
@@ -88,12 +91,14 @@ public struct RaftMessage: Sendable, Hashable, WireCodable, CustomStringConverti
     case .heartbeatResponse(let readSequence):
       writer.write(UInt8(8))
       writer.writeVarint(readSequence)
-    case .snapshotChunk(let metadata, let offset, let data, let done):
+    case .snapshotChunk(let metadata, let offset, let data, let done, let totalLength, let checksum):
       writer.write(UInt8(9))
       metadata.encode(to: &writer)
       writer.writeVarint(offset)
       writer.write(data)
       writer.write(done)
+      writer.writeVarint(totalLength)
+      writer.writeFixed(checksum)
     case .snapshotChunkResponse(let index, let nextOffset):
       writer.write(UInt8(10))
       writer.writeVarint(index)
@@ -145,7 +150,9 @@ public struct RaftMessage: Sendable, Hashable, WireCodable, CustomStringConverti
     case 9:
       body = .snapshotChunk(
         metadata: try SnapshotMetadata(from: &reader), offset: try reader.readVarint("snapshotChunk.offset"),
-        data: try reader.readBytes("snapshotChunk.data"), done: try reader.readBool("snapshotChunk.done"))
+        data: try reader.readBytes("snapshotChunk.data"), done: try reader.readBool("snapshotChunk.done"),
+        totalLength: try reader.readVarint("snapshotChunk.totalLength"),
+        checksum: try reader.readFixed32("snapshotChunk.checksum"))
     case 10:
       body = .snapshotChunkResponse(
         index: try reader.readVarint("snapshotChunkResponse.index"),

@@ -47,6 +47,13 @@ public struct RaftEntry: Sendable, Hashable, WireCodable, CustomStringConvertibl
     guard let kind = RaftEntryKind(rawValue: tag) else { throw .unknownTag(field: "entry.kind", tag: UInt64(tag)) }
     self.kind = kind
     data = try reader.readBytes("entry.data")
+    if kind == .configuration {
+      do {
+        _ = try RaftConfiguration(wireBytes: data)
+      } catch {
+        throw .invalidValue(field: "entry.data", reason: "configuration entry \(index): \(error)")
+      }
+    }
   }
 }
 

@@ -9,7 +9,10 @@ public struct KVStateMachine: Sendable, Hashable {
 
   public init() {}
 
-  /// One write command: set `key` to `value`.
+  /// The command that opens a client session.
+  public static func encodeRegistration() -> [UInt8] { SessionCommand.registration.wireBytes() }
+
+  /// One write command of session `clientID`: set `key` to `value`.
   public static func encodePut(key: Int, value: Int64, clientID: UInt64, sequence: UInt64) -> [UInt8] {
     var payload = WireWriter(capacity: 16)
     payload.writeVarint(UInt64(key))
@@ -17,12 +20,24 @@ public struct KVStateMachine: Sendable, Hashable {
     return SessionCommand(clientID: clientID, sequence: sequence, payload: payload.bytes).wireBytes()
   }
 
-  /// Applies one committed command entry. Returns the session command it carried (nil if the
-  /// entry is not a valid command).
+  /// What applying one command entry did.
+  public struct Applied: Sendable, Hashable {
+    public var command: SessionCommand
+    /// Set when the command was refused (unknown or expired session): it did not take effect.
+    public var refusal: SessionError?
+  }
+
+  /// Applies one committed command entry: a registration opens a session (its id is the entry's
+  /// index); a write of a known session is applied at most once. Returns nil if the entry is not a
+  /// valid command.
   @discardableResult
-  public mutating func apply(_ entry: RaftEntry) -> SessionCommand? {
+  public mutating func apply(_ entry: RaftEntry) -> Applied? {
     guard entry.kind == .command, let command = try? SessionCommand(wireBytes: entry.data) else { return nil }
-    switch sessions.check(command) {
+    if command.isRegistration {
+      sessions.register(at: entry.index)
+      return Applied(command: command, refusal: nil)
+    }
+    switch sessions.check(command, at: entry.index) {
     case .apply:
       var reader = WireReader(command.payload)
       if let key = try? reader.readVarint("key"), let value = try? reader.readSignedVarint("value") {
@@ -31,8 +46,10 @@ public struct KVStateMachine: Sendable, Hashable {
       sessions.record(command, response: [], at: entry.index)
     case .duplicate, .stale:
       break
+    case .rejected(let error):
+      return Applied(command: command, refusal: error)
     }
-    return command
+    return Applied(command: command, refusal: nil)
   }
 
   public func snapshotBytes() -> [UInt8] {

@@ -399,7 +399,10 @@ public struct RaftSimulation: Sendable {
       if ready.isEmpty { break }
       process(ready, at: i)
     }
-    if cores[i] != nil { checkNode(i) }
+    if cores[i] != nil {
+      if let violation = cores[i]!.invariantViolation() { violations.append("core invariant: \(violation)") }
+      checkNode(i)
+    }
   }
 
   private mutating func process(_ ready: RaftReady, at i: Int) {
@@ -497,13 +500,26 @@ public struct RaftSimulation: Sendable {
     } else if appliedFingerprint[idx] != fingerprint {
       violations.append("state machine safety: node \(ids[i]) applied a different entry \(entry) at \(entry.index)")
     }
-    let command = nodes[i].kv.apply(entry)
+    let applied = nodes[i].kv.apply(entry)
+    if let applied, let refusal = applied.refusal {
+      // The simulation keeps fewer sessions than the table's capacity and never reaches the expiry.
+      violations.append("node \(ids[i]) refused a command at \(entry.index): \(refusal)")
+    }
     // Answer the client whose proposal this node accepted at this index.
     if let waiting = nodes[i].waitingWrites.removeValue(forKey: entry.index) {
-      if waiting.term == entry.term, let command, command.clientID == UInt64(waiting.client) {
-        complete(client: waiting.client, operation: waiting.operation, readValue: nil)
+      let c = waiting.client
+      if waiting.term == entry.term, let command = applied?.command, waiting.registration == command.isRegistration,
+        waiting.registration || command.clientID == clients[c].session
+      {
+        if waiting.registration {
+          // The session is open: the pending write is attempted again, now under the session.
+          if clients[c].session == nil { clients[c].session = entry.index }
+          retrySoon(client: c, operation: waiting.operation)
+        } else {
+          complete(client: c, operation: waiting.operation, readValue: nil)
+        }
       } else {
-        retrySoon(client: waiting.client, operation: waiting.operation)
+        retrySoon(client: c, operation: waiting.operation)
       }
     }
   }
@@ -647,11 +663,15 @@ public struct RaftSimulation: Sendable {
     do {
       switch op.kind {
       case .write(let value):
-        let data = KVStateMachine.encodePut(
-          key: op.key, value: value, clientID: UInt64(c), sequence: op.sequence)
+        // A client opens its session through the log before its first write (thesis §6.3).
+        let session = clients[c].session
+        let data =
+          session.map {
+            KVStateMachine.encodePut(key: op.key, value: value, clientID: $0, sequence: op.sequence)
+          } ?? KVStateMachine.encodeRegistration()
         let position = try cores[target]!.propose(data)
         nodes[target].waitingWrites[position.index] = SimNode.WaitingWrite(
-          client: c, operation: pending.operation, term: position.term)
+          client: c, operation: pending.operation, term: position.term, registration: session == nil)
       case .read:
         var w = WireWriter(capacity: 16)
         w.writeVarint(UInt64(c))
@@ -755,6 +775,8 @@ struct SimNode: Sendable {
     var client: Int
     var operation: Int
     var term: UInt64
+    /// The proposal opens the client's session (the write follows once it is applied).
+    var registration: Bool
   }
 
   struct WaitingRead: Sendable {
@@ -789,6 +811,8 @@ struct SimClient: Sendable {
   let id: Int
   var target: Int
   var sequence: UInt64 = 0
+  /// The client's session id (the log index of its registration), once registered.
+  var session: UInt64?
   var pending: Pending?
 
   init(id: Int, target: Int) {

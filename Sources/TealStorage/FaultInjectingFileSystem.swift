@@ -14,6 +14,8 @@ public final class FaultInjectingFileSystem: StorageFileSystem, @unchecked Senda
     public var writeBudget: Int?
     /// `fdatasync` and `fsync` of files fail.
     public var failFileSyncs: Bool
+    /// Only `fdatasync` of files fails (WAL appends), not `fsync` (snapshot files).
+    public var failDataSyncs: Bool
     /// `rename` fails (nothing is renamed).
     public var failRenames: Bool
     /// `fsync` of directories fails.
@@ -23,10 +25,11 @@ public final class FaultInjectingFileSystem: StorageFileSystem, @unchecked Senda
 
     public init(
       writeBudget: Int? = nil, failFileSyncs: Bool = false, failRenames: Bool = false,
-      failDirectorySyncs: Bool = false, failFileCreation: Bool = false
+      failDirectorySyncs: Bool = false, failFileCreation: Bool = false, failDataSyncs: Bool = false
     ) {
       self.writeBudget = writeBudget
       self.failFileSyncs = failFileSyncs
+      self.failDataSyncs = failDataSyncs
       self.failRenames = failRenames
       self.failDirectorySyncs = failDirectorySyncs
       self.failFileCreation = failFileCreation
@@ -141,7 +144,8 @@ private final class FaultInjectingFile: StorageFile {
   }
 
   func syncData() throws(StorageError) {
-    if owner.attempt("syncData").failFileSyncs {
+    let faults = owner.attempt("syncData")
+    if faults.failFileSyncs || faults.failDataSyncs {
       throw .io(operation: "fdatasync (injected fault)", path: path, errno: EIO)
     }
     try base.syncData()

@@ -84,6 +84,7 @@ public struct CertificateDirectory: Sendable {
         throw CertificateDirectoryError.invalidArgument(
           "\(certificatePath(for: node)) names node '\(chain[0].nodeID?.rawValue ?? "none")', not '\(node)'")
       }
+      try Self.checkUsable(chain[0], path: certificatePath(for: node), now: Int64(time(nil)))
       return TLSConfiguration(trustRoots: ca, certificateChain: chain, privateKey: key)
     } catch let error as CertificateDirectoryError {
       throw error
@@ -91,6 +92,22 @@ public struct CertificateDirectory: Sendable {
       throw .openSSL(error)
     } catch {
       throw .invalidArgument("\(error)")
+    }
+  }
+
+  /// Refuses, with a sentence naming the file, a node certificate this node could not use: a CA
+  /// certificate, or one outside its validity period (peers would refuse it at every handshake).
+  static func checkUsable(_ leaf: TLSCertificate, path: String, now: Int64) throws(CertificateDirectoryError) {
+    if leaf.hasCABasicConstraint {
+      throw .invalidArgument("\(path) is a CA certificate (CA:TRUE), not a node certificate")
+    }
+    if let notAfter = leaf.notAfter, notAfter <= now {
+      throw .invalidArgument(
+        "\(path): the node certificate expired at \(leaf.notAfterText); issue a new one with 'teal certs add' "
+          + "and reload the node")
+    }
+    if let notBefore = leaf.notBefore, notBefore > now {
+      throw .invalidArgument("\(path): the node certificate is not valid before \(leaf.notBeforeText)")
     }
   }
 

@@ -58,6 +58,17 @@ public enum CertificateIssuer {
   public static func makeNodeCertificate(
     _ names: NodeNames, authority: TLSCertificate, authorityKey: TLSPrivateKey, validity: Validity = .node
   ) throws(OpenSSLError) -> (certificate: TLSCertificate, key: TLSPrivateKey) {
+    try makeNodeCertificate(
+      names, authority: authority, authorityKey: authorityKey, validity: validity, basicConstraints: "critical,CA:FALSE"
+    )
+  }
+
+  /// The same with other basic constraints: only tests pass `CA:TRUE`, to prove such a "node" is
+  /// refused.
+  static func makeNodeCertificate(
+    _ names: NodeNames, authority: TLSCertificate, authorityKey: TLSPrivateKey, validity: Validity,
+    basicConstraints: String
+  ) throws(OpenSSLError) -> (certificate: TLSCertificate, key: TLSPrivateKey) {
     for address in names.ipAddresses where !isIPAddress(address) {
       throw OpenSSLError(operation: "issue certificate for \(names.id)", reasons: ["'\(address)' is not an IP address"])
     }
@@ -71,7 +82,7 @@ public enum CertificateIssuer {
     let certificate = try build(
       subjectCN: names.id.rawValue, subjectKey: key, issuer: authority, issuerKey: authorityKey, validity: validity,
       extensions: [
-        (NID_basic_constraints, "critical,CA:FALSE"),
+        (NID_basic_constraints, basicConstraints),
         (NID_key_usage, "critical,digitalSignature,keyAgreement"),
         (NID_ext_key_usage, "serverAuth,clientAuth"),
         (NID_subject_key_identifier, "hash"),

@@ -90,6 +90,46 @@ public final class TLSCertificate: @unchecked Sendable {
     return try? NodeID(validating: ids[0])
   }
 
+  /// The serial number in lowercase hex without leading zeros ("0" for zero).
+  public var serialNumber: String {
+    guard let serial = X509_get0_serialNumber(pointer), let bignum = ASN1_INTEGER_to_BN(serial, nil) else {
+      return "0"
+    }
+    defer { BN_free(bignum) }
+    guard let hex = BN_bn2hex(bignum) else { return "0" }
+    defer { CRYPTO_free(hex, #fileID, #line) }
+    let text = String(cString: hex).lowercased()
+    let trimmed = text.drop { $0 == "0" }
+    return trimmed.isEmpty ? "0" : String(trimmed)
+  }
+
+  /// When the certificate stops being valid, in seconds since 1970.
+  public var notAfter: Int64? { Self.seconds(X509_get0_notAfter(pointer)) }
+  /// When the certificate starts being valid, in seconds since 1970.
+  public var notBefore: Int64? { Self.seconds(X509_get0_notBefore(pointer)) }
+  /// `notAfter` as OpenSSL prints it, e.g. "Jan  2 03:04:05 2026 GMT".
+  public var notAfterText: String { Self.text(X509_get0_notAfter(pointer)) }
+  /// `notBefore` as OpenSSL prints it.
+  public var notBeforeText: String { Self.text(X509_get0_notBefore(pointer)) }
+
+  private static func seconds(_ time: UnsafePointer<ASN1_TIME>?) -> Int64? {
+    guard let time else { return nil }
+    var tm = tm()
+    guard ASN1_TIME_to_tm(time, &tm) == 1 else { return nil }
+    return Int64(timegm(&tm))
+  }
+
+  private static func text(_ time: UnsafePointer<ASN1_TIME>?) -> String {
+    guard let time, let bytes = try? MemoryBIO.collect("print time", { ASN1_TIME_print($0, time) }) else {
+      return "?"
+    }
+    return String(decoding: bytes, as: UTF8.self)
+  }
+
+  /// Whether the basic constraints say CA:TRUE, whatever the key usage: such a certificate is
+  /// never accepted as a node's (``isCertificateAuthority`` also needs keyCertSign).
+  public var hasCABasicConstraint: Bool { X509_get_extension_flags(pointer) & UInt32(EXFLAG_CA) != 0 }
+
   /// Whether the certificate's basic constraints make it a certificate authority.
   public var isCertificateAuthority: Bool { X509_check_ca(pointer) >= 1 }
 

@@ -16,6 +16,8 @@ final class TLSConnection {
     case wantRead
     /// The peer sent close_notify.
     case closed
+    /// OpenSSL wants what it produced sent before it goes on: drain the outgoing BIO, then retry.
+    case wantWrite
   }
 
   private let ssl: OpaquePointer
@@ -29,7 +31,12 @@ final class TLSConnection {
     self.context = context
     self.role = role
     let ssl = try check("create TLS session", SSL_new(context.pointer))
-    guard let incoming = BIO_new(BIO_s_mem()), let outgoing = BIO_new(BIO_s_mem()) else {
+    guard let incoming = BIO_new(BIO_s_mem()) else {
+      SSL_free(ssl)
+      throw OpenSSLError.drain("create memory BIO")
+    }
+    guard let outgoing = BIO_new(BIO_s_mem()) else {
+      BIO_free(incoming)  // not yet owned by ssl
       SSL_free(ssl)
       throw OpenSSLError.drain("create memory BIO")
     }
@@ -98,9 +105,11 @@ final class TLSConnection {
     return try progress(after: result, operation: "TLS read")
   }
 
-  /// Encrypts all of `bytes` into the outgoing BIO.
-  func write(_ bytes: ByteBuffer) throws(TLSError) {
+  /// Encrypts all of `bytes` into the outgoing BIO; `onWantWrite` must move the outgoing bytes
+  /// on when OpenSSL asks to.
+  func write(_ bytes: ByteBuffer, onWantWrite: () -> Void = {}) throws(TLSError) {
     OpenSSLError.clearQueue()
+    var retries = 0
     var offset = bytes.readerIndex
     let end = bytes.writerIndex
     while offset < end {
@@ -110,11 +119,38 @@ final class TLSConnection {
         offset += Int(result)
         continue
       }
-      _ = try progress(after: result, operation: "TLS write")
-      // A memory BIO never blocks, so a request to retry means the session is unusable.
-      throw .writeFailed(reason: "OpenSSL asked to retry a write on a memory BIO")
+      switch try progress(after: result, operation: "TLS write") {
+      case .wantWrite:
+        // Retry after the caller drained; with a growing memory BIO this cannot repeat forever,
+        // but bound it anyway.
+        retries += 1
+        if retries > 16 { throw .writeFailed(reason: "OpenSSL kept asking to retry a write") }
+        onWantWrite()
+      case .wantRead:
+        // TLS 1.3 has no renegotiation: a write never needs the peer's bytes.
+        throw .writeFailed(reason: "OpenSSL asked for peer data to complete a write")
+      case .closed:
+        throw .writeFailed(reason: "the peer closed the TLS session")
+      case .done:
+        break
+      }
     }
   }
+
+  /// Sends a KeyUpdate OpenSSL owes the peer (it answers an update_requested only when it next
+  /// writes or handshakes; a node that only reads would never answer). Call after reading.
+  func answerPendingKeyUpdate() {
+    guard SSL_get_key_update_type(ssl) != SSL_KEY_UPDATE_NONE else { return }
+    OpenSSLError.clearQueue()
+    // Re-arming the update puts the state machine in the write phase, which the handshake call
+    // then runs: our KeyUpdate (update_not_requested) goes to the outgoing BIO.
+    _ = SSL_key_update(ssl, SSL_KEY_UPDATE_NOT_REQUESTED)
+    _ = SSL_do_handshake(ssl)
+    OpenSSLError.clearQueue()
+  }
+
+  /// Asks the peer to update its keys too (TLS 1.3 KeyUpdate); sent with the next write.
+  func requestKeyUpdate() -> Bool { SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) == 1 }
 
   /// Queues close_notify in the outgoing BIO. Safe to call more than once.
   func shutdown() {
@@ -147,8 +183,9 @@ final class TLSConnection {
     case SSL_ERROR_WANT_READ: return .wantRead
     case SSL_ERROR_ZERO_RETURN: return .closed
     case SSL_ERROR_WANT_WRITE:
-      // Memory BIOs never refuse a write; treat it as needing input.
-      return .wantRead
+      // A memory BIO grows as needed, so this should not happen; if it does, the outgoing bytes
+      // must leave before OpenSSL can go on, and the caller drains them and retries.
+      return .wantWrite
     default:
       var reasons = OpenSSLError.drainReasons()
       let verify = SSL_get_verify_result(ssl)

@@ -40,4 +40,12 @@ public struct PeerIdentity: Sendable, Equatable {
   public let nodeID: NodeID
   /// The negotiated protocol, e.g. "TLSv1.3".
   public let protocolVersion: String
+  /// The peer certificate's serial number, lowercase hex without leading zeros (for deny lists).
+  public let serialNumber: String
+
+  public init(nodeID: NodeID, protocolVersion: String, serialNumber: String) {
+    self.nodeID = nodeID
+    self.protocolVersion = protocolVersion
+    self.serialNumber = serialNumber
+  }
 }

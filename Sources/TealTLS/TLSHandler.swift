@@ -44,6 +44,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private var heldWrites: [(ByteBuffer, EventLoopPromise<Void>?)] = []
   private var flushHeld = false
   private var closePromise: EventLoopPromise<Void>?
+  private var handshakeRetries = 0
 
   /// - Parameters:
   ///   - handshakeTimeout: the connection fails with ``TLSError/handshakeTimeout(milliseconds:)``
@@ -57,6 +58,10 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     self.handshakeTimeout = handshakeTimeout
     self.maximumReadChunk = maximumReadChunk
   }
+
+  /// Asks the peer to update its keys (TLS 1.3 KeyUpdate with update_requested); tests and, later,
+  /// long-lived links. Call on the event loop after the handshake.
+  func requestKeyUpdate() -> Bool { connection?.requestKeyUpdate() ?? false }
 
   /// Succeeds with the authenticated peer once the handshake and identity check pass; fails with
   /// a ``TLSError`` otherwise. Available once the handler is in a pipeline.
@@ -145,6 +150,14 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     switch progress {
     case .wantRead:
       return
+    case .wantWrite:
+      // The outgoing bytes just left; go on (OpenSSL needs nothing else from us).
+      handshakeRetries += 1
+      if handshakeRetries > 16 {
+        fail(context: context, with: .writeFailed(reason: "OpenSSL kept asking to flush during the handshake"))
+        return
+      }
+      advanceHandshake(context: context)
     case .closed:
       fail(context: context, with: .connectionClosed)
     case .done:
@@ -159,6 +172,11 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
       return
     }
     let presented = certificate.nodeID
+    guard !certificate.hasCABasicConstraint else {
+      // A CA certificate is never a node's identity, whatever names it carries.
+      fail(context: context, with: .peerNotAccepted(presented: "a CA certificate (CA:TRUE)"))
+      return
+    }
     switch role {
     case .client(let expected):
       guard presented == expected else {
@@ -173,7 +191,8 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
       }
     }
     guard let presented else { return }
-    let identity = PeerIdentity(nodeID: presented, protocolVersion: connection.negotiatedProtocol)
+    let identity = PeerIdentity(
+      nodeID: presented, protocolVersion: connection.negotiatedProtocol, serialNumber: certificate.serialNumber)
     state = .active(identity)
     handshakePromise?.succeed(identity)
     context.fireUserInboundEventTriggered(identity)
@@ -199,6 +218,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         progress = try connection.read(into: &plaintext, limit: 64 * 1024)
       } catch {
         if plaintext.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plaintext)) }
+        flushOutgoing(context: context)  // the alert OpenSSL queued tells the peer why
         fail(context: context, with: error)
         return
       }
@@ -208,8 +228,13 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
           context.fireChannelRead(wrapInboundOut(plaintext))
           plaintext = context.channel.allocator.buffer(capacity: chunkCapacity)
         }
+      case .wantWrite:
+        flushOutgoing(context: context)
       case .wantRead:
         if plaintext.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plaintext)) }
+        // Reading can make OpenSSL owe the peer an answer (a KeyUpdate): send it now.
+        connection.answerPendingKeyUpdate()
+        flushOutgoing(context: context)
         return
       case .closed:
         if plaintext.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(plaintext)) }
@@ -270,7 +295,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
       return
     }
     do {
-      try connection.write(plaintext)
+      try connection.write(plaintext) { self.flushOutgoing(context: context) }
     } catch {
       promise?.fail(error)
       fail(context: context, with: error)

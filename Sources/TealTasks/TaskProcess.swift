@@ -88,6 +88,14 @@ final class TaskProcess: @unchecked Sendable {
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
     posix_spawn_file_actions_adddup2(&actions, stdoutPipe[1], 1)
     posix_spawn_file_actions_adddup2(&actions, stderrPipe[1], 2)
+    // Nothing else of this process reaches the task: a descriptor opened without close-on-exec
+    // (a listening socket of the node) would otherwise keep its port bound after the node died.
+    guard TaskLibc.addCloseFrom(&actions, 3) == 0 else {
+      for descriptor in stdoutPipe + stderrPipe { _ = close(descriptor) }
+      throw .cannotStart(
+        taskID: taskID, command: command,
+        reason: "this C library cannot close inherited descriptors for posix_spawn (glibc 2.34 or later needed)")
+    }
 
     posix_spawnattr_setpgroup(&attributes, 0)
     var emptyMask = sigset_t()
@@ -188,6 +196,9 @@ private enum TaskLibc {
   private static let pipe2: Pipe2? = symbol("pipe2").map { unsafeBitCast($0, to: Pipe2.self) }
   private static let addChdir: AddChdir? =
     symbol("posix_spawn_file_actions_addchdir_np").map { unsafeBitCast($0, to: AddChdir.self) }
+  private typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>?, Int32) -> Int32
+  private static let addCloseFromSymbol: AddCloseFrom? =
+    symbol("posix_spawn_file_actions_addclosefrom_np").map { unsafeBitCast($0, to: AddCloseFrom.self) }
 
   private static func symbol(_ name: String) -> UnsafeMutableRawPointer? {
     dlsym(dlopen(nil, RTLD_NOW), name)
@@ -200,6 +211,13 @@ private enum TaskLibc {
       return -1
     }
     return descriptors.withUnsafeMutableBufferPointer { pipe2($0.baseAddress, O_CLOEXEC) }
+  }
+
+  /// Adds "close every descriptor from `lowest` up" to the spawn's file actions; -1 when the C
+  /// library lacks it.
+  static func addCloseFrom(_ actions: inout posix_spawn_file_actions_t, _ lowest: Int32) -> Int32 {
+    guard let addCloseFromSymbol else { return -1 }
+    return addCloseFromSymbol(&actions, lowest)
   }
 
   /// Adds a `chdir(path)` to the spawn's file actions; -1 when the C library lacks it.

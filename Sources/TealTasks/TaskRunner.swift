@@ -31,8 +31,17 @@ public actor TaskRunner {
     public var logPolicy: TaskLogPolicy
     /// The grace period between SIGTERM and SIGKILL when neither `stop` nor the spec sets one.
     public var defaultStopGracePeriod: Duration
-    /// Whether tasks inherit the runner's environment (then `ProcessSpec.environment` overrides it).
-    public var inheritEnvironment: Bool
+    /// The variables a task takes from the node's environment (when the node has them); nothing
+    /// else of the node's environment reaches a task. `ProcessSpec.environment` comes on top, then
+    /// the runner's own variables (`PORT`, `TEAL_TASK_ID`, `TEAL_REVISION`).
+    public var inheritedEnvironmentNames: Set<String>
+    /// `PATH`, `HOME`, `LANG`, `LC_ALL`, `TZ`, `TMPDIR`: what a program needs to find commands, its
+    /// locale and its time zone; no credential or node setting.
+    public static let defaultInheritedEnvironmentNames: Set<String> = [
+      "PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR",
+    ]
+    /// `PATH` given to a task when the node has none.
+    public static let defaultPath = "/usr/local/bin:/usr/bin:/bin"
     /// Ports handed out to tasks; nil lets the kernel pick a free ephemeral port.
     public var portRange: ClosedRange<Int>?
     /// The ledger of live process groups (`<pgid> <starttime> <taskID>` lines), rewritten on every
@@ -43,14 +52,14 @@ public actor TaskRunner {
       logDirectory: String,
       logPolicy: TaskLogPolicy = TaskLogPolicy(),
       defaultStopGracePeriod: Duration = .seconds(10),
-      inheritEnvironment: Bool = true,
+      inheritedEnvironmentNames: Set<String> = Configuration.defaultInheritedEnvironmentNames,
       portRange: ClosedRange<Int>? = nil,
       ledgerPath: String? = nil
     ) {
       self.logDirectory = logDirectory
       self.logPolicy = logPolicy
       self.defaultStopGracePeriod = defaultStopGracePeriod
-      self.inheritEnvironment = inheritEnvironment
+      self.inheritedEnvironmentNames = inheritedEnvironmentNames
       self.portRange = portRange
       self.ledgerPath = ledgerPath ?? "\(logDirectory)/tasks.ledger"
     }
@@ -91,16 +100,29 @@ public actor TaskRunner {
   private var nextSubscriber: UInt64 = 0
   private var nextPortCandidate: Int?
   private var isShutDown = false
+  private let deregister: (@Sendable (TaskInfo) async -> Void)?
+
+  /// Events buffered per subscriber that has not read them yet. When a subscriber's buffer is
+  /// full, its oldest event is dropped for the new one (`bufferingNewest`): a slow reader loses
+  /// old transitions, never the latest state of a task; `tasks()` and `task(_:)` give the current
+  /// state of every task at any time.
+  public static let eventBufferLimit = 1024
 
   /// - Parameters:
   ///   - eventLoopGroup: runs the health probes; the shared NIO group by default.
   ///   - clock: health-check intervals, start period and stop grace period.
+  ///   - deregister: called by `stop` (and `shutdown`) before SIGTERM is sent, with the task in state
+  ///     `stopping`; SIGTERM follows only once it returned. The node passes the load balancer's
+  ///     per-target deregistration (stop routing to the task, wait for its requests in flight,
+  ///     bounded by the deregistration delay), so a task is never signalled while it is routed.
   public init(
     configuration: Configuration,
     eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
     clock: TaskClock = .continuous,
-    logger: Logger = Logger(label: "teal.tasks")
+    logger: Logger = Logger(label: "teal.tasks"),
+    deregister: (@Sendable (TaskInfo) async -> Void)? = nil
   ) {
+    self.deregister = deregister
     self.configuration = configuration
     self.clock = clock
     self.prober = HealthProber(group: eventLoopGroup)
@@ -117,9 +139,11 @@ public actor TaskRunner {
   // MARK: Events
 
   /// A new subscription to every state change from now on. Each call returns an independent
-  /// stream; streams finish after `shutdown()`. Unbounded buffer: a slow reader loses nothing.
+  /// stream; streams finish after `shutdown()`. At most ``eventBufferLimit`` unread events are kept
+  /// per stream, the newest.
   public func events() -> AsyncStream<TaskEvent> {
-    let (stream, continuation) = AsyncStream<TaskEvent>.makeStream(bufferingPolicy: .unbounded)
+    let (stream, continuation) = AsyncStream<TaskEvent>.makeStream(
+      bufferingPolicy: .bufferingNewest(Self.eventBufferLimit))
     if isShutDown {
       continuation.finish()
       return stream
@@ -182,7 +206,10 @@ public actor TaskRunner {
     } else {
       port = try allocatePort(taskID: taskID)
     }
-    var environment = configuration.inheritEnvironment ? ProcessInfo.processInfo.environment : [:]
+    var environment = ProcessInfo.processInfo.environment.filter {
+      configuration.inheritedEnvironmentNames.contains($0.key)
+    }
+    if environment["PATH"] == nil { environment["PATH"] = Configuration.defaultPath }
     environment.merge(spec.environment) { _, new in new }
     environment[spec.portEnvironmentName] = String(port)
     environment["TEAL_TASK_ID"] = taskID
@@ -456,10 +483,12 @@ public actor TaskRunner {
 
   // MARK: Stop
 
-  /// Stops the task: SIGTERM to its process group, then SIGKILL to the group if the main process
-  /// is still running after the grace period (`gracePeriod`, else the spec's, else the runner's
-  /// default). Returns once the main process was reaped; nil for an unknown id. Calling it again
-  /// while a stop is under way waits for the same exit (the first grace period stays in force).
+  /// Stops the task: first the `deregister` hook given at init (the task is `stopping` meanwhile and
+  /// still running), then SIGTERM to its process group, then SIGKILL to the group if the main
+  /// process is still running after the grace period (`gracePeriod`, else the spec's, else the
+  /// runner's default; counted from SIGTERM). Returns once the main process was reaped; nil for an
+  /// unknown id. Calling it again while a stop is under way waits for the same exit (the first grace
+  /// period stays in force).
   @discardableResult
   public func stop(_ taskID: String, gracePeriod: Duration? = nil) async -> TaskExit? {
     guard var record = records[taskID] else { return nil }
@@ -471,7 +500,17 @@ public actor TaskRunner {
       record.healthTask?.cancel()
       record.healthTask = nil
       record.state = .stopping
-      record.escalationTask = Task { [clock, weak self] in
+      records[taskID] = record
+      emit(record)
+      if let deregister {
+        log.info("task deregistering", metadata: ["task": "\(taskID)"])
+        await deregister(record.info)
+      }
+      // The task may have exited during the deregistration; then there is nothing to signal.
+      guard var current = records[taskID], current.serial == serial, current.state.isLive else {
+        return await waitForExit(taskID)
+      }
+      current.escalationTask = Task { [clock, weak self] in
         do {
           try await clock.sleep(grace)
         } catch {
@@ -479,9 +518,8 @@ public actor TaskRunner {
         }
         await self?.killAfterGracePeriod(taskID: taskID, serial: serial)
       }
-      records[taskID] = record
-      emit(record)
-      record.process.signalGroup(SIGTERM)
+      records[taskID] = current
+      current.process.signalGroup(SIGTERM)
       log.info("task stopping", metadata: ["task": "\(taskID)", "grace": "\(grace)"])
     }
     return await waitForExit(taskID)

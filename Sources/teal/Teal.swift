@@ -17,8 +17,20 @@ struct Teal: AsyncParsableCommand {
     commandName: "teal",
     abstract: "A self-hosted blue/green deployment coordinator.",
     version: version,
-    subcommands: [Certs.self, Spec.self, NodeCommand.self]
+    subcommands: subcommands
   )
+
+  /// Every subcommand, in `teal --help` order.
+  static let subcommands: [any ParsableCommand.Type] = [
+    Quickstart.self,
+    Cluster.self,
+    Service.self,
+    Tasks.self,
+    Events.self,
+    NodeCommand.self,
+    Certs.self,
+    Spec.self,
+  ]
 }
 
 /// Options every command shares.

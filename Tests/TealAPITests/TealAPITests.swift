@@ -101,9 +101,9 @@ struct TealAPITests {
     #expect(unknown.error.code.httpStatus == 500)
     let statuses = [
       APIErrorCode.badRequest, .unauthorized, .forbidden, .notFound, .conflict, .tooLarge, .invalidSpec,
-      .idempotencyMismatch, .noLeader, .internal,
+      .idempotencyMismatch, .noLeader, .outcomeUnknown, .internal,
     ].map(\.httpStatus)
-    #expect(statuses == [400, 401, 403, 404, 409, 413, 422, 422, 503, 500])
+    #expect(statuses == [400, 401, 403, 404, 409, 413, 422, 422, 503, 503, 500])
   }
 
   @Test func pathsArePercentEncoded() {

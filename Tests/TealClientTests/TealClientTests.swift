@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import TealAPI
 import TealClient
+import TealTestSupport
 import Testing
 
 private let clusterJSON =
@@ -63,6 +64,22 @@ struct TealClientTests {
     await client.shutdown()
   }
 
+  @Test func aWriteWhoseOutcomeTheNodeCannotTellEndsAsOutcomeUnknown() async throws {
+    let server = try await TestHTTPServer { _, _ in
+      .respond(
+        status: 503, headers: [("Retry-After", "0")],
+        body: #"{"error":{"code":"outcome_unknown","message":"the leader stepped down"}}"#)
+    }
+    defer { Task { await server.stop() } }
+    let client = try makeClient([server.endpoint]) { $0.maxAttempts = 2 }
+    await #expect(
+      throws: TealClientError.outcomeUnknown(
+        endpoint: server.endpoint, reason: "the leader stepped down", idempotencyKey: "k7")
+    ) { _ = try await client.scale("web", to: 1, idempotencyKey: "k7") }
+    #expect(server.requests.map(\.headers["idempotency-key"]) == ["k7", "k7"])
+    await client.shutdown()
+  }
+
   @Test func aRetryAfterTheConnectionBrokeKeepsTheKey() async throws {
     let server = try await TestHTTPServer { _, index in
       index == 0 ? .close : .respond(status: 200, body: detailJSON)
@@ -112,6 +129,20 @@ struct TealClientTests {
     }
     #expect(ContinuousClock.now - start < .seconds(5))
     #expect(server.requests.count == 2)
+    await client.shutdown()
+  }
+
+  @Test func cancellingACallClosesItsConnectionAndReturnsAtOnce() async throws {
+    let server = try await TestHTTPServer { _, _ in .hang }
+    defer { Task { await server.stop() } }
+    let client = try makeClient([server.endpoint]) { $0.requestTimeout = .seconds(60) }
+    let call = Task { try await client.services() }
+    try await eventually("the request reached the server") { server.requests.count == 1 }
+    let start = ContinuousClock.now
+    call.cancel()
+    await #expect(throws: CancellationError.self) { _ = try await call.value }
+    #expect(ContinuousClock.now - start < .seconds(5))
+    #expect(server.requests.count == 1, "a cancelled call is not retried")
     await client.shutdown()
   }
 

@@ -49,6 +49,8 @@ import Testing
 
   @Test func deadWinsAtEqualIncarnationAndOnlyAHigherIncarnationRevives() throws {
     var core = try Fixture.core(size: 3)
+    // A death is believed from others only once the member is suspect here (see ForgeryTests).
+    _ = core.receive(.gossip(updates: [Fixture.update(2, .suspect, incarnation: 3)]), from: Fixture.id(2), now: .zero)
     _ = core.receive(.gossip(updates: [Fixture.update(2, .dead, incarnation: 3)]), from: Fixture.id(3), now: .zero)
     #expect(core.member(Fixture.id(2))?.status == .dead)
     _ = core.receive(.gossip(updates: [Fixture.update(2, .alive, incarnation: 3)]), from: Fixture.id(3), now: .zero)
@@ -170,7 +172,7 @@ import Testing
     // Three members cannot produce independent confirmations: the shortest timeout applies.
     let deadline = try #require(core.suspicionDeadline(of: target))
     #expect(deadline == periodEnd + core.minSuspicionTimeout)
-    #expect(core.minSuspicionTimeout == .milliseconds(800))
+    #expect(core.minSuspicionTimeout == settings.minimumSuspicionTimeout, "the floor, above α · interval")
     _ = core.tick(now: deadline - .milliseconds(1))
     #expect(core.member(target)?.status == .suspect)
     let death = core.tick(now: deadline)
@@ -256,7 +258,7 @@ import Testing
 
 @Suite struct LifeguardTests {
   @Test func independentConfirmationsShrinkTheSuspicionTimeoutFromMaximumToMinimum() throws {
-    var core = try Fixture.core(size: 6)
+    var core = try Fixture.core(size: 6, settings: Fixture.withoutSuspicionFloor)
     let suspected = Fixture.id(2)
     _ = core.receive(.gossip(updates: [Fixture.update(2, .suspect, by: 3)]), from: Fixture.id(3), now: .zero)
     let minimum = core.minSuspicionTimeout
@@ -416,7 +418,7 @@ import Testing
 
   @Test func deadMembersAreForgottenWhenTheirTombstoneExpires() throws {
     var core = try Fixture.core(size: 3)
-    _ = core.receive(.gossip(updates: [Fixture.update(2, .dead)]), from: Fixture.id(3), now: .seconds(1))
+    _ = core.confirmDead(Fixture.id(2), now: .seconds(1))
     let out = Fixture.runTimers(&core, from: .seconds(1), until: .seconds(1) + core.settings.deadMemberRetention)
     #expect(core.member(Fixture.id(2)) == nil)
     #expect(

@@ -33,9 +33,9 @@ func offCooperativePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T)
   @Test(arguments: [3, 5, 20, 50])
   func aCrashedMemberIsDeclaredDeadByEveryLiveMemberWithinTheBound(members: Int) async throws {
     let seeds = SimulationSeeds.seeds(ciDefault: members >= 20 ? 1 : 4)
-    // The aim for a 3-node LAN is under 2 s; larger clusters need more rounds to reach the
-    // crashed member and to spread the verdict.
-    let bound: Duration = members <= 3 ? .seconds(2) : members <= 5 ? .milliseconds(2500) : .seconds(4)
+    // The 3 s suspicion floor (above one transport reconnect) plus about a period to notice;
+    // larger clusters need more rounds to reach the crashed member and to spread the verdict.
+    let bound: Duration = members <= 5 ? .milliseconds(3800) : .seconds(5)
     var samples: [Duration] = []
     for seed in seeds {
       let result = try await offCooperativePool {
@@ -51,7 +51,7 @@ func offCooperativePool<T: Sendable>(_ work: @escaping @Sendable () throws -> T)
     if let summary = DurationSummary(samples) { print("crash detection, \(members) members: \(summary)") }
   }
 
-  @Test(arguments: [(3, 180), (5, 90), (20, 45), (50, 20)])
+  @Test(arguments: [(3, 60), (5, 40), (20, 15), (50, 8)])
   func tenPercentLossWithoutCrashesNeverDeclaresALiveMemberDead(members: Int, seconds: Int) async throws {
     for seed in SimulationSeeds.seeds(ciDefault: 1) {
       let outcome = try await offCooperativePool {

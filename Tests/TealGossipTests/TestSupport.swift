@@ -6,6 +6,13 @@ import TealWire
 enum Fixture {
   static func id(_ index: Int) -> NodeID { GossipSimulation.nodeID(index) }
 
+  /// The defaults with Lifeguard's own suspicion bounds, for tests of its formula.
+  static var withoutSuspicionFloor: SWIMSettings {
+    var settings = SWIMSettings()
+    settings.minimumSuspicionTimeout = .zero
+    return settings
+  }
+
   static func metadata(_ index: Int) -> MemberMetadata { GossipSimulation.metadata(for: index) }
 
   static func member(_ index: Int, _ status: MemberStatus = .alive, incarnation: UInt64 = 0) -> Member {

@@ -71,7 +71,7 @@ import Testing
     let valid = SWIMMessage.gossip(updates: [Fixture.update(2)]).wireBytes()
     var badVersion = valid
     badVersion[0] = 9
-    #expect(throws: WireError.invalidValue(field: "swim.version", reason: "version 9 is not supported (expected 1)")) {
+    #expect(throws: WireError.invalidValue(field: "swim.version", reason: "version 9 is not supported (expected 2)")) {
       try SWIMMessage(wireBytes: badVersion)
     }
     var badTag = valid

@@ -14,7 +14,7 @@ import Testing
 /// An HTTP server standing in for one task of a revision.
 ///
 /// Paths: `/health` (200, or 503 after `setHealthy(false)`), `/slow?ms=N` (answers after N ms),
-/// `/hang` (never answers), `/echo` (answers with the request body; chunked in several parts when the
+/// `/hang` (never answers), `/stall` (sends 10 of 100 body bytes, then nothing), `/echo` (answers with the request body; chunked in several parts when the
 /// request has `x-chunked-response: 1`), anything else: 200 with body `<revision>\n`.
 /// Every response carries `x-backend-revision` and echoes the forwarding headers it saw.
 final class LBTestBackend: Sendable {
@@ -42,9 +42,13 @@ final class LBTestBackend: Sendable {
     self.state = state
   }
 
-  static func start(revision: String, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton)
-    async throws -> LBTestBackend
-  {
+  /// - Parameter keepAliveTimeout: when set, the backend closes a connection that saw no byte for
+  ///   this long, like a server's keep-alive timeout (its own answers are immediate, so that is an
+  ///   idle keep-alive connection).
+  static func start(
+    revision: String, keepAliveTimeout: TimeAmount? = nil,
+    group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton
+  ) async throws -> LBTestBackend {
     let state = NIOLockedValueBox(State())
     let server = try await ServerBootstrap(group: group)
       .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -54,6 +58,11 @@ final class LBTestBackend: Sendable {
           state.withLockedValue { $0.children[ObjectIdentifier(channel)] = channel }
           channel.closeFuture.whenComplete { _ in
             _ = state.withLockedValue { $0.children.removeValue(forKey: ObjectIdentifier(channel)) }
+          }
+          if let keepAliveTimeout {
+            try channel.pipeline.syncOperations.addHandlers([
+              IdleStateHandler(allTimeout: keepAliveTimeout), CloseWhenIdle(),
+            ])
           }
           try channel.pipeline.syncOperations.configureHTTPServerPipeline()
           try channel.pipeline.syncOperations.addHandler(BackendHandler(revision: revision, state: state))
@@ -73,6 +82,19 @@ final class LBTestBackend: Sendable {
     try? await self.server.close()
     let children = self.state.withLockedValue { Array($0.children.values) }
     for child in children { try? await child.close() }
+  }
+}
+
+/// Closes the connection on the first idle event.
+private final class CloseWhenIdle: ChannelInboundHandler {
+  typealias InboundIn = NIOAny
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if event is IdleStateHandler.IdleStateEvent {
+      context.close(promise: nil)
+      return
+    }
+    context.fireUserInboundEventTriggered(event)
   }
 }
 
@@ -111,12 +133,24 @@ private final class BackendHandler: ChannelInboundHandler {
     headers.add(name: "x-seen-forwarded-proto", value: head.headers["x-forwarded-proto"].joined(separator: ","))
     headers.add(name: "x-seen-expect", value: head.headers["expect"].joined(separator: ","))
     headers.add(name: "x-seen-hop", value: head.headers["x-hop"].joined(separator: ","))
+    headers.add(name: "x-seen-host", value: head.headers["host"].joined(separator: ","))
+    headers.add(name: "x-seen-version", value: "\(head.version.major).\(head.version.minor)")
     if path != "/health" { self.state.withLockedValue { $0.served += 1 } }
     switch path {
     case "/health":
       let healthy = self.state.withLockedValue { $0.healthy }
       self.send(status: healthy ? .ok : .serviceUnavailable, headers: headers, body: "health\n", context: context)
     case "/hang":
+      return
+    case "/stall":
+      // A response head and the first 10 of 100 body bytes, then nothing.
+      var stallHeaders = headers
+      stallHeaders.add(name: "content-length", value: "100")
+      context.write(
+        self.wrapOutboundOut(.head(HTTPResponseHead(version: .http1_1, status: .ok, headers: stallHeaders))),
+        promise: nil)
+      context.writeAndFlush(
+        self.wrapOutboundOut(.body(.byteBuffer(ByteBuffer(repeating: UInt8(ascii: "x"), count: 10)))), promise: nil)
       return
     case "/slow":
       let milliseconds = Int64(head.uri.split(separator: "=").last.flatMap { Int($0) } ?? 500)
@@ -168,7 +202,9 @@ struct LBTestResponse: Sendable {
   var sawContinue: Bool
 
   var bodyString: String { String(buffer: self.body) }
-  var revision: String? { self.headers.first(name: "x-teal-revision") }
+  /// The `x-teal-revision` header; nil when missing or empty (no revision was chosen).
+  var revision: String? { self.headers.first(name: "x-teal-revision").flatMap { $0.isEmpty ? nil : $0 } }
+  var generation: UInt64? { self.headers.first(name: "x-teal-generation").flatMap { UInt64($0) } }
 }
 
 struct LBTestClientError: Error, CustomStringConvertible {

@@ -10,7 +10,9 @@ private func makeProxyChannel(maxHeaderBytes: Int = 1024) throws -> (EmbeddedCha
   let channel = EmbeddedChannel()
   let runtime = ServiceRuntime(
     name: "web", traffic: ServiceTraffic(routes: .empty, healthyThreshold: 1, unhealthyThreshold: 1))
-  let pool = UpstreamPool(eventLoop: channel.eventLoop, maxIdlePerTarget: 1, connectTimeout: .seconds(1))
+  let pool = UpstreamPool(
+    eventLoop: channel.eventLoop, maxIdlePerTarget: 1, connectTimeout: .seconds(1), idleTimeout: .seconds(1),
+    maxAge: .seconds(60))
   var limits = NIOHTTPDecoderLimitConfiguration()
   limits.maxHeaderFieldSize = maxHeaderBytes
   limits.maxHeaderListSize = maxHeaderBytes
@@ -20,7 +22,7 @@ private func makeProxyChannel(maxHeaderBytes: Int = 1024) throws -> (EmbeddedCha
   try channel.pipeline.syncOperations.addHandler(
     ProxyServerHandler(
       runtime: runtime,
-      settings: ProxySettings(role: .production, responseTimeout: .seconds(5), forwardedProto: "http"),
+      settings: ProxySettings(role: .production, responseTimeout: .seconds(5), forwardedProto: "http", maxRetries: 2),
       pool: pool))
   try channel.connect(to: SocketAddress(ipAddress: "192.0.2.7", port: 40_000)).wait()
   return (channel, runtime)

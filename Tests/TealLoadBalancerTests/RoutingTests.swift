@@ -9,6 +9,7 @@ private let green2 = TargetAddress(host: "10.0.0.4", port: 8001)
 
 private func routes(blue: Int, green: Int, test: [String: Int] = [:]) -> ServiceRoutes {
   ServiceRoutes(
+    generation: 1,
     targetGroups: [
       TargetGroup(revision: "blue", targets: [blue1, blue2]),
       TargetGroup(revision: "green", targets: [green1, green2]),
@@ -91,7 +92,9 @@ struct WeightedRoutingTests {
   @Test func installDropsHealthOfRemovedTargets() {
     var router = makeRouter(blue: 1, green: 1)
     router.install(
-      ServiceRoutes(targetGroups: [TargetGroup(revision: "green", targets: [green1])], productionWeights: ["green": 1]))
+      ServiceRoutes(
+        generation: 1, targetGroups: [TargetGroup(revision: "green", targets: [green1])],
+        productionWeights: ["green": 1]))
     #expect(router.healthyTargets == [green1])
     #expect(router.setHealthy(blue1, true) == false)
   }
@@ -99,25 +102,28 @@ struct WeightedRoutingTests {
   @Test func validationNamesTheFieldAtFault() {
     #expect(throws: RoutesError.duplicateRevision("blue")) {
       try ServiceRoutes(
+        generation: 1,
         targetGroups: [TargetGroup(revision: "blue", targets: []), TargetGroup(revision: "blue", targets: [])],
         productionWeights: [:]
       ).validate()
     }
     #expect(throws: RoutesError.weightForUnknownRevision(listener: .production, revision: "red")) {
-      try ServiceRoutes(targetGroups: [], productionWeights: ["red": 1]).validate()
+      try ServiceRoutes(generation: 1, targetGroups: [], productionWeights: ["red": 1]).validate()
     }
     #expect(throws: RoutesError.negativeWeight(listener: .test, revision: "blue", weight: -1)) {
       try routes(blue: 1, green: 1, test: ["blue": -1]).validate()
     }
     #expect(throws: RoutesError.duplicateTarget(blue1)) {
       try ServiceRoutes(
+        generation: 1,
         targetGroups: [TargetGroup(revision: "a", targets: [blue1]), TargetGroup(revision: "b", targets: [blue1])],
         productionWeights: [:]
       ).validate()
     }
     #expect(throws: RoutesError.invalidTarget(revision: "a", target: TargetAddress(host: "h", port: 0))) {
       try ServiceRoutes(
-        targetGroups: [TargetGroup(revision: "a", targets: [TargetAddress(host: "h", port: 0)])], productionWeights: [:]
+        generation: 1, targetGroups: [TargetGroup(revision: "a", targets: [TargetAddress(host: "h", port: 0)])],
+        productionWeights: [:]
       ).validate()
     }
     #expect(
@@ -200,6 +206,12 @@ struct MetricsTests {
     #expect(text.contains("teal_lb_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} 1\n"))
     #expect(text.contains("teal_lb_request_duration_seconds_sum{\(labels)} 0.0015\n"))
     #expect(text.contains("# TYPE teal_lb_request_duration_seconds histogram\n"))
+    for family in [
+      "teal_lb_retries_total", "teal_lb_connect_failures_total", "teal_lb_balancer_responses_total",
+      "teal_lb_target_healthy",
+    ] {
+      #expect(text.contains("# TYPE \(family) "), "\(family)")
+    }
   }
 }
 
@@ -213,21 +225,96 @@ struct ServiceTrafficTests {
     traffic.install(routes(blue: 0, green: 1))
     #expect(traffic.begin(.production)!.revision == "green")
     #expect(traffic.inFlight["blue"] == 2)
-    #expect(traffic.finish(.production, first, status: 200, nanoseconds: 1) == false)
-    #expect(traffic.finish(.production, second, status: nil, nanoseconds: 1) == true)
+    let firstIdle = traffic.finish(.production, first, status: 200, nanoseconds: 1)
+    #expect(firstIdle.revision == nil)
+    let secondIdle = traffic.finish(.production, second, status: nil, nanoseconds: 1)
+    #expect(secondIdle.revision == "blue")
     #expect(traffic.inFlight["blue"] == nil)
     #expect(traffic.metrics.targetGroups[TargetGroupKey(listener: .production, revision: "blue")]?.aborted == 1)
   }
 
-  @Test func retryMovesTheRequestAndMarksTheTargetDown() {
+  @Test func retryMovesTheRequestAndCountsAFailureAgainstTheThreshold() {
     var traffic = ServiceTraffic(routes: routes(blue: 1, green: 0), healthyThreshold: 1, unhealthyThreshold: 3)
     for target in [blue1, blue2] { traffic.recordProbe(target, passed: true) }
     let first = traffic.begin(.production)!
-    let retried = traffic.retry(.production, failed: first)!
+    let retried = traffic.retry(.production, failed: first, excluding: []).choice!
     #expect(retried.target != first.target)
-    #expect(!traffic.router.healthyTargets.contains(first.target))
     #expect(traffic.inFlight["blue"] == 1)
-    #expect(traffic.metrics.targetGroups[TargetGroupKey(listener: .production, revision: "blue")]?.requests == 1)
+    let blue = traffic.metrics.targetGroups[TargetGroupKey(listener: .production, revision: "blue")]
+    #expect(blue?.requests == 1)
+    #expect(blue?.retries == 1)
+    #expect(blue?.connectFailures == 1)
+    #expect(blue?.inFlight == 1)
+  }
+
+  /// Item 10: before, one connect failure on the data path took a target out at once.
+  @Test func dataPathFailuresFollowTheUnhealthyThreshold() {
+    var traffic = ServiceTraffic(routes: routes(blue: 1, green: 0), healthyThreshold: 1, unhealthyThreshold: 3)
+    for target in [blue1, blue2] { traffic.recordProbe(target, passed: true) }
+    for expectedHealthy in [true, true, false] {
+      var choice = traffic.begin(.production)!
+      while choice.target != blue1 {
+        _ = traffic.finish(.production, choice, status: 200, nanoseconds: 1)
+        choice = traffic.begin(.production)!
+      }
+      let retried = traffic.retry(.production, failed: choice, excluding: []).choice!
+      _ = traffic.finish(.production, retried, status: 200, nanoseconds: 1)
+      #expect(traffic.router.healthyTargets.contains(blue1) == expectedHealthy)
+    }
+    // A passing probe resets the count; the thresholds apply to probes and data path alike.
+    let back = traffic.recordProbe(blue1, passed: true)
+    #expect(back == true)
+  }
+
+  /// Item 12: before, a retry onto another revision left the drain of the first one waiting.
+  @Test func retryOntoAnotherRevisionReportsTheFailedRevisionIdle() {
+    let routes = ServiceRoutes(
+      generation: 1,
+      targetGroups: [
+        TargetGroup(revision: "blue", targets: [blue1]), TargetGroup(revision: "green", targets: [green1]),
+      ],
+      productionWeights: ["blue": 1, "green": 1])
+    var traffic = ServiceTraffic(routes: routes, healthyThreshold: 1, unhealthyThreshold: 2)
+    for target in [blue1, green1] { traffic.recordProbe(target, passed: true) }
+    var choice = traffic.begin(.production)!
+    if choice.revision != "blue" {
+      _ = traffic.finish(.production, choice, status: 200, nanoseconds: 1)
+      choice = traffic.begin(.production)!
+    }
+    #expect(choice.revision == "blue")
+    let (retried, idle) = traffic.retry(.production, failed: choice, excluding: [])
+    #expect(retried?.revision == "green")
+    #expect(idle == BecameIdle(revision: "blue", target: blue1))
+    #expect(traffic.inFlight["blue"] == nil)
+    // Item 13: counters never go back; the request is counted in blue (routed, retried elsewhere)
+    // and in green (routed), and each group's in-flight count follows.
+    let blue = traffic.metrics.targetGroups[TargetGroupKey(listener: .production, revision: "blue")]!
+    let green = traffic.metrics.targetGroups[TargetGroupKey(listener: .production, revision: "green")]!
+    #expect(blue.requests == 1)
+    #expect(blue.retriedElsewhere == 1)
+    #expect(blue.inFlight == 0)
+    #expect(green.requests == 1)
+    #expect(green.inFlight == 1)
+  }
+
+  @Test func aDeregisteredTargetGetsNothingWhateverItsProbes() {
+    var traffic = ServiceTraffic(routes: routes(blue: 1, green: 0), healthyThreshold: 1, unhealthyThreshold: 1)
+    for target in [blue1, blue2] { traffic.recordProbe(target, passed: true) }
+    let inFlight = traffic.begin(.production)!
+    let deregistered = traffic.deregister(inFlight.target)
+    #expect(deregistered)
+    #expect(traffic.inFlightByTarget[inFlight.target] == 1)
+    traffic.recordProbe(inFlight.target, passed: true)
+    traffic.install(routes(blue: 1, green: 1))
+    for _ in 0..<10 {
+      let choice = traffic.begin(.production)!
+      #expect(choice.target != inFlight.target)
+      _ = traffic.finish(.production, choice, status: 200, nanoseconds: 1)
+    }
+    let idle = traffic.finish(.production, inFlight, status: 200, nanoseconds: 1)
+    #expect(idle.target == inFlight.target)
+    let unknown = traffic.deregister(TargetAddress(host: "10.9.9.9", port: 1))
+    #expect(!unknown)
   }
 
   @Test func noHealthyTargetIsCountedPerListener() {

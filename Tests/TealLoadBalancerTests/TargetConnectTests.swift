@@ -21,7 +21,8 @@ struct TargetConnectTests {
     let listeners = try await balancer.addService(
       lbTestService(),
       routes: ServiceRoutes(
-        targetGroups: [TargetGroup(revision: "blue", targets: [byName])], productionWeights: ["blue": 1]))
+        generation: 1, targetGroups: [TargetGroup(revision: "blue", targets: [byName])], productionWeights: ["blue": 1])
+    )
     let client = try await LBTestHTTPClient.connect(port: listeners.productionPort)
     let response = try await client.request()
     await client.close()

@@ -69,6 +69,7 @@ struct TestCluster {
       applied[id]!.append(contentsOf: ready.committedEntries)
       readStates[id, default: []].append(contentsOf: ready.readStates)
       core.advance(ready)
+      core.checkInvariants()
     }
     cores[id] = core
   }

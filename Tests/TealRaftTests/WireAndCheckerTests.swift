@@ -22,7 +22,9 @@ import Testing
     .appendResponse(index: 6, reject: true, hintIndex: 3, hintTerm: 1),
     .heartbeat(commit: 12, readSequence: 99),
     .heartbeatResponse(readSequence: 99),
-    .snapshotChunk(metadata: metadata, offset: 64, data: Array(repeating: 0xAB, count: 100), done: false),
+    .snapshotChunk(
+      metadata: metadata, offset: 64, data: Array(repeating: 0xAB, count: 100), done: false, totalLength: 300,
+      checksum: 0xDEAD_BEEF),
     .snapshotChunkResponse(index: 9, nextOffset: 164),
     .timeoutNow,
     .readIndex(context: [9, 8, 7]),
@@ -170,21 +172,22 @@ import Testing
 @Suite struct ClientSessionTests {
   @Test func retriedCommandIsAppliedOnceAndItsResponseReturnedAgain() {
     var sessions = ClientSessions()
+    sessions.register(at: 1)
     let first = SessionCommand(clientID: 1, sequence: 1, payload: [1])
-    #expect(sessions.check(first) == .apply)
+    #expect(sessions.check(first, at: 10) == .apply)
     sessions.record(first, response: [42], at: 10)
-    #expect(sessions.check(first) == .duplicate(response: [42]))
+    #expect(sessions.check(first, at: 11) == .duplicate(response: [42]))
     let next = SessionCommand(clientID: 1, sequence: 2, payload: [2])
-    #expect(sessions.check(next) == .apply)
+    #expect(sessions.check(next, at: 11) == .apply)
     sessions.record(next, response: [43], at: 11)
-    #expect(sessions.check(first) == .stale)
+    #expect(sessions.check(first, at: 12) == .stale)
   }
 
   @Test func sessionsEvictTheLeastRecentlyUsedDeterministicallyAndSurviveSnapshots() throws {
     var sessions = ClientSessions(capacity: 2)
-    for client in 1...3 {
-      sessions.record(
-        SessionCommand(clientID: UInt64(client), sequence: 1, payload: []), response: [], at: UInt64(client))
+    for client in UInt64(1)...3 {
+      sessions.register(at: client)
+      sessions.record(SessionCommand(clientID: client, sequence: 1, payload: []), response: [], at: 10 + client)
     }
     #expect(sessions.sessions.keys.sorted() == [2, 3])
     #expect(try ClientSessions(wireBytes: sessions.wireBytes()) == sessions)
@@ -192,10 +195,17 @@ import Testing
 
   @Test func kvStateMachineAppliesARetriedWriteOnce() {
     var kv = KVStateMachine()
+    kv.apply(RaftEntry(term: 1, index: 1, data: KVStateMachine.encodeRegistration()))  // session 1
+    kv.apply(RaftEntry(term: 1, index: 2, data: KVStateMachine.encodeRegistration()))  // session 2
     let put = KVStateMachine.encodePut(key: 1, value: 5, clientID: 1, sequence: 1)
-    kv.apply(RaftEntry(term: 1, index: 1, data: put))
-    kv.apply(RaftEntry(term: 1, index: 2, data: KVStateMachine.encodePut(key: 1, value: 6, clientID: 2, sequence: 1)))
-    kv.apply(RaftEntry(term: 2, index: 3, data: put))  // the retry, committed again by a new leader
+    kv.apply(RaftEntry(term: 1, index: 3, data: put))
+    kv.apply(RaftEntry(term: 1, index: 4, data: KVStateMachine.encodePut(key: 1, value: 6, clientID: 2, sequence: 1)))
+    kv.apply(RaftEntry(term: 2, index: 5, data: put))  // the retry, committed again by a new leader
+    #expect(kv.values[1] == 6)
+    // A write of a session that was never registered is refused, with the reason.
+    let refused = kv.apply(
+      RaftEntry(term: 2, index: 6, data: KVStateMachine.encodePut(key: 1, value: 7, clientID: 9, sequence: 1)))
+    #expect(refused?.refusal == .unknownSession(clientID: 9))
     #expect(kv.values[1] == 6)
   }
 }
@@ -263,7 +273,8 @@ import Testing
           .snapshotChunk(
             metadata: SnapshotMetadata(
               index: number(&random), term: number(&random), configuration: RaftConfiguration(voters: Set(peers))),
-            offset: number(&random), data: [1, 2], done: random.chance(0.5)),
+            offset: number(&random), data: [1, 2], done: random.chance(0.5), totalLength: number(&random),
+            checksum: UInt32(truncatingIfNeeded: number(&random))),
           .snapshotChunkResponse(index: number(&random), nextOffset: number(&random)),
           .timeoutNow,
           .readIndex(context: [1]),

@@ -28,6 +28,13 @@ struct TestPKI: Sendable {
       validity: validity)
   }
 
+  /// A context whose certificate names `id` but says CA:TRUE.
+  func caLeafContext(_ id: String) throws -> TLSContext {
+    let (certificate, key) = try CertificateIssuer.makeNodeCertificate(
+      .init(id: NodeID(id)), authority: ca, authorityKey: caKey, validity: .node, basicConstraints: "critical,CA:TRUE")
+    return try TLSContext(configuration: .init(trustRoots: [ca], certificateChain: [certificate], privateKey: key))
+  }
+
   func context(_ id: String, signedByOther: Bool = false, validity: CertificateIssuer.Validity = .node) throws
     -> TLSContext
   {

@@ -71,6 +71,26 @@ struct TaskRunnerTests {
     await runner.shutdown()
   }
 
+  @Test("a task inherits no descriptor of the runner's process but its three standard streams")
+  func taskInheritsNoDescriptors() async throws {
+    let directory = try TaskTestDirectory()
+    defer { directory.remove() }
+    // A descriptor opened without close-on-exec, as a listening socket of the node could be: a task
+    // that inherited it would keep the node's port bound after the node died.
+    let leaked = open("/dev/null", O_RDONLY)
+    #expect(leaked > 2)
+    defer { close(leaked) }
+    let runner = makeRunner(directory)
+    let info = try await runner.start(
+      TaskLaunch(taskID: "fds", revision: "r1", spec: shell("exec ls -1 /proc/self/fd")))
+    _ = try #require(await runner.waitForExit("fds"))
+    let listed = try String(contentsOfFile: info.stdoutLogPath, encoding: .utf8)
+      .split(separator: "\n").compactMap { Int32($0) }
+    #expect(!listed.contains(leaked), "the task inherited descriptor \(leaked): \(listed)")
+    // 0-2 are the standard streams; 3 is the directory `ls` itself opened to list them.
+    #expect(listed.sorted() == [0, 1, 2, 3], "descriptors beyond stdio: \(listed)")
+  }
+
   @Test("live tasks get distinct ports, taken from the configured range")
   func liveTasksGetDistinctPortsFromTheRange() async throws {
     let directory = try TaskTestDirectory()

@@ -28,11 +28,28 @@ struct PeerTransportTests {
     return bytes
   }
 
+  /// Every message arrived, undamaged and in order within its lane (small messages among
+  /// themselves, large ones among themselves: a small one may overtake a large one).
   static func check(_ payloads: [[UInt8]], count: Int, seed: UInt64) {
     #expect(payloads.count == count)
     var generator = SplitMix64(seed: seed)
-    for (sequence, payload) in payloads.enumerated() {
-      let expected = size(of: sequence, &generator)
+    var expectedSizes: [Int] = []
+    for sequence in 0..<count { expectedSizes.append(size(of: sequence, &generator)) }
+    for urgent in [true, false] {
+      let isUrgent = { (size: Int) in size <= OutboundLink.urgentMaximumPayload }
+      let lane = payloads.filter { isUrgent($0.count) == urgent }
+      let sequences = (0..<count).filter { isUrgent(expectedSizes[$0]) == urgent }
+      guard lane.count == sequences.count else {
+        Issue.record("\(lane.count) messages in the \(urgent ? "urgent" : "bulk") lane, expected \(sequences.count)")
+        return
+      }
+      checkLane(zip(sequences, lane).map { ($0, $1) }, sizes: expectedSizes)
+    }
+  }
+
+  static func checkLane(_ messages: [(Int, [UInt8])], sizes: [Int]) {
+    for (sequence, payload) in messages {
+      let expected = sizes[sequence]
       guard payload.count == expected, payload.count < 8 || payload.prefix(8) == message(sequence, size: 8)[...],
         payload.last == message(sequence, size: expected).last
       else {
@@ -98,7 +115,7 @@ struct PeerTransportTests {
     let bPort = try #require(await b.listeningPort)
     let rogue = try await RawTLSClient.connect(
       port: bPort, security: try cluster.tls("n3"), expecting: NodeID("n2"))
-    try await rogue.send(frame: .transport, Hello(nodeID: NodeID("n3"), softwareVersion: "test").wireBytes())
+    try await rogue.sendHello("n3")
     try await rogue.send(raw: FrameHeader(channel: .raft, length: Frame.defaultMaximumPayload + 1).bytes + [1, 2, 3])
     try await eventually("the rogue connection to be closed") { !rogue.channel.isActive }
     // n1's connection is unaffected.

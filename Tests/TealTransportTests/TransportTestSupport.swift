@@ -44,19 +44,29 @@ func transport(
     nodeID: NodeID(node), listenHost: "127.0.0.1", listenPort: port, peers: peers)
   configuration.backoff = Backoff(initialMilliseconds: 20, maximumMilliseconds: 200)
   tune(&configuration)
-  var logger = Logger(label: "test.transport")
-  logger.logLevel = .critical
   return PeerTransport(
-    configuration: configuration, security: security, group: MultiThreadedEventLoopGroup.singleton, logger: logger,
-    handler: handler)
+    configuration: configuration, security: security, group: MultiThreadedEventLoopGroup.singleton,
+    logger: quietLogger(), handler: handler)
+}
+
+func quietLogger() -> Logger {
+  var logger = Logger(label: "test.transport")
+  logger.logLevel = ProcessInfo.processInfo.environment["TEAL_TEST_LOG"] == nil ? .critical : .debug
+  return logger
 }
 
 /// Starts two transports that know each other and waits until both have connected.
 func connectedPair(
   _ cluster: TestCluster, tune: (inout PeerTransportConfiguration) -> Void = { _ in },
+  tuneA: (inout PeerTransportConfiguration) -> Void = { _ in },
   a aHandler: @escaping PeerMessageHandler, b bHandler: @escaping PeerMessageHandler
 ) async throws -> (PeerTransport, PeerTransport) {
-  let a = transport("n1", security: try cluster.tls("n1"), tune: tune, handler: aHandler)
+  let a = transport(
+    "n1", security: try cluster.tls("n1"),
+    tune: {
+      tune(&$0)
+      tuneA(&$0)
+    }, handler: aHandler)
   let b = transport("n2", security: try cluster.tls("n2"), tune: tune, handler: bHandler)
   let aPort = try await a.start()
   let bPort = try await b.start()
@@ -73,9 +83,12 @@ func connectedPair(
 /// A TLS client that writes raw bytes, to play a misbehaving peer.
 struct RawTLSClient {
   let channel: any Channel
+  /// Frames the listener sent, in order.
+  let received: FrameCollector
 
   static func connect(port: Int, security: PeerSecurity, expecting: NodeID) async throws -> RawTLSClient {
-    guard case .mutualTLS(let context) = security else { throw TimedOut(what: "a TLS configuration") }
+    let collector = FrameCollector()
+    guard let context = security.tlsContext else { throw TimedOut(what: "a TLS configuration") }
     // Take the handshake future while adding the handler: a refused handshake removes the
     // handler again, so looking it up afterwards would race with the failure.
     let (channel, handshake) = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -83,11 +96,27 @@ struct RawTLSClient {
         channel.eventLoop.makeCompletedFuture {
           let handler = TLSHandler(context: context, role: .client(expecting: expecting))
           try channel.pipeline.syncOperations.addHandler(handler)
+          try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
+          try channel.pipeline.syncOperations.addHandler(collector)
           return (channel, handler.handshakeFuture)
         }
       }
     _ = try await handshake.get()
-    return RawTLSClient(channel: channel)
+    return RawTLSClient(channel: channel, received: collector)
+  }
+
+  /// Sends a well-formed hello for `node`.
+  func sendHello(
+    _ node: String, clusterID: String = "", versions: ClosedRange<UInt64> = PeerProtocol.supportedVersions
+  ) async throws {
+    let hello = Hello(versions: versions, nodeID: NodeID(node), clusterID: clusterID, softwareVersion: "test")
+    try await send(frame: .transport, TransportMessage.hello(hello).wireBytes())
+  }
+
+  /// The listener's answer to the hello, waiting for it.
+  func answer() async throws -> TransportMessage {
+    try await eventually("the listener's answer") { received.frames.first != nil }
+    return try TransportMessage(wireBytes: Array(received.frames[0].payload.readableBytesView))
   }
 
   func send(raw bytes: [UInt8]) async throws {
@@ -96,5 +125,17 @@ struct RawTLSClient {
 
   func send(frame peerChannel: PeerChannel, _ payload: [UInt8]) async throws {
     try await send(raw: FrameHeader(channel: peerChannel, length: payload.count).bytes + payload)
+  }
+}
+
+/// Records every frame a raw client receives.
+final class FrameCollector: ChannelInboundHandler, @unchecked Sendable {
+  typealias InboundIn = PeerFrame
+  private let lock = NSLock()
+  private var storage: [PeerFrame] = []
+  var frames: [PeerFrame] { lock.withLock { storage } }
+  func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    let frame = unwrapInboundIn(data)
+    lock.withLock { storage.append(frame) }
   }
 }

@@ -38,7 +38,7 @@ enum LoadBalancerBenchmarkHarness {
       configuration: LoadBalancerConfiguration(maxIdleConnectionsPerTarget: 256),
       eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
     let routes = ServiceRoutes(
-      targetGroups: [TargetGroup(revision: "bench", targets: targets)], productionWeights: ["bench": 1])
+      generation: 1, targetGroups: [TargetGroup(revision: "bench", targets: targets)], productionWeights: ["bench": 1])
     let listeners = try await balancer.addService(
       ServiceConfiguration(
         name: "bench", listenHost: "127.0.0.1", productionPort: port, testPort: 0,

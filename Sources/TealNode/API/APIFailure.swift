@@ -6,7 +6,7 @@ import Hummingbird
 import TealAPI
 import TealCluster
 import TealConsensus
-import TealDeploy
+import TealSpec
 
 /// An error the API answers with. Every failure of a handler becomes one of these, here and only
 /// here, so status codes and error codes stay consistent across routes.
@@ -55,6 +55,8 @@ extension APIFailure {
     case .badRequest:
       self.init(status: .badRequest, code: rejection.code.rawValue, message: rejection.message, field: rejection.field)
     case .tooLarge: self.init(status: .contentTooLarge, code: rejection.code.rawValue, message: rejection.message)
+    case .unknownSession, .staleSequence:
+      self.init(status: .conflict, code: rejection.code.rawValue, message: rejection.message, field: rejection.field)
     case .staleTerm:
       self.init(
         status: .serviceUnavailable, code: "no_leader", message: rejection.message, retryAfter: 1)
@@ -62,11 +64,11 @@ extension APIFailure {
   }
 
   /// A spec that does not parse or breaks a rule: 422 naming the first field, every error in the message.
-  init(spec errors: [SpecError]) {
-    let first = errors.first
+  init(spec errors: SpecErrors) {
+    let first = errors.errors.first
     self.init(
       status: .unprocessableContent, code: "invalid_spec",
-      message: errors.prefix(20).map(\.description).joined(separator: "; "),
+      message: errors.errors.prefix(20).map(\.description).joined(separator: "; "),
       field: first.map { $0.path.isEmpty ? "spec" : "spec.\($0.path)" })
   }
 

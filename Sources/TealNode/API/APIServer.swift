@@ -12,6 +12,7 @@ import ServiceLifecycle
 import TealAPI
 import TealCluster
 import TealDeploy
+import TealSpec
 import TealWire
 
 /// The API of one node. Any node answers any request: writes are proposed through ``ClusterLog``
@@ -143,10 +144,8 @@ struct APIServer: Sendable {
     }
     let contentType = request.headers[.contentType] ?? ""
     let spec: ServiceSpec
-    do {
-      spec = try contentType.contains("json") ? ServiceSpec.parse(json: text) : ServiceSpec.parse(yaml: text)
-    } catch {
-      throw APIFailure(spec: [error])
+    do { spec = try SpecParser.parse(text: text, format: contentType.contains("json") ? .json : .yaml) } catch {
+      throw APIFailure(spec: error)
     }
     let response = try await write(.createService(spec), request, body: body) { state in
       try APIViews.detail(spec.name, in: state).map { try json($0, status: .created) }

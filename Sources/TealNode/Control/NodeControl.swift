@@ -21,7 +21,8 @@ import TealWire
 /// Graceful shutdown: hand leadership to another voter, commit `drainNode` (no new placement here;
 /// this node's tasks are retired through the stop rule and placed elsewhere), wait until ClusterState
 /// holds no task on this node (bounded by ``drainTimeout``), then stop what is left and close the
-/// balancer's listeners.
+/// balancer's listeners. When `drainNode` cannot be committed (no quorum: the whole cluster is
+/// stopping), the node stops without a drain after the write timeout.
 final class NodeControl: Service, Sendable {
   let configuration: NodeConfiguration
   let log: ClusterLog
@@ -106,15 +107,17 @@ final class NodeControl: Service, Sendable {
 
   // MARK: - Announce
 
+  /// Announces this node once per process start, until ClusterState holds it with this address, up
+  /// and not draining (a restart after a graceful stop clears the drain). Later liveness changes are
+  /// the leader's (gossip → `nodeDown` / `nodeUp`); a drain at shutdown is never undone from here.
   private func announce() async {
     let info = NodeInfo(
       id: configuration.node, address: configuration.address,
       apiURL: configuration.apiURL(of: configuration.node) ?? "", peerPort: configuration.peerPort)
     while !Task.isCancelled {
       let state = await log.localState()
-      if let known = state.nodes[configuration.node.rawValue], known.info == info, known.isUp {
-        try? await Task.sleep(for: Self.resyncInterval)
-        continue
+      if let known = state.nodes[configuration.node.rawValue], known.info == info, known.isUp, !known.draining {
+        return
       }
       do {
         _ = try await log.submit(.announceNode(info))
@@ -133,14 +136,30 @@ final class NodeControl: Service, Sendable {
       let leadership = await log.currentLeadership
       if leadership.role == .leader, leadership.isReady {
         if leadingSince?.term != leadership.term { leadingSince = (leadership.term, clock.monotonic.now) }
-        await reporter.pass(term: leadership.term, leadingSince: leadingSince?.since ?? clock.monotonic.now)
-        await scheduler.pass(term: leadership.term)
+        let since = leadingSince?.since ?? clock.monotonic.now
+        await reporter.pass(term: leadership.term, leadingSince: since)
+        if await placementMaySettle(leadingSince: since) { await scheduler.pass(term: leadership.term) }
       } else {
         leadingSince = nil
       }
       try? await Task.sleep(for: Self.leaderPassInterval)
     }
   }
+
+  /// After a new leader takes over (a whole-cluster restart above all), placement waits until every
+  /// voter has announced itself ready (up and not draining) or is committed down, for at most
+  /// ``placementSettlePeriod``: otherwise the first node to come back would get every task.
+  private func placementMaySettle(leadingSince: ContinuousClock.Instant) async -> Bool {
+    if leadingSince.duration(to: clock.monotonic.now) >= Self.placementSettlePeriod { return true }
+    let state = await log.localState()
+    let voters = await log.raft.membership.voters
+    return voters.allSatisfy { voter in
+      guard let node = state.nodes[voter.rawValue] else { return false }
+      return !node.isUp || !node.draining
+    }
+  }
+
+  static let placementSettlePeriod: Duration = .seconds(10)
 
   // MARK: - Drain
 
@@ -152,18 +171,17 @@ final class NodeControl: Service, Sendable {
       }
     }
     let deadline = clock.monotonic.now.advanced(by: Self.drainTimeout)
-    var committed = false
+    do {
+      _ = try await log.submit(.drainNode(node: configuration.node))
+    } catch {
+      // No quorum (the whole cluster is stopping, or this node is cut off): nothing can move the
+      // tasks elsewhere, so waiting would only delay the stop.
+      logger.warning("drainNode not committed; stopping without a drain", metadata: ["error": "\(error)"])
+      return
+    }
     while clock.monotonic.now < deadline {
-      if !committed {
-        do {
-          _ = try await log.submit(.drainNode(node: configuration.node))
-          committed = true
-        } catch {
-          logger.warning("drainNode not committed yet", metadata: ["error": "\(error)"])
-        }
-      }
       let state = await log.localState()
-      if committed, !state.tasks.values.contains(where: { $0.node == configuration.node }) { break }
+      if !state.tasks.values.contains(where: { $0.node == configuration.node }) { break }
       try? await Task.sleep(for: .milliseconds(100))
     }
     logger.notice("drained", metadata: ["inTime": "\(clock.monotonic.now < deadline)"])

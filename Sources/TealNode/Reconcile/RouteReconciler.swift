@@ -28,8 +28,6 @@ actor RouteReconciler {
   private var installed: [String: UInt64] = [:]
   /// The targets installed per service.
   private var installedTargets: [String: Set<TargetAddress>] = [:]
-  /// The revisions installed per service.
-  private var installedRevisions: [String: Set<String>] = [:]
   /// Services whose listeners could not be opened (port taken): retried on every pass.
   private var listenerFailures: [String: String] = [:]
 
@@ -70,30 +68,20 @@ actor RouteReconciler {
           continue
         }
       } else if installed[name] != service.routes.generation {
-        do { try await balancer.setRoutes(routes, forService: name) } catch {
+        do { _ = try await balancer.setRoutes(routes, forService: name) } catch {
           logger.error("routes refused by the balancer", metadata: ["service": "\(name)", "error": "\(error)"])
           continue
         }
+        // Report the generation only once the targets it removed have no request in flight here.
         let removed = (installedTargets[name] ?? []).subtracting(targets)
-        if !removed.isEmpty {
-          // The balancer counts requests in flight per revision: wait until the revisions that lost
-          // targets are idle, bounded by the deregistration delay.
-          let revisions = Set(
-            service.routes.targets.filter { removed.contains(TargetAddress(host: $0.address, port: $0.port)) }
-              .map(\.revision.description)
-          ).union(
-            installedRevisions[name]?.filter { revision in
-              !routes.targetGroups.contains { $0.revision == revision }
-            } ?? [])
-          for revision in revisions.sorted() {
-            _ = try? await balancer.waitUntilDrained(
-              revision: revision, ofService: name, deregistrationDelay: Self.deregistrationDelay)
+        await withTaskGroup(of: Void.self) { group in
+          for target in removed {
+            group.addTask { _ = await self.balancer.deregister(target, deregistrationDelay: Self.deregistrationDelay) }
           }
         }
       }
       installed[name] = service.routes.generation
       installedTargets[name] = targets
-      installedRevisions[name] = Set(routes.targetGroups.map(\.revision))
       let reported = state.nodes[node.rawValue]?.routesApplied[name] ?? 0
       if reported < service.routes.generation { applied[name] = service.routes.generation }
     }
@@ -101,7 +89,6 @@ actor RouteReconciler {
       await balancer.removeService(name)
       installed[name] = nil
       installedTargets[name] = nil
-      installedRevisions[name] = nil
     }
     guard !applied.isEmpty, state.nodes[node.rawValue] != nil else { return }
     do { _ = try await log.submit(.routesApplied(node: node, generations: applied)) } catch {
@@ -122,7 +109,7 @@ actor RouteReconciler {
     for revision in routes.test.keys where groups[revision.description] == nil { groups[revision.description] = [] }
     let targetGroups = groups.keys.sorted().map { TargetGroup(revision: $0, targets: groups[$0] ?? []) }
     return TealLoadBalancer.ServiceRoutes(
-      targetGroups: targetGroups,
+      generation: routes.generation, targetGroups: targetGroups,
       productionWeights: Dictionary(uniqueKeysWithValues: routes.production.map { ($0.key.description, $0.value) }),
       testWeights: Dictionary(uniqueKeysWithValues: routes.test.map { ($0.key.description, $0.value) }))
   }

@@ -30,8 +30,6 @@ actor TaskReconciler {
 
   static let resyncInterval: Duration = .seconds(2)
   static let leftoverDrainTimeout: Duration = .seconds(30)
-  /// The environment every task gets besides its spec's `env` (tasks never inherit the node's).
-  static let baseEnvironment = ["PATH": "/usr/local/bin:/usr/bin:/bin"]
 
   /// Tasks this runner started in this process: never started twice.
   private var started: Set<String> = []
@@ -126,8 +124,7 @@ actor TaskReconciler {
   static func processSpec(_ task: TealDeploy.TaskSpec, taskID: String, revision: RevisionID, host: String)
     -> ProcessSpec
   {
-    var environment = baseEnvironment
-    for (key, value) in task.env { environment[key] = value }
+    var environment = task.env
     environment["HOST"] = host
     environment["TEAL_TASK_ID"] = taskID
     environment["TEAL_REVISION"] = revision.description

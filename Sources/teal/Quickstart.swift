@@ -1,0 +1,197 @@
+import ArgumentParser
+import Foundation
+import TealAPI
+import TealClient
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+/// `teal quickstart`: a local three-node cluster, the demo service on it, and every node's
+/// production listener answering. Re-runnable: a running cluster and an existing service are reused.
+struct Quickstart: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Start a local 3-node cluster, run the demo service on it and show every node serving it.",
+    discussion: """
+      Runs `teal cluster up` (3 nodes in --dir), creates the service `demo` (3 tasks of teal-demo, \
+      found next to this teal executable; production port 8080, test port 8081), waits until its \
+      tasks are healthy, then requests http://127.0.0.i:8080/ on every node and prints who answered.
+      """)
+
+  @Option(name: .long, help: "The cluster directory.")
+  var dir: String = ".teal"
+
+  @Option(name: .long, help: "Seconds to wait for the cluster, then for the demo's tasks.")
+  var wait: Int = 90
+
+  func validate() throws {
+    if !(1...3600).contains(wait) { throw ValidationError("--wait must be in 1...3600 seconds, got \(wait)") }
+  }
+
+  static let serviceName = "demo"
+  static let productionPort = 8080
+  static let testPort = 8081
+  static let taskCount = 3
+
+  func run() async throws {
+    let demo = try locateDemo()
+    let spec = Self.demoSpec(executable: demo)
+    let up = try await clusterUp(
+      ClusterUpRequest(
+        dir: dir, nodes: nil, peerPort: nil, apiPort: nil, electionTimeoutMs: nil, wait: .seconds(wait), start: true),
+      log: progress)
+    let layout = ClusterLayout(dir: dir)
+    var configuration = TealClientConfiguration(
+      endpoints: try up.endpoints.map { try Endpoint(url: $0) }, token: try readToken(dir: dir))
+    configuration.maxAttempts = 4
+    let client = TealClient(configuration: configuration)
+    defer { Task { await client.shutdown() } }
+
+    // The service: created once, reused after.
+    let specPath = "\(layout.dir)/demo.yaml"
+    try writeFile(specPath, spec)
+    do {
+      let detail = try await client.createService(spec: spec)
+      progress("created service \(detail.name) (\(detail.currentRevision)) from \(specPath)")
+    } catch let error as TealClientError where error.status == 409 {
+      progress("service \(Self.serviceName) exists; reusing it")
+    } catch let error as TealClientError {
+      throw CommandFailure(message: "cannot create the demo service: \(error)")
+    }
+
+    // Its tasks, healthy.
+    let tasks = try await waitForHealthyTasks(client, within: .seconds(wait))
+    progress(taskTable(tasks))
+
+    // Every node's production listener.
+    progress("")
+    var failures = 0
+    for endpoint in up.endpoints {
+      guard let host = try? Endpoint(url: endpoint).host else { continue }
+      let url = "http://\(host):\(Self.productionPort)/"
+      do {
+        progress("\(url) -> \(try await askListener(host: host))")
+      } catch {
+        failures += 1
+        progress("\(url) -> no answer: \(error)")
+      }
+    }
+    progress(
+      """
+
+      Try next:
+        teal cluster status                 members, leader, term
+        teal service describe demo          revisions, tasks, routes
+        teal tasks --service demo
+        curl http://127.0.0.2:\(Self.productionPort)/           any node serves the service
+        teal service scale demo 5
+        teal events demo
+        teal cluster down                   stop the nodes, keep the data (--purge removes \(dir))
+      """)
+    if failures > 0 {
+      throw CommandFailure(message: "\(failures) of \(up.endpoints.count) production listeners did not answer")
+    }
+  }
+
+  /// The demo service's spec: teal-demo on its node's address (`HOST`) and a free port the node gives
+  /// it in `PORT` (no `task.port`), so any number of demo tasks can share a node; checked on /health.
+  static func demoSpec(executable: String) -> String {
+    """
+    # The demo service of `teal quickstart` (fields: Docs/DEPLOYMENTS.md).
+    name: \(serviceName)
+    desiredCount: \(taskCount)
+    productionPort: \(productionPort)
+    testPort: \(testPort)
+    task:
+      command: \(yamlQuoted(executable))
+      args: []
+      env:
+        TEAL_DEMO_VERSION: "1.0.0"
+      healthCheck:
+        path: /health
+        interval: 1s
+        timeout: 1s
+        healthyThreshold: 1
+        unhealthyThreshold: 3
+    deployment:
+      strategy: BLUE_GREEN
+      bakeTime: 1m
+
+    """
+  }
+
+  /// teal-demo next to this teal; built with `swift build --product teal-demo` when missing and the
+  /// current directory is Teal's package (as after `swift run teal quickstart` in a fresh clone).
+  private func locateDemo() throws -> String {
+    let directory = URL(fileURLWithPath: currentExecutable()).deletingLastPathComponent().path
+    let path = "\(directory)/teal-demo"
+    if FileManager.default.isExecutableFile(atPath: path) { return path }
+    let package = FileManager.default.currentDirectoryPath + "/Package.swift"
+    guard FileManager.default.fileExists(atPath: package) else {
+      throw CommandFailure(
+        message: "teal-demo is not next to teal in \(directory); build it (`swift build --product teal-demo`)")
+    }
+    var arguments = ["swift", "build", "--product", "teal-demo"]
+    if directory.hasSuffix("/release") { arguments += ["-c", "release"] }
+    progress("building teal-demo (\(arguments.joined(separator: " ")))")
+    let status = try runForeground(arguments)
+    guard status == 0, FileManager.default.isExecutableFile(atPath: path) else {
+      throw CommandFailure(
+        message:
+          "`\(arguments.joined(separator: " "))` \(status == 0 ? "did not produce \(path)" : "failed (status \(status))")"
+      )
+    }
+    return path
+  }
+
+  private func waitForHealthyTasks(_ client: TealClient, within: Duration) async throws -> [TaskView] {
+    let clock = ContinuousClock()
+    let deadline = clock.now + within
+    var lastReport = ""
+    while true {
+      let tasks = try await calling { try await client.tasks(service: Self.serviceName) }.tasks
+      let healthy = tasks.filter { $0.desired == .running && $0.state == .running && $0.healthy }
+      if healthy.count >= Self.taskCount { return healthy }
+      let report = "demo: \(healthy.count) of \(Self.taskCount) tasks healthy (\(tasks.count) placed)"
+      if report != lastReport {
+        progress(report)
+        lastReport = report
+      }
+      if clock.now >= deadline {
+        throw CommandFailure(message: "\(report) after \(within); see `teal tasks --service demo` and the nodes' logs")
+      }
+      try await Task.sleep(for: .milliseconds(500))
+    }
+  }
+
+  /// GET / on a node's production listener; retried for a while (its routes may still be applying).
+  private func askListener(host: String) async throws -> String {
+    var configuration = TealClientConfiguration(endpoints: [Endpoint(host: host, port: Self.productionPort)])
+    configuration.maxAttempts = 10
+    configuration.maxBackoff = .seconds(1)
+    configuration.overallTimeout = .seconds(20)
+    configuration.requestTimeout = .seconds(5)
+    let client = TealClient(configuration: configuration)
+    defer { Task { await client.shutdown() } }
+    let response = try await client.send(TealRequest(method: .GET, path: "/"))
+    let identity = try JSONSerialization.jsonObject(with: response.body) as? [String: Any] ?? [:]
+    let version = identity["version"].map { "\($0)" } ?? "?"
+    let task = identity["taskId"].map { "\($0)" } ?? response.headers["x-teal-task-id"] ?? "?"
+    let port = identity["port"].map { ", port \($0)" } ?? ""
+    return "teal-demo \(version), task \(task)\(port)"
+  }
+}
+
+/// Runs a program found on PATH in the foreground, output to ours; returns its exit status.
+func runForeground(_ arguments: [String]) throws -> Int32 {
+  let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
+  defer { for pointer in argv { free(pointer) } }
+  var pid: pid_t = 0
+  let spawned = posix_spawnp(&pid, arguments[0], nil, nil, argv, environ)
+  guard spawned == 0 else {
+    throw CommandFailure(message: "cannot run \(arguments[0]): \(String(cString: strerror(spawned)))")
+  }
+  var status: Int32 = 0
+  while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+  return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+}

@@ -1,0 +1,201 @@
+// Issue 11, items 11 and 14: client-side timeouts and limits, and HTTP details, on raw sockets.
+
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Testing
+
+@testable import TealLoadBalancer
+
+/// A raw client connection that collects everything the server sends.
+private final class RawClient: Sendable {
+  let channel: any Channel
+  private let received: NIOLockedValueBox<String>
+
+  var text: String { self.received.withLockedValue { $0 } }
+  var isOpen: Bool { self.channel.isActive }
+
+  private init(channel: any Channel, received: NIOLockedValueBox<String>) {
+    self.channel = channel
+    self.received = received
+  }
+
+  static func connect(port: Int) async throws -> RawClient {
+    let received = NIOLockedValueBox("")
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+      .channelInitializer { channel in
+        channel.eventLoop.makeCompletedFuture {
+          try channel.pipeline.syncOperations.addHandler(Collector(received: received))
+        }
+      }
+      .connect(host: "127.0.0.1", port: port)
+      .get()
+    return RawClient(channel: channel, received: received)
+  }
+
+  func send(_ bytes: String) async throws {
+    try await self.channel.writeAndFlush(ByteBuffer(string: bytes))
+  }
+
+  /// Whether the server closed the connection within `timeout`.
+  func closedByServer(within timeout: Duration) async -> Bool {
+    await lbEventually(timeout: timeout) { !self.isOpen }
+  }
+
+  func close() async {
+    try? await self.channel.close()
+  }
+
+  private final class Collector: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    let received: NIOLockedValueBox<String>
+
+    init(received: NIOLockedValueBox<String>) {
+      self.received = received
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+      let buffer = self.unwrapInboundIn(data)
+      self.received.withLockedValue { $0 += String(buffer: buffer) }
+    }
+  }
+}
+
+/// One blue backend behind a balancer with short client timeouts.
+private func startBalancer(_ configuration: LoadBalancerConfiguration) async throws -> (
+  LoadBalancer, LBTestBackend, ServiceListeners
+) {
+  let backend = try await LBTestBackend.start(revision: "blue")
+  let balancer = LoadBalancer(configuration: configuration)
+  let listeners = try await balancer.addService(
+    lbTestService(),
+    routes: ServiceRoutes(
+      generation: 1, targetGroups: [TargetGroup(revision: "blue", targets: [backend.address])],
+      productionWeights: ["blue": 1]))
+  return (balancer, backend, listeners)
+}
+
+private let shortTimeouts = LoadBalancerConfiguration(
+  responseTimeout: .seconds(1), headerReadTimeout: .milliseconds(300), clientIdleTimeout: .milliseconds(300),
+  bodyIdleTimeout: .milliseconds(300))
+
+@Suite("Client timeouts, limits and HTTP details", .serialized)
+struct ClientLimitsTests {
+  /// Before: a slowloris client stayed connected for 30 s and more.
+  @Test func aRequestHeadThatNeverCompletesGets408() async throws {
+    let (balancer, backend, listeners) = try await startBalancer(shortTimeouts)
+    let client = try await RawClient.connect(port: listeners.productionPort)
+    try await client.send("GET / HTTP/1.1\r\nhost: teal.test\r\nx-slow: ")
+    let closed = await client.closedByServer(within: .seconds(5))
+    await client.close()
+    await balancer.shutdown()
+    await backend.kill()
+    #expect(closed)
+    #expect(client.text.hasPrefix("HTTP/1.1 408 Request Timeout\r\n"), "\(client.text)")
+    #expect(backend.served == 0)
+  }
+
+  @Test func anIdleKeepAliveConnectionIsClosed() async throws {
+    let (balancer, backend, listeners) = try await startBalancer(shortTimeouts)
+    let client = try await RawClient.connect(port: listeners.productionPort)
+    try await client.send("GET / HTTP/1.1\r\nhost: teal.test\r\n\r\n")
+    let answered = await lbEventually { client.text.contains("blue\n") }
+    let closed = await client.closedByServer(within: .seconds(5))
+    await client.close()
+    await balancer.shutdown()
+    await backend.kill()
+    #expect(answered)
+    #expect(closed)
+  }
+
+  @Test func aStalledRequestBodyGets408() async throws {
+    let (balancer, backend, listeners) = try await startBalancer(shortTimeouts)
+    let client = try await RawClient.connect(port: listeners.productionPort)
+    try await client.send("POST /echo HTTP/1.1\r\nhost: teal.test\r\ncontent-length: 100\r\n\r\n0123456789")
+    let closed = await client.closedByServer(within: .seconds(5))
+    await client.close()
+    await balancer.shutdown()
+    await backend.kill()
+    #expect(closed)
+    #expect(client.text.hasPrefix("HTTP/1.1 408"), "\(client.text)")
+  }
+
+  @Test func aResponseStalledMidBodyIsCut() async throws {
+    let (balancer, backend, listeners) = try await startBalancer(shortTimeouts)
+    let client = try await RawClient.connect(port: listeners.productionPort)
+    try await client.send("GET /stall HTTP/1.1\r\nhost: teal.test\r\n\r\n")
+    let closed = await client.closedByServer(within: .seconds(5))
+    await client.close()
+    await balancer.shutdown()
+    await backend.kill()
+    #expect(closed)
+    #expect(client.text.hasPrefix("HTTP/1.1 200"))
+    #expect(client.text.hasSuffix("xxxxxxxxxx"), "only the 10 bytes the target sent")
+  }
+
+  @Test func connectionsOverTheLimitGet503() async throws {
+    let (balancer, backend, listeners) = try await startBalancer(LoadBalancerConfiguration(maxClientConnections: 2))
+    let first = try await RawClient.connect(port: listeners.productionPort)
+    let second = try await RawClient.connect(port: listeners.productionPort)
+    try await first.send("GET / HTTP/1.1\r\nhost: teal.test\r\n\r\n")
+    try await second.send("GET / HTTP/1.1\r\nhost: teal.test\r\n\r\n")
+    let served = await lbEventually { first.text.contains("blue\n") && second.text.contains("blue\n") }
+    let third = try await RawClient.connect(port: listeners.productionPort)
+    let refused = await third.closedByServer(within: .seconds(5))
+    await first.close()
+    await second.close()
+    await third.close()
+    await balancer.shutdown()
+    await backend.kill()
+    #expect(served)
+    #expect(refused)
+    #expect(third.text.hasPrefix("HTTP/1.1 503"), "\(third.text)")
+  }
+
+  /// Before: an HTTP/1.0 request without Host left as HTTP/1.1 without Host.
+  @Test func anHTTP10RequestWithoutHostLeavesWithOne() async throws {
+    let (balancer, backend, listeners) = try await startBalancer(LoadBalancerConfiguration())
+    let client = try await RawClient.connect(port: listeners.productionPort)
+    try await client.send("GET / HTTP/1.0\r\n\r\n")
+    let closed = await client.closedByServer(within: .seconds(5))
+    await client.close()
+    await balancer.shutdown()
+    await backend.kill()
+    #expect(closed)
+    #expect(client.text.contains("x-seen-version: 1.1\r\n"))
+    #expect(client.text.contains("x-seen-host: \(backend.address)\r\n"), "\(client.text)")
+  }
+
+  /// Before: `Transfer-Encoding: gzip, chunked` was forwarded as plain chunked, losing the gzip coding.
+  @Test func aTransferCodingOtherThanChunkedGets501() async throws {
+    let (balancer, backend, listeners) = try await startBalancer(LoadBalancerConfiguration())
+    let client = try await RawClient.connect(port: listeners.productionPort)
+    try await client.send(
+      "POST /echo HTTP/1.1\r\nhost: teal.test\r\ntransfer-encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+    let closed = await client.closedByServer(within: .seconds(5))
+    await client.close()
+    await balancer.shutdown()
+    await backend.kill()
+    #expect(closed)
+    #expect(client.text.hasPrefix("HTTP/1.1 501"), "\(client.text)")
+    #expect(client.text.contains("transfer-coding 'gzip'"))
+    #expect(backend.served == 0)
+  }
+
+  /// Before: a client's own X-Forwarded-For was appended to, so any client could claim any address.
+  @Test func anUntrustedClientsForwardedForIsReplaced() async throws {
+    let (balancer, backend, listeners) = try await startBalancer(LoadBalancerConfiguration())
+    let client = try await LBTestHTTPClient.connect(port: listeners.productionPort)
+    let response = try await client.request(.GET, "/", headers: [("x-forwarded-for", "203.0.113.9")])
+    await client.close()
+    await balancer.shutdown()
+    await backend.kill()
+    #expect(response.headers.first(name: "x-seen-forwarded-for") == "127.0.0.1")
+  }
+
+  /// Before: the test listener bound every interface by default.
+  @Test func theTestListenerBindsLoopbackByDefault() {
+    let service = ServiceConfiguration(name: "web", productionPort: 80, testPort: 8080)
+    #expect(service.testListenHost == "127.0.0.1")
+  }
+}
