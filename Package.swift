@@ -105,6 +105,13 @@ let package = Package(
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
     ),
+    .target(
+      name: "TealTraffic",
+      dependencies: [
+        .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
+    ),
 
     // MARK: The node
     .target(
@@ -235,6 +242,19 @@ let package = Package(
     .testTarget(
       name: "TealTasksTests",
       dependencies: ["TealTasks", "TealHealth", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
+    ),
+    .testTarget(
+      name: "TealTrafficTests",
+      dependencies: ["TealTraffic", "TealTestSupport", .product(name: "NIOHTTP1", package: "swift-nio")] + nio
+    ),
+    // Runs real `teal node start` processes (the built `teal` and `teal-demo`); skipped until the
+    // node command exists.
+    .testTarget(
+      name: "TealNodeClusterTests",
+      dependencies: [
+        "TealTraffic", "TealTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
     ),
   ],
   swiftLanguageModes: [.v6]
