@@ -637,7 +637,7 @@ public struct SWIMCore: Sendable {
 
   private mutating func reject() { statistics.updatesRejected += 1 }
 
-  private func isAuthorized(_ id: NodeID) -> Bool { authorizedMembers?.contains(id) ?? true }
+  private func isAuthorized(_ id: NodeID) -> Bool { id == myself.id || (authorizedMembers?.contains(id) ?? true) }
 
   /// Whether the update is a self-made record with its member's valid signature.
   private func isSignedByItsMember(_ update: MemberUpdate) -> Bool {

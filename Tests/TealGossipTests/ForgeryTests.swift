@@ -97,11 +97,14 @@ enum Signed {
     #expect(events.count <= open.settings.maxMembers)
 
     var restricted = try Fixture.core(size: 3)
-    restricted.setAuthorizedMembers([Fixture.id(1), Fixture.id(2), Fixture.id(3)])
+    restricted.setAuthorizedMembers([Fixture.id(2), Fixture.id(3)])  // this node is always allowed
     _ = restricted.receive(
       .pushPull(isResponse: true, isJoin: false, members: invented), from: Fixture.id(2), now: .zero)
     #expect(restricted.members.map(\.id) == [Fixture.id(2), Fixture.id(3)])
     #expect(restricted.receive(.ping(sequence: 1, updates: []), from: Fixture.id(200), now: .zero).isEmpty)
+    _ = restricted.receive(
+      .gossip(updates: [Fixture.update(1, .suspect, by: 2)]), from: Fixture.id(2), now: .zero)
+    #expect(restricted.myself.incarnation == 1, "claims about this node are still refuted")
 
     var signed = try Signed.core(size: 3)
     _ = signed.receive(.pushPull(isResponse: true, isJoin: false, members: invented), from: Fixture.id(2), now: .zero)

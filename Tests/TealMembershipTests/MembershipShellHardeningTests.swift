@@ -84,7 +84,7 @@ private actor StuckSender: PeerMessageSender {
     await network.setDelay(.milliseconds(100))
     await services[1].leave()
     await network.shutDown(NodeID("n2"))  // drops whatever is still in flight
-    let learned = await eventually(timeout: .seconds(10)) {
+    let learned = await eventually(timeout: .seconds(30)) {
       for index in [0, 2] {
         guard let member = await services[index].snapshot().members.first(where: { $0.id == NodeID("n2") }),
           member.status == .dead
@@ -138,7 +138,7 @@ private actor StuckSender: PeerMessageSender {
     let service = services[0]
     #expect(await service.joinStatus == .notStarted)
     await service.start(seeds: [NodeID("nowhere")])
-    let reported = await eventually(timeout: .seconds(10)) {
+    let reported = await eventually(timeout: .seconds(30)) {
       await service.joinStatus == .joining(seeds: [NodeID("nowhere")], unknownSeeds: [NodeID("nowhere")])
     }
     #expect(reported)
@@ -150,7 +150,7 @@ private actor StuckSender: PeerMessageSender {
   @Test func joinStatusTurnsJoinedOnceASeedAnswers() async throws {
     let network = InMemoryPeerNetwork()
     let services = try await cluster(2, network: network)
-    let joined = await eventually(timeout: .seconds(10)) { await services[1].joinStatus == .joined }
+    let joined = await eventually(timeout: .seconds(30)) { await services[1].joinStatus == .joined }
     #expect(joined)
     for service in services { await service.stop() }
   }
