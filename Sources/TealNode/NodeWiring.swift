@@ -91,12 +91,14 @@ struct TransportService: Service {
 ///
 /// Committed membership drives the transport: a node that leaves the Raft configuration is removed
 /// from the transport's peers (its connections close); a node that joins it is added with the
-/// address it announced (or the one in this node's configuration).
+/// address it announced (or the one in this node's configuration); gossip's authorised member set
+/// follows it too.
 struct RaftService: Service {
   let raft: RaftNode<ClusterStateMachine>
   let log: ClusterLog
   let observer: AppliedIndexObserver
   let transport: PeerTransport
+  let membership: MembershipService
   let configuration: NodeConfiguration
 
   func run() async throws {
@@ -105,8 +107,8 @@ struct RaftService: Service {
     let changes = await raft.membershipChanges()
     let follower = Task {
       var known = Set(configuration.peers.keys)
-      for await membership in changes {
-        let members = membership.members
+      for await configurationChange in changes {
+        let members = configurationChange.members
         for gone in known.subtracting(members) where gone != configuration.node { await transport.removePeer(gone) }
         for new in members.subtracting(known) where new != configuration.node {
           let state = await log.localState()
@@ -117,6 +119,9 @@ struct RaftService: Service {
           }
         }
         known = members
+        // Gossip admits exactly the committed members (and never forgets them).
+        await membership.setAuthorizedMembers(members.union([configuration.node]))
+        await membership.addConfiguredPeers(members.subtracting([configuration.node]).sorted())
       }
     }
     try? await gracefulShutdown()

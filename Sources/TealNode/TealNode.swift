@@ -52,8 +52,15 @@ public enum TealNode {
     }
     transport.setHandler(raft.messageHandler, for: .raft)
 
+    // Gossip records are signed with the node's key and verified against the cluster CA; only the
+    // founding members (then the committed Raft membership) may appear in the member table.
+    let authenticator: CertificateRecordAuthenticator
+    do { authenticator = try CertificateRecordAuthenticator(configuration: tls.configuration) } catch {
+      throw NodeStartError.component("gossip record signing", reason: "\(error)")
+    }
     let membership = try MembershipService(
-      id: configuration.node, metadata: NodeWiring.memberMetadata(configuration), sender: transport, logger: logger)
+      id: configuration.node, metadata: NodeWiring.memberMetadata(configuration), sender: transport, logger: logger,
+      authenticator: authenticator, authorizedMembers: Set(configuration.peers.keys))
     transport.setHandler(membership.messageHandler, for: .gossip)
 
     let log = ClusterLog(
@@ -77,7 +84,9 @@ public enum TealNode {
 
     let services: [any Service] = [
       TransportService(transport: transport),
-      RaftService(raft: raft, log: log, observer: observer, transport: transport, configuration: configuration),
+      RaftService(
+        raft: raft, log: log, observer: observer, transport: transport, membership: membership,
+        configuration: configuration),
       MembershipRunner(membership: membership, seeds: configuration.peers.keys.filter { $0 != configuration.node }),
       control,
       api.application(),
