@@ -293,8 +293,11 @@ public actor PeerTransport: PeerMessageSender {
             return true
           }
           let slot = UnauthenticatedSlot(counter: admitted ? unauthenticated : nil)
+          if !admitted {
+            // Closed as soon as it is active, before the TLS handler sees it: no handshake.
+            try channel.pipeline.syncOperations.addHandler(CloseOnActiveHandler())
+          }
           channel.closeFuture.whenComplete { _ in slot.release() }
-          if !admitted { channel.close(promise: nil) }
           let (connection, handshake, _, budget) = try self.configurePipeline(channel, role: .server)
           return InboundSetup(connection: connection, handshake: handshake, budget: budget, slot: slot)
         }
@@ -798,6 +801,17 @@ public actor PeerTransport: PeerMessageSender {
       wrappingChannelSynchronously: channel,
       configuration: .init(backPressureStrategy: .init(lowWatermark: 16, highWatermark: 256)))
     return (connection, handshake, control.acceptance, budget)
+  }
+}
+
+/// Closes a connection the moment it becomes active, without passing the event on.
+final class CloseOnActiveHandler: ChannelInboundHandler, Sendable {
+  typealias InboundIn = ByteBuffer
+
+  func channelActive(context: ChannelHandlerContext) { context.close(promise: nil) }
+
+  func handlerAdded(context: ChannelHandlerContext) {
+    if context.channel.isActive { context.close(promise: nil) }
   }
 }
 

@@ -19,6 +19,7 @@ actor ModelSocket {
   init(rate: Int) { self.rate = rate }
 
   func write(_ batch: [ByteBuffer]) async {
+    if isClosed { return }
     for (index, buffer) in batch.enumerated() {
       // A fragment, or a whole frame too large for the urgent lane, is bulk.
       let isBulk =
@@ -37,6 +38,15 @@ actor ModelSocket {
       }
     }
   }
+
+  /// Completes every waiting write and every later one (the connection closed).
+  func close() {
+    isClosed = true
+    for entry in fifo { entry.done?.resume() }
+    fifo = []
+  }
+
+  private var isClosed = false
 
   /// Drains `rate` bytes; returns false when nothing was queued.
   func drain() -> Bool {
@@ -102,6 +112,7 @@ struct LaneTests {
     #expect(heartbeats > 100)
     #expect(await socket.worstBulkAheadOfUrgent <= OutboundLink.fragmentPayload + Frame.headerSize)
     await driver.stop()
+    await socket.close()  // a write that came after the last drain must not wait forever
     _ = await (try? urgent.value, try? bulk.value)
   }
 

@@ -95,10 +95,18 @@ struct LimitTests {
     }
     // Three idle TCP connections that never start TLS hold every unauthenticated slot...
     var idle: [any Channel] = []
-    for _ in 0..<3 { idle.append(try await connect()) }
+    for held in 1...3 {
+      idle.append(try await connect())
+      // Accepted connections are set up on several event loops: wait for each, so the order holds.
+      try await eventually("slot \(held) to be taken") { b.unauthenticatedCount == held }
+    }
     // ...so the fourth is closed at once, before any handshake.
     let refused = try await connect()
+    let clock = ContinuousClock()
+    let start = clock.now
     try await eventually("the fourth connection to be closed") { !refused.isActive }
+    // At once, not by a timeout (the idle ones close after the dead-link timeout, 4 s).
+    #expect(clock.now - start < .seconds(2))
     #expect(idle.allSatisfy { $0.isActive })
     // A slot frees when one closes.
     try await idle[0].close()
