@@ -121,6 +121,7 @@ let package = Package(
         "TealDeploy", "TealSpec", "TealCluster", "TealAPI", "TealTasks", "TealLoadBalancer", "Yams",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        .product(name: "UnixSignals", package: "swift-service-lifecycle"),
         .product(name: "HTTPTypes", package: "swift-http-types"),
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),

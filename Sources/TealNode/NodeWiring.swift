@@ -7,9 +7,11 @@ import TealConsensus
 import TealGossip
 import TealMembership
 import TealRaft
+import TealTLS
 import TealTasks
 import TealTransport
 import TealWire
+import UnixSignals
 
 enum NodeWiring {
   /// Raft's tick. RaftOptions count time in ticks; the election timeout is configured in
@@ -141,5 +143,28 @@ struct MembershipRunner: Service {
     await membership.start(seeds: seeds.sorted())
     try? await gracefulShutdown()
     await membership.leave()
+  }
+}
+
+/// Reloads the node's TLS credentials (its certificate and key, and the cluster CA) on SIGHUP,
+/// without a restart: new connections use them; a file that no longer loads is logged and the old
+/// credentials stay.
+struct CredentialReloader: Service {
+  let configuration: NodeConfiguration
+  let transport: PeerTransport
+  let logger: Logger
+
+  func run() async throws {
+    let signals = await UnixSignalsSequence(trapping: .sighup)
+    // The sequence ends when graceful shutdown begins, so the group's stop never waits on it.
+    for await _ in signals.cancelOnGracefulShutdown() {
+      do {
+        let context = try NodeResources.tlsContext(for: configuration)
+        await transport.updateSecurity(.mutualTLS(context))
+        logger.notice("TLS credentials reloaded", metadata: ["certDir": "\(configuration.certificateDirectory)"])
+      } catch {
+        logger.error("TLS credentials not reloaded; keeping the old ones", metadata: ["error": "\(error)"])
+      }
+    }
   }
 }

@@ -84,6 +84,7 @@ public enum TealNode {
 
     let services: [any Service] = [
       TransportService(transport: transport),
+      CredentialReloader(configuration: configuration, transport: transport, logger: logger),
       RaftService(
         raft: raft, log: log, observer: observer, transport: transport, membership: membership,
         configuration: configuration),

@@ -267,14 +267,7 @@ struct ClusterTests {
       } catch {
         deadAPI = error as? TrafficFailure
       }
-      await withKnownIssue(
-        Comment(
-          rawValue: "node bug: task processes inherit the node's listening sockets (peer, API, service listeners; "
-            + "TaskProcess spawns without closing descriptors), so after kill -9 the node's leftover tasks "
-            + "still hold its ports: the dead node's API accepts connections that are never answered, and "
-            + "the restarted node fails with 'cannot start the peer listener: Address already in use'"),
-        isIntermittent: true
-      ) {
+      do {
         #expect(
           deadAPI == .connectRefused,
           "the dead \(leader)'s API port still accepts connections (leftover tasks: \(leftovers.map(\.task)))")
@@ -361,12 +354,7 @@ struct ClusterTests {
       let malformed = try await api.send(.POST, "/v1/services", body: #"{"name": "web", "desiredCount": "#)
       let malformedError = try decode(ErrorView.self, malformed, what: "malformed JSON").error
       #expect(!malformedError.message.isEmpty)
-      withKnownIssue(
-        Comment(
-          rawValue: "node bug: a spec body that is not valid JSON is answered 422 invalid_spec, not 400 "
-            + "bad_request (APIServer.createService maps every ServiceSpec.parse error to APIFailure(spec:))"),
-        isIntermittent: true
-      ) {
+      do {
         #expect(malformed.status == 400, "\(malformed.text)")
         #expect(malformedError.code == "bad_request")
       }
