@@ -83,6 +83,21 @@ public enum MemberRole: String, Codable, Hashable, Sendable, CaseIterable {
   case unknown
 }
 
+/// `GET /v1/cluster/state`: this node's applied state in one line. Two nodes at the same applied
+/// index hold byte-identical snapshots exactly when their `stateHash` values are equal.
+public struct ClusterStateDigest: Codable, Hashable, Sendable {
+  public var node: String
+  public var appliedIndex: UInt64
+  /// SHA-256 (hex) of the node's canonical ClusterState snapshot.
+  public var stateHash: String
+
+  public init(node: String, appliedIndex: UInt64, stateHash: String) {
+    self.node = node
+    self.appliedIndex = appliedIndex
+    self.stateHash = stateHash
+  }
+}
+
 // MARK: - Services
 
 /// `GET /v1/services`.

@@ -43,6 +43,8 @@ public enum APIPath {
   public static let health = "/health"
   public static let ready = "/ready"
   public static let cluster = "/v1/cluster"
+  /// This node's applied index and state hash (always this node's own view).
+  public static let clusterState = "/v1/cluster/state"
   public static let services = "/v1/services"
   public static let tasksRoot = "/v1/tasks"
   public static let eventsRoot = "/v1/events"

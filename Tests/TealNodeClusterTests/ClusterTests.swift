@@ -152,6 +152,59 @@ struct ClusterTests {
           return response.status == 200 && response.header("x-teal-revision") == "web:1"
         }
       }
+
+      // Three separate processes at the same applied index hold byte-identical snapshots: the
+      // state hash is the SHA-256 of each node's canonical snapshot.
+      var compared = false
+      try await waitUntil("all three nodes at one applied index") {
+        var digests: [StateDigestView] = []
+        for id in cluster.ids {
+          digests.append(try await cluster.api(id).get("/v1/cluster/state", as: StateDigestView.self))
+        }
+        guard Set(digests.map(\.appliedIndex)).count == 1 else { return false }
+        #expect(Set(digests.map(\.stateHash)).count == 1, "same index, different states: \(digests)")
+        compared = true
+        return true
+      }
+      #expect(compared)
+    }
+  }
+
+  // MARK: A node of another cluster
+
+  /// Connections the cluster's nodes refused or closed, as their logs say.
+  static func refusals(in cluster: LocalCluster) -> Int {
+    cluster.ids.reduce(0) { count, id in
+      let log = (try? String(contentsOfFile: cluster.node(id).logPath, encoding: .utf8)) ?? ""
+      return count + log.components(separatedBy: "peer connection").count - 1
+    }
+  }
+
+  @Test(.timeLimit(.minutes(2)))
+  func aNodeWithACertificateFromAnotherCACannotJoinAndNothingItSendsIsApplied() async throws {
+    try await withCluster { cluster in
+      let leader = try await cluster.waitForLeader()
+      let before = try await cluster.api(leader).get("/v1/cluster/state", as: StateDigestView.self)
+      // n4: a certificate from its own CA, configured as a member of this cluster at 127.0.0.4.
+      let intruder = try cluster.layOutForeignNode("n4", address: "127.0.0.4")
+      let refusedBefore = Self.refusals(in: cluster)
+      try cluster.startForeign(intruder)
+      defer { cluster.stopForeign(intruder) }
+      // Wait until n4 has dialled the cluster and a node turned it away (three refusals, so that
+      // gossip and Raft both had a go), then look at what the cluster holds.
+      try await waitUntil("the cluster refuses n4's connections", timeout: .seconds(30)) {
+        Self.refusals(in: cluster) >= refusedBefore + 3
+      }
+      let status = try await cluster.api(leader).cluster()
+      #expect(!status.members.contains { $0.id == "n4" }, "n4 became a member: \(status.members)")
+      let after = try await cluster.api(leader).get("/v1/cluster/state", as: StateDigestView.self)
+      let events = try await cluster.api(leader).send(.GET, "/v1/events?limit=1000")
+      #expect(!events.text.contains("n4"), "an event names n4: \(events.text)")
+      #expect(after.appliedIndex >= before.appliedIndex)
+      for id in cluster.ids {
+        let tail = (try? String(contentsOfFile: cluster.node(id).logPath, encoding: .utf8)) ?? ""
+        #expect(!tail.contains("peer=n4 tls=TLSv1.3 [TealTransport] connected"), "\(id) accepted n4")
+      }
     }
   }
 
@@ -476,4 +529,12 @@ struct ClusterTests {
       }
     }
   }
+}
+
+/// `GET /v1/cluster/state`.
+struct StateDigestView: Decodable, Sendable, CustomStringConvertible {
+  var node: String
+  var appliedIndex: UInt64
+  var stateHash: String
+  var description: String { "\(node)@\(appliedIndex):\(stateHash.prefix(12))" }
 }

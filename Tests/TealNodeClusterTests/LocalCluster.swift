@@ -337,3 +337,60 @@ extension LocalCluster {
 
   func followers(of leader: String) -> [String] { ids.filter { $0 != leader } }
 }
+
+// MARK: - A node of another cluster
+
+/// A node laid out with a CA of its own, configured to join this cluster (tests of admission).
+struct ForeignNode: Sendable {
+  var id: String
+  var directory: String
+  var configPath: String { "\(directory)/node.yaml" }
+  var logPath: String { "\(directory)/node.log" }
+}
+
+extension LocalCluster {
+  /// Lays out `id` at `address` with certificates from a new, unrelated CA and this cluster's
+  /// token, peers and ports, not as a founder.
+  func layOutForeignNode(_ id: String, address: String) throws -> ForeignNode {
+    let foreign = ForeignNode(id: id, directory: "\(directory)/foreign-\(id)")
+    try FileManager.default.createDirectory(atPath: foreign.directory, withIntermediateDirectories: true)
+    let certs = try run(
+      Binaries.teal,
+      ["certs", "init", "--out", "\(foreign.directory)/certs", "--nodes", id, "--address", "\(id)=\(address)"])
+    guard certs.status == 0 else { throw SpawnError(description: "teal certs init failed: \(certs.output)") }
+    let peers = (nodes.map { "  \($0.id): \($0.address)" } + ["  \(id): \(address)"]).joined(separator: "\n")
+    let yaml = """
+      node: \(id)
+      address: \(address)
+      peerPort: \(peerPort)
+      apiPort: \(apiPort)
+      dataDir: \(foreign.directory)/data
+      taskDir: \(foreign.directory)/tasks
+      certDir: \(foreign.directory)/certs
+      tokenFile: \(directory)/token
+      peers:
+      \(peers)
+      bootstrap: false
+      electionTimeoutMs: \(electionTimeoutMs)
+
+      """
+    try yaml.write(toFile: foreign.configPath, atomically: true, encoding: .utf8)
+    return foreign
+  }
+
+  func startForeign(_ node: ForeignNode) throws {
+    let pid = try spawnInOwnGroup(Binaries.teal, ["node", "start", "--config", node.configPath], logPath: node.logPath)
+    try "\(pid)\n".write(toFile: "\(node.directory)/node.pid", atomically: true, encoding: .utf8)
+    state.withLockedValue { state in
+      state.running[node.id] = pid
+      state.started[pid] = processStartTime(pid)
+    }
+  }
+
+  func stopForeign(_ node: ForeignNode) {
+    guard let pid = pid(node.id) else { return }
+    kill(-pid, SIGKILL)
+    kill(pid, SIGKILL)
+    if let exit = reap(pid) { forget(node.id, pid: pid, exit: exit) }
+  }
+}

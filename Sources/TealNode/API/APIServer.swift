@@ -42,6 +42,12 @@ struct APIServer: Sendable {
     }
     router.get("/ready") { _, _ in try await ready() }
     router.get("/v1/cluster") { request, _ in try await clusterStatus(request) }
+    router.get("/v1/cluster/state") { _, _ in
+      let state = await log.localState()
+      return try json(
+        ClusterStateDigest(
+          node: configuration.node.rawValue, appliedIndex: state.appliedIndex, stateHash: state.stateHash))
+    }
     router.get("/v1/services") { request, _ in
       let state = try await read(request)
       return try json(
