@@ -369,7 +369,6 @@ extension ClusterState {
   mutating func updateDerivedState(_ context: inout ApplyContext) {
     let names = (context.allServicesTouched ? Set(services.keys) : context.touchedServices).sorted()
     guard !names.isEmpty else { return }
-    let upNodes = nodes.values.filter(\.isUp)
     for name in names {
       guard var service = services[name] else { continue }
       let serviceTasks = taskIDs(of: name).compactMap { tasks[$0] }
@@ -401,8 +400,7 @@ extension ClusterState {
             context)
         }
         guard task.desired == .draining, let drainGeneration = task.drainGeneration else { continue }
-        let lagging = upNodes.filter { ($0.routesApplied[name] ?? 0) < drainGeneration }
-        guard lagging.isEmpty else { continue }
+        guard everyLiveNodeApplied(generation: drainGeneration, of: name) else { continue }
         task.desired = .stopping
         tasks[task.id] = task
         record(

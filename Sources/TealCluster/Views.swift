@@ -80,6 +80,12 @@ extension ClusterState {
     return after == nil ? Array(matching.suffix(cap)) : Array(matching.prefix(cap))
   }
 
+  /// Whether every node committed up has reported `generation` (or a later one) of `service`'s
+  /// routes applied, with the targets it removed drained: the stop rule's condition.
+  public func everyLiveNodeApplied(generation: UInt64, of service: String) -> Bool {
+    nodes.values.allSatisfy { !$0.isUp || ($0.routesApplied[service] ?? 0) >= generation }
+  }
+
   /// Every known node, by id.
   public func nodeViews() -> [ClusterNodeView] {
     var taskCounts: [String: Int] = [:]

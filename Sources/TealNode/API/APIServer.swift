@@ -31,7 +31,7 @@ struct APIServer: Sendable {
 
   static let maximumBodyBytes = 1 << 20
   static let maximumConnections = 1024
-  static let maximumEvents = 1000
+  static let maximumEvents = ClusterState.maximumEventPage
 
   func application() -> some Service {
     let router = Router(context: BasicRequestContext.self)
@@ -82,13 +82,14 @@ struct APIServer: Sendable {
     }
     router.get("/v1/tasks") { request, _ in
       let state = try await read(request)
-      let service = request.uri.queryParameters.get("service")
-      let node = request.uri.queryParameters.get("node")
-      let tasks = state.tasks.values
-        .filter { service == nil || $0.service == service }
-        .filter { node == nil || $0.node.rawValue == node }
-        .sorted { ($0.service, $0.sequence) < ($1.service, $1.sequence) }
-        .map(APIViews.task)
+      let query = request.uri.queryParameters
+      let node = try query.get("node").map { text -> NodeID in
+        guard let id = try? NodeID(validating: text) else {
+          throw APIFailure.badRequest("'\(text)' is not a node id", field: "node")
+        }
+        return id
+      }
+      let tasks = state.tasks(service: query.get("service"), node: node).map(APIViews.task)
       return try json(TaskList(tasks: tasks))
     }
     router.get("/v1/events") { request, _ in
@@ -104,9 +105,8 @@ struct APIServer: Sendable {
         }
         return value
       }
-      let events = APIViews.events(
-        in: state, service: query.get("service"), after: after, limit: limit ?? Self.maximumEvents)
-      return try json(EventList(events: events))
+      let events = state.events(service: query.get("service"), after: after, limit: limit ?? Self.maximumEvents)
+      return try json(EventList(events: events.map(APIViews.event)))
     }
     return Application(
       router: router,

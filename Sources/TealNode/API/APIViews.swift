@@ -4,7 +4,6 @@ import Foundation
 import TealAPI
 import TealCluster
 import TealConsensus
-import TealDeploy
 import TealRaft
 import TealWire
 
@@ -12,39 +11,30 @@ enum APIViews {
   static func date(_ time: LogTime) -> Date { Date(timeIntervalSince1970: Double(time.millisecondsSinceEpoch) / 1000) }
 
   static func summary(_ name: String, in state: ClusterState) -> ServiceSummary? {
-    guard let service = state.services[name] else { return nil }
-    let tasks = state.tasks.values.filter { $0.service == name }
-    let current = service.currentRevisionID
-    return ServiceSummary(
-      name: name, desiredCount: service.desiredCount,
-      runningCount: tasks.filter { $0.state == .running && $0.revision == current }.count,
-      healthyCount: tasks.filter { $0.isRoutable && $0.revision == current }.count,
-      currentRevision: current.description, productionPort: service.productionPort, testPort: service.testPort)
+    state.serviceSummary(name).map(summary)
+  }
+
+  static func summary(_ view: ClusterServiceSummary) -> ServiceSummary {
+    ServiceSummary(
+      name: view.name, desiredCount: view.desiredCount, runningCount: view.runningCount,
+      healthyCount: view.healthyCount, currentRevision: view.currentRevision.description,
+      productionPort: view.productionPort, testPort: view.testPort)
   }
 
   static func detail(_ name: String, in state: ClusterState) -> ServiceDetail? {
-    guard let service = state.services[name], let summary = summary(name, in: state) else { return nil }
-    let revisions = service.revisions.map {
+    guard let view = state.serviceDetail(name) else { return nil }
+    let revisions = view.revisions.map {
       RevisionView(id: $0.id.description, number: $0.id.number, digest: $0.digest, createdAt: date($0.createdAt))
     }
-    let tasks = state.tasks.values.filter { $0.service == name }.sorted { $0.sequence < $1.sequence }.map(task)
-    return ServiceDetail(summary: summary, revisions: revisions, tasks: tasks, routes: routes(service.routes))
+    return ServiceDetail(
+      summary: summary(view.summary), revisions: revisions, tasks: view.tasks.map(task), routes: routes(view.routes))
   }
 
-  /// Weights as percentages of the listener's total.
+  /// Weights as percentages (ClusterState's weights are basis points).
   static func routes(_ routes: TealCluster.ServiceRoutes) -> RoutesView {
-    func percentages(_ weights: [RevisionID: Int]) -> [String: Double] {
-      let total = Double(weights.values.reduce(0, +))
-      guard total > 0 else { return [:] }
-      var result: [String: Double] = [:]
-      for (revision, weight) in weights {
-        let share: Double = Double(weight) * 10_000 / total
-        result[revision.description] = share.rounded() / 100
-      }
-      return result
-    }
-    return RoutesView(
-      generation: routes.generation, production: percentages(routes.production), test: percentages(routes.test),
+    RoutesView(
+      generation: routes.generation, production: TealCluster.ServiceRoutes.percentages(routes.production),
+      test: TealCluster.ServiceRoutes.percentages(routes.test),
       targets: routes.targets.map {
         TealAPI.RouteTarget(
           task: $0.taskID, node: $0.node.rawValue, address: $0.address, port: $0.port, revision: $0.revision.description
@@ -72,14 +62,10 @@ enum APIViews {
       startedAt: task.startedAt.map(date))
   }
 
-  static func events(in state: ClusterState, service: String?, after: UInt64?, limit: Int) -> [EventView] {
-    var selected = state.history.events.filter { event in
-      (service == nil || event.service == service) && (after.map { event.index > $0 } ?? true)
-    }
-    if selected.count > limit { selected = Array(selected.prefix(limit)) }
-    return selected.map {
-      EventView(index: $0.index, time: date($0.time), service: $0.service, kind: $0.kind.rawValue, message: $0.message)
-    }
+  static func event(_ event: ClusterEvent) -> EventView {
+    EventView(
+      index: event.index, time: date(event.time), service: event.service, kind: event.kind.rawValue,
+      message: event.message)
   }
 
   /// Members: every node of the Raft configuration and every node ClusterState knows, with Raft's

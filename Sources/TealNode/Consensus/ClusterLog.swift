@@ -171,7 +171,7 @@ public actor ClusterLog {
   }
 
   private func decodeResult(_ bytes: [UInt8]) throws(SubmitError) -> ClusterResult {
-    do { return try ClusterWire.decode(ClusterResult.self, from: bytes) } catch {
+    do { return try ClusterResult(decoding: bytes) } catch {
       preconditionFailure("a result this node's state machine encoded does not decode: \(error)")
     }
   }
@@ -183,7 +183,7 @@ public actor ClusterLog {
       do { applied = try AppliedResult(decoding: reply) } catch {
         preconditionFailure("RaftNode returned a result the state machine did not write: \(error)")
       }
-      return .applied(index: applied.index, result: ClusterWire.encode(applied.result))
+      return .applied(index: applied.index, result: applied.result)
     } catch {
       switch error {
       case .notLeader(let leader): return .notLeader(leader: leader)

@@ -1,7 +1,6 @@
 // The adapter between RaftNode and the pure ClusterState: decodes entries, applies them, and tells
 // the node's shells that the applied index moved.
 
-import Foundation
 import NIOConcurrencyHelpers
 import TealCluster
 import TealConsensus
@@ -9,15 +8,14 @@ import TealWire
 
 /// `ClusterState` as RaftNode's replicated state machine.
 ///
-/// `apply` decodes the entry and hands it to ``ClusterState/apply(_:index:term:)``; an entry that
-/// does not decode (written by a newer version, or corrupt) is answered with a rejection on every
-/// node alike, so replicas never diverge. The result handed back to the proposer is the applied
-/// index (8 bytes, little-endian) followed by the encoded ``ClusterResult``: a follower that forwarded
-/// the write waits until it has applied that index itself before it answers its client.
+/// `apply` hands the entry's bytes to ``ClusterState/apply(bytes:index:term:)`` (which also answers an
+/// entry that does not decode, identically on every node) and tells the node's shells that the
+/// applied index moved. The result handed back to the proposer is the applied index (8 bytes,
+/// little-endian) followed by the encoded ``ClusterResult``: a follower that forwarded the write
+/// waits until it has applied that index itself before it answers its client. Snapshots are
+/// ClusterState's own (they carry its applied index).
 struct ClusterStateMachine: ReplicatedStateMachine {
   private(set) var state: ClusterState
-  /// The last index applied (or covered by the restored snapshot); saved with the snapshot.
-  private(set) var appliedIndex: UInt64 = 0
   /// Shared with the node's shells; told of every applied index. Not part of the replicated state.
   let observer: AppliedIndexObserver
 
@@ -27,57 +25,33 @@ struct ClusterStateMachine: ReplicatedStateMachine {
   }
 
   mutating func apply(_ command: [UInt8], index: UInt64, term: UInt64) -> [UInt8] {
-    let result: ClusterResult
-    do {
-      let entry = try ClusterEntry(decoding: command)
-      result = state.apply(entry, index: index, term: term)
-    } catch {
-      result = .rejected(ClusterRejection(code: .badRequest, message: "undecodable log entry: \(error)"))
-    }
-    appliedIndex = index
+    let result = state.apply(bytes: command, index: index, term: term)
     observer.applied(index)
-    return AppliedResult(index: index, result: result).encoded()
-  }
-
-  /// The applied index (8 bytes) followed by ClusterState's canonical snapshot.
-  func snapshot() -> [UInt8] {
     var writer = WireWriter()
-    writer.writeFixed(appliedIndex)
-    writer.write(state.snapshot())
+    writer.writeFixed(index)
+    writer.write(result)
     return writer.bytes
   }
 
+  func snapshot() -> [UInt8] { state.snapshot() }
+
   mutating func restore(from snapshot: [UInt8]) throws {
-    var reader = WireReader(snapshot)
-    let index = try reader.readFixed64("snapshot.appliedIndex")
-    state = try ClusterState(snapshot: try reader.readBytes("snapshot.state"))
-    try reader.expectEnd()
-    appliedIndex = index
-    observer.restored(index)
+    try state.restore(from: snapshot)
+    observer.restored(state.appliedIndex)
   }
 }
 
-/// What RaftNode hands back to the proposer of one entry.
+/// What RaftNode hands back to the proposer of one entry (see ``ClusterStateMachine``).
 struct AppliedResult: Sendable {
   var index: UInt64
-  var result: ClusterResult
-
-  func encoded() -> [UInt8] {
-    var writer = WireWriter()
-    writer.writeFixed(index)
-    writer.write(ClusterWire.encode(result))
-    return writer.bytes
-  }
-
-  init(index: UInt64, result: ClusterResult) {
-    self.index = index
-    self.result = result
-  }
+  /// The encoded ``ClusterResult``.
+  var result: [UInt8]
 
   init(decoding bytes: [UInt8]) throws {
     var reader = WireReader(bytes)
     index = try reader.readFixed64("applied.index")
-    result = try ClusterWire.decode(ClusterResult.self, from: try reader.readBytes("applied.result"))
+    result = try reader.readBytes("applied.result")
+    try reader.expectEnd()
   }
 }
 
@@ -178,20 +152,5 @@ final class AppliedIndexObserver: Sendable {
     }
     for waiter in waiters { waiter.continuation.resume(returning: false) }
     for subscriber in subscribers { subscriber.finish() }
-  }
-}
-
-/// JSON for the Codable values the node passes through Raft results and the control channel.
-enum ClusterWire {
-  static func encode<T: Encodable>(_ value: T) -> [UInt8] {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys]
-    do { return Array(try encoder.encode(value)) } catch {
-      preconditionFailure("encoding \(T.self) cannot fail: \(error)")
-    }
-  }
-
-  static func decode<T: Decodable>(_ type: T.Type, from bytes: [UInt8]) throws -> T {
-    try JSONDecoder().decode(type, from: Data(bytes))
   }
 }

@@ -209,12 +209,9 @@ actor TaskReconciler {
   /// True when no service's committed routes contain `ids` and every live node applied them.
   static func unrouted(_ ids: [String], in state: ClusterState) -> Bool {
     let set = Set(ids)
-    for (name, service) in state.services {
-      if service.routes.targets.contains(where: { set.contains($0.taskID) }) { return false }
-      for node in state.nodes.values where node.isUp {
-        if (node.routesApplied[name] ?? 0) < service.routes.generation { return false }
-      }
+    return state.services.allSatisfy { name, service in
+      !service.routes.targets.contains { set.contains($0.taskID) }
+        && state.everyLiveNodeApplied(generation: service.routes.generation, of: name)
     }
-    return true
   }
 }
