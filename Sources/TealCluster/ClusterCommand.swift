@@ -55,14 +55,28 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
   /// Committed liveness: `node` is up again.
   case nodeUp(node: NodeID, incarnation: UInt64)
 
-  // MARK: Deployment inputs
-  // Reserved: the deployment engine's inputs (submitted deployments, hook answers, wake-ups, alarm
-  // datapoints, stop requests) become cases here when the engine moves into ClusterState.
+  // MARK: Deployments
+
+  /// Registers `spec` as the next revision of `service` (or reuses the latest revision when equal) and
+  /// starts a deployment from the serving revision (blue) to it (green). Its id is
+  /// `<service>-<log index>`. With `supersede`, a deployment in progress is rolled back first;
+  /// without it, the command is refused while one is in progress. A request.
+  case submitDeployment(service: String, spec: ServiceSpec, supersede: Bool)
+  /// An operator's request to a deployment (stop = roll back, as in ECS). A request.
+  case deploymentAction(service: String, deploymentID: String, action: DeploymentAction)
+  /// A hook's answer, as the leader's controller received it. A fact: ignored unless that execution
+  /// and attempt is the one the deployment awaits.
+  case hookAnswered(service: String, deploymentID: String, result: HookResult)
+  /// Time passed: the deployment acts on every deadline at or before the stamp's `now`. Leader-only.
+  case deploymentWakeUp(service: String, deploymentID: String)
+  /// One aggregated datapoint of green's production traffic over all nodes' balancers. Leader-only.
+  case deploymentMetrics(service: String, deploymentID: String, sample: MetricSample)
 
   /// Whether the command was derived from leader-only state (see the type's documentation).
   public var isLeaderOnly: Bool {
     switch self {
-    case .placeTask, .retireTask, .nodeDown, .nodeUp: return true
+    case .placeTask, .retireTask, .nodeDown, .nodeUp, .deploymentWakeUp, .deploymentMetrics: return true
+    case .submitDeployment, .deploymentAction, .hookAnswered: return false
     case .createService, .registerRevision, .scaleService, .deleteService, .registerSession, .announceNode,
       .taskReports,
       .routesApplied, .taskStopped, .drainNode:
@@ -87,8 +101,29 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
     case .retireTask: return "retireTask"
     case .nodeDown: return "nodeDown"
     case .nodeUp: return "nodeUp"
+    case .submitDeployment: return "submitDeployment"
+    case .deploymentAction: return "deploymentAction"
+    case .hookAnswered: return "hookAnswered"
+    case .deploymentWakeUp: return "deploymentWakeUp"
+    case .deploymentMetrics: return "deploymentMetrics"
     }
   }
+}
+
+/// What an operator may ask of a deployment (`teal deployment stop|rollback|pause|continue|promote|retry`).
+public enum DeploymentAction: String, Codable, Hashable, Sendable, CaseIterable {
+  /// Roll back (as ECS's stop): STOP_REQUESTED, then the rollback; final status STOPPED.
+  case stop
+  /// ROLLBACK_REQUESTED, then the rollback; final status ROLLBACK_SUCCESSFUL.
+  case rollback
+  /// Hold where it is; alarms and the circuit breaker still roll back.
+  case pause
+  /// End a pause, or release a PAUSE hook.
+  case `continue`
+  /// Skip the remaining production steps and bake time.
+  case promote
+  /// Start a new deployment of the same green over the same blue as a rolled-back or stopped one.
+  case retry
 }
 
 /// What a node announces about itself.

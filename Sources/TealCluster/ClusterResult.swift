@@ -53,6 +53,10 @@ public enum ClusterResponse: Codable, Hashable, Sendable {
   case taskRetired(taskID: String)
   /// `accepted` reports changed or confirmed the state; `ignored` ones named unknown tasks or services.
   case reportsApplied(accepted: Int, ignored: Int)
+  /// A deployment was submitted (or retried): its id and the green revision.
+  case deploymentSubmitted(service: String, deploymentID: String, revision: RevisionID)
+  /// A deployment took an operator's request, a hook answer, a wake-up or a datapoint.
+  case deploymentUpdated(service: String, deploymentID: String)
   /// A fact that no longer matters (e.g. `taskStopped` for a task already gone).
   case ignored(reason: String)
 }

@@ -86,6 +86,13 @@ extension ClusterState {
   ) throws(ClusterRejection) -> ClusterResponse {
     var service = try liveService(name)
     try Self.checkDesiredCount(desiredCount, field: "desiredCount")
+    if let deployment = deploymentInControl(of: name) {
+      throw ClusterRejection(
+        code: .conflict,
+        message:
+          "service \(name) is in deployment \(deployment.id) (\(deployment.status.rawValue)); scale it once that ends, or stop it",
+        field: "desiredCount")
+    }
     if service.desiredCount != desiredCount {
       record(
         .serviceScaled, service: name, "service \(name) scaled from \(service.desiredCount) to \(desiredCount)",
@@ -104,6 +111,12 @@ extension ClusterState {
       throw ClusterRejection(code: .notFound, message: "service \(name) does not exist", field: "service")
     }
     if service.deleting { return .serviceDeleting(service: name, removed: false) }
+    if let deployment = deploymentInControl(of: name) {
+      throw ClusterRejection(
+        code: .conflict,
+        message: "service \(name) is in deployment \(deployment.id) (\(deployment.status.rawValue)); stop it first",
+        field: "service")
+    }
     service.deleting = true
     service.desiredCount = 0
     services[name] = service
@@ -219,6 +232,7 @@ extension ClusterState {
           record(.taskRunning, service: task.service, "task \(task.id) running on \(nodeID)\(place)", context)
         case .exited(let code):
           record(.taskExited, service: task.service, "task \(task.id) on \(nodeID) exited with code \(code)", context)
+          if before.desired == .running { noteTaskExit(task, code: code, context) }
         }
       }
       if before.healthy != task.healthy {
@@ -363,32 +377,24 @@ extension ClusterState {
     tasks[taskID] = task
   }
 
-  /// Re-derives, for the services the entry touched (in name order): the routes (a new generation
-  /// when targets or weights changed), the drain generation of newly retired tasks, draining tasks
-  /// every live node stopped routing to (→ stopping), and deleted services without tasks (→ removed).
+  /// Re-derives, for the services the entry touched (in name order): the deployments' view of the
+  /// world and the routes (a new generation when targets or weights changed), in rounds until no
+  /// deployment learns anything new; the hand-back of a finished deployment; the drain generation of
+  /// newly retired tasks; draining tasks every live node stopped routing to (→ stopping); and deleted
+  /// services without tasks (→ removed).
   mutating func updateDerivedState(_ context: inout ApplyContext) {
     let names = (context.allServicesTouched ? Set(services.keys) : context.touchedServices).sorted()
     guard !names.isEmpty else { return }
     for name in names {
-      guard var service = services[name] else { continue }
+      for _ in 0..<Self.maximumDeploymentRounds {
+        let fed = feedDeployments(name, context)
+        handBackIfFinished(name, context)
+        deriveRoutes(name)
+        markDeploymentRoutes(name)
+        if !fed { break }
+      }
+      guard let service = services[name] else { continue }
       let serviceTasks = taskIDs(of: name).compactMap { tasks[$0] }
-      let targets = serviceTasks.compactMap { task -> RouteTarget? in
-        guard task.isRoutable, nodes[task.node.rawValue]?.isUp == true, let address = task.address,
-          let port = task.port
-        else { return nil }
-        return RouteTarget(taskID: task.id, node: task.node, address: address, port: port, revision: task.revision)
-      }
-      var production = service.routes.production
-      var test = service.routes.test
-      if !service.deleting {
-        production = [service.currentRevisionID: ServiceRoutes.fullWeight]
-        test = production
-      }
-      if targets != service.routes.targets || production != service.routes.production || test != service.routes.test {
-        service.routes = ServiceRoutes(
-          generation: service.routes.generation + 1, targets: targets, production: production, test: test)
-        services[name] = service
-      }
       let generation = service.routes.generation
       for var task in serviceTasks where task.desired != .running {
         if task.drainGeneration == nil {
@@ -412,9 +418,41 @@ extension ClusterState {
     }
   }
 
+  /// The service's committed routes from its tasks and weights: targets are its routable tasks on
+  /// nodes that are up (minus the task sets a deployment drains or stopped); weights are the
+  /// deployment's while one is in control, otherwise all on the current revision. A change of
+  /// either raises the generation.
+  mutating func deriveRoutes(_ name: String) {
+    guard var service = services[name] else { return }
+    let fromDeployment = deploymentRoutes(of: name)
+    let hidden = fromDeployment?.hidden ?? []
+    let targets = taskIDs(of: name).compactMap { tasks[$0] }.compactMap { task -> RouteTarget? in
+      guard task.isRoutable, !hidden.contains(task.revision), nodes[task.node.rawValue]?.isUp == true,
+        let address = task.address, let port = task.port
+      else { return nil }
+      return RouteTarget(taskID: task.id, node: task.node, address: address, port: port, revision: task.revision)
+    }
+    var production = service.routes.production
+    var test = service.routes.test
+    if let fromDeployment {
+      production = fromDeployment.production
+      test = fromDeployment.test
+    } else if !service.deleting {
+      production = [service.currentRevisionID: ServiceRoutes.fullWeight]
+      test = production
+    }
+    guard targets != service.routes.targets || production != service.routes.production || test != service.routes.test
+    else { return }
+    service.routes = ServiceRoutes(
+      generation: service.routes.generation + 1, targets: targets, production: production, test: test)
+    services[name] = service
+  }
+
   mutating func removeService(_ name: String, _ context: ApplyContext) {
     precondition(taskIDsByService[name] == nil, "removing service \(name) while it has tasks")
     services[name] = nil
+    deployments[name] = nil
+    pastDeployments[name] = nil
     for id in nodes.keys.sorted() { nodes[id]?.routesApplied[name] = nil }
     record(.serviceDeleted, service: name, "service \(name) deleted", context)
   }

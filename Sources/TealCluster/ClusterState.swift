@@ -31,7 +31,13 @@ public struct ClusterState: Codable, Hashable, Sendable {
   var taskIDsByService: [String: Set<String>] = [:]
 
   // MARK: Deployment state
-  // Reserved: the deployments of each service (the engine's state) join here with the engine's commands.
+
+  /// The deployments of each service, by service name: the engine's state, fed on every node by
+  /// `apply` (see ClusterState+Deployments.swift). A service that never had a deployment has none.
+  public internal(set) var deployments: [String: ServiceDeployments] = [:]
+  /// Summaries of each service's replaced deployments, oldest first, at most
+  /// ``maximumPastDeploymentsPerService`` per service.
+  public internal(set) var pastDeployments: [String: [DeploymentSummary]] = [:]
 
   public init(
     eventCapacity: Int = EventHistory.defaultCapacity, idempotencyCapacity: Int = IdempotencyTable.defaultCapacity,
@@ -48,7 +54,8 @@ public struct ClusterState: Codable, Hashable, Sendable {
   // MARK: Coding (the task index is derived, so it is rebuilt rather than stored)
 
   enum CodingKeys: String, CodingKey {
-    case appliedIndex, logTime, services, tasks, nodes, taskSequence, idempotency, sessions, history
+    case appliedIndex, logTime, services, tasks, nodes, taskSequence, idempotency, sessions, history, deployments,
+      pastDeployments
   }
 
   public init(from decoder: any Decoder) throws {
@@ -62,6 +69,9 @@ public struct ClusterState: Codable, Hashable, Sendable {
     idempotency = try container.decode(IdempotencyTable.self, forKey: .idempotency)
     sessions = try container.decode(ClientSessionTable.self, forKey: .sessions)
     history = try container.decode(EventHistory.self, forKey: .history)
+    deployments = try container.decodeIfPresent([String: ServiceDeployments].self, forKey: .deployments) ?? [:]
+    pastDeployments =
+      try container.decodeIfPresent([String: [DeploymentSummary]].self, forKey: .pastDeployments) ?? [:]
     for task in tasks.values { taskIDsByService[task.service, default: []].insert(task.id) }
   }
 
@@ -135,7 +145,7 @@ public struct ClusterState: Codable, Hashable, Sendable {
             "\(entry.command.name) was proposed by \(entry.stamp.node) in term \(entry.stamp.term) but committed in term \(term)"
         ))
     }
-    var context = ApplyContext(index: index)
+    var context = ApplyContext(index: index, proposer: entry.stamp.node)
     let result: ClusterResult
     do {
       result = .ok(try applyCommand(entry.command, &context))
@@ -184,6 +194,8 @@ public struct ClusterState: Codable, Hashable, Sendable {
   /// Per-entry bookkeeping: the services whose routes and drains must be re-derived.
   struct ApplyContext {
     let index: UInt64
+    /// The node that proposed the entry.
+    let proposer: NodeID
     var touchedServices: Set<String> = []
     var allServicesTouched = false
   }
@@ -210,6 +222,15 @@ public struct ClusterState: Codable, Hashable, Sendable {
     case .retireTask(let taskID, let reason): return try applyRetireTask(taskID, reason: reason, &context)
     case .nodeDown(let node, let incarnation): return try applyNodeDown(node, incarnation: incarnation, &context)
     case .nodeUp(let node, let incarnation): return try applyNodeUp(node, incarnation: incarnation, &context)
+    case .submitDeployment(let service, let spec, let supersede):
+      return try applySubmitDeployment(service, spec: spec, supersede: supersede, &context)
+    case .deploymentAction(let service, let id, let action):
+      return try applyDeploymentAction(service, id: id, action: action, &context)
+    case .hookAnswered(let service, let id, let result):
+      return try applyDeploymentInput(service, id: id, .hookAnswered(result), &context)
+    case .deploymentWakeUp(let service, let id): return try applyDeploymentInput(service, id: id, .wakeUp, &context)
+    case .deploymentMetrics(let service, let id, let sample):
+      return try applyDeploymentInput(service, id: id, .metricSample(sample), &context)
     }
   }
 

@@ -1,22 +1,25 @@
 // The placement planner: what the leader's Service actors propose so that each service runs its
 // desired count of tasks of its current revision, spread over the nodes that are up.
 
+import TealDeploy
 import TealWire
 
 /// A pure planner over ``ClusterState``. Deterministic: the same state always gives the same plan.
 ///
-/// Per service (in name order; services being deleted are skipped):
-/// 1. A task of the current revision meant to run whose process exited is retired (`retireTask`);
-///    it no longer counts.
-/// 2. More tasks than `desiredCount`: the newest (highest sequence) are retired.
+/// Per service (in name order; services being deleted are skipped), the revisions and counts come
+/// from `ClusterState.desiredTaskCounts`: the current revision at `desiredCount`, or the task sets
+/// of the deployment in control. Tasks meant to run of any other revision are retired. Then per
+/// wanted revision, in the deployment's order:
+/// 1. A task meant to run whose process exited is retired (`retireTask`); it no longer counts.
+/// 2. More tasks than wanted: the newest (highest sequence) are retired.
 /// 3. Fewer: new tasks are placed one at a time on the eligible node (committed up, not shutting
-///    down) with the fewest running-desired tasks of this service, then the fewest such tasks of
+///    down) with the fewest running-desired tasks of this revision, then the fewest such tasks of
 ///    all services (counting the placements planned so far), then the smallest node id.
 ///
 /// A revision whose task has a fixed port (`task.port` not 0) gets at most one task per node: a node
 /// that already runs a task of the service holding that port is not eligible.
 ///
-/// Tasks of other revisions are left alone (they belong to a deployment), and so are retired tasks.
+/// Retired tasks are left alone (they stop through the stop rule).
 /// Tasks of nodes that are down are already gone from the state (removed at `nodeDown`), so they are
 /// replaced by step 3. The leader proposes the plan, waits until those entries are applied, and only
 /// then plans again: planning twice against the same state would place twice.
@@ -49,7 +52,25 @@ public enum Placement {
     _ state: ClusterState, service name: String, load: inout [NodeID: Int]
   ) -> [ClusterCommand] {
     guard let service = state.services[name], !service.deleting else { return [] }
-    let current = service.currentRevisionID
+    let wanted = state.desiredTaskCounts(of: name)
+    var commands: [ClusterCommand] = []
+    // Revisions nobody wants any more (a finished deployment's other side, a superseded green).
+    let wantedRevisions = Set(wanted.map(\.revision))
+    for task in state.tasks(service: name) where task.desired == .running && !wantedRevisions.contains(task.revision) {
+      commands.append(.retireTask(taskID: task.id, reason: "revision \(task.revision) is no longer deployed"))
+      load[task.node] = load[task.node].map { $0 - 1 }
+    }
+    for (revision, count) in wanted {
+      commands += plan(state, service: service, revision: revision, count: count, load: &load)
+    }
+    return commands
+  }
+
+  private static func plan(
+    _ state: ClusterState, service: ClusterService, revision current: RevisionID, count desiredCount: Int,
+    load: inout [NodeID: Int]
+  ) -> [ClusterCommand] {
+    let name = service.name
     let live = state.tasks(service: name).filter { $0.desired == .running && $0.revision == current }
     var commands: [ClusterCommand] = []
     var kept: [ClusterTask] = []
@@ -61,9 +82,9 @@ public enum Placement {
         kept.append(task)
       }
     }
-    if kept.count > service.desiredCount {
-      for task in kept.suffix(kept.count - service.desiredCount).reversed() {
-        commands.append(.retireTask(taskID: task.id, reason: "scaled down to \(service.desiredCount)"))
+    if kept.count > desiredCount {
+      for task in kept.suffix(kept.count - desiredCount).reversed() {
+        commands.append(.retireTask(taskID: task.id, reason: "scaled down to \(desiredCount) tasks of \(current)"))
         load[task.node] = load[task.node].map { $0 - 1 }
       }
       return commands
@@ -83,7 +104,7 @@ public enum Placement {
       }
     }
     guard !perNode.isEmpty else { return commands }
-    for _ in 0..<(service.desiredCount - kept.count) {
+    for _ in 0..<(desiredCount - kept.count) {
       let node = perNode.keys.min { lhs, rhs in
         (perNode[lhs] ?? 0, load[lhs] ?? 0, lhs.rawValue) < (perNode[rhs] ?? 0, load[rhs] ?? 0, rhs.rawValue)
       }

@@ -37,6 +37,8 @@ public struct ClusterService: Codable, Hashable, Sendable {
   public var deleting: Bool
   public var routes: ServiceRoutes
   public var createdAt: LogTime
+  /// How the routes of the deployment in control map onto `routes` (nil while none is).
+  public var deploymentRoutes: DeploymentRouteMarks?
 
   public var currentRevisionID: RevisionID { RevisionID(service: name, number: currentRevision) }
 
@@ -227,6 +229,11 @@ public enum ClusterEventKind: String, Codable, Hashable, Sendable, CaseIterable 
   case nodeUp
   case nodeDown
   case nodeDraining
+  case deploymentSubmitted
+  /// A deployment entered a lifecycle stage or changed status.
+  case deploymentProgress
+  /// A message of the deployment's own history (hooks, convergence, alarms).
+  case deploymentNote
 }
 
 /// One notable transition, at the log index and log time of the entry that caused it.

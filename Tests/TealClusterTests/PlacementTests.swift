@@ -84,8 +84,8 @@ import Testing
     log.ok(.scaleService(service: "web", desiredCount: 2))
     #expect(
       Placement.plan(log.state) == [
-        .retireTask(taskID: "web.1.4", reason: "scaled down to 2"),
-        .retireTask(taskID: "web.1.3", reason: "scaled down to 2"),
+        .retireTask(taskID: "web.1.4", reason: "scaled down to 2 tasks of web:1"),
+        .retireTask(taskID: "web.1.3", reason: "scaled down to 2 tasks of web:1"),
       ])
     log.executePlan()
     #expect(Placement.plan(log.state).isEmpty)
