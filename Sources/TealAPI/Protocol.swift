@@ -55,6 +55,29 @@ public enum APIPath {
   /// `PUT /v1/services/{name}/scale`.
   public static func scale(_ name: String) -> String { "/v1/services/\(segment(name))/scale" }
 
+  public static let deploymentsRoot = "/v1/deployments"
+
+  /// `POST /v1/services/{name}/deployments[?supersede=true]`.
+  public static func deployments(ofService name: String, supersede: Bool = false) -> String {
+    "/v1/services/\(segment(name))/deployments" + (supersede ? "?supersede=true" : "")
+  }
+
+  /// `GET /v1/services/{name}/spec`: the serving revision's spec as YAML.
+  public static func spec(_ name: String) -> String { "/v1/services/\(segment(name))/spec" }
+
+  /// `GET /v1/deployments?service=`.
+  public static func deployments(service: String? = nil) -> String {
+    deploymentsRoot + query([("service", service)])
+  }
+
+  /// `GET /v1/deployments/{id}`.
+  public static func deployment(_ id: String) -> String { "/v1/deployments/\(segment(id))" }
+
+  /// `POST /v1/deployments/{id}/{action}`.
+  public static func deployment(_ id: String, action: DeploymentActionName) -> String {
+    "/v1/deployments/\(segment(id))/\(action.rawValue)"
+  }
+
   /// `GET /v1/tasks?service=&node=`.
   public static func tasks(service: String? = nil, node: String? = nil) -> String {
     tasksRoot + query([("service", service), ("node", node)])
