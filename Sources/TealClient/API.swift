@@ -68,6 +68,47 @@ extension TealClient {
     try await get(APIPath.events(service: service, after: after, limit: limit), stale: stale, as: EventList.self)
   }
 
+  // MARK: Deployments
+
+  /// `POST /v1/services/{name}/deployments` with the new spec (YAML or JSON text): registers the
+  /// revision and starts the deployment.
+  public func deploy(
+    _ service: String, spec: String, contentType: String = APIContentType.yaml, supersede: Bool = false,
+    idempotencyKey: String? = nil
+  ) async throws -> DeploymentView {
+    try await send(
+      TealRequest(
+        method: .POST, path: APIPath.deployments(ofService: service, supersede: supersede), body: Data(spec.utf8),
+        contentType: contentType, idempotencyKey: idempotencyKey)
+    ).decode(DeploymentView.self)
+  }
+
+  /// `GET /v1/services/{name}/spec`: the serving revision's spec as YAML.
+  public func servingSpec(_ service: String, stale: Bool = false) async throws -> String {
+    let path = APIPath.spec(service)
+    let response = try await send(TealRequest(method: .GET, path: stale ? APIPath.stale(path) : path))
+    return String(decoding: response.body, as: UTF8.self)
+  }
+
+  /// `GET /v1/deployments?service=`.
+  public func deployments(service: String? = nil, stale: Bool = false) async throws -> DeploymentList {
+    try await get(APIPath.deployments(service: service), stale: stale, as: DeploymentList.self)
+  }
+
+  /// `GET /v1/deployments/{id}`.
+  public func deployment(_ id: String, stale: Bool = false) async throws -> DeploymentView {
+    try await get(APIPath.deployment(id), stale: stale, as: DeploymentView.self)
+  }
+
+  /// `POST /v1/deployments/{id}/{action}`; `retry` answers with the new deployment.
+  public func deployment(
+    _ id: String, action: DeploymentActionName, idempotencyKey: String? = nil
+  ) async throws -> DeploymentView {
+    try await send(
+      TealRequest(method: .POST, path: APIPath.deployment(id, action: action), idempotencyKey: idempotencyKey)
+    ).decode(DeploymentView.self)
+  }
+
   private func get<T: Decodable>(_ path: String, stale: Bool, as type: T.Type) async throws -> T {
     try await send(TealRequest(method: .GET, path: stale ? APIPath.stale(path) : path)).decode(type)
   }
