@@ -118,7 +118,7 @@ let package = Package(
       name: "TealNode",
       dependencies: [
         "TealWire", "TealTLS", "TealTransport", "TealRaft", "TealConsensus", "TealGossip", "TealMembership",
-        "TealDeploy", "TealSpec", "TealCluster", "TealAPI", "TealTasks", "TealLoadBalancer", "Yams",
+        "TealDeploy", "TealSpec", "TealCluster", "TealAPI", "TealTasks", "TealLoadBalancer", "TealHooks", "Yams",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),

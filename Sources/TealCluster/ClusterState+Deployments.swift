@@ -185,6 +185,11 @@ extension ClusterState {
     }
     let before = held
     let reply = held.apply(DeploymentInput(deploymentId: id, now: deploymentTime, command: command))
+    if case .hookAnswered(let result) = command, case .accepted = reply,
+      let execution = before.deployment(id)?.hook, execution.executionId == result.executionId
+    {
+      noteHookAnswer(result, stage: execution.stage, deploymentID: id)
+    }
     commit(held, before: before, service: name, context)
     context.touchedServices.insert(name)
     switch reply {
@@ -356,11 +361,41 @@ extension ClusterState {
     deployments[name] = after
     noteProgress(before: before, after: after, service: name, context)
     for departed in [before.current, before.queued].compactMap({ $0 }) where after.deployment(departed.id) == nil {
+      hookRecords[departed.id] = nil
       var past = pastDeployments[name] ?? []
       past.append(DeploymentSummary(departed))
       pastDeployments[name] = Array(past.suffix(Self.maximumPastDeploymentsPerService))
     }
   }
+
+  /// Records one answered attempt of a hook execution.
+  mutating func noteHookAnswer(_ result: HookResult, stage: LifecycleStage, deploymentID: String) {
+    var records = hookRecords[deploymentID] ?? []
+    let outcome: String
+    var final = false
+    switch result.outcome {
+    case .succeeded: (outcome, final) = ("SUCCEEDED", true)
+    case .failed: (outcome, final) = ("FAILED", true)
+    case .inProgress: outcome = "IN_PROGRESS"
+    case .timedOut: outcome = "TIMED_OUT"
+    case .unreachable: outcome = "UNREACHABLE"
+    }
+    var record =
+      records.first { $0.executionId == result.executionId }
+      ?? HookRecord(executionId: result.executionId, stage: stage, attempts: 0, result: nil, lastOutcome: nil)
+    record.attempts = max(record.attempts, result.attempt)
+    record.lastOutcome = outcome
+    if final { record.result = outcome }
+    if let index = records.firstIndex(where: { $0.executionId == result.executionId }) {
+      records[index] = record
+    } else {
+      records.append(record)
+    }
+    hookRecords[deploymentID] = Array(records.suffix(Self.maximumHookRecordsPerDeployment))
+  }
+
+  /// Hook executions remembered per deployment (the newest).
+  public static let maximumHookRecordsPerDeployment = 64
 
   /// Summaries of finished deployments kept per service (the newest).
   public static let maximumPastDeploymentsPerService = 20
@@ -417,4 +452,16 @@ public struct DeploymentSummary: Codable, Hashable, Sendable {
     reason = deployment.reason
     stageTimeline = deployment.stageTimeline
   }
+}
+
+/// The answers one hook execution got, for the deployment's views.
+public struct HookRecord: Codable, Hashable, Sendable {
+  public var executionId: String
+  public var stage: LifecycleStage
+  /// The highest attempt answered.
+  public var attempts: Int
+  /// `SUCCEEDED` or `FAILED` once the hook decided; nil while it has not.
+  public var result: String?
+  /// The last attempt's outcome: also `IN_PROGRESS`, `TIMED_OUT` or `UNREACHABLE`.
+  public var lastOutcome: String?
 }

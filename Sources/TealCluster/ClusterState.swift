@@ -38,6 +38,8 @@ public struct ClusterState: Codable, Hashable, Sendable {
   /// Summaries of each service's replaced deployments, oldest first, at most
   /// ``maximumPastDeploymentsPerService`` per service.
   public internal(set) var pastDeployments: [String: [DeploymentSummary]] = [:]
+  /// The answered hook executions of each held deployment, by deployment id.
+  public internal(set) var hookRecords: [String: [HookRecord]] = [:]
 
   public init(
     eventCapacity: Int = EventHistory.defaultCapacity, idempotencyCapacity: Int = IdempotencyTable.defaultCapacity,
@@ -55,7 +57,7 @@ public struct ClusterState: Codable, Hashable, Sendable {
 
   enum CodingKeys: String, CodingKey {
     case appliedIndex, logTime, services, tasks, nodes, taskSequence, idempotency, sessions, history, deployments,
-      pastDeployments
+      pastDeployments, hookRecords
   }
 
   public init(from decoder: any Decoder) throws {
@@ -72,6 +74,7 @@ public struct ClusterState: Codable, Hashable, Sendable {
     deployments = try container.decodeIfPresent([String: ServiceDeployments].self, forKey: .deployments) ?? [:]
     pastDeployments =
       try container.decodeIfPresent([String: [DeploymentSummary]].self, forKey: .pastDeployments) ?? [:]
+    hookRecords = try container.decodeIfPresent([String: [HookRecord]].self, forKey: .hookRecords) ?? [:]
     for task in tasks.values { taskIDsByService[task.service, default: []].insert(task.id) }
   }
 

@@ -7,13 +7,14 @@ enum CommandHookRunner {
   /// Exit status meaning IN_PROGRESS (call again after callBackDelay).
   static let inProgressExitStatus: Int32 = 3
 
-  static func run(argv: [String], stdin input: [UInt8], timeout: TimeSpan, outputLimit: Int) async -> (
-    HookOutcome, String?
-  ) {
+  static func run(
+    argv: [String], stdin input: [UInt8], timeout: TimeSpan, outputLimit: Int, environment: [String: String] = [:]
+  ) async -> (HookOutcome, String?) {
     await withCheckedContinuation { continuation in
       let thread = Thread {
         continuation.resume(
-          returning: runBlocking(argv: argv, input: input, timeout: timeout, outputLimit: outputLimit))
+          returning: runBlocking(
+            argv: argv, input: input, timeout: timeout, outputLimit: outputLimit, environment: environment))
       }
       thread.start()
     }
@@ -55,8 +56,9 @@ enum CommandHookRunner {
     }
   }
 
-  static func runBlocking(argv: [String], input: [UInt8], timeout: TimeSpan, outputLimit: Int) -> (HookOutcome, String?)
-  {
+  static func runBlocking(
+    argv: [String], input: [UInt8], timeout: TimeSpan, outputLimit: Int, environment: [String: String] = [:]
+  ) -> (HookOutcome, String?) {
     guard let program = argv.first, !program.isEmpty else { return (.failed(reason: "empty command argv"), nil) }
     let process = Process()
     if program.contains("/") {
@@ -65,6 +67,9 @@ enum CommandHookRunner {
     } else {
       process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
       process.arguments = argv
+    }
+    if !environment.isEmpty {
+      process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, added in added }
     }
     let stdinPipe = Pipe()
     let stdoutPipe = Pipe()

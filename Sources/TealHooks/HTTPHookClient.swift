@@ -64,7 +64,8 @@ enum HTTPHookClient {
   }
 
   static func post(
-    url text: String, body: [UInt8], timeout: TimeSpan, group: any EventLoopGroup, outputLimit: Int
+    url text: String, body: [UInt8], timeout: TimeSpan, group: any EventLoopGroup, outputLimit: Int,
+    headers extra: [(String, String)] = []
   ) async -> (HookOutcome, String?, TimeSpan?) {
     guard let url = HookURL(text) else { return (.failed(reason: "invalid hook URL \(text)"), nil, nil) }
     let eventLoop = group.next()
@@ -91,6 +92,7 @@ enum HTTPHookClient {
         head.headers.add(name: "Content-Length", value: String(body.count))
         head.headers.add(name: "Connection", value: "close")
         head.headers.add(name: "User-Agent", value: "teal-hooks/1")
+        for (name, value) in extra { head.headers.add(name: name, value: value) }
         channel.write(HTTPClientRequestPart.head(head), promise: nil)
         channel.write(HTTPClientRequestPart.body(.byteBuffer(ByteBuffer(bytes: body))), promise: nil)
         channel.writeAndFlush(HTTPClientRequestPart.end(nil)).whenFailure { error in

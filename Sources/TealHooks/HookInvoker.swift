@@ -37,8 +37,10 @@ public actor HookInvoker {
     signal(SIGPIPE, SIG_IGN)
   }
 
-  /// Calls the hook of `invocation` once and returns its result for the engine.
-  public func invoke(_ invocation: HookInvocation) async -> HookResult {
+  /// Calls the hook of `invocation` once and returns its result for the engine. `term` (the caller's
+  /// Raft term, when it leads) is sent as the `x-teal-term` header of an HTTP hook and as `TEAL_TERM`
+  /// in a command hook's environment, so a hook can refuse a deposed leader's late call.
+  public func invoke(_ invocation: HookInvocation, term: UInt64? = nil) async -> HookResult {
     let body: [UInt8]
     do {
       let encoder = JSONEncoder()
@@ -51,10 +53,12 @@ public actor HookInvoker {
     switch invocation.hook.action {
     case .http(let url, let timeout):
       (outcome, output, callBackDelay) = await HTTPHookClient.post(
-        url: url, body: body, timeout: timeout, group: group, outputLimit: outputLimit)
+        url: url, body: body, timeout: timeout, group: group, outputLimit: outputLimit,
+        headers: term.map { [("x-teal-term", String($0))] } ?? [])
     case .command(let argv, let timeout):
       (outcome, output) = await CommandHookRunner.run(
-        argv: argv, stdin: body, timeout: timeout, outputLimit: outputLimit)
+        argv: argv, stdin: body, timeout: timeout, outputLimit: outputLimit,
+        environment: term.map { ["TEAL_TERM": String($0)] } ?? [:])
       callBackDelay = nil
     case .pause:
       (outcome, output, callBackDelay) = (.failed(reason: "a PAUSE hook has nothing to call"), nil, nil)

@@ -108,12 +108,89 @@ struct APIServer: Sendable {
       let events = state.events(service: query.get("service"), after: after, limit: limit ?? Self.maximumEvents)
       return try json(EventList(events: events.map(APIViews.event)))
     }
+    addDeploymentRoutes(router)
     return Application(
       router: router,
       configuration: ApplicationConfiguration(
         address: .hostname(configuration.address, port: configuration.apiPort), serverName: "teal",
         availableConnectionsDelegate: MaximumAvailableConnections(Self.maximumConnections)),
       logger: logger)
+  }
+
+  // MARK: - Deployments
+
+  private func addDeploymentRoutes(_ router: Router<BasicRequestContext>) {
+    router.post("/v1/services/:name/deployments") { request, context in
+      let name = try context.parameters.require("name")
+      let body = try await readBody(request)
+      let spec = try parseSpec(request, body: body)
+      let supersede = request.uri.queryParameters.get("supersede") == "true"
+      let controller = await controller()
+      return try await write(.submitDeployment(service: name, spec: spec, supersede: supersede), request, body: body) {
+        state, answer in try deploymentResponse(state, answer, status: .created, controller: controller)
+      }
+    }
+    router.get("/v1/deployments") { request, _ in
+      let state = try await read(request)
+      return try json(DeploymentViews.list(state, service: request.uri.queryParameters.get("service")))
+    }
+    router.get("/v1/deployments/:id") { request, context in
+      let id = try context.parameters.require("id")
+      let state = try await read(request)
+      guard let view = DeploymentViews.view(id, in: state, controller: await controller()) else {
+        throw APIFailure.notFound("no deployment '\(id)'")
+      }
+      return try json(view)
+    }
+    router.post("/v1/deployments/:id/:action") { request, context in
+      let id = try context.parameters.require("id")
+      let actionName = try context.parameters.require("action")
+      guard let action = DeploymentAction(rawValue: actionName) else {
+        throw APIFailure.notFound(
+          "no deployment action '\(actionName)'; one of "
+            + DeploymentAction.allCases.map(\.rawValue).joined(separator: ", "))
+      }
+      let state = await log.localState()
+      guard let dash = id.lastIndex(of: "-"), state.deployment(id: id) != nil || action == .retry else {
+        throw APIFailure.notFound("no deployment '\(id)' in progress or held")
+      }
+      let service = String(id[..<dash])
+      let controller = await controller()
+      return try await write(.deploymentAction(service: service, deploymentID: id, action: action), request, body: []) {
+        state, answer in
+        try deploymentResponse(
+          state, answer, status: action == .retry ? .created : .ok, controller: controller, fallback: id)
+      }
+    }
+  }
+
+  private func controller() async -> ControllerView? {
+    let leadership = await log.currentLeadership
+    return leadership.leader.map { ControllerView(node: $0.rawValue, term: leadership.term) }
+  }
+
+  private func deploymentResponse(
+    _ state: ClusterState, _ answer: ClusterResponse, status: HTTPResponse.Status, controller: ControllerView?,
+    fallback: String? = nil
+  ) throws -> Response? {
+    let id: String?
+    switch answer {
+    case .deploymentSubmitted(_, let deploymentID, _), .deploymentUpdated(_, let deploymentID): id = deploymentID
+    default: id = fallback
+    }
+    guard let id, let view = DeploymentViews.view(id, in: state, controller: controller) else { return nil }
+    return try json(view, status: status)
+  }
+
+  /// The spec in the request body, YAML or JSON by Content-Type.
+  private func parseSpec(_ request: Request, body: [UInt8]) throws -> ServiceSpec {
+    guard let text = String(validating: body, as: UTF8.self) else {
+      throw APIFailure.badRequest("the spec is not UTF-8 text")
+    }
+    let contentType = request.headers[.contentType] ?? ""
+    do { return try SpecParser.parse(text: text, format: contentType.contains("json") ? .json : .yaml) } catch {
+      throw APIFailure(spec: error)
+    }
   }
 
   // MARK: - Reads
@@ -145,14 +222,7 @@ struct APIServer: Sendable {
 
   private func createService(_ request: Request) async throws -> Response {
     let body = try await readBody(request)
-    guard let text = String(validating: body, as: UTF8.self) else {
-      throw APIFailure.badRequest("the spec is not UTF-8 text")
-    }
-    let contentType = request.headers[.contentType] ?? ""
-    let spec: ServiceSpec
-    do { spec = try SpecParser.parse(text: text, format: contentType.contains("json") ? .json : .yaml) } catch {
-      throw APIFailure(spec: error)
-    }
+    let spec = try parseSpec(request, body: body)
     let response = try await write(.createService(spec), request, body: body) { state in
       try APIViews.detail(spec.name, in: state).map { try json($0, status: .created) }
     }
@@ -165,14 +235,22 @@ struct APIServer: Sendable {
     _ command: ClusterCommand, _ request: Request, body: [UInt8],
     render: (ClusterState) throws -> Response?
   ) async throws -> Response {
+    try await write(command, request, body: body) { state, _ in try render(state) }
+  }
+
+  /// As `write(_:_:body:render:)`, rendering from the state and the command's response.
+  private func write(
+    _ command: ClusterCommand, _ request: Request, body: [UInt8],
+    render: (ClusterState, ClusterResponse) throws -> Response?
+  ) async throws -> Response {
     let key = try idempotencyKey(request, body: body)
     let result: ClusterResult
     do { result = try await log.submit(command, idempotency: key) } catch { throw APIFailure(error) }
     switch result {
     case .rejected(let rejection): throw APIFailure(rejection)
-    case .ok:
+    case .ok(let answer):
       let state = await log.localState()
-      guard let response = try render(state) else {
+      guard let response = try render(state, answer) else {
         throw APIFailure.notFound("the object is gone (it was removed by a later write)")
       }
       return response

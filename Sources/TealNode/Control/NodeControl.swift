@@ -2,8 +2,10 @@
 // leader's controllers; and that drains the node on graceful shutdown.
 
 import Logging
+import NIOPosix
 import ServiceLifecycle
 import TealCluster
+import TealHooks
 import TealLoadBalancer
 import TealMembership
 import TealRaft
@@ -13,7 +15,8 @@ import TealWire
 /// Owns every control loop of the node:
 /// - announces the node to the cluster (its address and API URL) until that is committed;
 /// - the task and route reconcilers, on every node;
-/// - the service scheduler and membership reporter, only while this node leads and is ready.
+/// - the service scheduler, membership reporter and deployment controller, only while this node
+///   leads and is ready.
 ///
 /// Every loop wakes on each applied index, on each task event and every ``resyncInterval``; wake-ups
 /// coalesce (a loop never queues more than one), so a burst of commits costs one pass.
@@ -35,6 +38,7 @@ final class NodeControl: Service, Sendable {
   let routeReconciler: RouteReconciler
   let scheduler: ServiceScheduler
   let reporter: MembershipReporter
+  let deployments: DeploymentController
 
   static let resyncInterval: Duration = .seconds(2)
   static let drainTimeout: Duration = .seconds(30)
@@ -58,6 +62,11 @@ final class NodeControl: Service, Sendable {
     self.scheduler = ServiceScheduler(log: log, logger: logger)
     self.reporter = MembershipReporter(
       node: configuration.node, log: log, membership: membership, clock: clock, logger: logger)
+    var hookLogger = logger
+    hookLogger[metadataKey: "component"] = "hooks"
+    self.deployments = DeploymentController(
+      log: log, hooks: HookInvoker(group: MultiThreadedEventLoopGroup.singleton, logger: hookLogger), clock: clock,
+      logger: logger)
   }
 
   func run() async throws {
@@ -139,6 +148,7 @@ final class NodeControl: Service, Sendable {
         let since = leadingSince?.since ?? clock.monotonic.now
         await reporter.pass(term: leadership.term, leadingSince: since)
         if await placementMaySettle(leadingSince: since) { await scheduler.pass(term: leadership.term) }
+        await deployments.pass(term: leadership.term)
       } else {
         leadingSince = nil
       }
