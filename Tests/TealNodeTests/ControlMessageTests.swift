@@ -14,6 +14,7 @@ struct ControlMessageTests {
     .proposeResponse(id: 10, outcome: .retryLater("not ready")),
     .proposeResponse(id: 11, outcome: .outcomeUnknown("leader lost")),
     .proposeResponse(id: 12, outcome: .refused("too large")),
+    .trafficReport(samples: Array("[]".utf8)),
   ]
 
   @Test("every message survives a round trip")

@@ -2,7 +2,9 @@
 // proposes; on a follower it forwards to the leader over the peer control channel; with no leader
 // it waits a bounded time. Every answer comes only once the command is applied on this node.
 
+import Foundation
 import Logging
+import TealAPI
 import TealCluster
 import TealConsensus
 import TealRaft
@@ -52,6 +54,8 @@ public actor ClusterLog {
   private var forwardedInFlight = 0
   private var leadershipTask: Task<Void, Never>?
   private var isStopped = false
+  /// Where traffic reports from peers (and this node's own, while it leads) go.
+  private var trafficSink: (@Sendable (NodeID, [TrafficSample]) async -> Void)?
 
   init(
     node: NodeID, raft: RaftNode<ClusterStateMachine>, observer: AppliedIndexObserver, sender: any PeerMessageSender,
@@ -238,6 +242,12 @@ public actor ClusterLog {
       return
     }
     switch message {
+    case .trafficReport(let bytes):
+      guard let samples = try? TealJSON.decode([TrafficSample].self, from: Data(bytes)) else {
+        logger.debug("dropped an undecodable traffic report", metadata: ["from": "\(peer)"])
+        return
+      }
+      deliverTraffic(samples, from: peer)
     case .proposeResponse(let id, let outcome):
       complete(id, with: outcome)
     case .proposeRequest(let id, let entry):
@@ -266,6 +276,30 @@ public actor ClusterLog {
     }
   }
 
+  // MARK: - Traffic reports
+
+  /// Sets the receiver of traffic reports (the deployment controller).
+  func setTrafficSink(_ sink: @escaping @Sendable (NodeID, [TrafficSample]) async -> Void) { trafficSink = sink }
+
+  /// Sends this node's counters to the leader (or hands them to the local sink while this node leads).
+  func reportTraffic(_ samples: [TrafficSample]) async {
+    guard let leader = leadership.leader else { return }
+    if leader == node {
+      deliverTraffic(samples, from: node)
+      return
+    }
+    guard let bytes = try? Array(TealJSON.encode(samples)) else { return }
+    do { try await sender.send(ControlMessage.trafficReport(samples: bytes).encoded(), on: .control, to: leader) } catch
+    {
+      logger.debug("traffic report not sent", metadata: ["to": "\(leader)", "error": "\(error)"])
+    }
+  }
+
+  private func deliverTraffic(_ samples: [TrafficSample], from peer: NodeID) {
+    guard leadership.role == .leader, let sink = trafficSink else { return }
+    Task { await sink(peer, samples) }
+  }
+
   private func finishForwarded(id: UInt64, outcome: ForwardOutcome, to peer: NodeID) {
     forwardedInFlight -= 1
     reply(.proposeResponse(id: id, outcome: outcome), to: peer)
@@ -287,7 +321,7 @@ extension ClusterCommand {
   /// fact, so a report whose outcome is unknown may simply be sent again.
   var isIdempotentFact: Bool {
     switch self {
-    case .announceNode, .taskReports, .routesApplied, .taskStopped, .drainNode: true
+    case .announceNode, .taskReports, .routesApplied, .taskStopped, .drainNode, .hookAnswered: true
     default: false
     }
   }

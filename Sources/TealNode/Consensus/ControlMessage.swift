@@ -11,6 +11,9 @@ enum ControlMessage: Sendable, Hashable {
   case proposeRequest(id: UInt64, entry: [UInt8])
   /// The answer to a ``proposeRequest(id:entry:)``.
   case proposeResponse(id: UInt64, outcome: ForwardOutcome)
+  /// A node's cumulative balancer counters of the green revisions whose deployments watch alarms,
+  /// sent to the leader every ``TrafficReporter/period`` (JSON of `[TrafficSample]`).
+  case trafficReport(samples: [UInt8])
 
   static let version: UInt8 = 1
   /// Largest control message accepted (an entry plus framing); RaftNode refuses larger commands anyway.
@@ -28,6 +31,9 @@ enum ControlMessage: Sendable, Hashable {
       writer.write(UInt8(2))
       writer.writeVarint(id)
       outcome.encode(to: &writer)
+    case .trafficReport(let samples):
+      writer.write(UInt8(3))
+      writer.write(samples)
     }
     return writer.bytes
   }
@@ -43,6 +49,8 @@ enum ControlMessage: Sendable, Hashable {
     case 2:
       let id = try reader.readVarint("control.id")
       self = .proposeResponse(id: id, outcome: try ForwardOutcome(from: &reader))
+    case 3:
+      self = .trafficReport(samples: try reader.readBytes("control.samples"))
     default:
       throw .unknownTag(field: "control.kind", tag: UInt64(kind))
     }

@@ -14,6 +14,8 @@ import TealWire
 /// - proposes `deploymentWakeUp` once the wall clock reaches its `nextWakeup` (stamped with this
 ///   leader's term, so ClusterState rejects it if it lands in a later term); at most one per
 ///   deployment and wake-up time every ``wakeUpRetryInterval``;
+/// - for a deployment with alarms, proposes one datapoint per ``TrafficReporter/period``: green's
+///   production traffic summed over every node's balancer counters (``TrafficAggregator``);
 /// - calls the hook of `pendingHookCall` once its `notBefore` has come, at most one call per
 ///   execution and attempt at a time on this node, and proposes the answer (a fact: applied only
 ///   if that execution and attempt is still awaited, so a late or doubled answer changes nothing).
@@ -40,6 +42,10 @@ actor DeploymentController {
   private var calling: Set<String> = []
   /// The last wake-up proposed per deployment: its target time and when it was proposed.
   private var proposedWakeUps: [String: (target: Instant, at: ContinuousClock.Instant)] = [:]
+  /// Every node's latest balancer counters and each deployment's baseline.
+  private var traffic = TrafficAggregator()
+  /// When each deployment's last datapoint was taken (monotonic).
+  private var lastDatapoint: [String: ContinuousClock.Instant] = [:]
 
   init(log: ClusterLog, hooks: HookInvoker, clock: NodeClock, logger: Logger) {
     self.log = log
@@ -54,6 +60,11 @@ actor DeploymentController {
     let now = Instant(millisecondsSinceEpoch: clock.wallMilliseconds())
     let active = state.allDeployments().filter(\.isActive)
     proposedWakeUps = proposedWakeUps.filter { id, _ in active.contains { $0.id == id } }
+    traffic.forget(except: Set(active.map(\.id)))
+    lastDatapoint = lastDatapoint.filter { id, _ in active.contains { $0.id == id } }
+    for deployment in active where !deployment.configuration.alarms.isEmpty {
+      await proposeDatapoint(deployment, now: now, term: term)
+    }
     for deployment in active {
       if let call = deployment.pendingHookCall, call.notBefore <= now { startCall(call, of: deployment, term: term) }
       guard let wake = deployment.nextWakeup, wake <= now else { continue }
@@ -73,6 +84,24 @@ actor DeploymentController {
         logger.debug("wake-up not committed", metadata: ["deployment": "\(deployment.id)", "error": "\(error)"])
         return
       }
+    }
+  }
+
+  /// Counters from `node` (this one included), as its TrafficReporter sent them.
+  func receiveTraffic(_ samples: [TrafficSample], from node: NodeID) { traffic.receive(samples, from: node) }
+
+  /// One datapoint per deployment and ``TrafficReporter/period``: the sum of every node's counters of
+  /// green since the previous one. The first after this node began leading only sets the baseline.
+  private func proposeDatapoint(_ deployment: Deployment, now: Instant, term: UInt64) async {
+    let monotonic = clock.monotonic.now
+    if let last = lastDatapoint[deployment.id], last.duration(to: monotonic) < TrafficReporter.period { return }
+    lastDatapoint[deployment.id] = monotonic
+    guard let sample = traffic.datapoint(for: deployment, at: now) else { return }
+    do {
+      _ = try await log.proposeAsLeader(
+        .deploymentMetrics(service: deployment.service, deploymentID: deployment.id, sample: sample), term: term)
+    } catch {
+      logger.debug("datapoint not committed", metadata: ["deployment": "\(deployment.id)", "error": "\(error)"])
     }
   }
 

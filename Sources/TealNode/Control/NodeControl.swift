@@ -39,6 +39,7 @@ final class NodeControl: Service, Sendable {
   let scheduler: ServiceScheduler
   let reporter: MembershipReporter
   let deployments: DeploymentController
+  let traffic: TrafficReporter
 
   static let resyncInterval: Duration = .seconds(2)
   static let drainTimeout: Duration = .seconds(30)
@@ -67,6 +68,7 @@ final class NodeControl: Service, Sendable {
     self.deployments = DeploymentController(
       log: log, hooks: HookInvoker(group: MultiThreadedEventLoopGroup.singleton, logger: hookLogger), clock: clock,
       logger: logger)
+    self.traffic = TrafficReporter(log: log, balancer: balancer)
   }
 
   func run() async throws {
@@ -75,6 +77,9 @@ final class NodeControl: Service, Sendable {
       group.addTask { await self.taskReconciler.run(wakeups: self.wakeups(includingTaskEvents: true)) }
       group.addTask { await self.routeReconciler.run(wakeups: self.wakeups(includingTaskEvents: false)) }
       group.addTask { await self.leaderLoop() }
+      group.addTask { await self.traffic.run() }
+      let controller = self.deployments
+      await self.log.setTrafficSink { node, samples in await controller.receiveTraffic(samples, from: node) }
       try? await gracefulShutdown()
       await self.drain()
       group.cancelAll()
