@@ -35,6 +35,7 @@ final class HookServerHandler: ChannelInboundHandler {
   let received: ReceivedBodies
   var path = "/"
   var body = ""
+  var term: String?
 
   init(received: ReceivedBodies) { self.received = received }
 
@@ -43,13 +44,14 @@ final class HookServerHandler: ChannelInboundHandler {
     case .head(let head):
       path = head.uri
       body = ""
+      term = head.headers["x-teal-term"].first
     case .body(let buffer):
       body += String(buffer: buffer)
     case .end:
-      received.add(path, body)
+      received.add(path, path == "/term" ? "x-teal-term: \(term ?? "absent")" : body)
       let (status, text): (HTTPResponseStatus, String?)
       switch path {
-      case "/succeeded": (status, text) = (.ok, #"{"hookStatus": "SUCCEEDED"}"#)
+      case "/succeeded", "/term": (status, text) = (.ok, #"{"hookStatus": "SUCCEEDED"}"#)
       case "/in-progress": (status, text) = (.ok, #"{"hookStatus": "IN_PROGRESS"}"#)
       case "/in-progress-delay": (status, text) = (.ok, #"{"hookStatus": "IN_PROGRESS", "callBackDelay": 90}"#)
       case "/failed": (status, text) = (.ok, #"{"hookStatus": "FAILED", "reason": "checkout returned 502"}"#)
@@ -194,6 +196,16 @@ func invocation(_ action: HookAction, attempt: Int = 1) -> HookInvocation {
     try await group.shutdownGracefully()
   }
 
+  @Test func theLeadersTermTravelsInXTealTermAndIsAbsentWithoutOne() async throws {
+    try await withHookServer { port, received, group in
+      let invoker = HookInvoker(group: group)
+      let action = HookAction.http(url: "http://127.0.0.1:\(port)/term", timeout: .seconds(5))
+      #expect(await invoker.invoke(invocation(action), term: 7).outcome == .succeeded)
+      #expect(await invoker.invoke(invocation(action)).outcome == .succeeded)
+      #expect(received.bodies("/term") == ["x-teal-term: 7", "x-teal-term: absent"])
+    }
+  }
+
   @Test func hookURLsParse() {
     #expect(
       HookURL("http://127.0.0.1:9100/hooks/smoke") == HookURL(host: "127.0.0.1", port: 9100, path: "/hooks/smoke"))
@@ -218,6 +230,13 @@ func invocation(_ action: HookAction, attempt: Int = 1) -> HookInvocation {
     #expect(await run("cat >/dev/null; exit 0").outcome == .succeeded)
     #expect(await run("exit 3").outcome == .inProgress)
     #expect(await run("echo broken >&2; exit 7").outcome == .failed(reason: "/bin/sh exited with status 7"))
+  }
+
+  @Test func aCommandHookSeesTheLeadersTermInTEAL_TERM() async {
+    let action = HookAction.command(argv: ["/bin/sh", "-c", #"test "$TEAL_TERM" = 12"#], timeout: .seconds(5))
+    let invoker = HookInvoker(group: MultiThreadedEventLoopGroup.singleton)
+    #expect(await invoker.invoke(invocation(action), term: 12).outcome == .succeeded)
+    #expect(await invoker.invoke(invocation(action), term: 11).outcome != .succeeded)
   }
 
   @Test func theHookContextArrivesOnStdinAndOutputIsKept() async {
