@@ -6,7 +6,7 @@ import TealWire
 /// The rule "one deployment per service at a time", as a value type.
 ///
 /// Invariants: `current` is the only deployment that may be past PENDING and not terminal;
-/// `queued` is PENDING and can start once `current` is terminal (after the rollback a supersede
+/// `queued` is PENDING (a stop or rollback request drops it) and can start once `current` is terminal (after the rollback a supersede
 /// asked for). The service's desired state is `current`'s, also after it finished, until the next
 /// deployment starts from it.
 public struct ServiceDeployments: Codable, Hashable, Sendable {
@@ -24,7 +24,7 @@ public struct ServiceDeployments: Codable, Hashable, Sendable {
   /// The deployment a `start` input should be proposed for now, if any.
   public var startable: String? {
     if let current, current.status == .PENDING { return current.id }
-    if let queued, current?.isActive != true { return queued.id }
+    if let queued, queued.status == .PENDING, current?.isActive != true { return queued.id }
     return nil
   }
 
@@ -66,6 +66,9 @@ public struct ServiceDeployments: Codable, Hashable, Sendable {
       return .accepted
     case .start:
       if let next = queued, next.id == input.deploymentId {
+        guard next.status == .PENDING else {
+          return .ignored(reason: "deployment \(next.id) is \(next.status.rawValue), not PENDING")
+        }
         guard current?.isActive != true else {
           return .ignored(reason: "deployment \(next.id) waits for \(current?.id ?? "?") to finish")
         }
@@ -79,7 +82,8 @@ public struct ServiceDeployments: Codable, Hashable, Sendable {
       if queued?.id == input.deploymentId {
         var next = queued
         let reply = next?.apply(input) ?? .ignored(reason: "no queued deployment")
-        queued = next
+        // A queued deployment stopped before it started is dropped: nothing waits for it any more.
+        queued = next?.isActive == true ? next : nil
         return reply
       }
       return applyToCurrent(input)

@@ -24,7 +24,8 @@ import Testing
     let taskIDs = state.tasks.keys.sorted()
     let taskID = taskIDs.isEmpty || random.below(10) == 0 ? "\(service).1.999" : pick(taskIDs)
     let command: ClusterCommand
-    switch random.below(16) {
+    let held = state.allDeployments()
+    switch random.below(20) {
     case 0:
       command = .createService(
         makeSpec(
@@ -61,7 +62,33 @@ import Testing
     case 12: command = random.below(3) == 0 ? .registerSession : .retireTask(taskID: taskID, reason: "random")
     case 13: command = .nodeDown(node: node, incarnation: UInt64(random.below(5)))
     case 14: command = .nodeUp(node: node, incarnation: UInt64(random.below(5)))
-    default: command = .drainNode(node: node)
+    case 15: command = .drainNode(node: node)
+    case 16:
+      var spec = makeSpec(
+        service, productionPort: 8000 + serviceIndex * 2, testPort: 8001 + serviceIndex * 2,
+        env: ["VERSION": "v\(random.below(4))"])
+      spec.desiredCount = random.below(4)
+      command = .submitDeployment(service: service, spec: spec, supersede: random.below(2) == 0)
+    case 17:
+      let id = held.isEmpty || random.below(6) == 0 ? "\(service)-999" : pick(held).id
+      command = .deploymentAction(
+        service: service, deploymentID: id, action: pick(DeploymentAction.allCases))
+    case 18:
+      let id = held.isEmpty ? "\(service)-1" : pick(held).id
+      command = .deploymentWakeUp(service: String(id.prefix { $0 != "-" }), deploymentID: id)
+    default:
+      if let deployment = held.first(where: { $0.pendingHookCall != nil }), let call = deployment.pendingHookCall {
+        let outcome = pick([HookOutcome.succeeded, .failed(reason: "no"), .inProgress, .timedOut])
+        command = .hookAnswered(
+          service: deployment.service, deploymentID: deployment.id,
+          result: HookResult(executionId: call.context.executionId, attempt: call.context.attempt, outcome: outcome))
+      } else {
+        command = .deploymentMetrics(
+          service: service, deploymentID: held.first?.id ?? "\(service)-1",
+          sample: MetricSample(
+            at: Instant(millisecondsSinceEpoch: now), requestCount: random.below(100), http5xxCount: random.below(10),
+            latencyP99Milliseconds: Double(random.below(500))))
+      }
     }
     now += Int64(random.below(2_000_000)) - 200_000  // sometimes backwards
     if random.below(20) == 0 { term += 1 }
@@ -114,7 +141,13 @@ import Testing
           else { return (entries, state, "step \(step): \(target.taskID) is routed but not routable") }
         }
         let targets = Set(service.routes.targets.map(\.taskID))
-        for task in state.tasks.values where task.service == name && task.isRoutable && !targets.contains(task.id) {
+        // A deployment in control routes nothing to the task sets it drains or stopped.
+        let hidden = Set(
+          state.deploymentInControl(of: name)?.desired.taskSets.filter { $0.phase != .serving }.map(\.revision) ?? [])
+        for task in state.tasks.values
+        where task.service == name && task.isRoutable && !targets.contains(task.id) && !hidden.contains(task.revision)
+          && state.nodes[task.node.rawValue]?.isUp == true
+        {
           return (entries, state, "step \(step): \(task.id) is routable but not routed")
         }
       }

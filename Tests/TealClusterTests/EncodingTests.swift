@@ -162,6 +162,16 @@ import Testing
       .retireTask(taskID: "web.1.2", reason: "scaled down"),
       .nodeDown(node: NodeID("n2"), incarnation: 3),
       .nodeUp(node: NodeID("n2"), incarnation: 4),
+      .submitDeployment(service: "web", spec: makeSpec(command: "/v2"), supersede: true),
+      .deploymentAction(service: "web", deploymentID: "web-7", action: .continue),
+      .hookAnswered(
+        service: "web", deploymentID: "web-7",
+        result: HookResult(executionId: "web-7:POST_SCALE_UP:0:0:FORWARD", attempt: 2, outcome: .inProgress)),
+      .deploymentWakeUp(service: "web", deploymentID: "web-7"),
+      .deploymentMetrics(
+        service: "web", deploymentID: "web-7",
+        sample: MetricSample(
+          at: Instant(millisecondsSinceEpoch: 5), requestCount: 10, http5xxCount: 1, latencyP99Milliseconds: 2.5)),
     ]
     for command in commands {
       let entry = ClusterEntry(

@@ -172,6 +172,24 @@ struct EngineTests {
     #expect((driver.service.current?.desired.routes.generation ?? 0) >= 2)
   }
 
+  @Test(arguments: [DeploymentCommand.stop(requestedBy: "op"), .rollback(requestedBy: "op")])
+  func stoppingAQueuedDeploymentDropsItAndNothingStartsIt(request: DeploymentCommand) throws {
+    var driver = Driver(makeSpec(DeploymentConfiguration(strategy: .BLUE_GREEN, bakeTime: .zero)))
+    driver.run(until: .POST_SCALE_UP)
+    let (green, blue) = revisions(makeSpec(DeploymentConfiguration(strategy: .BLUE_GREEN, bakeTime: .minutes(1))))
+    let newer = Revision(id: RevisionID(service: "web", number: 3), spec: green.spec)
+    driver.send(.submit(DeploymentSubmission(green: newer, blue: blue, nodes: nodeNames, supersede: true)), id: "d-2")
+    #expect(driver.service.queued?.id == "d-2")
+    #expect(driver.send(request, id: "d-2") == .accepted)
+    #expect(driver.service.queued == nil)
+    #expect(driver.service.startable == nil)
+    // Starting it anyway (a stale `start` in the log) is ignored, not a crash.
+    guard case .ignored = driver.send(.start, id: "d-2") else {
+      Issue.record("a start for the dropped deployment was applied")
+      return
+    }
+  }
+
   @Test func aSecondDeploymentIsRefusedWithoutSupersede() {
     var driver = Driver(makeSpec(DeploymentConfiguration(strategy: .BLUE_GREEN, bakeTime: .zero)))
     let (green, blue) = revisions(makeSpec(DeploymentConfiguration(strategy: .BLUE_GREEN, bakeTime: .zero)))
