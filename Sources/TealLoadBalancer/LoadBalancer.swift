@@ -367,23 +367,72 @@ public actor LoadBalancer {
     }
   }
 
-  /// Closes a service's listeners and client connections and stops its health checks.
-  public func removeService(_ name: String) async {
+  /// How long ``shutdown(gracePeriod:)`` and ``removeService(_:gracePeriod:)`` wait by default for
+  /// the requests in flight before they cut the connections still open.
+  public static let defaultGracePeriod = Duration.seconds(10)
+
+  /// Stops a service gracefully: its listeners stop accepting at once (new connections are refused),
+  /// requests in flight finish and are answered with `connection: close`, idle keep-alive
+  /// connections close at a request boundary without a reset (a request whose first bytes already
+  /// arrived is served first). Returns once every client connection of the service has closed, or
+  /// when `gracePeriod` has passed; connections still open then are closed outright. Then its health
+  /// checks stop and idle pooled connections to targets no other service routes to are closed.
+  public func removeService(_ name: String, gracePeriod: Duration = LoadBalancer.defaultGracePeriod) async {
     guard let service = self.services.removeValue(forKey: name) else { return }
-    _ = self.runtimes.withLockedValue { $0.removeValue(forKey: name) }
-    service.healthLoop.cancel()
-    for channel in service.listeners.values { try? await channel.close() }
-    await service.runtime.closeAllClients()
-    await service.healthLoop.value
+    await self.stop([service], gracePeriod: gracePeriod)
     let keep = self.routedTargets()
     await self.pools.forEach { $0.closeIdle(except: keep) }
   }
 
-  /// Closes every listener, client connection and pooled connection. The event loop group is the
-  /// caller's and stays running.
-  public func shutdown() async {
-    for name in Array(self.services.keys) { await self.removeService(name) }
+  /// Stops every service gracefully, all at once and within one `gracePeriod` (see
+  /// ``removeService(_:gracePeriod:)``), then closes every pooled connection. `gracePeriod: .zero`
+  /// closes everything at once. The event loop group is the caller's and stays running.
+  public func shutdown(gracePeriod: Duration = LoadBalancer.defaultGracePeriod) async {
+    let services = Array(self.services.values)
+    self.services = [:]
+    await self.stop(services, gracePeriod: gracePeriod)
     await self.pools.forEach { $0.closeAll() }
+  }
+
+  /// The graceful stop of `services`, already taken out of `self.services`.
+  private func stop(_ services: [Service], gracePeriod: Duration) async {
+    for service in services {
+      // No new connection from here on; accepted connections go on.
+      for channel in service.listeners.values { try? await channel.close() }
+      service.runtime.beginGracefulStop()
+    }
+    let started = ContinuousClock.now
+    let closedInTime = await withTaskGroup(of: Bool.self) { group in
+      group.addTask {
+        for service in services { await service.runtime.waitUntilNoClients() }
+        return !Task.isCancelled
+      }
+      group.addTask {
+        try? await Task.sleep(for: gracePeriod)
+        return false
+      }
+      let first = await group.next() ?? false
+      group.cancelAll()
+      return first
+    }
+    var cut = 0
+    for service in services {
+      cut += service.runtime.openClients
+      await service.runtime.closeAllClients()
+      self.runtimes.withLockedValue { runtimes in
+        // The same name may have been added again while this one stopped.
+        if runtimes[service.configuration.name] === service.runtime { runtimes[service.configuration.name] = nil }
+      }
+      service.healthLoop.cancel()
+      await service.healthLoop.value
+    }
+    self.logger.info(
+      "listeners closed",
+      metadata: [
+        "services": "\(services.map(\.configuration.name).sorted())",
+        "after": "\(ContinuousClock.now - started)",
+        "connectionsCut": "\(closedInTime ? 0 : cut)",
+      ])
   }
 
   // MARK: Metrics

@@ -133,6 +133,12 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private var readsPaused = false
   private var readPending = false
   private var timeoutTimer: Scheduled<Void>?
+  /// Set when the service stops gracefully: the connection closes at its next request boundary.
+  private var stopping = false
+
+  /// How long a gracefully closed connection waits for the client to close its side after the
+  /// balancer closed its output (bytes arriving meanwhile are dropped); then it is closed outright.
+  static let lingerTimeout = TimeAmount.seconds(2)
 
   init(runtime: ServiceRuntime, settings: ProxySettings, pool: UpstreamPool, timeouts: ClientTimeoutHandler? = nil) {
     self.runtime = runtime
@@ -167,6 +173,49 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       return
     }
     context.fireChannelActive()
+    // Accepted while its service began a graceful stop: it closes like every other connection.
+    if self.runtime.isStopping { self.beginGracefulClose(context: context) }
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if event is GracefulCloseEvent {
+      self.beginGracefulClose(context: context)
+      return
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+
+  /// The service stops gracefully. A connection between requests closes now, without a reset; one
+  /// with an exchange, or with the first bytes of a request head already read, is served first, its
+  /// response carries `connection: close` (when its head has not gone out yet), and the connection
+  /// closes after that response.
+  private func beginGracefulClose(context: ChannelHandlerContext) {
+    guard !self.stopping else { return }
+    self.stopping = true
+    if let exchange = self.exchange {
+      exchange.closeClientAfterResponse = true
+      return
+    }
+    guard let timeouts = self.timeouts else {
+      context.close(promise: nil)
+      return
+    }
+    if timeouts.isBetweenRequests {
+      self.closeGracefully(context)
+    }
+    // Otherwise a request head is arriving: its exchange starts stopping (see startExchange), or
+    // the header-read timeout answers 408 and closes.
+  }
+
+  /// Closes without a reset (see ``ClientTimeoutHandler/closeGracefully(linger:)``).
+  private func closeGracefully(_ context: ChannelHandlerContext) {
+    guard let timeouts = self.timeouts else {
+      context.close(promise: nil)
+      return
+    }
+    self.readsPaused = false
+    self.readPending = false
+    timeouts.closeGracefully(linger: Self.lingerTimeout)
   }
 
   func channelInactive(context: ChannelHandlerContext) {
@@ -266,6 +315,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
     let exchange = Exchange(
       head: head, forwardedHead: self.forwardedHead(head, target: choice.target), choice: choice, start: .now())
+    exchange.closeClientAfterResponse = self.stopping
     self.exchange = exchange
     if self.timeoutTimer == nil { self.armTimeoutTimer(in: self.settings.responseTimeout, context: context) }
     self.setReadsPaused(true)
@@ -427,7 +477,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       for name in hopByHopHeaders { headers.remove(name: name) }
       headers.replaceOrAdd(name: "x-teal-revision", value: exchange.choice.revision)
       headers.replaceOrAdd(name: "x-teal-generation", value: String(exchange.choice.generation))
-      var close = !exchange.clientKeepAlive
+      var close = !exchange.clientKeepAlive || exchange.closeClientAfterResponse
       if exchange.clientVersion.minor == 0, !headers.contains(name: "content-length") {
         // An HTTP/1.0 client cannot take chunked framing: the end of the body is the end of the connection.
         headers.remove(name: "transfer-encoding")
@@ -599,19 +649,24 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   }
 
   /// Closes the client connection once `written` (the last response write) has reached the socket.
+  /// While the service stops gracefully, the close is graceful too (no reset for a client that
+  /// already sent its next request).
   private func close(_ context: ChannelHandlerContext, after written: EventLoopFuture<Void>?) {
+    let graceful = self.stopping
     guard let written else {
-      context.close(promise: nil)
+      if graceful { self.closeGracefully(context) } else { context.close(promise: nil) }
       return
     }
-    written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    written.assumeIsolated().whenComplete { _ in
+      if graceful { self.closeGracefully(context) } else { context.close(promise: nil) }
+    }
   }
 
   /// 503 before any exchange exists (no healthy target).
   private func respondWithoutExchange(
     _ status: HTTPResponseStatus, body: String, head: HTTPRequestHead, context: ChannelHandlerContext
   ) {
-    let close = !head.isKeepAlive || headDeclaresBody(head)
+    let close = !head.isKeepAlive || headDeclaresBody(head) || self.stopping
     if !close {
       self.discardingRequest = true
       self.timeouts?.responseEnded()
