@@ -49,14 +49,21 @@ public struct LoadBalancerConfiguration: Hashable, Sendable {
   /// `x-forwarded-for` is kept and appended to. From anyone else the header is replaced by the
   /// client's address: a client could otherwise claim any address.
   public var trustedProxies: Set<String>
+  /// Where the weighted round robin starts (see ``WeightedRouter/init(routes:healthyTargets:seed:)``).
+  /// Give every node another value, e.g. its index among the cluster's members (0, 1, 2: the first
+  /// requests of three nodes then go to three different tasks) or a stable hash of its id; 0, the
+  /// default, starts at the first group and target. The same seed always gives the same sequence.
+  public var roundRobinSeed: UInt64
 
   public init(
     connectTimeout: Duration = .seconds(2), responseTimeout: Duration = .seconds(60),
     maxRequestHeaderBytes: Int = 32 * 1024, maxIdleConnectionsPerTarget: Int = 64, forwardedProto: String = "http",
     upstreamIdleTimeout: Duration = .seconds(1), upstreamMaxAge: Duration = .seconds(60), maxRetries: Int = 2,
     headerReadTimeout: Duration = .seconds(10), clientIdleTimeout: Duration = .seconds(60),
-    bodyIdleTimeout: Duration = .seconds(30), maxClientConnections: Int = 10_000, trustedProxies: Set<String> = []
+    bodyIdleTimeout: Duration = .seconds(30), maxClientConnections: Int = 10_000, trustedProxies: Set<String> = [],
+    roundRobinSeed: UInt64 = 0
   ) {
+    self.roundRobinSeed = roundRobinSeed
     self.headerReadTimeout = headerReadTimeout
     self.clientIdleTimeout = clientIdleTimeout
     self.bodyIdleTimeout = bodyIdleTimeout
@@ -192,7 +199,7 @@ public actor LoadBalancer {
       name: service.name,
       traffic: ServiceTraffic(
         routes: .empty, healthyThreshold: service.healthCheck.healthyThreshold,
-        unhealthyThreshold: service.healthCheck.unhealthyThreshold))
+        unhealthyThreshold: service.healthCheck.unhealthyThreshold, roundRobinSeed: self.configuration.roundRobinSeed))
     await self.installProbed(routes, runtime: runtime, healthCheck: service.healthCheck)
 
     var listeners: [ListenerRole: any Channel] = [:]

@@ -34,8 +34,9 @@ public struct ServiceTraffic: Sendable {
   /// Targets taken out of routing by ``deregister(_:)``; forgotten when they leave the routes.
   public private(set) var deregistered: Set<TargetAddress> = []
 
-  public init(routes: ServiceRoutes, healthyThreshold: Int, unhealthyThreshold: Int) {
-    self.router = WeightedRouter(routes: routes)
+  /// - Parameter roundRobinSeed: where the router's sequences start (see ``WeightedRouter/init(routes:healthyTargets:seed:)``).
+  public init(routes: ServiceRoutes, healthyThreshold: Int, unhealthyThreshold: Int, roundRobinSeed: UInt64 = 0) {
+    self.router = WeightedRouter(routes: routes, seed: roundRobinSeed)
     self.health = TargetHealth(healthyThreshold: healthyThreshold, unhealthyThreshold: unhealthyThreshold)
   }
 
