@@ -585,7 +585,7 @@ public actor LoadBalancer {
               withPipeliningAssistance: true, withErrorHandling: false,
               // Header bytes reaching the encoder were parsed by llhttp or validated in ServiceRoutes
               // and LoadBalancerConfiguration, so the per-message validator is skipped (hot path).
-              withOutboundHeaderValidation: false, withEncoderConfiguration: .init(),
+              withOutboundHeaderValidation: false, withEncoderConfiguration: ProxyServerHandler.encoderConfiguration,
               withDecoderLimitConfiguration: limits)
             try channel.pipeline.syncOperations.addHandler(
               ProxyServerHandler(runtime: runtime, settings: settings, pool: pool, timeouts: timeouts))

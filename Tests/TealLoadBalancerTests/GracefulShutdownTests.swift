@@ -2,6 +2,7 @@
 // requests in flight finish with `connection: close`, idle keep-alive connections are closed at a
 // request boundary without a reset, new connections are refused (real sockets).
 
+import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
