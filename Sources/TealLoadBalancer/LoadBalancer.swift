@@ -38,10 +38,14 @@ public struct LoadBalancerConfiguration: Hashable, Sendable {
   public var headerReadTimeout: Duration
   /// A client keep-alive connection with no new request for this long is closed.
   public var clientIdleTimeout: Duration
-  /// A request body that sends nothing for this long gets 408 (the connection closes); a response
-  /// body from a target that sends nothing for this long is cut (the client connection closes; it
-  /// is noticed at the latest `responseTimeout` after the request was routed).
+  /// A request body that sends nothing for this long gets 408 (the connection closes).
   public var bodyIdleTimeout: Duration
+  /// A response body from a target that sends nothing for this long, once the response has started,
+  /// is cut: the client connection closes (the client can tell the body is incomplete; nothing is
+  /// retried, part of the response went out) and `TargetGroupMetrics.stalledResponses` counts it.
+  /// Measured between two reads of the target's response, so a long download that keeps moving is
+  /// never cut.
+  public var responseBodyIdleTimeout: Duration
   /// Open client connections per service (both listeners together); one more gets 503 at once
   /// and is closed.
   public var maxClientConnections: Int
@@ -60,13 +64,15 @@ public struct LoadBalancerConfiguration: Hashable, Sendable {
     maxRequestHeaderBytes: Int = 32 * 1024, maxIdleConnectionsPerTarget: Int = 64, forwardedProto: String = "http",
     upstreamIdleTimeout: Duration = .seconds(1), upstreamMaxAge: Duration = .seconds(60), maxRetries: Int = 2,
     headerReadTimeout: Duration = .seconds(10), clientIdleTimeout: Duration = .seconds(60),
-    bodyIdleTimeout: Duration = .seconds(30), maxClientConnections: Int = 10_000, trustedProxies: Set<String> = [],
+    bodyIdleTimeout: Duration = .seconds(30), responseBodyIdleTimeout: Duration = .seconds(10),
+    maxClientConnections: Int = 10_000, trustedProxies: Set<String> = [],
     roundRobinSeed: UInt64 = 0
   ) {
     self.roundRobinSeed = roundRobinSeed
     self.headerReadTimeout = headerReadTimeout
     self.clientIdleTimeout = clientIdleTimeout
     self.bodyIdleTimeout = bodyIdleTimeout
+    self.responseBodyIdleTimeout = responseBodyIdleTimeout
     self.maxClientConnections = max(1, maxClientConnections)
     self.trustedProxies = trustedProxies
     self.connectTimeout = connectTimeout
@@ -559,7 +565,7 @@ public actor LoadBalancer {
     let settings = ProxySettings(
       role: role, responseTimeout: TimeAmount(self.configuration.responseTimeout),
       forwardedProto: self.configuration.forwardedProto, maxRetries: self.configuration.maxRetries,
-      bodyIdleTimeout: TimeAmount(self.configuration.bodyIdleTimeout),
+      responseBodyIdleTimeout: TimeAmount(self.configuration.responseBodyIdleTimeout),
       maxClientConnections: self.configuration.maxClientConnections,
       trustedProxies: self.configuration.trustedProxies)
     let timeoutSettings = ClientTimeoutSettings(

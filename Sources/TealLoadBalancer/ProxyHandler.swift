@@ -12,7 +12,7 @@ struct ProxySettings: Sendable {
   /// Times one request may be sent again after a failure before any response byte (bounded).
   var maxRetries: Int
   /// A response body that sends nothing for this long is cut (the client connection closes).
-  var bodyIdleTimeout: TimeAmount = .seconds(30)
+  var responseBodyIdleTimeout: TimeAmount = .seconds(10)
   /// Client connections per service (both listeners); one more gets 503 and is closed.
   var maxClientConnections: Int = 10_000
   /// Peers whose `x-forwarded-for` is kept (and appended to); anyone else's is replaced.
@@ -388,7 +388,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       head: head, forwardedHead: self.forwardedHead(head, target: choice.target), choice: choice, start: .now())
     exchange.closeClientAfterResponse = self.stopping
     self.exchange = exchange
-    if self.timeoutTimer == nil { self.armTimeoutTimer(in: self.settings.responseTimeout, context: context) }
+    if self.timeoutTimer == nil { self.armTimeoutTimer(in: self.timerPeriod, context: context) }
     self.setReadsPaused(true)
     self.dispatch(exchange, allowPooled: true)
   }
@@ -677,22 +677,32 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       exchange, .requestTimeout, body: "teal: the request body stopped arriving\n", context: context)
   }
 
+  /// The longest the connection's timer sleeps while an exchange runs: the shorter of the response
+  /// timeout and the response body idle timeout, so a body that stalls right after its head is cut
+  /// `responseBodyIdleTimeout` after its last byte (before, only when the response timer fired, up
+  /// to `responseTimeout` after routing).
+  private var timerPeriod: TimeAmount { min(self.settings.responseTimeout, self.settings.responseBodyIdleTimeout) }
+
   /// One timer per connection, not per request: when it fires it checks the current exchange's age
-  /// and re-arms for the remaining time, so a keep-alive connection pays no timer cost per request.
+  /// (or, once its response started, how long the target has been silent) and re-arms for the
+  /// remaining time, at most `timerPeriod`, so a keep-alive connection pays no timer cost per
+  /// request.
   private func armTimeoutTimer(in delay: TimeAmount, context: ChannelHandlerContext) {
     self.timeoutTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
       self.timeoutTimer = nil
       guard let context = self.context, let exchange = self.exchange else { return }
       if exchange.responseStarted {
-        // A response body that stalls is cut: the client sees the connection end, not a hang.
+        // A response body that stalls is cut: the client sees the connection end, not a hang. No
+        // retry: part of the response went out.
         let idle = NIODeadline.now() - exchange.lastUpstreamRead
-        if idle >= self.settings.bodyIdleTimeout {
+        if idle >= self.settings.responseBodyIdleTimeout {
+          self.runtime.recordStalledResponse(exchange.choice, self.settings.role)
           exchange.upstream?.close()
           exchange.upstream = nil
           self.complete(exchange, status: nil)
           context.close(promise: nil)
         } else {
-          self.armTimeoutTimer(in: self.settings.bodyIdleTimeout - idle, context: context)
+          self.armTimeoutTimer(in: self.settings.responseBodyIdleTimeout - idle, context: context)
         }
         return
       }
@@ -700,7 +710,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       if age >= self.settings.responseTimeout {
         self.responseTimedOut(exchange)
       } else {
-        self.armTimeoutTimer(in: self.settings.responseTimeout - age, context: context)
+        self.armTimeoutTimer(in: min(self.settings.responseTimeout - age, self.timerPeriod), context: context)
       }
     }
   }

@@ -74,6 +74,10 @@ final class ServiceRuntime: Sendable {
     self.shared.withLockedValue { $0.traffic.recordConnectFailure(choice.target, role, revision: choice.revision) }
   }
 
+  func recordStalledResponse(_ choice: RouteChoice, _ role: ListenerRole) {
+    self.shared.withLockedValue { $0.traffic.recordStalledResponse(role, revision: choice.revision) }
+  }
+
   func recordBadRequest() {
     self.shared.withLockedValue { $0.traffic.recordBadRequest() }
   }

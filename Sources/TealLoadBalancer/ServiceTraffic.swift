@@ -139,6 +139,13 @@ public struct ServiceTraffic: Sendable {
     return self.count(choice, role, delta: -1, metrics: false)
   }
 
+  /// Counts a response cut because the target's body went silent (the exchange then ends with
+  /// `finish(status: nil)`, counted as aborted too).
+  public mutating func recordStalledResponse(_ role: ListenerRole, revision: String) {
+    self.metrics.targetGroups[TargetGroupKey(listener: role, revision: revision), default: TargetGroupMetrics()]
+      .stalledResponses += 1
+  }
+
   /// Counts a request answered 400/431 before it could be routed.
   public mutating func recordBadRequest() {
     self.metrics.badRequests += 1
