@@ -97,7 +97,7 @@ struct GracefulShutdownTests {
   private static let slowRequests = 6
 
   /// Before: `shutdown()` closed every client connection at once, so the requests held by a slow
-  /// target got no response and the idle keep-alive connections were reset.
+  /// target (800 ms) got no response and the idle keep-alive connections were reset.
   @Test(arguments: [false, true])
   func requestsInFlightFinishWhileTheListenersClose(viaRemoveService: Bool) async throws {
     let backend = try await LBTestBackend.start(revision: "blue")
@@ -116,13 +116,11 @@ struct GracefulShutdownTests {
     // A request whose first bytes arrived before the close began; the rest comes after.
     let partial = try await RecordingClient.connect(port: port)
     try await partial.send("GET /slow?ms=300 HTTP/1.1\r\nhost: teal.test\r\n")
-    // Requests held in flight by a slow target.
+    // Requests held in flight by a slow target (connected first, then sent together, so that all
+    // are in flight at once on a loaded machine too).
     var slow: [RecordingClient] = []
-    for _ in 0..<Self.slowRequests {
-      let client = try await RecordingClient.connect(port: port)
-      try await client.send("GET /slow?ms=300 HTTP/1.1\r\nhost: teal.test\r\n\r\n")
-      slow.append(client)
-    }
+    for _ in 0..<Self.slowRequests { slow.append(try await RecordingClient.connect(port: port)) }
+    for client in slow { try await client.send("GET /slow?ms=800 HTTP/1.1\r\nhost: teal.test\r\n\r\n") }
     let inFlight = await lbEventually {
       (balancer.metrics().services["web"]?.targetGroups.values.reduce(0) { $0 + $1.inFlight } ?? 0)
         == Self.slowRequests
