@@ -56,7 +56,7 @@ private final class RawTarget: Sendable {
         self.received.removeSubrange(self.received.startIndex..<end.upperBound)
         let written = context.writeAndFlush(self.wrapOutboundOut(ByteBuffer(string: self.response)))
         if self.closeAfter {
-          written.whenComplete { _ in context.close(promise: nil) }
+          written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
           return
         }
       }
