@@ -390,6 +390,7 @@ public actor LoadBalancer {
   /// arrived is served first). Returns once every client connection of the service has closed, or
   /// when `gracePeriod` has passed; connections still open then are closed outright. Then its health
   /// checks stop and idle pooled connections to targets no other service routes to are closed.
+  /// If the calling task is cancelled, the wait ends at once and the open connections are cut.
   public func removeService(_ name: String, gracePeriod: Duration = LoadBalancer.defaultGracePeriod) async {
     guard let service = self.services.removeValue(forKey: name) else { return }
     await self.stop([service], gracePeriod: gracePeriod)
