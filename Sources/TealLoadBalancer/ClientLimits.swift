@@ -46,6 +46,11 @@ final class ClientTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler 
   private var context: ChannelHandlerContext?
   /// Set by the proxy handler: what to do when a request body stalls.
   var onBodyIdle: (() -> Void)?
+  /// Set once the connection's output is closed (a graceful close): every byte read is dropped
+  /// until the client closes its side, so the socket never holds unread bytes that would turn the
+  /// final close into a reset.
+  private var discardingInput = false
+  private var lingerTimer: Scheduled<Void>?
 
   init(settings: ClientTimeoutSettings) {
     self.settings = settings
@@ -57,6 +62,8 @@ final class ClientTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler 
   }
 
   func handlerRemoved(context: ChannelHandlerContext) {
+    self.lingerTimer?.cancel()
+    self.lingerTimer = nil
     self.timer?.cancel()
     self.timer = nil
     self.deadline = nil
@@ -72,10 +79,13 @@ final class ClientTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler 
     self.timer?.cancel()
     self.timer = nil
     self.deadline = nil
+    self.lingerTimer?.cancel()
+    self.lingerTimer = nil
     context.fireChannelInactive()
   }
 
   func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    if self.discardingInput { return }
     switch self.phase {
     case .awaitingRequest:
       self.phase = .readingHead
@@ -91,6 +101,26 @@ final class ClientTimeoutHandler: ChannelDuplexHandler, RemovableChannelHandler 
   }
 
   // MARK: Phases (called by the proxy handler on the same loop)
+
+  /// Whether the connection is between requests: no byte of a next request has arrived.
+  var isBetweenRequests: Bool { self.phase == .awaitingRequest }
+
+  /// Closes the connection without a reset (RFC 9112 §9.6): the output is closed at once (after the
+  /// writes already queued), so the client reads an orderly end; bytes the client still sends are
+  /// read and dropped until it closes its side (NIO then closes the channel), or until `linger`
+  /// passed, when the connection is closed outright.
+  func closeGracefully(linger: TimeAmount) {
+    guard let context = self.context, !self.discardingInput else { return }
+    self.discardingInput = true
+    self.cancel()
+    context.close(mode: .output, promise: nil)
+    // Keep reading (the proxy may have paused reads): the client's close must be seen.
+    context.read()
+    self.lingerTimer = context.eventLoop.assumeIsolated().scheduleTask(in: linger) {
+      self.lingerTimer = nil
+      self.context?.close(promise: nil)
+    }
+  }
 
   func requestHeadReceived(hasBody: Bool) {
     self.phase = hasBody ? .readingBody : .waitingForResponse

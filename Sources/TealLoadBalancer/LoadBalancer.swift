@@ -38,10 +38,14 @@ public struct LoadBalancerConfiguration: Hashable, Sendable {
   public var headerReadTimeout: Duration
   /// A client keep-alive connection with no new request for this long is closed.
   public var clientIdleTimeout: Duration
-  /// A request body that sends nothing for this long gets 408 (the connection closes); a response
-  /// body from a target that sends nothing for this long is cut (the client connection closes; it
-  /// is noticed at the latest `responseTimeout` after the request was routed).
+  /// A request body that sends nothing for this long gets 408 (the connection closes).
   public var bodyIdleTimeout: Duration
+  /// A response body from a target that sends nothing for this long, once the response has started,
+  /// is cut: the client connection closes (the client can tell the body is incomplete; nothing is
+  /// retried, part of the response went out) and `TargetGroupMetrics.stalledResponses` counts it.
+  /// Measured between two reads of the target's response, so a long download that keeps moving is
+  /// never cut.
+  public var responseBodyIdleTimeout: Duration
   /// Open client connections per service (both listeners together); one more gets 503 at once
   /// and is closed.
   public var maxClientConnections: Int
@@ -49,17 +53,26 @@ public struct LoadBalancerConfiguration: Hashable, Sendable {
   /// `x-forwarded-for` is kept and appended to. From anyone else the header is replaced by the
   /// client's address: a client could otherwise claim any address.
   public var trustedProxies: Set<String>
+  /// Where the weighted round robin starts (see ``WeightedRouter/init(routes:healthyTargets:seed:)``).
+  /// Give every node another value, e.g. its index among the cluster's members (0, 1, 2: the first
+  /// requests of three nodes then go to three different tasks) or a stable hash of its id; 0, the
+  /// default, starts at the first group and target. The same seed always gives the same sequence.
+  public var roundRobinSeed: UInt64
 
   public init(
     connectTimeout: Duration = .seconds(2), responseTimeout: Duration = .seconds(60),
     maxRequestHeaderBytes: Int = 32 * 1024, maxIdleConnectionsPerTarget: Int = 64, forwardedProto: String = "http",
     upstreamIdleTimeout: Duration = .seconds(1), upstreamMaxAge: Duration = .seconds(60), maxRetries: Int = 2,
     headerReadTimeout: Duration = .seconds(10), clientIdleTimeout: Duration = .seconds(60),
-    bodyIdleTimeout: Duration = .seconds(30), maxClientConnections: Int = 10_000, trustedProxies: Set<String> = []
+    bodyIdleTimeout: Duration = .seconds(30), responseBodyIdleTimeout: Duration = .seconds(10),
+    maxClientConnections: Int = 10_000, trustedProxies: Set<String> = [],
+    roundRobinSeed: UInt64 = 0
   ) {
+    self.roundRobinSeed = roundRobinSeed
     self.headerReadTimeout = headerReadTimeout
     self.clientIdleTimeout = clientIdleTimeout
     self.bodyIdleTimeout = bodyIdleTimeout
+    self.responseBodyIdleTimeout = responseBodyIdleTimeout
     self.maxClientConnections = max(1, maxClientConnections)
     self.trustedProxies = trustedProxies
     self.connectTimeout = connectTimeout
@@ -192,7 +205,7 @@ public actor LoadBalancer {
       name: service.name,
       traffic: ServiceTraffic(
         routes: .empty, healthyThreshold: service.healthCheck.healthyThreshold,
-        unhealthyThreshold: service.healthCheck.unhealthyThreshold))
+        unhealthyThreshold: service.healthCheck.unhealthyThreshold, roundRobinSeed: self.configuration.roundRobinSeed))
     await self.installProbed(routes, runtime: runtime, healthCheck: service.healthCheck)
 
     var listeners: [ListenerRole: any Channel] = [:]
@@ -367,23 +380,73 @@ public actor LoadBalancer {
     }
   }
 
-  /// Closes a service's listeners and client connections and stops its health checks.
-  public func removeService(_ name: String) async {
+  /// How long ``shutdown(gracePeriod:)`` and ``removeService(_:gracePeriod:)`` wait by default for
+  /// the requests in flight before they cut the connections still open.
+  public static let defaultGracePeriod = Duration.seconds(10)
+
+  /// Stops a service gracefully: its listeners stop accepting at once (new connections are refused),
+  /// requests in flight finish and are answered with `connection: close`, idle keep-alive
+  /// connections close at a request boundary without a reset (a request whose first bytes already
+  /// arrived is served first). Returns once every client connection of the service has closed, or
+  /// when `gracePeriod` has passed; connections still open then are closed outright. Then its health
+  /// checks stop and idle pooled connections to targets no other service routes to are closed.
+  /// If the calling task is cancelled, the wait ends at once and the open connections are cut.
+  public func removeService(_ name: String, gracePeriod: Duration = LoadBalancer.defaultGracePeriod) async {
     guard let service = self.services.removeValue(forKey: name) else { return }
-    _ = self.runtimes.withLockedValue { $0.removeValue(forKey: name) }
-    service.healthLoop.cancel()
-    for channel in service.listeners.values { try? await channel.close() }
-    await service.runtime.closeAllClients()
-    await service.healthLoop.value
+    await self.stop([service], gracePeriod: gracePeriod)
     let keep = self.routedTargets()
     await self.pools.forEach { $0.closeIdle(except: keep) }
   }
 
-  /// Closes every listener, client connection and pooled connection. The event loop group is the
-  /// caller's and stays running.
-  public func shutdown() async {
-    for name in Array(self.services.keys) { await self.removeService(name) }
+  /// Stops every service gracefully, all at once and within one `gracePeriod` (see
+  /// ``removeService(_:gracePeriod:)``), then closes every pooled connection. `gracePeriod: .zero`
+  /// closes everything at once. The event loop group is the caller's and stays running.
+  public func shutdown(gracePeriod: Duration = LoadBalancer.defaultGracePeriod) async {
+    let services = Array(self.services.values)
+    self.services = [:]
+    await self.stop(services, gracePeriod: gracePeriod)
     await self.pools.forEach { $0.closeAll() }
+  }
+
+  /// The graceful stop of `services`, already taken out of `self.services`.
+  private func stop(_ services: [Service], gracePeriod: Duration) async {
+    for service in services {
+      // No new connection from here on; accepted connections go on.
+      for channel in service.listeners.values { try? await channel.close() }
+      service.runtime.beginGracefulStop()
+    }
+    let started = ContinuousClock.now
+    let closedInTime = await withTaskGroup(of: Bool.self) { group in
+      group.addTask {
+        for service in services { await service.runtime.waitUntilNoClients() }
+        return !Task.isCancelled
+      }
+      group.addTask {
+        try? await Task.sleep(for: gracePeriod)
+        return false
+      }
+      let first = await group.next() ?? false
+      group.cancelAll()
+      return first
+    }
+    var cut = 0
+    for service in services {
+      cut += service.runtime.openClients
+      await service.runtime.closeAllClients()
+      self.runtimes.withLockedValue { runtimes in
+        // The same name may have been added again while this one stopped.
+        if runtimes[service.configuration.name] === service.runtime { runtimes[service.configuration.name] = nil }
+      }
+      service.healthLoop.cancel()
+      await service.healthLoop.value
+    }
+    self.logger.info(
+      "listeners closed",
+      metadata: [
+        "services": "\(services.map(\.configuration.name).sorted())",
+        "after": "\(ContinuousClock.now - started)",
+        "connectionsCut": "\(closedInTime ? 0 : cut)",
+      ])
   }
 
   // MARK: Metrics
@@ -503,7 +566,7 @@ public actor LoadBalancer {
     let settings = ProxySettings(
       role: role, responseTimeout: TimeAmount(self.configuration.responseTimeout),
       forwardedProto: self.configuration.forwardedProto, maxRetries: self.configuration.maxRetries,
-      bodyIdleTimeout: TimeAmount(self.configuration.bodyIdleTimeout),
+      responseBodyIdleTimeout: TimeAmount(self.configuration.responseBodyIdleTimeout),
       maxClientConnections: self.configuration.maxClientConnections,
       trustedProxies: self.configuration.trustedProxies)
     let timeoutSettings = ClientTimeoutSettings(
@@ -529,7 +592,7 @@ public actor LoadBalancer {
               withPipeliningAssistance: true, withErrorHandling: false,
               // Header bytes reaching the encoder were parsed by llhttp or validated in ServiceRoutes
               // and LoadBalancerConfiguration, so the per-message validator is skipped (hot path).
-              withOutboundHeaderValidation: false, withEncoderConfiguration: .init(),
+              withOutboundHeaderValidation: false, withEncoderConfiguration: ProxyServerHandler.encoderConfiguration,
               withDecoderLimitConfiguration: limits)
             try channel.pipeline.syncOperations.addHandler(
               ProxyServerHandler(runtime: runtime, settings: settings, pool: pool, timeouts: timeouts))

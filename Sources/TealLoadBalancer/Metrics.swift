@@ -86,6 +86,9 @@ public struct TargetGroupMetrics: Hashable, Sendable {
   public var retriedElsewhere: UInt64 = 0
   /// Failures of this group's targets seen on the data path (connect failed, reset before a response).
   public var connectFailures: UInt64 = 0
+  /// Responses cut because the target's body sent nothing for `responseBodyIdleTimeout` (each one
+  /// is also counted in `aborted`: the client saw the connection end mid-body).
+  public var stalledResponses: UInt64 = 0
   public var inFlight: Int = 0
   public var latency = LatencyHistogram()
 
@@ -140,6 +143,7 @@ public struct TargetGroupMetrics: Hashable, Sendable {
     delta.retriedElsewhere = self.retriedElsewhere &- min(self.retriedElsewhere, earlier.retriedElsewhere)
     delta.connectFailures = self.connectFailures &- min(self.connectFailures, earlier.connectFailures)
     delta.aborted = self.aborted &- min(self.aborted, earlier.aborted)
+    delta.stalledResponses = self.stalledResponses &- min(self.stalledResponses, earlier.stalledResponses)
     delta.inFlight = self.inFlight
     delta.latency = self.latency.subtracting(earlier.latency)
     return delta
@@ -229,6 +233,10 @@ public struct LoadBalancerMetrics: Hashable, Sendable {
     eachGroup { labels, metrics in out += "teal_lb_connect_failures_total{\(labels)} \(metrics.connectFailures)\n" }
     family("teal_lb_aborted_total", "counter", "Requests whose client went away before the response ended.")
     eachGroup { labels, metrics in out += "teal_lb_aborted_total{\(labels)} \(metrics.aborted)\n" }
+    family(
+      "teal_lb_stalled_responses_total", "counter",
+      "Responses cut because the target's body went silent for the response body idle timeout.")
+    eachGroup { labels, metrics in out += "teal_lb_stalled_responses_total{\(labels)} \(metrics.stalledResponses)\n" }
     family("teal_lb_in_flight_requests", "gauge", "Requests currently being proxied.")
     eachGroup { labels, metrics in out += "teal_lb_in_flight_requests{\(labels)} \(metrics.inFlight)\n" }
     family("teal_lb_request_duration_seconds", "histogram", "Time from request head to response end.")

@@ -12,7 +12,7 @@ struct ProxySettings: Sendable {
   /// Times one request may be sent again after a failure before any response byte (bounded).
   var maxRetries: Int
   /// A response body that sends nothing for this long is cut (the client connection closes).
-  var bodyIdleTimeout: TimeAmount = .seconds(30)
+  var responseBodyIdleTimeout: TimeAmount = .seconds(10)
   /// Client connections per service (both listeners); one more gets 503 and is closed.
   var maxClientConnections: Int = 10_000
   /// Peers whose `x-forwarded-for` is kept (and appended to); anyone else's is replaced.
@@ -29,6 +29,11 @@ private final class Exchange {
   let requestHasBody: Bool
   let clientKeepAlive: Bool
   let expectContinue: Bool
+  /// HEAD or CONNECT: the response has no body whatever its headers say.
+  let responseHasNoBody: Bool
+  /// The response's body carries a transfer-coding besides chunked: the proxy writes the chunked
+  /// framing itself (NIO's encoder frames only a bare `chunked`).
+  var framesChunksItself = false
   let start: NIODeadline
   var choice: RouteChoice
   /// Parts received before the upstream connection was ready.
@@ -56,6 +61,7 @@ private final class Exchange {
     default: self.isIdempotentWithoutBody = false
     }
     self.clientKeepAlive = head.isKeepAlive
+    self.responseHasNoBody = head.method == .HEAD || head.method == .CONNECT
     self.expectContinue =
       head.headers.contains(name: "expect")
       && head.headers["expect"].contains { $0.lowercased() == "100-continue" }
@@ -79,6 +85,71 @@ private func headDeclaresBody(_ head: HTTPRequestHead) -> Bool {
   if head.headers.contains(name: "transfer-encoding") { return true }
   if let length = head.headers.first(name: "content-length"), let value = Int(length), value > 0 { return true }
   return false
+}
+
+/// The transfer-codings a message lists, in order, over every `transfer-encoding` field.
+private func transferCodings(_ headers: HTTPHeaders) -> [String] {
+  var codings: [String] = []
+  for value in headers["transfer-encoding"] {
+    for coding in value.split(separator: ",") {
+      let name = coding.trimmingASCIISpaces()
+      if !name.isEmpty { codings.append(name) }
+    }
+  }
+  return codings
+}
+
+private func isChunked(_ coding: String) -> Bool {
+  coding.caseInsensitiveASCIIEquals("chunked")
+}
+
+/// How a forwarded response's body is framed to the client.
+enum ResponseFraming: Equatable {
+  /// No body (HEAD, CONNECT, 1xx, 204, 304), a `content-length`, or a bare `chunked` that NIO's
+  /// encoder frames: the encoder writes the body as it is told.
+  case byEncoder
+  /// The target applied a transfer-coding besides chunked: the codings are kept, with chunked
+  /// last, and the proxy writes the chunk framing itself.
+  case chunkedByProxy
+  /// An HTTP/1.0 client without `content-length`: the body ends with the connection.
+  case untilClose
+  /// The body carries a transfer-coding an HTTP/1.0 client cannot receive (RFC 9112 §6.1) and the
+  /// proxy does not decode: 502.
+  case refused(coding: String)
+}
+
+/// Sets the framing headers of a forwarded response head (the encoder's automatic framing is off,
+/// since it would replace `gzip, chunked` by `chunked` and lose the coding; RFC 9112 §6.1 lets a
+/// proxy re-frame only the chunked part).
+func frameForwardedResponse(
+  _ headers: inout HTTPHeaders, status: HTTPResponseStatus, noBody: Bool, clientVersion: HTTPVersion
+) -> ResponseFraming {
+  let codings = transferCodings(headers)
+  if noBody || !status.mayHaveResponseBody {
+    if !status.mayHaveResponseBody {
+      // 1xx, 204 and 304 never have a body; their framing fields would only confuse (as NIO did).
+      headers.remove(name: "transfer-encoding")
+      headers.remove(name: "content-length")
+    } else if clientVersion.minor == 0 {
+      headers.remove(name: "transfer-encoding")
+    }
+    return .byEncoder
+  }
+  if codings.isEmpty, headers.contains(name: "content-length") { return .byEncoder }
+  // A transfer-coding overrides a content-length (RFC 9112 §6.3), which must then not be sent.
+  headers.remove(name: "content-length")
+  let others = codings.filter { !isChunked($0) }
+  if clientVersion.minor == 0 {
+    if let coding = others.first { return .refused(coding: coding) }
+    headers.remove(name: "transfer-encoding")
+    return .untilClose
+  }
+  if others.isEmpty {
+    headers.replaceOrAdd(name: "transfer-encoding", value: "chunked")
+    return .byEncoder
+  }
+  headers.replaceOrAdd(name: "transfer-encoding", value: (others + ["chunked"]).joined(separator: ", "))
+  return .chunkedByProxy
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1). `transfer-encoding` is kept:
@@ -133,6 +204,12 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private var readsPaused = false
   private var readPending = false
   private var timeoutTimer: Scheduled<Void>?
+  /// Set when the service stops gracefully: the connection closes at its next request boundary.
+  private var stopping = false
+
+  /// How long a gracefully closed connection waits for the client to close its side after the
+  /// balancer closed its output (bytes arriving meanwhile are dropped); then it is closed outright.
+  static let lingerTimeout = TimeAmount.seconds(2)
 
   init(runtime: ServiceRuntime, settings: ProxySettings, pool: UpstreamPool, timeouts: ClientTimeoutHandler? = nil) {
     self.runtime = runtime
@@ -167,6 +244,49 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       return
     }
     context.fireChannelActive()
+    // Accepted while its service began a graceful stop: it closes like every other connection.
+    if self.runtime.isStopping { self.beginGracefulClose(context: context) }
+  }
+
+  func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    if event is GracefulCloseEvent {
+      self.beginGracefulClose(context: context)
+      return
+    }
+    context.fireUserInboundEventTriggered(event)
+  }
+
+  /// The service stops gracefully. A connection between requests closes now, without a reset; one
+  /// with an exchange, or with the first bytes of a request head already read, is served first, its
+  /// response carries `connection: close` (when its head has not gone out yet), and the connection
+  /// closes after that response.
+  private func beginGracefulClose(context: ChannelHandlerContext) {
+    guard !self.stopping else { return }
+    self.stopping = true
+    if let exchange = self.exchange {
+      exchange.closeClientAfterResponse = true
+      return
+    }
+    guard let timeouts = self.timeouts else {
+      context.close(promise: nil)
+      return
+    }
+    if timeouts.isBetweenRequests {
+      self.closeGracefully(context)
+    }
+    // Otherwise a request head is arriving: its exchange starts stopping (see startExchange), or
+    // the header-read timeout answers 408 and closes.
+  }
+
+  /// Closes without a reset (see ``ClientTimeoutHandler/closeGracefully(linger:)``).
+  private func closeGracefully(_ context: ChannelHandlerContext) {
+    guard let timeouts = self.timeouts else {
+      context.close(promise: nil)
+      return
+    }
+    self.readsPaused = false
+    self.readPending = false
+    timeouts.closeGracefully(linger: Self.lingerTimeout)
   }
 
   func channelInactive(context: ChannelHandlerContext) {
@@ -266,8 +386,9 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
     let exchange = Exchange(
       head: head, forwardedHead: self.forwardedHead(head, target: choice.target), choice: choice, start: .now())
+    exchange.closeClientAfterResponse = self.stopping
     self.exchange = exchange
-    if self.timeoutTimer == nil { self.armTimeoutTimer(in: self.settings.responseTimeout, context: context) }
+    if self.timeoutTimer == nil { self.armTimeoutTimer(in: self.timerPeriod, context: context) }
     self.setReadsPaused(true)
     self.dispatch(exchange, allowPooled: true)
   }
@@ -416,23 +537,31 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
     switch part {
     case .head(let upstreamHead):
-      exchange.responseStarted = true
-      exchange.lastUpstreamRead = .now()
-      exchange.status = Int(upstreamHead.status.code)
-      exchange.upstreamKeepAlive = upstreamHead.isKeepAlive
       var headers = upstreamHead.headers
       for token in headers[canonicalForm: "connection"] where !isProtectedFromConnectionHeader(String(token)) {
         headers.remove(name: String(token))
       }
       for name in hopByHopHeaders { headers.remove(name: name) }
+      let framing = frameForwardedResponse(
+        &headers, status: upstreamHead.status, noBody: exchange.responseHasNoBody,
+        clientVersion: exchange.clientVersion)
+      if case .refused(let coding) = framing {
+        self.failBeforeResponse(
+          exchange, .badGateway,
+          body: "teal: the target sent transfer-coding '\(coding)', which an HTTP/1.0 client cannot receive\n",
+          context: context)
+        return
+      }
+      exchange.responseStarted = true
+      exchange.lastUpstreamRead = .now()
+      exchange.status = Int(upstreamHead.status.code)
+      exchange.upstreamKeepAlive = upstreamHead.isKeepAlive
+      exchange.framesChunksItself = framing == .chunkedByProxy
       headers.replaceOrAdd(name: "x-teal-revision", value: exchange.choice.revision)
       headers.replaceOrAdd(name: "x-teal-generation", value: String(exchange.choice.generation))
-      var close = !exchange.clientKeepAlive
-      if exchange.clientVersion.minor == 0, !headers.contains(name: "content-length") {
-        // An HTTP/1.0 client cannot take chunked framing: the end of the body is the end of the connection.
-        headers.remove(name: "transfer-encoding")
-        close = true
-      }
+      var close = !exchange.clientKeepAlive || exchange.closeClientAfterResponse
+      // An HTTP/1.0 client cannot take chunked framing: the end of the body is the end of the connection.
+      if framing == .untilClose { close = true }
       if close {
         headers.add(name: "connection", value: "close")
       } else if exchange.clientVersion.minor == 0 {
@@ -443,9 +572,33 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       context.write(self.wrapOutboundOut(.head(head)), promise: nil)
     case .body(let buffer):
       exchange.lastUpstreamRead = .now()
-      context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+      if exchange.framesChunksItself {
+        guard buffer.readableBytes > 0 else { return }  // an empty chunk would end the body
+        var size = context.channel.allocator.buffer(capacity: 16)
+        size.writeString(String(buffer.readableBytes, radix: 16))
+        size.writeStaticString("\r\n")
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(size))), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(Self.crlf))), promise: nil)
+      } else {
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+      }
       if !context.channel.isWritable { connection.setReadsPaused(true) }
-    case .end(let trailers):
+    case .end(var trailers):
+      if exchange.framesChunksItself {
+        // The last chunk and the trailer section, written as body bytes (the encoder frames nothing).
+        var last = context.channel.allocator.buffer(capacity: 64)
+        last.writeStaticString("0\r\n")
+        for (name, value) in trailers ?? [:] {
+          last.writeString(name)
+          last.writeStaticString(": ")
+          last.writeString(value)
+          last.writeStaticString("\r\n")
+        }
+        last.writeStaticString("\r\n")
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(last))), promise: nil)
+        trailers = nil
+      }
       // Complete first: writing the end lets HTTPServerPipelineHandler deliver the next pipelined
       // request synchronously, which must find this exchange already gone.
       let closeClient = self.complete(exchange, status: exchange.status)
@@ -457,6 +610,17 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       }
     }
   }
+
+  private static let crlf = ByteBuffer(string: "\r\n")
+
+  /// The encoder configuration of every client connection: framing headers are set by the proxy
+  /// (``frameForwardedResponse(_:status:noBody:clientVersion:)`` and the fixed responses), not by
+  /// NIO, which would rewrite `gzip, chunked` to `chunked`.
+  static let encoderConfiguration: HTTPResponseEncoder.Configuration = {
+    var configuration = HTTPResponseEncoder.Configuration()
+    configuration.automaticallySetFramingHeaders = false
+    return configuration
+  }()
 
   func upstreamReadComplete() {
     self.context?.flush()
@@ -513,22 +677,32 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       exchange, .requestTimeout, body: "teal: the request body stopped arriving\n", context: context)
   }
 
+  /// The longest the connection's timer sleeps while an exchange runs: the shorter of the response
+  /// timeout and the response body idle timeout, so a body that stalls right after its head is cut
+  /// `responseBodyIdleTimeout` after its last byte (before, only when the response timer fired, up
+  /// to `responseTimeout` after routing).
+  private var timerPeriod: TimeAmount { min(self.settings.responseTimeout, self.settings.responseBodyIdleTimeout) }
+
   /// One timer per connection, not per request: when it fires it checks the current exchange's age
-  /// and re-arms for the remaining time, so a keep-alive connection pays no timer cost per request.
+  /// (or, once its response started, how long the target has been silent) and re-arms for the
+  /// remaining time, at most `timerPeriod`, so a keep-alive connection pays no timer cost per
+  /// request.
   private func armTimeoutTimer(in delay: TimeAmount, context: ChannelHandlerContext) {
     self.timeoutTimer = context.eventLoop.assumeIsolated().scheduleTask(in: delay) {
       self.timeoutTimer = nil
       guard let context = self.context, let exchange = self.exchange else { return }
       if exchange.responseStarted {
-        // A response body that stalls is cut: the client sees the connection end, not a hang.
+        // A response body that stalls is cut: the client sees the connection end, not a hang. No
+        // retry: part of the response went out.
         let idle = NIODeadline.now() - exchange.lastUpstreamRead
-        if idle >= self.settings.bodyIdleTimeout {
+        if idle >= self.settings.responseBodyIdleTimeout {
+          self.runtime.recordStalledResponse(exchange.choice, self.settings.role)
           exchange.upstream?.close()
           exchange.upstream = nil
           self.complete(exchange, status: nil)
           context.close(promise: nil)
         } else {
-          self.armTimeoutTimer(in: self.settings.bodyIdleTimeout - idle, context: context)
+          self.armTimeoutTimer(in: self.settings.responseBodyIdleTimeout - idle, context: context)
         }
         return
       }
@@ -536,7 +710,7 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
       if age >= self.settings.responseTimeout {
         self.responseTimedOut(exchange)
       } else {
-        self.armTimeoutTimer(in: self.settings.responseTimeout - age, context: context)
+        self.armTimeoutTimer(in: min(self.settings.responseTimeout - age, self.timerPeriod), context: context)
       }
     }
   }
@@ -599,19 +773,24 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
   }
 
   /// Closes the client connection once `written` (the last response write) has reached the socket.
+  /// While the service stops gracefully, the close is graceful too (no reset for a client that
+  /// already sent its next request).
   private func close(_ context: ChannelHandlerContext, after written: EventLoopFuture<Void>?) {
+    let graceful = self.stopping
     guard let written else {
-      context.close(promise: nil)
+      if graceful { self.closeGracefully(context) } else { context.close(promise: nil) }
       return
     }
-    written.assumeIsolated().whenComplete { _ in context.close(promise: nil) }
+    written.assumeIsolated().whenComplete { _ in
+      if graceful { self.closeGracefully(context) } else { context.close(promise: nil) }
+    }
   }
 
   /// 503 before any exchange exists (no healthy target).
   private func respondWithoutExchange(
     _ status: HTTPResponseStatus, body: String, head: HTTPRequestHead, context: ChannelHandlerContext
   ) {
-    let close = !head.isKeepAlive || headDeclaresBody(head)
+    let close = !head.isKeepAlive || headDeclaresBody(head) || self.stopping
     if !close {
       self.discardingRequest = true
       self.timeouts?.responseEnded()

@@ -175,20 +175,35 @@ public struct RouteChoice: Hashable, Sendable {
 /// - Over any window of `W` consecutive picks (W = sum of eligible weights) with unchanged routes
 ///   and health, group `g` is picked exactly `weight(g)` times, interleaved as evenly as possible.
 /// - `install` replaces the routing in one step; health of targets that stay is kept.
+/// - `seed` only moves where the sequences start (see ``init(routes:healthyTargets:seed:)``);
+///   the same seed and the same inputs give the same picks.
 public struct WeightedRouter: Sendable {
   public private(set) var routes: ServiceRoutes
   /// Targets currently eligible for traffic.
   public private(set) var healthyTargets: Set<TargetAddress>
+  /// Where the round-robin sequences start (0: at the first group and target).
+  public let seed: UInt64
   private var production: SmoothPicker
   private var test: SmoothPicker
 
-  public init(routes: ServiceRoutes = .empty, healthyTargets: Set<TargetAddress> = []) {
+  /// - Parameter seed: moves the start of the sequences, so that routers of different nodes (seeded
+  ///   differently, e.g. by the node's index among the members) do not all send their first request
+  ///   to the same target: inside a group, target `seed mod n` of the `n` healthy ones comes first;
+  ///   between groups, the smooth sequence starts `seed mod W` picks into its cycle (W the sum of
+  ///   the weights; at most ``WeightedRouter/maxPhaseSteps`` picks in). Any seed keeps the exact
+  ///   split over every cycle of W picks.
+  public init(routes: ServiceRoutes = .empty, healthyTargets: Set<TargetAddress> = [], seed: UInt64 = 0) {
     self.routes = routes
     self.healthyTargets = healthyTargets
-    self.production = SmoothPicker()
-    self.test = SmoothPicker()
+    self.seed = seed
+    self.production = SmoothPicker(seed: seed)
+    self.test = SmoothPicker(seed: seed)
     self.rebuild()
   }
+
+  /// The most picks the seed moves the start of the smooth sequence into its cycle (a bound on the
+  /// work of one rebuild; 10,000 covers every position of weights given in basis points).
+  public static let maxPhaseSteps = 10_000
 
   /// Replaces the routes. Targets that are no longer in any group lose their health state.
   public mutating func install(_ routes: ServiceRoutes) {
@@ -249,6 +264,11 @@ private struct SmoothPicker: Sendable {
   }
 
   private var entries: [Entry] = []
+  private let seed: UInt64
+
+  init(seed: UInt64) {
+    self.seed = seed
+  }
 
   /// Rebuilds the entries, keeping each surviving revision's smoothing state so a health change or
   /// a weight change does not restart the sequence.
@@ -269,7 +289,27 @@ private struct SmoothPicker: Sendable {
     // Bound the carried-over smoothing state so a weight change cannot starve a group for long.
     let total = entries.reduce(0) { $0 + $1.weight }
     for index in entries.indices { entries[index].current = min(max(entries[index].current, -total), total) }
+    let phase = self.entries.count <= 1 && entries.count >= 2 && self.seed != 0
     self.entries = entries
+    // A sequence between groups (re)starts: from the zero state, moved `seed mod W` picks into
+    // its cycle, a state the sequence passes anyway, so every cycle of W picks stays exact.
+    if phase {
+      for index in self.entries.indices { self.entries[index].current = 0 }
+      let steps = Int(self.seed % UInt64(min(total, WeightedRouter.maxPhaseSteps)))
+      for _ in 0..<steps { self.advance() }
+    }
+  }
+
+  /// One step of the smooth sequence without a request (no target is taken).
+  private mutating func advance() {
+    var total = 0
+    var best = 0
+    for index in self.entries.indices {
+      self.entries[index].current += self.entries[index].weight
+      total += self.entries[index].weight
+      if self.entries[index].current > self.entries[best].current { best = index }
+    }
+    self.entries[best].current -= total
   }
 
   mutating func pick(excluding: Set<TargetAddress>) -> RouteChoice? {
@@ -284,9 +324,13 @@ private struct SmoothPicker: Sendable {
     guard best >= 0 else { return nil }
     self.entries[best].current -= total
     let count = self.entries[best].healthy.count
+    // `nextTarget` counts from 0; the seed moves which healthy target that position names.
+    let offset = Int(self.seed % UInt64(count))
     var position = self.entries[best].nextTarget
-    while excluding.contains(self.entries[best].healthy[position]) { position = (position + 1) % count }
-    let target = self.entries[best].healthy[position]
+    while excluding.contains(self.entries[best].healthy[(position + offset) % count]) {
+      position = (position + 1) % count
+    }
+    let target = self.entries[best].healthy[(position + offset) % count]
     self.entries[best].nextTarget = (position + 1) % count
     return RouteChoice(revision: self.entries[best].revision, target: target)
   }

@@ -36,8 +36,18 @@ final class ServiceRuntime: Sendable {
 
   let name: String
   private let shared: NIOLockedValueBox<Shared>
-  /// Client connections accepted by this service's listeners, closed at shutdown.
-  private let clients = NIOLockedValueBox<[ObjectIdentifier: any Channel]>([:])
+  /// Client connections accepted by this service's listeners, and the graceful stop's state.
+  private let clients = NIOLockedValueBox(Clients())
+
+  private struct Clients: Sendable {
+    var channels: [ObjectIdentifier: any Channel] = [:]
+    /// Set once a graceful stop began: every connection, even one accepted just now, closes at its
+    /// next request boundary.
+    var stopping = false
+    /// Callers of ``waitUntilNoClients()``, resumed when the last connection closed.
+    var waiters: [(id: Int, continuation: CheckedContinuation<Void, Never>)] = []
+    var nextWaiterID = 0
+  }
 
   init(name: String, traffic: ServiceTraffic) {
     self.name = name
@@ -62,6 +72,10 @@ final class ServiceRuntime: Sendable {
 
   func recordConnectFailure(_ choice: RouteChoice, _ role: ListenerRole) {
     self.shared.withLockedValue { $0.traffic.recordConnectFailure(choice.target, role, revision: choice.revision) }
+  }
+
+  func recordStalledResponse(_ choice: RouteChoice, _ role: ListenerRole) {
+    self.shared.withLockedValue { $0.traffic.recordStalledResponse(role, revision: choice.revision) }
   }
 
   func recordBadRequest() {
@@ -135,18 +149,69 @@ final class ServiceRuntime: Sendable {
   /// Registers a client connection; false (nothing registered) when `limit` are already open.
   func clientOpened(_ channel: any Channel, limit: Int) -> Bool {
     self.clients.withLockedValue { clients in
-      guard clients.count < limit else { return false }
-      clients[ObjectIdentifier(channel)] = channel
+      guard clients.channels.count < limit else { return false }
+      clients.channels[ObjectIdentifier(channel)] = channel
       return true
     }
   }
 
   func clientClosed(_ channel: any Channel) {
-    _ = self.clients.withLockedValue { $0.removeValue(forKey: ObjectIdentifier(channel)) }
+    let waiters = self.clients.withLockedValue { clients -> [CheckedContinuation<Void, Never>] in
+      clients.channels.removeValue(forKey: ObjectIdentifier(channel))
+      guard clients.channels.isEmpty else { return [] }
+      defer { clients.waiters = [] }
+      return clients.waiters.map(\.continuation)
+    }
+    for waiter in waiters { waiter.resume() }
   }
 
+  /// Whether a graceful stop began (a connection opened now must close at its first request boundary).
+  var isStopping: Bool { self.clients.withLockedValue { $0.stopping } }
+
+  /// Starts the graceful stop: asks every open connection to close at its next request boundary
+  /// (see ``ProxyServerHandler``), and every connection opened from now on too.
+  func beginGracefulStop() {
+    let channels = self.clients.withLockedValue { clients -> [any Channel] in
+      clients.stopping = true
+      return Array(clients.channels.values)
+    }
+    for channel in channels { channel.pipeline.fireUserInboundEventTriggered(GracefulCloseEvent()) }
+  }
+
+  /// Returns once no client connection is open, or when the calling task is cancelled.
+  func waitUntilNoClients() async {
+    let id = self.clients.withLockedValue { clients -> Int in
+      clients.nextWaiterID += 1
+      return clients.nextWaiterID
+    }
+    await withTaskCancellationHandler {
+      await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+        let resumeNow = self.clients.withLockedValue { clients -> Bool in
+          if clients.channels.isEmpty || Task.isCancelled { return true }
+          clients.waiters.append((id, continuation))
+          return false
+        }
+        if resumeNow { continuation.resume() }
+      }
+    } onCancel: {
+      let waiter = self.clients.withLockedValue { clients -> CheckedContinuation<Void, Never>? in
+        guard let index = clients.waiters.firstIndex(where: { $0.id == id }) else { return nil }
+        return clients.waiters.remove(at: index).continuation
+      }
+      waiter?.resume()
+    }
+  }
+
+  /// Client connections open now.
+  var openClients: Int { self.clients.withLockedValue { $0.channels.count } }
+
+  /// Closes every client connection at once (the end of a graceful stop's grace period).
   func closeAllClients() async {
-    let channels = self.clients.withLockedValue { Array($0.values) }
+    let channels = self.clients.withLockedValue { Array($0.channels.values) }
     for channel in channels { try? await channel.close() }
   }
 }
+
+/// Sent down a client connection's pipeline when its service stops gracefully: the connection
+/// closes at its next request boundary.
+struct GracefulCloseEvent: Sendable {}

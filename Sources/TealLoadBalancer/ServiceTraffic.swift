@@ -34,8 +34,9 @@ public struct ServiceTraffic: Sendable {
   /// Targets taken out of routing by ``deregister(_:)``; forgotten when they leave the routes.
   public private(set) var deregistered: Set<TargetAddress> = []
 
-  public init(routes: ServiceRoutes, healthyThreshold: Int, unhealthyThreshold: Int) {
-    self.router = WeightedRouter(routes: routes)
+  /// - Parameter roundRobinSeed: where the router's sequences start (see ``WeightedRouter/init(routes:healthyTargets:seed:)``).
+  public init(routes: ServiceRoutes, healthyThreshold: Int, unhealthyThreshold: Int, roundRobinSeed: UInt64 = 0) {
+    self.router = WeightedRouter(routes: routes, seed: roundRobinSeed)
     self.health = TargetHealth(healthyThreshold: healthyThreshold, unhealthyThreshold: unhealthyThreshold)
   }
 
@@ -136,6 +137,13 @@ public struct ServiceTraffic: Sendable {
     self.metrics.targetGroups[key, default: TargetGroupMetrics()].recordFinish(
       status: status, byBalancer: byBalancer, nanoseconds: nanoseconds)
     return self.count(choice, role, delta: -1, metrics: false)
+  }
+
+  /// Counts a response cut because the target's body went silent (the exchange then ends with
+  /// `finish(status: nil)`, counted as aborted too).
+  public mutating func recordStalledResponse(_ role: ListenerRole, revision: String) {
+    self.metrics.targetGroups[TargetGroupKey(listener: role, revision: revision), default: TargetGroupMetrics()]
+      .stalledResponses += 1
   }
 
   /// Counts a request answered 400/431 before it could be routed.

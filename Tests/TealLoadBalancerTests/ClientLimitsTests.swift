@@ -77,7 +77,7 @@ private func startBalancer(_ configuration: LoadBalancerConfiguration) async thr
 
 private let shortTimeouts = LoadBalancerConfiguration(
   responseTimeout: .seconds(1), headerReadTimeout: .milliseconds(300), clientIdleTimeout: .milliseconds(300),
-  bodyIdleTimeout: .milliseconds(300))
+  bodyIdleTimeout: .milliseconds(300), responseBodyIdleTimeout: .milliseconds(300))
 
 @Suite("Client timeouts, limits and HTTP details", .serialized)
 struct ClientLimitsTests {
@@ -131,6 +131,36 @@ struct ClientLimitsTests {
     #expect(closed)
     #expect(client.text.hasPrefix("HTTP/1.1 200"))
     #expect(client.text.hasSuffix("xxxxxxxxxx"), "only the 10 bytes the target sent")
+  }
+
+  /// Before: with the default 60 s response timeout, a target that stalled mid-body held the
+  /// client connection for 60 s (the stall was noticed only when the response timer fired).
+  @Test func aStalledResponseBodyIsCutAfterTheBodyIdleTimeoutAndCounted() async throws {
+    let (balancer, backend, listeners) = try await startBalancer(
+      LoadBalancerConfiguration(responseBodyIdleTimeout: .milliseconds(300)))
+    let client = try await RawClient.connect(port: listeners.productionPort)
+    let started = ContinuousClock.now
+    try await client.send("GET /stall HTTP/1.1\r\nhost: teal.test\r\n\r\n")
+    let closed = await client.closedByServer(within: .seconds(10))
+    let elapsed = ContinuousClock.now - started
+    let metrics = balancer.metrics().targetGroup(service: "web", revision: "blue")
+    let text = balancer.prometheusText()
+    await client.close()
+    await balancer.shutdown()
+    await backend.kill()
+    #expect(closed)
+    #expect(elapsed >= .milliseconds(300))
+    #expect(elapsed < .seconds(10), "took \(elapsed)")
+    #expect(client.text.hasPrefix("HTTP/1.1 200"))
+    #expect(client.text.hasSuffix("xxxxxxxxxx"), "only the 10 bytes the target sent")
+    #expect(metrics?.stalledResponses == 1)
+    #expect(metrics?.aborted == 1)
+    #expect(
+      text.contains("teal_lb_stalled_responses_total{service=\"web\",listener=\"production\",revision=\"blue\"} 1"))
+  }
+
+  @Test func theResponseBodyIdleTimeoutDefaultsToTenSeconds() {
+    #expect(LoadBalancerConfiguration().responseBodyIdleTimeout == .seconds(10))
   }
 
   @Test func connectionsOverTheLimitGet503() async throws {

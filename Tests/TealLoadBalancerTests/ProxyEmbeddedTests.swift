@@ -17,7 +17,8 @@ private func makeProxyChannel(maxHeaderBytes: Int = 1024) throws -> (EmbeddedCha
   limits.maxHeaderFieldSize = maxHeaderBytes
   limits.maxHeaderListSize = maxHeaderBytes
   try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-    withPipeliningAssistance: true, withErrorHandling: false, withEncoderConfiguration: .init(),
+    withPipeliningAssistance: true, withErrorHandling: false,
+    withEncoderConfiguration: ProxyServerHandler.encoderConfiguration,
     withDecoderLimitConfiguration: limits)
   try channel.pipeline.syncOperations.addHandler(
     ProxyServerHandler(

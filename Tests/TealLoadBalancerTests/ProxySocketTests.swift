@@ -479,3 +479,27 @@ struct ProxySocketTests {
     await client.close()
   }
 }
+
+@Suite("Round-robin seed on real sockets")
+struct RoundRobinSeedSocketTests {
+  /// Three balancers (three nodes) over the same three tasks, seeded 0, 1, 2: each one's first
+  /// request goes to another task (before, all three went to the first).
+  @Test func nodesSeededDifferentlyStartAtDifferentTasks() async throws {
+    var backends: [LBTestBackend] = []
+    for index in 1...3 { backends.append(try await LBTestBackend.start(revision: "demo.1.\(index)")) }
+    let routes = ServiceRoutes(
+      generation: 1, targetGroups: [TargetGroup(revision: "demo", targets: backends.map(\.address))],
+      productionWeights: ["demo": 1])
+    var firsts: [String] = []
+    for seed: UInt64 in 0..<3 {
+      let balancer = LoadBalancer(configuration: LoadBalancerConfiguration(roundRobinSeed: seed))
+      let listeners = try await balancer.addService(lbTestService(), routes: routes)
+      let client = try await LBTestHTTPClient.connect(port: listeners.productionPort)
+      firsts.append(try await client.request(.GET, "/").bodyString)
+      await client.close()
+      await balancer.shutdown()
+    }
+    for backend in backends { await backend.kill() }
+    #expect(Set(firsts).count == 3, "\(firsts)")
+  }
+}

@@ -323,3 +323,70 @@ struct ServiceTrafficTests {
     #expect(traffic.metrics.noHealthyTarget[.production] == 1)
   }
 }
+
+/// Before: every node's router started at the same position, so with three nodes and three tasks
+/// each node sent its first request to the same task.
+@Suite("Round-robin seed")
+struct RoundRobinSeedTests {
+  private static let tasks = [
+    TargetAddress(host: "10.0.1.1", port: 8001), TargetAddress(host: "10.0.1.2", port: 8001),
+    TargetAddress(host: "10.0.1.3", port: 8001),
+  ]
+
+  @Test func seedsStartAtDifferentTargetsOfAGroup() {
+    let routes = ServiceRoutes(
+      generation: 1, targetGroups: [TargetGroup(revision: "demo", targets: Self.tasks)],
+      productionWeights: ["demo": 1])
+    var firsts: [TargetAddress] = []
+    for seed: UInt64 in 0..<3 {
+      var router = WeightedRouter(routes: routes, healthyTargets: Set(Self.tasks), seed: seed)
+      firsts.append(router.pick(.production)!.target)
+      // Every task still gets one request of every three.
+      var counts: [TargetAddress: Int] = [:]
+      for _ in 0..<30 { counts[router.pick(.production)!.target, default: 0] += 1 }
+      #expect(counts == [Self.tasks[0]: 10, Self.tasks[1]: 10, Self.tasks[2]: 10])
+    }
+    #expect(Set(firsts).count == 3, "\(firsts)")
+  }
+
+  @Test func seedsStartAtDifferentGroupsAndKeepTheWeightsOverEveryCycle() {
+    let healthy: Set<TargetAddress> = [blue1, blue2, green1, green2]
+    var zero = WeightedRouter(routes: routes(blue: 1, green: 3), healthyTargets: healthy, seed: 0)
+    var one = WeightedRouter(routes: routes(blue: 1, green: 3), healthyTargets: healthy, seed: 1)
+    let zeroPicks = (0..<40).map { _ in zero.pick(.production)! }
+    let onePicks = (0..<40).map { _ in one.pick(.production)! }
+    #expect(zeroPicks[0].target != onePicks[0].target)
+    #expect(zeroPicks.map(\.revision) != onePicks.map(\.revision), "another position in the cycle")
+    for picks in [zeroPicks, onePicks] {
+      for cycle in 0..<10 {
+        let window = picks[(cycle * 4)..<(cycle * 4 + 4)]
+        #expect(window.filter { $0.revision == "blue" }.count == 1)
+        #expect(window.filter { $0.revision == "green" }.count == 3)
+      }
+    }
+  }
+
+  @Test func theSameSeedGivesTheSameSequence() {
+    let healthy: Set<TargetAddress> = [blue1, blue2, green1, green2]
+    var first = WeightedRouter(routes: routes(blue: 2, green: 5), healthyTargets: healthy, seed: 12_345)
+    var second = WeightedRouter(routes: routes(blue: 2, green: 5), healthyTargets: healthy, seed: 12_345)
+    let a = (0..<50).map { _ in first.pick(.production)! }
+    let b = (0..<50).map { _ in second.pick(.production)! }
+    #expect(a == b)
+  }
+
+  /// The seed also holds when health arrives one target at a time (as the first probes do).
+  @Test func theSeedHoldsWhenTargetsBecomeHealthyOneByOne() {
+    let routes = ServiceRoutes(
+      generation: 1, targetGroups: [TargetGroup(revision: "demo", targets: Self.tasks)],
+      productionWeights: ["demo": 1])
+    var firsts: [TargetAddress] = []
+    for seed: UInt64 in 0..<3 {
+      var traffic = ServiceTraffic(routes: .empty, healthyThreshold: 1, unhealthyThreshold: 1, roundRobinSeed: seed)
+      traffic.install(routes)
+      for task in Self.tasks { traffic.recordProbe(task, passed: true) }
+      firsts.append(traffic.begin(.production)!.target)
+    }
+    #expect(Set(firsts).count == 3, "\(firsts)")
+  }
+}
