@@ -5,6 +5,7 @@ import Logging
 import ServiceLifecycle
 import TealConsensus
 import TealGossip
+import TealLoadBalancer
 import TealMembership
 import TealRaft
 import TealTLS
@@ -50,6 +51,13 @@ enum NodeWiring {
     raft.clusterID = clusterID
     raft.join = !configuration.bootstrap
     return raft
+  }
+
+  /// The balancer's settings: each node starts its round robin at its own index among the sorted
+  /// member ids, so the first requests to the three nodes of a cluster go to three different tasks.
+  static func loadBalancerConfiguration(_ configuration: NodeConfiguration) -> LoadBalancerConfiguration {
+    let index = configuration.peers.keys.sorted().firstIndex(of: configuration.node) ?? 0
+    return LoadBalancerConfiguration(roundRobinSeed: UInt64(index))
   }
 
   static func memberMetadata(_ configuration: NodeConfiguration) -> MemberMetadata {

@@ -67,7 +67,8 @@ public enum TealNode {
       node: configuration.node, raft: raft, observer: observer, sender: transport, clock: clock, logger: logger)
     transport.setHandler({ from, _, payload in await log.receive(from: from, payload: payload) }, for: .control)
 
-    let balancer = LoadBalancer(configuration: LoadBalancerConfiguration(), eventLoopGroup: group, logger: logger)
+    let balancer = LoadBalancer(
+      configuration: NodeWiring.loadBalancerConfiguration(configuration), eventLoopGroup: group, logger: logger)
     // Before the runner signals a task, this node's balancer stops routing to it and lets its
     // requests in flight finish (bounded): a task is never stopped under a request of this node.
     let address = configuration.address

@@ -44,6 +44,8 @@ final class NodeControl: Service, Sendable {
   static let resyncInterval: Duration = .seconds(2)
   static let drainTimeout: Duration = .seconds(30)
   static let leaderPassInterval: Duration = .milliseconds(250)
+  /// How long the listeners let requests in flight finish at shutdown before cutting them.
+  static let listenerGracePeriod: Duration = .seconds(10)
 
   init(
     configuration: NodeConfiguration, log: ClusterLog, membership: MembershipService, tasks: TaskRunner,
@@ -84,8 +86,10 @@ final class NodeControl: Service, Sendable {
       await self.drain()
       group.cancelAll()
     }
+    // The listeners first: requests in flight to this node's own tasks finish (bounded by the grace
+    // period) before the task runner stops what is left.
+    await balancer.shutdown(gracePeriod: Self.listenerGracePeriod)
     await tasks.shutdown()
-    await balancer.shutdown()
   }
 
   // MARK: - Wake-ups
