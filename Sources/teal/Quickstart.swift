@@ -2,20 +2,27 @@ import ArgumentParser
 import Foundation
 import TealAPI
 import TealClient
+import TealDeploy
+import TealSpec
 
 #if canImport(Glibc)
   import Glibc
 #endif
 
-/// `teal quickstart`: a local three-node cluster, the demo service on it, and every node's
-/// production listener answering. Re-runnable: a running cluster and an existing service are reused.
+/// `teal quickstart`: a local three-node cluster, the demo service on it, every node's production
+/// listener answering, then a demo deployment (the next teal-demo version, CANARY, short bake) shown
+/// in the watch view. Re-runnable: a running cluster and an existing service are reused, and each run
+/// deploys the next version.
 struct Quickstart: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Start a local 3-node cluster, run the demo service on it and show every node serving it.",
     discussion: """
       Runs `teal cluster up` (3 nodes in --dir), creates the service `demo` (3 tasks of teal-demo, \
       found next to this teal executable; production port 8080, test port 8081), waits until its \
-      tasks are healthy, then requests http://127.0.0.i:8080/ on every node and prints who answered.
+      tasks are healthy, then requests http://127.0.0.i:8080/ on every node and prints who answered. \
+      Then deploys the next version of teal-demo (TEAL_DEMO_VERSION 1.0.0 → 2.0.0 on the first run) \
+      as a CANARY deployment (20 % for 5 s, then all; bake time 10 s), follows it in the watch view \
+      and asks every node again. --no-deploy stops before the deployment.
       """)
 
   @Option(name: .long, help: "The cluster directory.")
@@ -23,6 +30,9 @@ struct Quickstart: AsyncParsableCommand {
 
   @Option(name: .long, help: "Seconds to wait for the cluster, then for the demo's tasks.")
   var wait: Int = 90
+
+  @Flag(inversion: .prefixedNo, help: "Run the demo deployment once the service serves.")
+  var deploy = true
 
   func validate() throws {
     if !(1...3600).contains(wait) { throw ValidationError("--wait must be in 1...3600 seconds, got \(wait)") }
@@ -76,10 +86,27 @@ struct Quickstart: AsyncParsableCommand {
         progress("\(url) -> no answer: \(error)")
       }
     }
+    if failures > 0 {
+      throw CommandFailure(message: "\(failures) of \(up.endpoints.count) production listeners did not answer")
+    }
+    var deploymentID: String?
+    if deploy {
+      deploymentID = try await demoDeployment(client, endpoints: up.endpoints, localSpec: spec)
+    }
+    let id = deploymentID ?? "ID"
     progress(
       """
 
       Try next:
+        teal deployment describe \(id)        stages, weights, hooks, bake, controller
+        teal deployment list
+        teal deploy demo --set task.env.TEAL_DEMO_VERSION=9.0.0 --watch
+                                            another deployment, followed live
+        teal chaos kill-leader --at BAKE_TIME+6s
+                                            run while a deployment bakes (e.g. after the deploy above,
+                                            from a second terminal): kills the leader 6 s into bake
+                                            time; a new leader finishes it, the bake deadline unchanged
+        teal deployment rollback|pause|continue|promote ID
         teal cluster status                 members, leader, term
         teal service describe demo          revisions, tasks, routes
         teal tasks --service demo
@@ -88,9 +115,61 @@ struct Quickstart: AsyncParsableCommand {
         teal events demo
         teal cluster down                   stop the nodes, keep the data (--purge removes \(dir))
       """)
-    if failures > 0 {
-      throw CommandFailure(message: "\(failures) of \(up.endpoints.count) production listeners did not answer")
+  }
+
+  /// The demo deployment: the next teal-demo version as CANARY (20 % for 5 s) with a 10 s bake,
+  /// submitted with `--set`'s machinery (SpecWriter) and followed in the watch view; then every
+  /// node's listener asked again. Returns the deployment's id.
+  private func demoDeployment(_ client: TealClient, endpoints: [String], localSpec: String) async throws -> String {
+    // The serving spec (so that a re-run deploys the version after the one serving), else ours.
+    var serving = try SpecParser.parse(text: localSpec, format: .yaml)
+    if let text = try? await client.servingSpec(Self.serviceName),
+      let parsed = try? SpecParser.parse(text: text, format: .yaml)
+    {
+      serving = parsed
     }
+    let current = serving.task.env["TEAL_DEMO_VERSION"] ?? "1.0.0"
+    let next = Self.nextVersion(after: current)
+    let sets = [
+      "task.env.TEAL_DEMO_VERSION=\(next)", "deployment.strategy=CANARY", "deployment.canary.canaryPercent=20",
+      "deployment.canary.canaryBakeTime=5s", "deployment.bakeTime=10s",
+    ]
+    let spec: ServiceSpec
+    do {
+      var overrides: [SpecOverride] = []
+      for text in sets { overrides.append(try SpecOverride(parsing: text)) }
+      spec = try SpecWriter.applying(overrides, to: serving)
+    } catch {
+      throw CommandFailure(message: "the demo deployment's spec: \(error)")
+    }
+    progress("")
+    progress("deploying teal-demo \(current) → \(next): CANARY 20 % for 5 s, then 100 %; bake time 10 s")
+    progress("  (as `teal deploy demo \(sets.map { "--set \($0)" }.joined(separator: " ")) --watch`)")
+    let view = try await calling {
+      try await client.deploy(Self.serviceName, spec: SpecWriter.yaml(spec), supersede: true)
+    }
+    let options = try APIOptions.parse(["--dir", dir] + endpoints.flatMap { ["--endpoint", $0] })
+    let code = try await watchDeployment(view.id, options: options, first: view)
+    guard code == 0 else {
+      throw CommandFailure(message: "the demo deployment \(view.id) did not succeed (exit status \(code))")
+    }
+    progress("")
+    for endpoint in endpoints {
+      guard let host = try? Endpoint(url: endpoint).host else { continue }
+      let url = "http://\(host):\(Self.productionPort)/"
+      do {
+        progress("\(url) -> \(try await askListener(host: host))")
+      } catch {
+        progress("\(url) -> no answer: \(error)")
+      }
+    }
+    return view.id
+  }
+
+  /// `1.0.0` → `2.0.0`; anything else → `2.0.0`.
+  static func nextVersion(after version: String) -> String {
+    let major = version.split(separator: ".").first.flatMap { Int($0) } ?? 1
+    return "\(major + 1).0.0"
   }
 
   /// The demo service's spec: teal-demo on its node's address (`HOST`) and a free port the node gives
