@@ -19,9 +19,10 @@ public struct WatchOutput: Equatable, Sendable {
 
 public struct DeploymentWatcher: Sendable {
   public enum Mode: Sendable, Equatable {
-    /// Redraw the whole view in place every poll (lines cut to `width` columns so that the cursor
-    /// arithmetic holds).
-    case terminal(style: RenderStyle, width: Int)
+    /// Redraw the whole view in place every poll. Lines are cut to `width` columns and the frame
+    /// to `height - 1` lines (the recent history goes first), so that the cursor can always move
+    /// back to the frame's top.
+    case terminal(style: RenderStyle, width: Int, height: Int)
     /// Plain lines, only for what changed since the last poll.
     case plain
     /// One DeploymentView JSON object per line, only when the view changed.
@@ -86,8 +87,8 @@ public struct DeploymentWatcher: Sendable {
     case .plain:
       let lines = changes + Self.changeLines(from: previous, to: view)
       return WatchOutput(stdout: lines.map { "\(DeploymentRendering.clock(now))  \($0)\n" }.joined())
-    case .terminal(let style, let width):
-      return WatchOutput(stdout: frame(view, style: style, width: width, now: now))
+    case .terminal(let style, let width, let height):
+      return WatchOutput(stdout: frame(view, style: style, width: width, height: height, now: now))
     }
   }
 
@@ -108,11 +109,11 @@ public struct DeploymentWatcher: Sendable {
       return first
         ? WatchOutput(stdout: "\(DeploymentRendering.clock(now))  no answer (\(reason)); still trying every node\n")
         : WatchOutput()
-    case .terminal(let style, let width):
+    case .terminal(let style, let width, let height):
       guard let last else {
         return WatchOutput(stdout: redraw(["waiting for the deployment: no answer (\(reason))"], width: width))
       }
-      return WatchOutput(stdout: frame(last, style: style, width: width, now: now))
+      return WatchOutput(stdout: frame(last, style: style, width: width, height: height, now: now))
     }
   }
 
@@ -121,21 +122,34 @@ public struct DeploymentWatcher: Sendable {
     if notes.count > Self.maximumNotes { notes.removeFirst(notes.count - Self.maximumNotes) }
   }
 
-  private mutating func frame(_ view: DeploymentView, style: RenderStyle, width: Int, now: Date) -> String {
-    var lines = DeploymentRendering.lines(view, now: now, style: style)
+  private mutating func frame(_ view: DeploymentView, style: RenderStyle, width: Int, height: Int, now: Date)
+    -> String
+  {
+    var tail: [String] = []
     if !notes.isEmpty {
-      lines.append("")
-      lines.append(style.bold("Watch"))
-      lines += notes.map { "  \($0)" }
+      tail.append("")
+      tail.append(style.bold("Watch"))
+      tail += notes.map { "  \($0)" }
     }
     if let outage {
-      lines.append(
+      tail.append(
         style.red(
           "  ⚠ no answer for \(DeploymentRendering.duration(now.timeIntervalSince(outage.since))): \(outage.reason)"))
     }
     if view.isFinished {
-      lines.append("")
-      lines.append("final status: \(view.status)")
+      tail.append("")
+      tail.append("final status: \(view.status)")
+    }
+    let maximum = max(4, height - 1)
+    var lines = DeploymentRendering.lines(view, now: now, style: style) + tail
+    if lines.count > maximum {
+      var compact = view
+      compact.recent = []
+      lines = DeploymentRendering.lines(compact, now: now, style: style) + tail
+    }
+    if lines.count > maximum {
+      let hidden = lines.count - maximum + 1
+      lines = Array(lines.prefix(maximum - 1)) + [style.dim("… \(hidden) more lines: enlarge the terminal")]
     }
     return redraw(lines, width: width)
   }

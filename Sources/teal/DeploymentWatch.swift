@@ -36,7 +36,8 @@ func watchDeployment(
     mode = .json
   } else if isatty(STDOUT_FILENO) != 0 {
     let color = environment["NO_COLOR"] == nil && environment["TERM"] != "dumb"
-    mode = .terminal(style: RenderStyle(color: color), width: terminalWidth())
+    let size = terminalSize()
+    mode = .terminal(style: RenderStyle(color: color), width: size.columns, height: size.rows)
   } else {
     mode = .plain
   }
@@ -110,9 +111,13 @@ private func shortReason(_ error: any Error) -> String {
   return text.count > 120 ? String(text.prefix(117)) + "..." : text
 }
 
-/// The terminal's width in columns (`COLUMNS`, else 100 when unknown).
-private func terminalWidth() -> Int {
+/// The terminal's size (else `COLUMNS` and `LINES`, else 100 by 50). Read once: the watch does not
+/// follow a resize.
+private func terminalSize() -> (columns: Int, rows: Int) {
   var size = winsize()
-  if ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0 { return Int(size.ws_col) }
-  return ProcessInfo.processInfo.environment["COLUMNS"].flatMap(Int.init) ?? 100
+  if ioctl(STDOUT_FILENO, UInt(TIOCGWINSZ), &size) == 0, size.ws_col > 0, size.ws_row > 0 {
+    return (Int(size.ws_col), Int(size.ws_row))
+  }
+  let environment = ProcessInfo.processInfo.environment
+  return (environment["COLUMNS"].flatMap(Int.init) ?? 100, environment["LINES"].flatMap(Int.init) ?? 50)
 }

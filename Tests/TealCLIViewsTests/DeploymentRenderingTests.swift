@@ -164,7 +164,7 @@ func sampleView() -> DeploymentView {
     let decoded = try? TealJSON.decode(DeploymentView.self, from: Data(output.stdout.utf8))
     #expect(decoded == moved)
 
-    var terminal = DeploymentWatcher(mode: .terminal(style: .plain, width: 200))
+    var terminal = DeploymentWatcher(mode: .terminal(style: .plain, width: 200, height: 100))
     _ = terminal.received(sampleView(), now: at(21))
     #expect(terminal.received(moved, now: at(22)).stdout.contains("08:00:22.0  \(line)"))
   }
@@ -193,7 +193,7 @@ func sampleView() -> DeploymentView {
   }
 
   @Test func theTerminalViewRedrawsInPlaceAndShowsTheOutage() {
-    var watcher = DeploymentWatcher(mode: .terminal(style: .plain, width: 40))
+    var watcher = DeploymentWatcher(mode: .terminal(style: .plain, width: 40, height: 100))
     let first = watcher.received(sampleView(), now: at(21)).stdout
     #expect(!first.hasPrefix("\r"))
     let drawn = first.components(separatedBy: "\n").count - 1
@@ -211,6 +211,22 @@ func sampleView() -> DeploymentView {
     let failing = watcher.failed("connection refused", now: at(23)).stdout
     #expect(failing.contains("08:00:23.0  no answer (connection"))  // cut at 40 columns
     #expect(watcher.failed("connection refused", now: at(25)).stdout.contains("⚠ no answer for 2.0s: connection "))
+  }
+
+  @Test func aFrameNeverOutgrowsTheTerminalsHeight() {
+    var watcher = DeploymentWatcher(mode: .terminal(style: .plain, width: 200, height: 100))
+    let full = watcher.received(sampleView(), now: at(21)).stdout
+    #expect(full.contains("Recent"))
+    let rows = full.components(separatedBy: "\n").count - 1
+    // One row short of the frame: the recent history goes first.
+    var shorter = DeploymentWatcher(mode: .terminal(style: .plain, width: 200, height: rows))
+    let compact = shorter.received(sampleView(), now: at(21)).stdout
+    #expect(!compact.contains("Recent") && compact.contains("Hooks"))
+    // Far too short: cut, saying so, within height - 1 lines.
+    var tiny = DeploymentWatcher(mode: .terminal(style: .plain, width: 200, height: 10))
+    let cut = tiny.received(sampleView(), now: at(21)).stdout
+    #expect(cut.components(separatedBy: "\n").count - 1 == 9)
+    #expect(cut.contains("more lines: enlarge the terminal"))
   }
 
   @Test func cuttingKeepsEscapesAndResetsColour() {
