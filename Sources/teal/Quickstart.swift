@@ -145,8 +145,14 @@ struct Quickstart: AsyncParsableCommand {
     progress("")
     progress("deploying teal-demo \(current) → \(next): CANARY 20 % for 5 s, then 100 %; bake time 10 s")
     progress("  (as `teal deploy demo \(sets.map { "--set \($0)" }.joined(separator: " ")) --watch`)")
-    let view = try await calling {
-      try await client.deploy(Self.serviceName, spec: SpecWriter.yaml(spec), supersede: true)
+    let view: DeploymentView
+    do {
+      view = try await client.deploy(Self.serviceName, spec: SpecWriter.yaml(spec), supersede: true)
+    } catch let error as TealClientError where error.status == 404 {
+      throw CommandFailure(
+        message: "\(error); do these nodes run deployments? (`teal quickstart --no-deploy` skips the demo deployment)")
+    } catch let error as TealClientError {
+      throw CommandFailure(message: "cannot start the demo deployment: \(error)")
     }
     let options = try APIOptions.parse(["--dir", dir] + endpoints.flatMap { ["--endpoint", $0] })
     let code = try await watchDeployment(view.id, options: options, first: view)
