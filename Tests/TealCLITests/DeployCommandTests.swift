@@ -154,6 +154,49 @@ struct DeployCommandTests {
     await server.stop()
   }
 
+  @Test func deployWatchContinuesIntoTheWatchAndExitsAsItDoes() async throws {
+    try requireTeal()
+    let file = "\(repositoryRoot)/Deploy/examples/web-blue-green.yaml"
+    let server = try await TestHTTPServer { request, _ in
+      request.method == "POST"
+        ? Self.ok(Self.view(), status: 201)
+        : Self.ok(Self.view(status: "STOPPED", stage: "CLEAN_UP", green: 0, reason: "stopped by an operator"))
+    }
+    let result = try run(tealExecutable, ["deploy", "web", "-f", file, "--watch", "--endpoint", server.endpoint])
+    #expect(result.status == 3, "\(result.output)")
+    #expect(result.output.hasPrefix("deployment web-42 started: web:1 → web:2 (CANARY)\n"), "\(result.output)")
+    #expect(result.output.contains("final status STOPPED"))
+    #expect(result.output.hasSuffix("deployment web-42 ended STOPPED: stopped by an operator\n"))
+    #expect(server.requests.dropFirst().allSatisfy { $0.method == "GET" && $0.uri == "/v1/deployments/web-42" })
+    await server.stop()
+  }
+
+  @Test func listAndDescribeShowTheDeployments() async throws {
+    try requireTeal()
+    let summary = DeploymentSummaryView(
+      id: "web-42", service: "web", status: "IN_PROGRESS", stage: "BAKE_TIME", blue: "web:1", green: "web:2",
+      createdAt: Self.t0, updatedAt: Self.t0.addingTimeInterval(65))
+    let server = try await TestHTTPServer { request, _ in
+      request.uri.hasPrefix("/v1/deployments?")
+        ? Self.ok(DeploymentList(deployments: [summary])) : Self.ok(Self.view())
+    }
+    let listed = try run(tealExecutable, ["deployment", "list", "--service", "web", "--endpoint", server.endpoint])
+    #expect(server.requests.last?.uri == "/v1/deployments?service=web")
+    #expect(
+      listed.output == """
+        ID      SERVICE  STATUS       STAGE      REVISIONS      CREATED     UPDATED
+        web-42  web      IN_PROGRESS  BAKE_TIME  web:1 → web:2  08:00:00.0  08:01:05.0
+
+        """)
+    let described = try run(tealExecutable, ["deployment", "describe", "web-42", "--endpoint", server.endpoint])
+    #expect(described.status == 0)
+    #expect(described.output.hasPrefix("Deployment:  web-42\nService:     web  web:1 → web:2  (CANARY)\n"))
+    #expect(described.output.contains("  production  blue  ████████████████░░░░    80%"), "\(described.output)")
+    let json = try run(tealExecutable, ["deployment", "describe", "web-42", "--json", "--endpoint", server.endpoint])
+    #expect(try TealJSON.decode(DeploymentView.self, from: Data(json.output.utf8)) == Self.view())
+    await server.stop()
+  }
+
   @Test func actionsPostToTheirPathAndRetryPrintsTheNewID() async throws {
     try requireTeal()
     let server = try await TestHTTPServer { request, _ in
