@@ -120,6 +120,7 @@ import Testing
       expectRoundTrip(spec, "mutation \(iteration) (TEAL_FUZZ_SEED=\(Self.seed))")
     }
     #expect(accepted > 0)
+    print("spec writer: \(accepted) of \(Self.iterations) mutations accepted, each read back")
   }
 
   @Test func randomValidSpecsWithHostileStringsReadBack() {
@@ -202,6 +203,21 @@ import Testing
     let quoted = try apply("task.env.TEAL_DEMO_VERSION=\"3\"", "task.args=[a, \"b c\", 4]")
     #expect(quoted.task.env["TEAL_DEMO_VERSION"] == "3")
     #expect(quoted.task.args == ["a", "b c", "4"])
+  }
+
+  @Test func aListItemCanBeAppendedAndAJSONSpecOverridden() throws {
+    let spec = try apply(
+      "deployment.lifecycleHooks[1]={stages: [PRE_SCALE_UP], command: {argv: [/bin/check, \"a b\"]}}",
+      "deployment.lifecycleHooks[0].stages[1]=POST_PRODUCTION_TRAFFIC_SHIFT")
+    #expect(spec.deployment.lifecycleHooks.count == 2)
+    #expect(spec.deployment.lifecycleHooks[0].stages == [.POST_TEST_TRAFFIC_SHIFT, .POST_PRODUCTION_TRAFFIC_SHIFT])
+    #expect(spec.deployment.lifecycleHooks[1].action == .command(argv: ["/bin/check", "a b"], timeout: .seconds(30)))
+    let json = try loadSpec(examplesDirectory.appendingPathComponent("web-canary.json").path)
+    let changed = try SpecWriter.applying(
+      [SpecOverride(keyPath: "deployment.canary.canaryPercent", value: "12.5")], to: json)
+    var expected = json
+    expected.deployment.canary?.canaryPercent = 12.5
+    #expect(changed == expected)
   }
 
   @Test func aKeyOutsideTheGrammarIsNamedWithTheAllowedFields() {
