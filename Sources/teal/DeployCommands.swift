@@ -177,7 +177,7 @@ struct DeploymentCommand: AsyncParsableCommand {
         change, one object per line. Keeps polling, through every known node, when the node it \
         talks to dies, and says so in one line; gives up after --give-up-after without any answer. \
         Exit status: 0 SUCCESSFUL, 2 ROLLBACK_SUCCESSFUL, 3 STOPPED, 4 ROLLBACK_FAILED, 1 errors \
-        (no such deployment, no answer).
+        (no such deployment, no answer, not finished within --timeout).
         """)
 
     @Argument(help: "The deployment's id, e.g. web-42.")
@@ -186,16 +186,21 @@ struct DeploymentCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Seconds without any answer before giving up.")
     var giveUpAfter: Int = 60
 
+    @Option(name: .long, help: "Fail (exit 1) if the deployment has not finished after this many seconds.")
+    var timeout: Int?
+
     @OptionGroup var options: APIOptions
 
     func validate() throws {
       if !(1...3600).contains(giveUpAfter) {
         throw ValidationError("--give-up-after must be in 1...3600 seconds, got \(giveUpAfter)")
       }
+      if let timeout, timeout < 1 { throw ValidationError("--timeout must be 1 or more seconds, got \(timeout)") }
     }
 
     func run() async throws {
-      let code = try await watchDeployment(id, options: options, giveUpAfter: .seconds(giveUpAfter))
+      let code = try await watchDeployment(
+        id, options: options, giveUpAfter: .seconds(giveUpAfter), timeout: timeout.map { .seconds($0) })
       if code != 0 { throw ExitCode(code) }
     }
   }

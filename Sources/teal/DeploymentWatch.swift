@@ -16,9 +16,11 @@ let watchPollInterval = Duration.milliseconds(250)
 /// Each poll is `GET /v1/deployments/{id}` through a client that moves between the cluster's nodes;
 /// when that fails (the node died, no leader yet) the poll asks again for any node's own state
 /// (`stale=true`), so the view keeps moving through an election. Errors are reported once per
-/// outage; after `giveUpAfter` without any answer the watch fails. 404 and 401 fail at once.
+/// outage; after `giveUpAfter` without any answer the watch fails. 404 and 401 fail at once. With
+/// `timeout`, a deployment not finished by then fails the watch (it goes on in the cluster).
 func watchDeployment(
-  _ id: String, options: APIOptions, first: DeploymentView? = nil, giveUpAfter: Duration = .seconds(60)
+  _ id: String, options: APIOptions, first: DeploymentView? = nil, giveUpAfter: Duration = .seconds(60),
+  timeout: Duration? = nil
 ) async throws -> Int32 {
   var configuration = TealClientConfiguration(endpoints: try options.endpoints(), token: try options.token())
   // Short, so that a dead node costs one poll, not thirty seconds.
@@ -44,6 +46,7 @@ func watchDeployment(
   var watcher = DeploymentWatcher(mode: mode)
   let clock = ContinuousClock()
   var lastAnswer = clock.now
+  let deadline = timeout.map { clock.now + $0 }
 
   func emit(_ output: WatchOutput) {
     if !output.stdout.isEmpty { writeOut(output.stdout) }
@@ -75,6 +78,12 @@ func watchDeployment(
       if clock.now - lastAnswer > giveUpAfter {
         throw CommandFailure(message: "no node answered for \(giveUpAfter): \(error)")
       }
+    }
+    if let deadline, let timeout, clock.now >= deadline {
+      let state = watcher.last.map { "\($0.status)\($0.stage.map { " at \($0)" } ?? "")" } ?? "unknown"
+      throw CommandFailure(
+        message:
+          "deployment \(id) did not finish within \(timeout) (\(state)); it goes on: `teal deployment watch \(id)`")
     }
     let next = started + watchPollInterval
     if next > clock.now { try await Task.sleep(until: next, clock: clock) }

@@ -155,7 +155,8 @@ struct Quickstart: AsyncParsableCommand {
       throw CommandFailure(message: "cannot start the demo deployment: \(error)")
     }
     let options = try APIOptions.parse(["--dir", dir] + endpoints.flatMap { ["--endpoint", $0] })
-    let code = try await watchDeployment(view.id, options: options, first: view)
+    // Bounded, so that a stuck deployment cannot hold the quickstart forever (it takes about 25 s).
+    let code = try await watchDeployment(view.id, options: options, first: view, timeout: .seconds(180))
     guard code == 0 else {
       throw CommandFailure(message: "the demo deployment \(view.id) did not succeed (exit status \(code))")
     }

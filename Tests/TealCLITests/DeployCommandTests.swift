@@ -93,6 +93,19 @@ struct DeployCommandTests {
     await server.stop()
   }
 
+  @Test func watchWithATimeoutFailsWhenTheDeploymentDoesNotFinish() async throws {
+    try requireTeal()
+    let server = try await TestHTTPServer { _, _ in Self.ok(Self.view()) }
+    let result = try run(
+      tealExecutable, ["deployment", "watch", "web-42", "--timeout", "1", "--json", "--endpoint", server.endpoint])
+    #expect(result.status == 1)
+    #expect(
+      result.output.hasSuffix(
+        "Error: deployment web-42 did not finish within 1.0 seconds (IN_PROGRESS at PRODUCTION_TRAFFIC_SHIFT); "
+          + "it goes on: `teal deployment watch web-42`\n"), "\(result.output)")
+    await server.stop()
+  }
+
   @Test func watchOfAnUnknownDeploymentFailsInOneLine() async throws {
     try requireTeal()
     let server = try await TestHTTPServer { _, _ in
