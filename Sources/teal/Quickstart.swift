@@ -89,23 +89,24 @@ struct Quickstart: AsyncParsableCommand {
     if failures > 0 {
       throw CommandFailure(message: "\(failures) of \(up.endpoints.count) production listeners did not answer")
     }
-    var deploymentID: String?
+    var demoRun: (id: String, version: String)?
     if deploy {
-      deploymentID = try await demoDeployment(client, endpoints: up.endpoints, localSpec: spec)
+      demoRun = try await demoDeployment(client, endpoints: up.endpoints, localSpec: spec)
     }
-    let id = deploymentID ?? "ID"
+    let id = demoRun?.id ?? "ID"
+    let version = Self.nextVersion(after: demoRun?.version ?? "1.0.0")
     progress(
       """
 
       Try next:
-        teal deployment describe \(id)        stages, weights, hooks, bake, controller
+        teal deployment describe \(id)       stages, weights, hooks, bake, controller
         teal deployment list
-        teal deploy demo --set task.env.TEAL_DEMO_VERSION=9.0.0 --watch
-                                            another deployment, followed live
+        teal deploy demo --set task.env.TEAL_DEMO_VERSION=\(version) --watch
+                                            the next version, followed live (CANARY, 10 s bake)
         teal chaos kill-leader --at BAKE_TIME+6s
-                                            run while a deployment bakes (e.g. after the deploy above,
-                                            from a second terminal): kills the leader 6 s into bake
-                                            time; a new leader finishes it, the bake deadline unchanged
+                                            from a second terminal while that deployment runs: kills
+                                            the leader 6 s into bake time; a new leader finishes it
+                                            on the same bake deadline, as the watch shows
         teal deployment rollback|pause|continue|promote ID
         teal cluster status                 members, leader, term
         teal service describe demo          revisions, tasks, routes
@@ -119,8 +120,10 @@ struct Quickstart: AsyncParsableCommand {
 
   /// The demo deployment: the next teal-demo version as CANARY (20 % for 5 s) with a 10 s bake,
   /// submitted with `--set`'s machinery (SpecWriter) and followed in the watch view; then every
-  /// node's listener asked again. Returns the deployment's id.
-  private func demoDeployment(_ client: TealClient, endpoints: [String], localSpec: String) async throws -> String {
+  /// node's listener asked again. Returns the deployment's id and the version it deployed.
+  private func demoDeployment(
+    _ client: TealClient, endpoints: [String], localSpec: String
+  ) async throws -> (id: String, version: String) {
     // The serving spec (so that a re-run deploys the version after the one serving), else ours.
     var serving = try SpecParser.parse(text: localSpec, format: .yaml)
     if let text = try? await client.servingSpec(Self.serviceName),
@@ -170,7 +173,7 @@ struct Quickstart: AsyncParsableCommand {
         progress("\(url) -> no answer: \(error)")
       }
     }
-    return view.id
+    return (view.id, next)
   }
 
   /// `1.0.0` → `2.0.0`; anything else → `2.0.0`.
