@@ -223,7 +223,7 @@ struct DeploymentCommand: AsyncParsableCommand {
 
   struct Pause: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Pause a deployment where it is (bake time and hook timeouts keep their deadlines).")
+      abstract: "Hold a deployment where it is; its waits are extended by the pause (alarms still roll back).")
     @Argument(help: "The deployment's id.") var id: String
     @OptionGroup var action: ActionOptions
     func run() async throws { try await runAction(.pause, id: id, action) }
