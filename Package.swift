@@ -45,6 +45,8 @@ let package = Package(
     .target(name: "TealCluster", dependencies: ["TealWire", "TealDeploy"]),
     // The HTTP API's Codable bodies, shared by the node's server and the client (Foundation only).
     .target(name: "TealAPI"),
+    // The CLI's pure rendering of deployments (describe, the watch view): DeploymentView -> lines.
+    .target(name: "TealCLIViews", dependencies: ["TealAPI"]),
 
     // MARK: Simulation harnesses (used by tests and benchmarks)
     .target(name: "TealRaftSim", dependencies: ["TealRaft", "TealWire"]),
@@ -133,6 +135,7 @@ let package = Package(
       name: "teal",
       dependencies: [
         "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealSpec", "TealAPI", "TealClient", "TealNode", "Yams",
+        "TealCLIViews",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]
@@ -211,6 +214,7 @@ let package = Package(
     .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy", "TealSpec"]),
     .testTarget(name: "TealSpecTests", dependencies: ["TealSpec", "TealDeploy", "TealWire"]),
     .testTarget(name: "TealAPITests", dependencies: ["TealAPI"]),
+    .testTarget(name: "TealCLIViewsTests", dependencies: ["TealCLIViews", "TealAPI"]),
     .testTarget(
       name: "TealClientTests",
       dependencies: [

@@ -2,20 +2,27 @@ import ArgumentParser
 import Foundation
 import TealAPI
 import TealClient
+import TealDeploy
+import TealSpec
 
 #if canImport(Glibc)
   import Glibc
 #endif
 
-/// `teal quickstart`: a local three-node cluster, the demo service on it, and every node's
-/// production listener answering. Re-runnable: a running cluster and an existing service are reused.
+/// `teal quickstart`: a local three-node cluster, the demo service on it, every node's production
+/// listener answering, then a demo deployment (the next teal-demo version, CANARY, short bake) shown
+/// in the watch view. Re-runnable: a running cluster and an existing service are reused, and each run
+/// deploys the next version.
 struct Quickstart: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Start a local 3-node cluster, run the demo service on it and show every node serving it.",
     discussion: """
       Runs `teal cluster up` (3 nodes in --dir), creates the service `demo` (3 tasks of teal-demo, \
       found next to this teal executable; production port 8080, test port 8081), waits until its \
-      tasks are healthy, then requests http://127.0.0.i:8080/ on every node and prints who answered.
+      tasks are healthy, then requests http://127.0.0.i:8080/ on every node and prints who answered. \
+      Then deploys the next version of teal-demo (TEAL_DEMO_VERSION 1.0.0 → 2.0.0 on the first run) \
+      as a CANARY deployment (20 % for 5 s, then all; bake time 10 s), follows it in the watch view \
+      and asks every node again. --no-deploy stops before the deployment.
       """)
 
   @Option(name: .long, help: "The cluster directory.")
@@ -23,6 +30,9 @@ struct Quickstart: AsyncParsableCommand {
 
   @Option(name: .long, help: "Seconds to wait for the cluster, then for the demo's tasks.")
   var wait: Int = 90
+
+  @Flag(inversion: .prefixedNo, help: "Run the demo deployment once the service serves.")
+  var deploy = true
 
   func validate() throws {
     if !(1...3600).contains(wait) { throw ValidationError("--wait must be in 1...3600 seconds, got \(wait)") }
@@ -76,10 +86,28 @@ struct Quickstart: AsyncParsableCommand {
         progress("\(url) -> no answer: \(error)")
       }
     }
+    if failures > 0 {
+      throw CommandFailure(message: "\(failures) of \(up.endpoints.count) production listeners did not answer")
+    }
+    var demoRun: (id: String, version: String)?
+    if deploy {
+      demoRun = try await demoDeployment(client, endpoints: up.endpoints, localSpec: spec)
+    }
+    let id = demoRun?.id ?? "ID"
+    let version = Self.nextVersion(after: demoRun?.version ?? "1.0.0")
     progress(
       """
 
       Try next:
+        teal deployment describe \(id)       stages, weights, hooks, bake, controller
+        teal deployment list
+        teal deploy demo --set task.env.TEAL_DEMO_VERSION=\(version) --watch
+                                            the next version, followed live (CANARY, 10 s bake)
+        teal chaos kill-leader --at BAKE_TIME+6s
+                                            from a second terminal while that deployment runs: kills
+                                            the leader 6 s into bake time; a new leader finishes it
+                                            on the same bake deadline, as the watch shows
+        teal deployment rollback|pause|continue|promote ID
         teal cluster status                 members, leader, term
         teal service describe demo          revisions, tasks, routes
         teal tasks --service demo
@@ -88,9 +116,70 @@ struct Quickstart: AsyncParsableCommand {
         teal events demo
         teal cluster down                   stop the nodes, keep the data (--purge removes \(dir))
       """)
-    if failures > 0 {
-      throw CommandFailure(message: "\(failures) of \(up.endpoints.count) production listeners did not answer")
+  }
+
+  /// The demo deployment: the next teal-demo version as CANARY (20 % for 5 s) with a 10 s bake,
+  /// submitted with `--set`'s machinery (SpecWriter) and followed in the watch view; then every
+  /// node's listener asked again. Returns the deployment's id and the version it deployed.
+  private func demoDeployment(
+    _ client: TealClient, endpoints: [String], localSpec: String
+  ) async throws -> (id: String, version: String) {
+    // The serving spec (so that a re-run deploys the version after the one serving), else ours.
+    var serving = try SpecParser.parse(text: localSpec, format: .yaml)
+    if let text = try? await client.servingSpec(Self.serviceName),
+      let parsed = try? SpecParser.parse(text: text, format: .yaml)
+    {
+      serving = parsed
     }
+    let current = serving.task.env["TEAL_DEMO_VERSION"] ?? "1.0.0"
+    let next = Self.nextVersion(after: current)
+    let sets = [
+      "task.env.TEAL_DEMO_VERSION=\(next)", "deployment.strategy=CANARY", "deployment.canary.canaryPercent=20",
+      "deployment.canary.canaryBakeTime=5s", "deployment.bakeTime=10s",
+    ]
+    let spec: ServiceSpec
+    do {
+      var overrides: [SpecOverride] = []
+      for text in sets { overrides.append(try SpecOverride(parsing: text)) }
+      spec = try SpecWriter.applying(overrides, to: serving)
+    } catch {
+      throw CommandFailure(message: "the demo deployment's spec: \(error)")
+    }
+    progress("")
+    progress("deploying teal-demo \(current) → \(next): CANARY 20 % for 5 s, then 100 %; bake time 10 s")
+    progress("  (as `teal deploy demo \(sets.map { "--set \($0)" }.joined(separator: " ")) --watch`)")
+    let view: DeploymentView
+    do {
+      view = try await client.deploy(Self.serviceName, spec: SpecWriter.yaml(spec), supersede: true)
+    } catch let error as TealClientError where error.status == 404 {
+      throw CommandFailure(
+        message: "\(error); do these nodes run deployments? (`teal quickstart --no-deploy` skips the demo deployment)")
+    } catch let error as TealClientError {
+      throw CommandFailure(message: "cannot start the demo deployment: \(error)")
+    }
+    let options = try APIOptions.parse(["--dir", dir] + endpoints.flatMap { ["--endpoint", $0] })
+    // Bounded, so that a stuck deployment cannot hold the quickstart forever (it takes about 25 s).
+    let code = try await watchDeployment(view.id, options: options, first: view, timeout: .seconds(180))
+    guard code == 0 else {
+      throw CommandFailure(message: "the demo deployment \(view.id) did not succeed (exit status \(code))")
+    }
+    progress("")
+    for endpoint in endpoints {
+      guard let host = try? Endpoint(url: endpoint).host else { continue }
+      let url = "http://\(host):\(Self.productionPort)/"
+      do {
+        progress("\(url) -> \(try await askListener(host: host))")
+      } catch {
+        progress("\(url) -> no answer: \(error)")
+      }
+    }
+    return (view.id, next)
+  }
+
+  /// `1.0.0` → `2.0.0`; anything else → `2.0.0`.
+  static func nextVersion(after version: String) -> String {
+    let major = version.split(separator: ".").first.flatMap { Int($0) } ?? 1
+    return "\(major + 1).0.0"
   }
 
   /// The demo service's spec: teal-demo on its node's address (`HOST`) and a free port the node gives

@@ -25,6 +25,8 @@ struct Teal: AsyncParsableCommand {
     Quickstart.self,
     Cluster.self,
     Service.self,
+    Deploy.self,
+    DeploymentCommand.self,
     Tasks.self,
     Events.self,
     NodeCommand.self,
