@@ -410,7 +410,8 @@ extension ClusterState {
       let seen = previous?.history.last.flatMap { last in deployment.history.lastIndex(of: last) }
       let fresh = seen.map { deployment.history[($0 + 1)...] } ?? deployment.history[...]
       for event in fresh.suffix(Self.maximumDeploymentNotesPerEntry) {
-        record(.deploymentNote, service: name, "deployment \(deployment.id): \(event.message)", context)
+        record(
+          .deploymentNote, service: name, "deployment \(deployment.id): \(Self.readable(event.message))", context)
       }
       if previous?.status != deployment.status || previous?.stage != deployment.stage {
         record(
@@ -419,6 +420,11 @@ extension ClusterState {
             + (deployment.stage.map { " at \($0.rawValue)" } ?? ""), context)
       }
     }
+  }
+
+  /// An engine history line with its instants as UTC times.
+  public static func readable(_ message: String) -> String {
+    Instant.rewritingInstants(in: message) { LogTime(millisecondsSinceEpoch: $0.millisecondsSinceEpoch).iso8601 }
   }
 
   /// At most this many of a deployment's history lines become cluster events per entry.

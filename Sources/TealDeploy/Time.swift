@@ -89,3 +89,26 @@ public struct TimeSpan: Codable, Hashable, Comparable, Sendable, CustomStringCon
     try container.encode(milliseconds)
   }
 }
+
+extension Instant {
+  /// `message` with every instant written as `@<milliseconds>ms` (as `description` writes them)
+  /// replaced by `render(instant)`: the engine's history lines keep the raw form, readers choose
+  /// how to show it (an offset in `teal spec plan`, a UTC time in the cluster's events).
+  public static func rewritingInstants(in message: String, _ render: (Instant) -> String) -> String {
+    var output = ""
+    var rest = Substring(message)
+    while let at = rest.firstIndex(of: "@") {
+      output += rest[..<at]
+      let digits = rest[rest.index(after: at)...].prefix { $0.isNumber }
+      let afterDigits = rest.index(at, offsetBy: digits.count + 1)
+      if !digits.isEmpty, rest[afterDigits...].hasPrefix("ms"), let value = Int64(digits) {
+        output += render(Instant(millisecondsSinceEpoch: value))
+        rest = rest[rest.index(afterDigits, offsetBy: 2)...]
+      } else {
+        output += "@"
+        rest = rest[rest.index(after: at)...]
+      }
+    }
+    return output + rest
+  }
+}

@@ -109,21 +109,7 @@ struct Spec: ParsableCommand {
 
     /// Absolute log times in a message (`@1303200ms`) as offsets from the start (`+5m3.2s`).
     func relative(_ message: String, to start: Instant) -> String {
-      var output = ""
-      var rest = Substring(message)
-      while let at = rest.firstIndex(of: "@") {
-        output += rest[..<at]
-        let digits = rest[rest.index(after: at)...].prefix { $0.isNumber }
-        let afterDigits = rest.index(at, offsetBy: digits.count + 1)
-        if !digits.isEmpty, rest[afterDigits...].hasPrefix("ms"), let value = Int64(digits) {
-          output += "+" + format(Instant(millisecondsSinceEpoch: value) - start)
-          rest = rest[rest.index(afterDigits, offsetBy: 2)...]
-        } else {
-          output += "@"
-          rest = rest[rest.index(after: at)...]
-        }
-      }
-      return output + rest
+      Instant.rewritingInstants(in: message) { "+" + format($0 - start) }
     }
 
     func stage(_ text: String, _ option: String) throws -> LifecycleStage {

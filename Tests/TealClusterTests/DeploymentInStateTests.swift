@@ -103,6 +103,10 @@ struct DeploymentInStateTests {
     #expect(world.log.state.tasks.values.filter { $0.desired == .running }.count == 3)
     let stages = done?.stageTimeline.map(\.stage) ?? []
     #expect(stages == LifecycleStage.allCases)
+    // The engine's history reaches the cluster's events, with its times in UTC.
+    let notes = world.log.state.history.events.filter { $0.kind == .deploymentNote }.map(\.message)
+    #expect(notes.contains { $0.hasPrefix("deployment \(id): baking until 2025-12-01T") }, "\(notes)")
+    #expect(!notes.contains { $0.contains("ms") && $0.contains("@") })
   }
 
   @Test(arguments: ["CANARY", "LINEAR"])

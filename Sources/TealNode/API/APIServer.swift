@@ -130,6 +130,16 @@ struct APIServer: Sendable {
         state, answer in try deploymentResponse(state, answer, status: .created, controller: controller)
       }
     }
+    router.get("/v1/services/:name/spec") { request, context in
+      let name = try context.parameters.require("name")
+      let state = try await read(request)
+      guard let service = state.services[name] else { throw APIFailure.notFound("no service named '\(name)'") }
+      var headers = HTTPFields()
+      headers[.contentType] = APIContentType.yaml
+      return Response(
+        status: .ok, headers: headers,
+        body: ResponseBody(byteBuffer: ByteBuffer(string: SpecWriter.yaml(service.currentSpec))))
+    }
     router.get("/v1/deployments") { request, _ in
       let state = try await read(request)
       return try json(DeploymentViews.list(state, service: request.uri.queryParameters.get("service")))

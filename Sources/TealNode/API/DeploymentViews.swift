@@ -109,8 +109,10 @@ enum DeploymentViews {
         seconds: Double(configuration.bakeTime.milliseconds) / 1000, startedAt: bakeStart.map(date),
         endsAt: bakeEnd.map(date)),
       hooks: hooks, tasks: counts.keys.sorted().compactMap { counts[$0] },
-      controller: deployment.isActive ? controller : nil, pausedBy: deployment.pause?.requestedBy,
+      controller: controller, pausedBy: deployment.pause?.requestedBy,
       reason: deployment.reason,
-      recent: deployment.history.suffix(recentLimit).map { DeploymentNote(at: date($0.at), message: $0.message) })
+      recent: deployment.history.suffix(recentLimit).map {
+        DeploymentNote(at: date($0.at), message: ClusterState.readable($0.message))
+      })
   }
 }
