@@ -30,6 +30,7 @@ struct Teal: AsyncParsableCommand {
     NodeCommand.self,
     Certs.self,
     Spec.self,
+    Chaos.self,
   ]
 }
 
