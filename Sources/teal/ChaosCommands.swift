@@ -98,10 +98,6 @@ struct Chaos: AsyncParsableCommand {
       }
       // The ledger first: the node rewrites it, and after the kill nobody does.
       let tasks = withTasks ? liveTaskGroups(cluster.layout, leader.id) : []
-      var stageNote = ""
-      if let watched, let view = try? await cluster.client.deployment(watched, stale: true) {
-        stageNote = "; deployment \(watched) is \(view.status) at \(view.stage ?? "-")"
-      }
       let leadsItsGroup = getpgid(pid) == pid
       kill(pid, SIGKILL)
       if leadsItsGroup { kill(-pid, SIGKILL) }
@@ -110,6 +106,10 @@ struct Chaos: AsyncParsableCommand {
         kill(task.group, SIGKILL)
       }
       let killedAt = Date()
+      var stageNote = ""
+      if let watched, let view = try? await cluster.client.deployment(watched, stale: true) {
+        stageNote = "; deployment \(watched) is \(view.status) at \(view.stage ?? "-")"
+      }
       out.say(
         "killed \(leader.id) (pid \(pid)), the leader in term \(leader.term), with SIGKILL\(stageNote)",
         [
@@ -203,7 +203,11 @@ struct Chaos: AsyncParsableCommand {
       // Resume on SIGINT, SIGTERM and SIGHUP too: installed before the node is stopped.
       var sources: [any DispatchSourceSignal] = []
       for signalNumber: Int32 in [SIGINT, SIGTERM, SIGHUP] {
-        signal(signalNumber, SIG_IGN)
+        #if canImport(Darwin)
+          // kqueue delivers a signal to the source only when it is ignored; on Linux, Dispatch
+          // takes the signal itself and ignoring it would discard it.
+          signal(signalNumber, SIG_IGN)
+        #endif
         let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
         source.setEventHandler {
           kill(pid, SIGCONT)
