@@ -77,7 +77,7 @@ struct HookExecutionRecord: Decodable, Sendable, Equatable {
   var result: String?
 }
 
-struct ControllerRef: Decodable, Sendable, Equatable {
+struct ControllerRef: Decodable, Sendable, Hashable {
   var node: String
   var term: UInt64
 }
@@ -263,6 +263,10 @@ final class DeploymentWatcher: Sendable {
   func finished(timeout: Duration = .seconds(120)) async throws -> DeploymentDetailView {
     try await wait("finishes", timeout: timeout) { $0.isFinished }
   }
+
+  /// The controllers seen, in order (a finished deployment shows none, so the last one seen is
+  /// the one that finished it).
+  var controllers: [ControllerRef] { sequence { $0.controller }.compactMap { $0 } }
 
   /// Consecutive distinct values of `value` over the observations.
   func sequence<T: Equatable>(_ value: (DeploymentDetailView) -> T) -> [T] {
