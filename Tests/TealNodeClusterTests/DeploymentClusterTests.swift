@@ -94,6 +94,7 @@ struct DeploymentClusterTests {
       }
       print("canary deployment traffic:\n\(snapshot.report)")
       Self.expectNoFailure(snapshot, at: targets)
+      Self.expectGenerationsNeverDecreasePerConnection(snapshot)
       Self.expectOnly("web:2", startedAfter: endedAt, snapshot, at: targets)
       try await Self.expectEveryNodeOnGreenOnly(cluster, nodes: cluster.ids)
     }
@@ -222,6 +223,78 @@ struct DeploymentClusterTests {
     }
   }
 
+  // MARK: kill -9 the leader mid-shift
+
+  @Test(.timeLimit(.minutes(3)))
+  func killingTheLeaderDuringTheCanaryHoldKeepsTheCanaryAndSucceedsUnderANewLeaderWithNoFailedRequest()
+    async throws
+  {
+    let hooks = try await HookServer()
+    defer { Task { await hooks.stop() } }
+    try await withCluster { cluster in
+      let leader = try await cluster.waitForLeader()
+      let follower = cluster.followers(of: leader)[0]
+      let ports = try ServicePorts(cluster)
+      try await cluster.createWeb(
+        DeploymentSpecs.yaml(version: 1, ports: ports), through: leader, count: 3, ports: ports)
+      let targets = productionTargets(cluster, ports)
+      let traffic = try deploymentTraffic(targets)
+      traffic.start()
+      defer { Task { await traffic.stop() } }
+      try await waitUntil("traffic flows on every listener") {
+        traffic.snapshot().summaries.values.allSatisfy { $0.ok >= 32 }
+      }
+      let stage = "PRODUCTION_TRAFFIC_SHIFT"
+      let submitted = try await cluster.api(follower).deploy(
+        "web",
+        spec: DeploymentSpecs.yaml(
+          version: 2, ports: ports, strategy: "CANARY",
+          strategyBlock: "canary:\n  canaryPercent: 25\n  canaryBakeTime: 4s", bakeTime: "1s",
+          hooks: [(stage, hooks.url(stage))]))
+      let watcher = DeploymentWatcher(cluster, id: submitted.id)
+      watcher.start()
+      defer { watcher.stop() }
+      // At the canary step, once its hook answered: the leader dies inside the 4 s canary hold.
+      let canary = try await watcher.wait("holds the canary") {
+        $0.stage == stage && $0.weights.production.green == 25 && $0.hooks.contains { $0.result == "SUCCEEDED" }
+      }
+      let victim = try #require(canary.controller?.node)
+      let killedTerm = try #require(canary.controller?.term)
+      cluster.harvestLedgers()
+      let killedAt = Date()
+      try await cluster.kill9(victim)
+      let survivors = cluster.followers(of: victim)
+      let done = try await watcher.finished()
+      let endedAt = Date()
+      let survivorTargets = productionTargets(cluster, ports, nodes: survivors)
+      try await Self.moreTraffic(traffic, at: survivorTargets, after: endedAt)
+      await traffic.stop()
+
+      #expect(done.status == "SUCCESSFUL", "\(done.summary)")
+      #expect(done.stages == DeploymentSpecs.allStages, "\(done.stages)")
+      // The canary step is not repeated or undone by the new leader, and its hold is not cut short.
+      #expect(watcher.sequence { $0.weights.production.green } == [0, 25, 100])
+      let controllerAfter = try #require(watcher.controllers.last)
+      #expect(controllerAfter.node != victim && controllerAfter.term > killedTerm, "\(watcher.controllers)")
+      let shiftStart = try #require(done.entered(stage))
+      let shiftEnd = try #require(done.entered("POST_PRODUCTION_TRAFFIC_SHIFT"))
+      #expect(
+        shiftEnd.timeIntervalSince(shiftStart) >= 4,
+        "the 4 s canary hold lasted \(shiftEnd.timeIntervalSince(shiftStart)) s")
+      let executions = done.hooks.filter { $0.stage == stage }
+      #expect(executions.count == 1 && executions.first?.result == "SUCCEEDED", "\(done.hooks)")
+      #expect(Set(hooks.calls.map(\.executionId)).count == 1, "\(hooks.calls)")
+
+      let snapshot = traffic.snapshot()
+      print("canary-hold failover traffic:\n\(snapshot.report)")
+      #expect(
+        inFlight(at: killedAt, snapshot.records, targets: Set(survivorTargets)) > 0, "nothing in flight at the kill")
+      Self.expectNoFailure(snapshot, at: survivorTargets)
+      Self.expectOnly("web:2", startedAfter: endedAt, snapshot, at: survivorTargets)
+      try await Self.expectEveryNodeOnGreenOnly(cluster, nodes: survivors)
+    }
+  }
+
   // MARK: kill -9 the leader while its hook call is held open
 
   @Test(.timeLimit(.minutes(3)))
@@ -323,6 +396,7 @@ struct DeploymentClusterTests {
       let snapshot = traffic.snapshot()
       print("failed-hook rollback traffic:\n\(snapshot.report)")
       Self.expectNoFailure(snapshot, at: targets)
+      Self.expectGenerationsNeverDecreasePerConnection(snapshot)
       let green = snapshot.records.filter { $0.revision != "web:1" && $0.outcome.isOK }
       #expect(green.isEmpty, "production served by \(Set(green.map { $0.revision ?? "-" })): \(green.prefix(3))")
       #expect(snapshot.total.servedByRevision.keys.sorted() == ["web:1"], "\(snapshot.total.servedByRevision)")
@@ -533,6 +607,26 @@ struct DeploymentClusterTests {
         sourceLocation: sourceLocation
       )
     }
+  }
+
+  /// On each connection, the `x-teal-generation` of successive responses never goes down (a
+  /// balancer applies a routes generation atomically).
+  static func expectGenerationsNeverDecreasePerConnection(
+    _ snapshot: TrafficSnapshot, sourceLocation: SourceLocation = #_sourceLocation
+  ) {
+    #expect(snapshot.droppedRecords == 0, "records were dropped", sourceLocation: sourceLocation)
+    var last: [Int: (generation: Int, sequence: Int)] = [:]
+    var regressions: [String] = []
+    for record in snapshot.records.sorted(by: { $0.sequence < $1.sequence }) {
+      guard let connection = record.connection, let generation = record.generation else { continue }
+      if let previous = last[connection], generation < previous.generation {
+        regressions.append("connection \(connection) to \(record.target): \(previous.generation) then \(generation)")
+      }
+      last[connection] = (generation, record.sequence)
+    }
+    #expect(
+      regressions.isEmpty, "generations went down: \(regressions.prefix(5))", sourceLocation: sourceLocation)
+    #expect(!last.isEmpty, "no response carried x-teal-generation", sourceLocation: sourceLocation)
   }
 
   /// Each stage has exactly one hook execution, and it SUCCEEDED.
