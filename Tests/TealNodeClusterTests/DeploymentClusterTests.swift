@@ -457,6 +457,66 @@ struct DeploymentClusterTests {
     }
   }
 
+  // MARK: Consecutive deployments, a leader killed in each
+
+  /// `TEAL_CHAOS_RUNS` deployments (default 2) one after another, each with `teal chaos kill-leader
+  /// --at STAGE --restart-after 1s` at a stage drawn from `TEAL_CHAOS_SEED` (printed); each must end
+  /// SUCCESSFUL with one result per hook execution, and the killed node rejoins before the next.
+  @Test(.timeLimit(.minutes(10)))
+  func consecutiveDeploymentsWithTheLeaderKilledAtARandomStageEachSucceed() async throws {
+    let environment = ProcessInfo.processInfo.environment
+    let runs = environment["TEAL_CHAOS_RUNS"].flatMap { Int($0) } ?? 2
+    let seed = environment["TEAL_CHAOS_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 1...UInt64(1 << 40))
+    var random = XorShift(seed: seed)
+    let stages = ["SCALE_UP", "TEST_TRAFFIC_SHIFT", "POST_TEST_TRAFFIC_SHIFT", "PRODUCTION_TRAFFIC_SHIFT", "BAKE_TIME"]
+    let plan = (0..<runs).map { _ in stages[Int(random.next() % UInt64(stages.count))] }
+    print("consecutive deployments: TEAL_CHAOS_SEED=\(seed) TEAL_CHAOS_RUNS=\(runs), kills at \(plan)")
+    let hooks = try await HookServer()
+    defer { Task { await hooks.stop() } }
+    try await withCluster { cluster in
+      let leader = try await cluster.waitForLeader()
+      let ports = try ServicePorts(cluster)
+      try await cluster.createWeb(
+        DeploymentSpecs.yaml(version: 1, ports: ports), through: leader, count: 3, ports: ports)
+      for (run, stage) in plan.enumerated() {
+        let version = run + 2
+        let current = try await cluster.waitForLeader(expectUp: 3, timeout: .seconds(60))
+        let submitted = try await cluster.api(cluster.followers(of: current)[0]).deploy(
+          "web",
+          spec: DeploymentSpecs.yaml(
+            version: version, ports: ports, strategy: "CANARY", strategyBlock: Self.canary, bakeTime: "2s",
+            hooks: ["POST_TEST_TRAFFIC_SHIFT", "PRODUCTION_TRAFFIC_SHIFT"].map { ($0, hooks.url($0)) }))
+        let watcher = DeploymentWatcher(cluster, id: submitted.id)
+        watcher.start()
+        defer { watcher.stop() }
+        cluster.harvestLedgers()
+        let log = "\(cluster.directory)/chaos-\(run).log"
+        let chaos = try cluster.spawnTeal(
+          [
+            "chaos", "kill-leader", "--at", stage, "--deployment", submitted.id, "--restart-after", "1s", "--dir",
+            cluster.directory, "--json", "--wait", "2m",
+          ], log: log)
+        defer { killGroup(chaos, startTime: nil) }
+        let exit = try await waitForChild(chaos, "teal chaos kill-leader (run \(run))", timeout: .seconds(120))
+        let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+        #expect(exit == .exited(0), "run \(run): \(text)")
+        let victim = try #require(
+          jsonLines(log).first { $0["action"] as? String == "kill" }?["node"] as? String, "run \(run): \(text)")
+        try await waitUntil("\(victim) is gone", timeout: .seconds(10)) { !cluster.isRunning(victim) }
+        _ = try cluster.adopt(victim)
+        let done = try await watcher.finished()
+        #expect(done.status == "SUCCESSFUL", "run \(run) (kill at \(stage)): \(done.summary)")
+        #expect(done.green == "web:\(version)")
+        #expect(
+          done.hooks.count == 2 && done.hooks.allSatisfy { $0.result == "SUCCEEDED" }, "run \(run): \(done.hooks)")
+        let calls = hooks.calls.filter { $0.deploymentId == submitted.id }
+        #expect(Set(calls.map(\.executionId)) == Set(done.hooks.map(\.executionId)), "run \(run): \(calls)")
+        print("run \(run): killed \(victim) at \(stage); \(done.summary)")
+      }
+      try await cluster.waitForLeader(expectUp: 3, timeout: .seconds(60))
+    }
+  }
+
   // MARK: chaos errors
 
   @Test(.timeLimit(.minutes(2)))
@@ -669,5 +729,17 @@ struct DeploymentClusterTests {
       last = observation.view.weights.generation
     }
     return result
+  }
+}
+
+/// A small seedable generator (xorshift64*), so that a failing run's stages can be replayed.
+struct XorShift {
+  private var state: UInt64
+  init(seed: UInt64) { state = seed == 0 ? 0x9E37_79B9_7F4A_7C15 : seed }
+  mutating func next() -> UInt64 {
+    state ^= state >> 12
+    state ^= state << 25
+    state ^= state >> 27
+    return state &* 0x2545_F491_4F6C_DD1D
   }
 }
