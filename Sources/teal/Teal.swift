@@ -32,6 +32,7 @@ struct Teal: AsyncParsableCommand {
     NodeCommand.self,
     Certs.self,
     Spec.self,
+    Chaos.self,
   ]
 }
 

@@ -123,9 +123,98 @@ struct HarnessSelfTests {
       #expect(n2.split(separator: "\n").contains(Substring(line)), "node.yaml lacks '\(line)':\n\(n2)")
     }
     #expect(!cluster.node("n1").taskPorts.overlaps(cluster.node("n2").taskPorts))
+    // cluster.yaml as `teal cluster up` writes it (`teal chaos --dir` reads it).
+    let clusterFile = try String(contentsOfFile: "\(cluster.directory)/cluster.yaml", encoding: .utf8)
+    #expect(
+      clusterFile.contains("  - id: n2\n    address: 127.0.0.2\n    api: \"http://127.0.0.2:\(cluster.apiPort)\"\n"))
     let verify = try run(opensslPath, ["x509", "-noout", "-text", "-in", "\(cluster.directory)/certs/n3.pem"])
     #expect(verify.output.contains("127.0.0.3"), "n3's certificate lacks its address")
     cluster.destroy()
     #expect(!files.fileExists(atPath: cluster.directory))
+  }
+
+  // MARK: The hook server
+
+  /// One hook call as a node makes it: a POST of the hook context with `x-teal-term`.
+  func callHook(
+    _ server: HookServer, stage: String, execution: String, attempt: Int, term: UInt64,
+    connection: HTTPConnection? = nil
+  ) async throws -> HTTPResponse {
+    let body =
+      #"{"executionId":"\#(execution)","lifecycleStage":"\#(stage)","attempt":\#(attempt),"#
+      + #""deploymentId":"web-7","direction":"FORWARD","productionStep":0}"#
+    let open: HTTPConnection
+    if let connection {
+      open = connection
+    } else {
+      open = try await HTTPConnection.connect(host: "127.0.0.1", port: server.port)
+    }
+    return try await open.request(
+      method: .POST, path: "/hooks/\(stage)",
+      headers: [("content-type", "application/json"), ("x-teal-term", "\(term)"), ("connection", "close")],
+      body: Array(body.utf8), timeout: .seconds(20))
+  }
+
+  func hookStatus(_ response: HTTPResponse) -> String? {
+    ((try? JSONSerialization.jsonObject(with: Data(response.body))) as? [String: Any])?["hookStatus"] as? String
+  }
+
+  @Test func theHookServerAnswersEachExecutionByItsStagesRuleAndRecordsEveryCall() async throws {
+    let server = try await HookServer(rules: [
+      "POST_SCALE_UP": .inProgress(times: 2, callBackDelay: 1), "POST_TEST_TRAFFIC_SHIFT": .fail("smoke failed"),
+    ])
+    defer { Task { await server.stop() } }
+    var answers: [String?] = []
+    for attempt in 1...3 {
+      answers.append(
+        hookStatus(try await callHook(server, stage: "POST_SCALE_UP", execution: "e1", attempt: attempt, term: 3)))
+    }
+    #expect(answers == ["IN_PROGRESS", "IN_PROGRESS", "SUCCEEDED"])
+    // Counted per execution: another executionId of the stage starts again.
+    let other = try await callHook(server, stage: "POST_SCALE_UP", execution: "e2", attempt: 1, term: 4)
+    #expect(hookStatus(other) == "IN_PROGRESS")
+    #expect(other.text.contains(#""callBackDelay":1"#), "\(other.text)")
+    let failed = try await callHook(server, stage: "POST_TEST_TRAFFIC_SHIFT", execution: "e3", attempt: 1, term: 4)
+    #expect(failed.status == 200 && hookStatus(failed) == "FAILED" && failed.text.contains("smoke failed"))
+    let unlisted = try await callHook(server, stage: "PRE_SCALE_UP", execution: "e4", attempt: 1, term: 4)
+    #expect(hookStatus(unlisted) == "SUCCEEDED")
+
+    let calls = server.calls
+    #expect(calls.map(\.executionId) == ["e1", "e1", "e1", "e2", "e3", "e4"])
+    #expect(calls.map(\.attempt) == [1, 2, 3, 1, 1, 1])
+    #expect(calls.map(\.term) == [3, 3, 3, 4, 4, 4])
+    #expect(calls.map(\.callOfExecution) == [0, 1, 2, 0, 0, 0])
+    #expect(calls[4].stage == "POST_TEST_TRAFFIC_SHIFT" && calls[4].deploymentId == "web-7")
+    #expect(calls.allSatisfy { $0.answered != nil && !$0.closedUnanswered })
+  }
+
+  @Test func aHeldHookCallIsAnsweredOnReleaseAndOneWhoseCallerDiesIsMarkedClosedUnanswered() async throws {
+    let server = try await HookServer(rules: ["POST_TEST_TRAFFIC_SHIFT": .holdFirst(then: .succeeded)])
+    defer { Task { await server.stop() } }
+    let held = Task {
+      try await callHook(server, stage: "POST_TEST_TRAFFIC_SHIFT", execution: "e1", attempt: 1, term: 5)
+    }
+    let first = try await server.waitForCall("the held call", timeout: .seconds(10)) { $0.executionId == "e1" }
+    #expect(first.rule == .hold && first.answered == nil)
+    // Held: a later call of the same execution (a new leader's) is answered at once.
+    let again = try await callHook(server, stage: "POST_TEST_TRAFFIC_SHIFT", execution: "e1", attempt: 1, term: 6)
+    #expect(hookStatus(again) == "SUCCEEDED")
+    #expect(server.release(with: .succeeded) == 1)
+    #expect(hookStatus(try await held.value) == "SUCCEEDED")
+
+    // A caller that goes away while held (a killed leader).
+    let connection = try await HTTPConnection.connect(host: "127.0.0.1", port: server.port)
+    let orphan = Task {
+      try? await callHook(
+        server, stage: "POST_TEST_TRAFFIC_SHIFT", execution: "e2", attempt: 1, term: 7, connection: connection)
+    }
+    let call = try await server.waitForCall("the second held call", timeout: .seconds(10)) { $0.executionId == "e2" }
+    await connection.close()
+    _ = await orphan.value
+    try await waitUntil("the server sees the caller gone", timeout: .seconds(10)) {
+      server.calls[call.index].closedUnanswered
+    }
+    #expect(server.release() == 0)
+    #expect(server.calls[call.index].answered == nil)
   }
 }

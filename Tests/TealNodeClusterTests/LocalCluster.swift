@@ -42,6 +42,8 @@ final class LocalCluster: Sendable {
     var started: [pid_t: UInt64?] = [:]
     /// Task process groups seen in any ledger, with their leaders' start time.
     var taskGroups: [pid_t: UInt64] = [:]
+    /// Node processes started by another program (not our children).
+    var adopted: Set<pid_t> = []
     var destroyed = false
   }
   private let state = NIOLockedValueBox(State())
@@ -102,6 +104,15 @@ final class LocalCluster: Sendable {
         """
       try yaml.write(toFile: node.configPath, atomically: true, encoding: .utf8)
     }
+    // cluster.yaml as `teal cluster up` writes it, so that `teal chaos ... --dir` and the other
+    // commands that read a local cluster directory work on this one.
+    var clusterFile = "nodes:\n"
+    for node in nodes {
+      clusterFile +=
+        "  - id: \(node.id)\n    address: \(node.address)\n    api: \"http://\(node.address):\(apiPort)\"\n"
+        + "    peerPort: \(peerPort)\n"
+    }
+    try clusterFile.write(toFile: "\(directory)/cluster.yaml", atomically: true, encoding: .utf8)
   }
 
   func node(_ id: String) -> ClusterNode {
@@ -138,9 +149,35 @@ final class LocalCluster: Sendable {
 
   func pid(_ id: String) -> pid_t? { state.withLockedValue { $0.running[id] } }
 
+  /// Takes over a node process another program started (`teal chaos kill-leader
+  /// --restart-after`): its PID from `nI/node.pid`, so that it is stopped and cleaned up like the
+  /// others. Not our child: its exit is seen by polling, not by `waitpid`.
+  func adopt(_ id: String) throws -> pid_t {
+    let path = "\(node(id).directory)/node.pid"
+    guard let text = try? String(contentsOfFile: path, encoding: .utf8),
+      let pid = pid_t(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1
+    else { throw SpawnError(description: "no PID in \(path)") }
+    let start = processStartTime(pid)
+    state.withLockedValue { state in
+      state.running[id] = pid
+      state.started[pid] = start
+      state.adopted.insert(pid)
+    }
+    SpawnedProcesses.track(group: pid, startTime: start)
+    return pid
+  }
+
+  /// Whether a process of this cluster has exited: reaped if it is our child, else gone or a zombie.
+  private func exitOf(_ pid: pid_t) -> ChildExit? {
+    let adopted = state.withLockedValue { $0.adopted.contains(pid) }
+    guard adopted else { return reap(pid) }
+    if kill(pid, 0) != 0 && errno == ESRCH { return .signalled(SIGKILL) }
+    return nil
+  }
+
   func isRunning(_ id: String) -> Bool {
     guard let pid = pid(id) else { return false }
-    if let exit = reap(pid) {
+    if let exit = exitOf(pid) {
       forget(id, pid: pid, exit: exit)
       return false
     }
@@ -188,7 +225,7 @@ final class LocalCluster: Sendable {
   private func waitForExit(_ id: String, pid: pid_t, timeout: Duration) async throws -> ChildExit {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
-      if let exit = reap(pid) { return exit }
+      if let exit = exitOf(pid) { return exit }
       try await Task.sleep(for: .milliseconds(20))
     }
     throw SpawnError(description: "\(id) (pid \(pid)) did not exit within \(timeout)")

@@ -1,0 +1,465 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import TealAPI
+import TealClient
+import TealDeploy
+import Yams
+
+#if canImport(Glibc)
+  import Glibc
+#endif
+
+// `teal chaos kill-leader|pause`: break the local cluster of `teal cluster up` on purpose, by the
+// PIDs it recorded (DIR/nI/node.pid), at a moment a deployment defines. Docs/CHAOS.md.
+
+struct Chaos: AsyncParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Break the local cluster on purpose: kill -9 its leader, or pause a node (SIGSTOP).",
+    discussion: """
+      Works on the cluster of `teal cluster up` in --dir: the leader is found through the API, the \
+      node's process by the PID in DIR/nI/node.pid (checked to still be that node). Every action is \
+      printed with its UTC time.
+      """,
+    subcommands: [KillLeader.self, Pause.self])
+
+  struct KillLeader: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      commandName: "kill-leader",
+      abstract: "kill -9 the leader's teal process, now or when a deployment reaches a stage.",
+      discussion: """
+        --at STAGE waits until the deployment (--deployment ID, or the only active one) enters STAGE; \
+        --at STAGE+6s until 6 s after it entered it (the stage timeline's enteredAt); --after 5s \
+        waits 5 s. With --with-tasks the leader's tasks (their process groups, from its task ledger) \
+        are killed too, as when a machine dies. --restart-after 3s starts the node again, as \
+        `teal cluster up` does, 3 s after the kill.
+        """)
+
+    @Option(
+      name: .long,
+      help: ArgumentHelp("Kill when the deployment enters STAGE, or STAGE+OFFSET after.", valueName: "stage[+offset]"))
+    var at: String?
+
+    @Option(name: .long, help: ArgumentHelp("Kill after this delay (500ms, 5s, 1.5s, 2m).", valueName: "duration"))
+    var after: String?
+
+    @Option(name: .long, help: ArgumentHelp("Start the node again this long after the kill.", valueName: "duration"))
+    var restartAfter: String?
+
+    @Flag(name: .long, help: "Also kill the leader's tasks' process groups.")
+    var withTasks = false
+
+    @Option(name: .long, help: "The deployment --at watches (default: the only one in progress).")
+    var deployment: String?
+
+    @Option(name: .long, help: "The local cluster directory.")
+    var dir: String = ".teal"
+
+    @Option(
+      name: .long, help: ArgumentHelp("Give up waiting for --at's moment after this long.", valueName: "duration"))
+    var wait: String = "1h"
+
+    @Flag(name: .long, help: "Print one JSON object per action instead of text.")
+    var json = false
+
+    func validate() throws {
+      if at != nil && after != nil { throw ValidationError("give --at or --after, not both") }
+      if let at { _ = try KillMoment.parseAt(at) }
+      if let after { _ = try parseChaosDuration(after, option: "--after") }
+      if let restartAfter { _ = try parseChaosDuration(restartAfter, option: "--restart-after") }
+      _ = try parseChaosDuration(wait, option: "--wait")
+      if deployment != nil && at == nil {
+        throw ValidationError("--deployment names the deployment --at watches; give --at")
+      }
+    }
+
+    func run() async throws {
+      let cluster = try ChaosCluster(dir: dir)
+      let out = ChaosOutput(json: json)
+      defer { Task { await cluster.client.shutdown() } }
+      var watched: String?
+      if let at {
+        let (stage, offset) = try KillMoment.parseAt(at)
+        let id = try await cluster.resolveDeployment(deployment)
+        watched = id
+        try await cluster.waitFor(
+          deployment: id, stage: stage, offset: offset, within: try parseChaosDuration(wait, option: "--wait"), out: out
+        )
+      } else if let after {
+        let delay = try parseChaosDuration(after, option: "--after")
+        out.say("waiting \(formatSeconds(delay))", ["action": "wait", "seconds": seconds(delay)])
+        try await Task.sleep(for: delay)
+      }
+      let leader = try await cluster.leader()
+      guard let pid = runningPID(cluster.layout, leader.id) else {
+        throw CommandFailure(
+          message: "the leader \(leader.id) has no running process recorded in \(cluster.layout.pidFile(leader.id)) "
+            + "(is it a node of the local cluster in \(dir)?)")
+      }
+      // The ledger first: the node rewrites it, and after the kill nobody does.
+      let tasks = withTasks ? liveTaskGroups(cluster.layout, leader.id) : []
+      let leadsItsGroup = getpgid(pid) == pid
+      kill(pid, SIGKILL)
+      if leadsItsGroup { kill(-pid, SIGKILL) }
+      for task in tasks {
+        kill(-task.group, SIGKILL)
+        kill(task.group, SIGKILL)
+      }
+      let killedAt = Date()
+      var stageNote = ""
+      if let watched, let view = try? await cluster.client.deployment(watched, stale: true) {
+        stageNote = "; deployment \(watched) is \(view.status) at \(view.stage ?? "-")"
+      }
+      out.say(
+        "killed \(leader.id) (pid \(pid)), the leader in term \(leader.term), with SIGKILL\(stageNote)",
+        [
+          "action": "kill", "node": leader.id, "pid": Int(pid), "term": Int(leader.term),
+          "deployment": watched as Any, "tasks": tasks.map(\.task), "taskGroups": tasks.map { Int($0.group) },
+        ], at: killedAt)
+      if !tasks.isEmpty {
+        out.say(
+          "killed \(tasks.count) task process group(s) of \(leader.id): "
+            + tasks.map { "\($0.task) (pgid \($0.group))" }.joined(separator: ", "), nil)
+      } else if withTasks {
+        out.say("\(leader.id) had no live task in its ledger", nil)
+      }
+      try await waitForExit(pid, node: leader.id)
+
+      if let restartAfter {
+        let delay = try parseChaosDuration(restartAfter, option: "--restart-after")
+        try await Task.sleep(for: delay)
+        try? FileManager.default.removeItem(atPath: cluster.layout.pidFile(leader.id))
+        let newPID = try spawnNode(cluster.layout, leader.id)
+        out.say(
+          "restarted \(leader.id) (pid \(newPID), log \(cluster.layout.logFile(leader.id)))",
+          ["action": "restart", "node": leader.id, "pid": Int(newPID)])
+      }
+    }
+
+    /// Waits (at most 10 s) until the killed process is gone; reaps it if it is our child.
+    private func waitForExit(_ pid: pid_t, node: String) async throws {
+      let clock = ContinuousClock()
+      let deadline = clock.now + .seconds(10)
+      while !hasExited(pid) {
+        if clock.now >= deadline {
+          throw CommandFailure(message: "\(node) (pid \(pid)) is still alive 10 s after SIGKILL")
+        }
+        try await Task.sleep(for: .milliseconds(10))
+      }
+      reapChildren()
+    }
+  }
+
+  struct Pause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+      abstract: "Pause a node (SIGSTOP) for a while, then resume it (SIGCONT).",
+      discussion: """
+        NODE is a node id of the cluster in --dir, or `leader` (found through the API). The node is \
+        resumed when the time is up, and also when this command is interrupted (SIGINT, SIGTERM, \
+        SIGHUP). Only SIGKILL of this command leaves it stopped: `kill -CONT PID` resumes it then.
+        """)
+
+    @Argument(help: "A node id (n1, n2, ...) or `leader`.")
+    var node: String
+
+    @Option(
+      name: .customLong("for"),
+      help: ArgumentHelp("How long to keep it stopped (500ms, 5s, 2m).", valueName: "duration"))
+    var duration: String
+
+    @Option(name: .long, help: "The local cluster directory.")
+    var dir: String = ".teal"
+
+    @Flag(name: .long, help: "Print one JSON object per action instead of text.")
+    var json = false
+
+    func validate() throws {
+      let value = try parseChaosDuration(duration, option: "--for")
+      if value > .seconds(3600) { throw ValidationError("--for must be at most 1h, got \(duration)") }
+    }
+
+    func run() async throws {
+      let cluster = try ChaosCluster(dir: dir)
+      let out = ChaosOutput(json: json)
+      defer { Task { await cluster.client.shutdown() } }
+      let length = try parseChaosDuration(duration, option: "--for")
+      let id: String
+      var term: UInt64?
+      if node == "leader" {
+        let leader = try await cluster.leader()
+        id = leader.id
+        term = leader.term
+      } else {
+        guard cluster.nodes.contains(where: { $0.id == node }) else {
+          throw CommandFailure(
+            message:
+              "no node \(node) in the cluster in \(dir) (nodes: \(cluster.nodes.map(\.id).joined(separator: ", ")))")
+        }
+        id = node
+      }
+      guard let pid = runningPID(cluster.layout, id) else {
+        throw CommandFailure(message: "\(id) is not running (no live process in \(cluster.layout.pidFile(id)))")
+      }
+      // Resume on SIGINT, SIGTERM and SIGHUP too: installed before the node is stopped.
+      var sources: [any DispatchSourceSignal] = []
+      for signalNumber: Int32 in [SIGINT, SIGTERM, SIGHUP] {
+        #if canImport(Darwin)
+          // kqueue delivers a signal to the source only when it is ignored; on Linux, Dispatch
+          // takes the signal itself and ignoring it would discard it.
+          signal(signalNumber, SIG_IGN)
+        #endif
+        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+        source.setEventHandler {
+          kill(pid, SIGCONT)
+          let fields: [String: Any] = ["action": "resume", "node": id, "pid": Int(pid), "interrupted": true]
+          out.say("interrupted (signal \(signalNumber)): resumed \(id) (pid \(pid)) with SIGCONT", fields)
+          Glibc.exit(128 + signalNumber)
+        }
+        source.resume()
+        sources.append(source)
+      }
+      defer {
+        kill(pid, SIGCONT)
+        for source in sources { source.cancel() }
+      }
+      guard kill(pid, SIGSTOP) == 0 else {
+        throw CommandFailure(message: "cannot stop \(id) (pid \(pid)): \(String(cString: strerror(errno)))")
+      }
+      let termNote = term.map { ", the leader in term \($0)," } ?? ""
+      out.say(
+        "paused \(id) (pid \(pid))\(termNote) with SIGSTOP for \(formatSeconds(length))",
+        [
+          "action": "pause", "node": id, "pid": Int(pid), "seconds": seconds(length),
+          "term": term.map { Int($0) } as Any,
+        ])
+      let clock = ContinuousClock()
+      let started = clock.now
+      try? await Task.sleep(for: length)
+      kill(pid, SIGCONT)
+      out.say(
+        "resumed \(id) (pid \(pid)) with SIGCONT after \(formatSeconds(clock.now - started))",
+        ["action": "resume", "node": id, "pid": Int(pid)])
+    }
+  }
+}
+
+// MARK: - The cluster as chaos sees it
+
+/// The local cluster of a directory and a client that keeps answering while nodes die.
+struct ChaosCluster {
+  let layout: ClusterLayout
+  let nodes: [ClusterFileNode]
+  let client: TealClient
+
+  init(dir: String) throws {
+    layout = ClusterLayout(dir: dir)
+    guard let nodes = try layout.readClusterFile() else {
+      throw CommandFailure(
+        message: "no cluster in \(dir) (no \(layout.clusterFile)): start one with `teal cluster up --dir \(dir)`")
+    }
+    self.nodes = nodes
+    var configuration = TealClientConfiguration(
+      endpoints: try nodes.map { try Endpoint(url: $0.api) }, token: try readToken(dir: dir))
+    configuration.connectTimeout = .milliseconds(500)
+    configuration.requestTimeout = .seconds(2)
+    configuration.overallTimeout = .seconds(4)
+    configuration.maxAttempts = max(2, nodes.count)
+    configuration.maxBackoff = .milliseconds(200)
+    client = TealClient(configuration: configuration)
+  }
+
+  /// The leader and its term, as the cluster reports it; waits up to 30 s through an election.
+  func leader() async throws -> (id: String, term: UInt64) {
+    let clock = ContinuousClock()
+    let deadline = clock.now + .seconds(30)
+    var last = "no node answered"
+    while true {
+      do {
+        let status = try await client.clusterStatus(stale: true)
+        if let leader = status.leader { return (leader, status.term) }
+        last = "no leader in term \(status.term)"
+      } catch {
+        last = "\(error)"
+      }
+      if clock.now >= deadline {
+        throw CommandFailure(message: "the cluster in \(layout.dir) has no leader after 30 s (last: \(last))")
+      }
+      try await Task.sleep(for: .milliseconds(100))
+    }
+  }
+
+  /// `id`, checked to exist, or the only deployment in progress.
+  func resolveDeployment(_ id: String?) async throws -> String {
+    if let id {
+      do {
+        return try await client.deployment(id, stale: true).id
+      } catch let error as TealClientError where error.status == 404 {
+        throw CommandFailure(message: "no deployment \(id) in the cluster in \(layout.dir)")
+      } catch let error as TealClientError {
+        throw CommandFailure(message: "cannot read deployment \(id): \(error)")
+      }
+    }
+    let list: DeploymentList
+    do { list = try await client.deployments(stale: true) } catch let error as TealClientError {
+      throw CommandFailure(message: "cannot list the deployments: \(error)")
+    }
+    let active = list.deployments.filter { !DeploymentView.finalStatuses.contains($0.status) }
+    switch active.count {
+    case 0:
+      throw CommandFailure(
+        message:
+          "no active deployment in the cluster in \(layout.dir) (start one with `teal deploy`, or give --deployment ID)"
+      )
+    case 1:
+      return active[0].id
+    default:
+      throw CommandFailure(
+        message: "\(active.count) deployments are in progress (\(active.map(\.id).joined(separator: ", "))): "
+          + "give --deployment ID")
+    }
+  }
+
+  /// Waits until `deployment` entered `stage` and `offset` passed since (its enteredAt, log time).
+  func waitFor(
+    deployment id: String, stage: LifecycleStage, offset: Duration, within: Duration, out: ChaosOutput
+  ) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + within
+    var first = true
+    var said = false
+    while true {
+      if let view = try? await client.deployment(id, stale: true) {
+        if let entered = view.stageTimeline.last(where: { $0.stage == stage.rawValue }) {
+          if first && view.stage != stage.rawValue {
+            throw CommandFailure(
+              message: "deployment \(id) is already past \(stage.rawValue) (\(view.status) at \(view.stage ?? "-"))")
+          }
+          let target = entered.enteredAt.addingTimeInterval(seconds(offset))
+          out.say(
+            "deployment \(id) entered \(stage.rawValue) at \(TealJSON.formatDate(entered.enteredAt))"
+              + (offset > .zero ? "; killing at \(TealJSON.formatDate(target))" : ""),
+            [
+              "action": "stage", "deployment": id, "stage": stage.rawValue,
+              "enteredAt": TealJSON.formatDate(entered.enteredAt),
+            ])
+          let wait = target.timeIntervalSinceNow
+          if wait > 0 { try await Task.sleep(for: .milliseconds(Int64(wait * 1000))) }
+          return
+        }
+        if view.isFinished {
+          throw CommandFailure(
+            message: "deployment \(id) finished \(view.status) without entering \(stage.rawValue)"
+              + (view.reason.map { " (\($0))" } ?? ""))
+        }
+        if !said {
+          out.say(
+            "waiting for deployment \(id) (\(view.status) at \(view.stage ?? "-")) to enter \(stage.rawValue)", nil)
+          said = true
+        }
+      }
+      first = false
+      if clock.now >= deadline {
+        throw CommandFailure(
+          message: "deployment \(id) did not enter \(stage.rawValue) within \(formatSeconds(within))")
+      }
+      try await Task.sleep(for: .milliseconds(50))
+    }
+  }
+}
+
+/// The process groups in a node's task ledger whose leader is still the process recorded.
+func liveTaskGroups(_ layout: ClusterLayout, _ id: String) -> [(group: pid_t, task: String)] {
+  let ledger = taskDirectory(layout, id) + "/tasks.ledger"
+  guard let data = FileManager.default.contents(atPath: ledger) else { return [] }
+  return String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline).compactMap { line in
+    let fields = line.split(separator: " ", maxSplits: 2)
+    guard fields.count == 3, let group = pid_t(fields[0]), group > 1, let start = UInt64(fields[1]) else { return nil }
+    guard processStartTicks(group) == start else { return nil }
+    return (group, String(fields[2]))
+  }
+}
+
+/// The node's `taskDir` from its node.yaml, else the layout's.
+func taskDirectory(_ layout: ClusterLayout, _ id: String) -> String {
+  if let data = FileManager.default.contents(atPath: layout.configFile(id)),
+    let object = try? Yams.load(yaml: String(decoding: data, as: UTF8.self)) as? [String: Any],
+    let directory = object["taskDir"] as? String, !directory.isEmpty
+  {
+    return directory
+  }
+  return layout.taskDir(id)
+}
+
+/// Field 22 of /proc/PID/stat (start time in clock ticks since boot), or nil.
+func processStartTicks(_ pid: pid_t) -> UInt64? {
+  guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/stat") else { return nil }
+  let text = String(decoding: data, as: UTF8.self)
+  guard let close = text.lastIndex(of: ")") else { return nil }
+  let fields = text[text.index(after: close)...].split(separator: " ")
+  return fields.count > 19 ? UInt64(fields[19]) : nil
+}
+
+// MARK: - Moments and durations
+
+enum KillMoment {
+  /// `STAGE` or `STAGE+OFFSET`.
+  static func parseAt(_ text: String) throws -> (LifecycleStage, Duration) {
+    let parts = text.split(separator: "+", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+    guard let stage = LifecycleStage(rawValue: parts[0]) else {
+      throw ValidationError(
+        "--at: unknown stage '\(parts[0])' (stages: \(LifecycleStage.allCases.map(\.rawValue).joined(separator: ", ")))"
+      )
+    }
+    let offset = parts.count == 2 ? try parseChaosDuration(parts[1], option: "--at's offset") : .zero
+    return (stage, offset)
+  }
+}
+
+/// `500ms`, `5s`, `1.5s`, `2m`, `1h` (0...24 h).
+func parseChaosDuration(_ text: String, option: String) throws -> Duration {
+  let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+  for (unit, scale) in units where text.hasSuffix(unit) {
+    let number = text.dropLast(unit.count)
+    guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }),
+      let value = Double(number), value.isFinite
+    else { break }
+    let total = value * scale
+    guard total <= 86_400 else { throw ValidationError("\(option): at most 24h, got \(text)") }
+    return .milliseconds(Int64((total * 1000).rounded()))
+  }
+  throw ValidationError("\(option): expected a duration such as 500ms, 5s, 1.5s, 2m or 1h, got '\(text)'")
+}
+
+func seconds(_ duration: Duration) -> Double {
+  let (whole, fraction) = duration.components
+  return Double(whole) + Double(fraction) / 1e18
+}
+
+func formatSeconds(_ duration: Duration) -> String { String(format: "%.1f s", seconds(duration)) }
+
+/// Lines with their UTC time, or one JSON object per action.
+struct ChaosOutput: Sendable {
+  var json: Bool
+
+  /// `fields` nil: a text-only note (not printed with --json).
+  func say(_ text: String, _ fields: [String: Any]?, at time: Date = Date()) {
+    let stamp = TealJSON.formatDate(time)
+    if json {
+      guard var object = fields else { return }
+      object["at"] = stamp
+      object = object.filter { !($0.value is NSNull) && !isNil($0.value) }
+      if let data = try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys]) {
+        print(String(decoding: data, as: UTF8.self))
+      }
+    } else {
+      print("\(stamp) \(text)")
+    }
+    fflush(nil)
+  }
+
+  private func isNil(_ value: Any) -> Bool {
+    if case Optional<Any>.none = value as Any? { return true }
+    let mirror = Mirror(reflecting: value)
+    return mirror.displayStyle == .optional && mirror.children.isEmpty
+  }
+}
