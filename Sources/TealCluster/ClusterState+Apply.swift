@@ -231,7 +231,10 @@ extension ClusterState {
           let place = task.address.map { " at \($0)" + (task.port.map { ":\($0)" } ?? "") } ?? ""
           record(.taskRunning, service: task.service, "task \(task.id) running on \(nodeID)\(place)", context)
         case .exited(let code):
-          record(.taskExited, service: task.service, "task \(task.id) on \(nodeID) exited with code \(code)", context)
+          let how =
+            code == TaskRunState.lostExitCode
+            ? "is lost: no process of its node backs it (code \(code))" : "exited with code \(code)"
+          record(.taskExited, service: task.service, "task \(task.id) on \(nodeID) \(how)", context)
           if before.desired == .running { noteTaskExit(task, code: code, context) }
         }
       }
