@@ -221,6 +221,7 @@ extension ClusterState {
       task.address = report.address
       task.port = report.port
       if report.state == .running && task.startedAt == nil { task.startedAt = logTime }
+      if task.healthy && task.healthyAt == nil { task.healthyAt = logTime }
       tasks[task.id] = task
       context.touchedServices.insert(task.service)
       if before.state != task.state {
@@ -231,9 +232,13 @@ extension ClusterState {
           let place = task.address.map { " at \($0)" + (task.port.map { ":\($0)" } ?? "") } ?? ""
           record(.taskRunning, service: task.service, "task \(task.id) running on \(nodeID)\(place)", context)
         case .exited(let code):
-          let how =
+          var how =
             code == TaskRunState.lostExitCode
             ? "is lost: no process of its node backs it (code \(code))" : "exited with code \(code)"
+          if before.desired == .running, let loop = noteCrash(task) {
+            how +=
+              "; crash \(loop.crashes) in a row of \(task.revision): new tasks of it wait until \(loop.holdsUntil)"
+          }
           record(.taskExited, service: task.service, "task \(task.id) on \(nodeID) \(how)", context)
           if before.desired == .running { noteTaskExit(task, code: code, context) }
         }
@@ -246,6 +251,7 @@ extension ClusterState {
         }
       }
     }
+    for name in context.touchedServices.sorted() { dropSettledCrashLoops(of: name) }
     return .reportsApplied(accepted: accepted, ignored: ignored)
   }
 
