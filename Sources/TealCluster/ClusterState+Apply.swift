@@ -235,7 +235,8 @@ extension ClusterState {
           var how =
             code == TaskRunState.lostExitCode
             ? "is lost: no process of its node backs it (code \(code))" : "exited with code \(code)"
-          if before.desired == .running, let loop = noteCrash(task) {
+          // A lost task died with its node's run, not of its revision: not a crash.
+          if before.desired == .running, code != TaskRunState.lostExitCode, let loop = noteCrash(task) {
             how +=
               "; crash \(loop.crashes) in a row of \(task.revision): new tasks of it wait until \(loop.holdsUntil)"
           }

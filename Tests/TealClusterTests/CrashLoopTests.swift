@@ -140,6 +140,9 @@ extension Log {
     log.exit(log.running()[0], code: TaskRunState.lostExitCode)
     let message = log.state.history.events.last { $0.kind == .taskExited }?.message ?? ""
     #expect(message.hasPrefix("task web.1.1 on n1 is lost: no process of its node backs it"), "\(message)")
+    // It died with its node's run, not of its revision: no crash loop, replaced at once.
+    #expect(log.state.services["web"]?.crashLoops == nil)
+    #expect(Self.places(log.plan()))
   }
 
   @Test func theCrashLoopIsInTheSnapshotAndAnUnknownRevisionIsRefused() throws {
