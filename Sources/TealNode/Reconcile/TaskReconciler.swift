@@ -12,7 +12,7 @@ import TealWire
 ///   exited is reported, and placement replaces it);
 /// - reports `exited` (code `TaskRunState.lostExitCode`) a task ClusterState holds as starting or
 ///   running here that no process backs: an earlier run of the node reported it, and it died while
-///   the node was down or the runner's ledger lost it (see ``decide(mine:runnerKnows:startedHere:stoppingHere:reportedStopped:)``);
+///   the node was down or the runner's ledger lost it (see `decide`);
 /// - stops the process of a task ClusterState marked `stopping` (every live node has stopped
 ///   routing to it) and reports `taskStopped`;
 /// - stops processes ClusterState no longer knows (a deleted service; a node marked down whose
@@ -116,8 +116,9 @@ actor TaskReconciler {
         switch task.state {
         case .pending: decisions.start.append(task)
         case .starting, .running:
-          // Reported by an earlier run of this node, which is gone: its process died while the node
-          // was down, or the ledger lost it (a leftover would be known to the runner until drained).
+          // Reported by an earlier run of this node: its process died while the node was down, or
+          // the ledger lost it (the ledger's leftovers were drained and reported before the first
+          // reconcile).
           decisions.lost.append(
             TaskReport(taskID: task.id, state: .exited(code: TaskRunState.lostExitCode), healthy: false))
         case .exited: break
