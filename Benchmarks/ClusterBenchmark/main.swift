@@ -66,7 +66,7 @@ for number in 1...nodeCount {
 }
 let setup = seconds {
   for offset in 0..<serviceCount { _ = apply(.createService(spec("svc-\(offset)", offset))) }
-  for command in Placement.plan(state) { _ = apply(command) }
+  for command in Placement.plan(state, now: state.logTime) { _ = apply(command) }
   for task in state.tasks.values.sorted(by: { $0.sequence < $1.sequence }) {
     _ = apply(
       .taskReports(
@@ -78,7 +78,7 @@ print(
   "state: \(nodeCount) nodes, \(state.services.count) services, \(state.tasks.count) tasks (setup \(String(format: "%.2f", setup)) s)"
 )
 
-let planTime = seconds { for _ in 0..<20 { _ = Placement.plan(state) } } / 20
+let planTime = seconds { for _ in 0..<20 { _ = Placement.plan(state, now: state.logTime) } } / 20
 print(String(format: "Placement.plan (converged): %.2f ms", planTime * 1000))
 
 let reports = 5000

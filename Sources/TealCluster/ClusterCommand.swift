@@ -150,8 +150,14 @@ public enum TaskRunState: Codable, Hashable, Sendable {
   /// The process was spawned; not listening yet.
   case starting
   case running
-  /// The process ended with `code` (negative: killed by signal `-code`). Terminal.
+  /// The process ended with `code` (negative: killed by signal `-code`; ``lostExitCode``: its node
+  /// found no process for it). Terminal.
   case exited(code: Int32)
+
+  /// The code a node reports for a task ClusterState has starting or running on it that no process
+  /// of the node backs (it died while the node was down, or the runner's ledger lost it): 256, which
+  /// is neither an exit status (0...255) nor a signal (negative).
+  public static let lostExitCode: Int32 = 256
 
   /// The API's spelling: `pending`, `starting`, `running` or `exited`.
   public var name: String {

@@ -221,6 +221,7 @@ extension ClusterState {
       task.address = report.address
       task.port = report.port
       if report.state == .running && task.startedAt == nil { task.startedAt = logTime }
+      if task.healthy && task.healthyAt == nil { task.healthyAt = logTime }
       tasks[task.id] = task
       context.touchedServices.insert(task.service)
       if before.state != task.state {
@@ -231,7 +232,15 @@ extension ClusterState {
           let place = task.address.map { " at \($0)" + (task.port.map { ":\($0)" } ?? "") } ?? ""
           record(.taskRunning, service: task.service, "task \(task.id) running on \(nodeID)\(place)", context)
         case .exited(let code):
-          record(.taskExited, service: task.service, "task \(task.id) on \(nodeID) exited with code \(code)", context)
+          var how =
+            code == TaskRunState.lostExitCode
+            ? "is lost: no process of its node backs it (code \(code))" : "exited with code \(code)"
+          // A lost task died with its node's run, not of its revision: not a crash.
+          if before.desired == .running, code != TaskRunState.lostExitCode, let loop = noteCrash(task) {
+            how +=
+              "; crash \(loop.crashes) in a row of \(task.revision): new tasks of it wait until \(loop.holdsUntil)"
+          }
+          record(.taskExited, service: task.service, "task \(task.id) on \(nodeID) \(how)", context)
           if before.desired == .running { noteTaskExit(task, code: code, context) }
         }
       }
@@ -243,6 +252,7 @@ extension ClusterState {
         }
       }
     }
+    for name in context.touchedServices.sorted() { dropSettledCrashLoops(of: name) }
     return .reportsApplied(accepted: accepted, ignored: ignored)
   }
 

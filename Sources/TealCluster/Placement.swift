@@ -19,23 +19,30 @@ import TealWire
 /// A revision whose task has a fixed port (`task.port` not 0) gets at most one task per node: a node
 /// that already runs a task of the service holding that port is not eligible.
 ///
+/// **Crash-loop backoff.** A revision whose tasks crash (exit before they run healthy for
+/// `CrashLoop.stableRunMilliseconds`; see ``CrashLoop``) gets no new task in step 3 until the
+/// leader's `now` reaches `CrashLoop.holdsUntil` (the last crash's log time plus 1 s, doubling per
+/// consecutive crash, at most 5 min), unless a task of it has run healthy since the last crash for
+/// the stable run. Steps 1 and 2 are never held. `now` is the leader's clock; the crash time is log
+/// time, so a node whose clock runs ahead of the leader's lengthens the wait by that skew.
+///
 /// Retired tasks are left alone (they stop through the stop rule).
 /// Tasks of nodes that are down are already gone from the state (removed at `nodeDown`), so they are
 /// replaced by step 3. The leader proposes the plan, waits until those entries are applied, and only
 /// then plans again: planning twice against the same state would place twice.
 public enum Placement {
   /// The commands for every service.
-  public static func plan(_ state: ClusterState) -> [ClusterCommand] {
+  public static func plan(_ state: ClusterState, now: LogTime) -> [ClusterCommand] {
     var load = nodeLoad(state)
     var commands: [ClusterCommand] = []
-    for name in state.services.keys.sorted() { commands += plan(state, service: name, load: &load) }
+    for name in state.services.keys.sorted() { commands += plan(state, service: name, now: now, load: &load) }
     return commands
   }
 
   /// The commands for one service (empty if it does not exist or is being deleted).
-  public static func plan(_ state: ClusterState, service name: String) -> [ClusterCommand] {
+  public static func plan(_ state: ClusterState, service name: String, now: LogTime) -> [ClusterCommand] {
     var load = nodeLoad(state)
-    return plan(state, service: name, load: &load)
+    return plan(state, service: name, now: now, load: &load)
   }
 
   /// Running-desired tasks per eligible node (up, not shutting down), all services.
@@ -49,7 +56,7 @@ public enum Placement {
   }
 
   private static func plan(
-    _ state: ClusterState, service name: String, load: inout [NodeID: Int]
+    _ state: ClusterState, service name: String, now: LogTime, load: inout [NodeID: Int]
   ) -> [ClusterCommand] {
     guard let service = state.services[name], !service.deleting else { return [] }
     let wanted = state.desiredTaskCounts(of: name)
@@ -61,14 +68,14 @@ public enum Placement {
       load[task.node] = load[task.node].map { $0 - 1 }
     }
     for (revision, count) in wanted {
-      commands += plan(state, service: service, revision: revision, count: count, load: &load)
+      commands += plan(state, service: service, revision: revision, count: count, now: now, load: &load)
     }
     return commands
   }
 
   private static func plan(
     _ state: ClusterState, service: ClusterService, revision current: RevisionID, count desiredCount: Int,
-    load: inout [NodeID: Int]
+    now: LogTime, load: inout [NodeID: Int]
   ) -> [ClusterCommand] {
     let name = service.name
     let live = state.tasks(service: name).filter { $0.desired == .running && $0.revision == current }
@@ -103,7 +110,7 @@ public enum Placement {
         }
       }
     }
-    guard !perNode.isEmpty else { return commands }
+    guard !perNode.isEmpty, !state.placementHeld(current, now: now) else { return commands }
     for _ in 0..<(desiredCount - kept.count) {
       let node = perNode.keys.min { lhs, rhs in
         (perNode[lhs] ?? 0, load[lhs] ?? 0, lhs.rawValue) < (perNode[rhs] ?? 0, load[rhs] ?? 0, rhs.rawValue)

@@ -39,6 +39,9 @@ public struct ClusterService: Codable, Hashable, Sendable {
   public var createdAt: LogTime
   /// How the routes of the deployment in control map onto `routes` (nil while none is).
   public var deploymentRoutes: DeploymentRouteMarks?
+  /// The revisions whose tasks crash (see ``CrashLoop``), keyed by revision number in decimal; nil
+  /// rather than empty, so a service that never crashed snapshots as before.
+  public var crashLoops: [String: CrashLoop]? = nil
 
   public var currentRevisionID: RevisionID { RevisionID(service: name, number: currentRevision) }
 
@@ -168,6 +171,8 @@ public struct ClusterTask: Codable, Hashable, Sendable {
   public var placedAt: LogTime
   /// Log time of the first report that it runs.
   public var startedAt: LogTime?
+  /// Log time of the first report that it is healthy (nil until then).
+  public var healthyAt: LogTime? = nil
   /// The routes generation that no longer contains it (set by retirement).
   public var drainGeneration: UInt64?
   /// Why it was retired.

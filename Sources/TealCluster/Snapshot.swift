@@ -54,6 +54,17 @@ extension ClusterState {
       if service.revision(service.currentRevision) == nil {
         return "service \(name): current revision \(service.currentRevision) is not registered"
       }
+      if let loops = service.crashLoops {
+        if loops.isEmpty { return "service \(name): empty crash loops are written as none" }
+        for key in loops.keys.sorted() {
+          guard let number = Int(key), service.revision(number) != nil, String(number) == key else {
+            return "service \(name): crash loop of revision \(key), which is not registered"
+          }
+          guard let loop = loops[key], (1...CrashLoop.maximumCrashes).contains(loop.crashes) else {
+            return "service \(name): crash loop of revision \(key) counts outside 1...\(CrashLoop.maximumCrashes)"
+          }
+        }
+      }
     }
     for id in nodes.keys.sorted() where nodes[id]?.info.id.rawValue != id {
       return "node stored under \(id) has another id"

@@ -375,7 +375,7 @@ import Testing
     log.allNodesApplyRoutes()
     #expect(log.ok(.deleteService(service: "web")) == .serviceDeleting(service: "web", removed: false))
     #expect(log.state.tasks.values.allSatisfy { $0.desired == .draining })
-    #expect(Placement.plan(log.state).isEmpty)
+    #expect(Placement.plan(log.state, now: log.time).isEmpty)
     guard case .rejected(let rejection) = log.apply(.scaleService(service: "web", desiredCount: 3)) else {
       Issue.record("scaled a service being deleted")
       return
@@ -408,7 +408,7 @@ import Testing
     #expect(onTwo.count == 1)
     log.ok(.drainNode(node: NodeID("n2")))
     #expect(log.state.tasks[onTwo[0]]?.desired != .running)
-    #expect(Placement.plan(log.state) == [.placeTask(service: "web", revision: 1, node: NodeID("n1"))])
+    #expect(Placement.plan(log.state, now: log.time) == [.placeTask(service: "web", revision: 1, node: NodeID("n1"))])
     log.ok(.announceNode(nodeInfo("n2", 2)))  // restarted
     #expect(log.state.nodes["n2"]?.draining == false)
   }

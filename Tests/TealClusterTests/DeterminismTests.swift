@@ -57,7 +57,7 @@ import Testing
       let task = state.tasks[taskID]
       command = .taskStopped(node: task?.node ?? node, taskID: taskID)
     case 10, 11:
-      let plan = Placement.plan(state)
+      let plan = Placement.plan(state, now: state.logTime)
       command = plan.isEmpty ? .placeTask(service: service, revision: 1, node: node) : pick(plan)
     case 12: command = random.below(3) == 0 ? .registerSession : .retireTask(taskID: taskID, reason: "random")
     case 13: command = .nodeDown(node: node, incarnation: UInt64(random.below(5)))

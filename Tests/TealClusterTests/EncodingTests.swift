@@ -115,7 +115,7 @@ import Testing
       // A state that passed the checks keeps working: plan, apply, snapshot again.
       var next = Log(state: state)
       next.index = state.appliedIndex
-      for command in Placement.plan(state) { next.apply(command) }
+      for command in Placement.plan(state, now: state.logTime) { next.apply(command) }
       next.apply(.nodeDown(node: NodeID("n1"), incarnation: 9))
       state = next.state
       _ = state.snapshot()

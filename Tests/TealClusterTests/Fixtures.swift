@@ -76,6 +76,9 @@ struct Log {
 
   mutating func advance(milliseconds: Int64) { now += milliseconds }
 
+  /// `now` as a log time (what the leader's clock reads).
+  var time: LogTime { LogTime(millisecondsSinceEpoch: now) }
+
   /// Announces n1...nN.
   mutating func announce(_ count: Int) {
     for number in 1...count { ok(.announceNode(nodeInfo("n\(number)", number))) }
@@ -108,6 +111,6 @@ struct Log {
 
   /// Executes the placement plan once.
   mutating func executePlan() {
-    for command in Placement.plan(state) { ok(command) }
+    for command in Placement.plan(state, now: time) { ok(command) }
   }
 }

@@ -9,12 +9,12 @@ import Testing
     log.announce(3)
     log.ok(.createService(makeSpec(desiredCount: 5)))
     #expect(
-      Placement.plan(log.state)
+      Placement.plan(log.state, now: log.time)
         == ["n1", "n2", "n3", "n1", "n2"].map {
           .placeTask(service: "web", revision: 1, node: NodeID($0))
         })
     log.executePlan()
-    #expect(Placement.plan(log.state).isEmpty)  // converged
+    #expect(Placement.plan(log.state, now: log.time).isEmpty)  // converged
     let ids = log.state.tasks(service: "web").map(\.id)
     #expect(ids == ["web.1.1", "web.1.2", "web.1.3", "web.1.4", "web.1.5"])
   }
@@ -27,9 +27,10 @@ import Testing
     log.ok(.createService(spec))
     // Two tasks on one node would both bind port 9000: only three nodes, only three tasks.
     #expect(
-      Placement.plan(log.state) == ["n1", "n2", "n3"].map { .placeTask(service: "web", revision: 1, node: NodeID($0)) })
+      Placement.plan(log.state, now: log.time)
+        == ["n1", "n2", "n3"].map { .placeTask(service: "web", revision: 1, node: NodeID($0)) })
     log.executePlan()
-    #expect(Placement.plan(log.state).isEmpty)
+    #expect(Placement.plan(log.state, now: log.time).isEmpty)
     #expect(Set(log.state.tasks(service: "web").map(\.node)).count == 3)
   }
 
@@ -51,7 +52,7 @@ import Testing
     log.executePlan()
     log.ok(.nodeDown(node: NodeID("n2"), incarnation: 1))
     #expect(log.state.tasks(on: NodeID("n2")).isEmpty)
-    #expect(Placement.plan(log.state) == [.placeTask(service: "web", revision: 1, node: NodeID("n1"))])
+    #expect(Placement.plan(log.state, now: log.time) == [.placeTask(service: "web", revision: 1, node: NodeID("n1"))])
     log.executePlan()
     #expect(log.state.tasks(service: "web").count == 3)
     #expect(log.state.tasks(service: "web").allSatisfy { $0.node != NodeID("n2") })
@@ -62,18 +63,21 @@ import Testing
     log.announce(2)
     log.ok(.createService(makeSpec(desiredCount: 2)))
     log.executePlan()
+    // It ran healthy for a while: not a crash loop, so it is replaced at once.
+    log.runHealthy("web.1.2")
+    log.advance(milliseconds: CrashLoop.stableRunMilliseconds)
     log.ok(
       .taskReports(
         node: NodeID("n2"), reports: [TaskReport(taskID: "web.1.2", state: .exited(code: 1), healthy: false)]))
     #expect(
-      Placement.plan(log.state) == [
+      Placement.plan(log.state, now: log.time) == [
         .retireTask(taskID: "web.1.2", reason: "exited with code 1; replaced"),
         .placeTask(service: "web", revision: 1, node: NodeID("n2")),
       ])
     log.executePlan()
     #expect(log.state.tasks["web.1.2"]?.desired != .running)
     #expect(log.state.tasks["web.1.3"]?.node == NodeID("n2"))
-    #expect(Placement.plan(log.state).isEmpty)
+    #expect(Placement.plan(log.state, now: log.time).isEmpty)
   }
 
   @Test func scaleDownRetiresTheNewestFirst() {
@@ -83,12 +87,12 @@ import Testing
     log.executePlan()
     log.ok(.scaleService(service: "web", desiredCount: 2))
     #expect(
-      Placement.plan(log.state) == [
+      Placement.plan(log.state, now: log.time) == [
         .retireTask(taskID: "web.1.4", reason: "scaled down to 2 tasks of web:1"),
         .retireTask(taskID: "web.1.3", reason: "scaled down to 2 tasks of web:1"),
       ])
     log.executePlan()
-    #expect(Placement.plan(log.state).isEmpty)
+    #expect(Placement.plan(log.state, now: log.time).isEmpty)
     #expect(log.state.tasks(service: "web").filter { $0.desired == .running }.map(\.id) == ["web.1.1", "web.1.2"])
   }
 
@@ -97,7 +101,7 @@ import Testing
     log.announce(1)
     log.ok(.createService(makeSpec(desiredCount: 2)))
     log.ok(.nodeDown(node: NodeID("n1"), incarnation: 1))
-    #expect(Placement.plan(log.state).isEmpty)
+    #expect(Placement.plan(log.state, now: log.time).isEmpty)
     guard case .rejected(let rejection) = log.apply(.placeTask(service: "web", revision: 1, node: NodeID("n1"))) else {
       Issue.record("placed a task on a node that is down")
       return

@@ -15,19 +15,21 @@ import TealWire
 /// at a time, re-planning from the state each proposal produced, so nothing is placed twice.
 actor ServiceScheduler {
   private let log: ClusterLog
+  private let clock: NodeClock
   private let logger: Logger
   /// Proposals made per pass at most: a pass that hits it continues on the next wake-up.
   static let maximumProposalsPerPass = 64
 
-  init(log: ClusterLog, logger: Logger) {
+  init(log: ClusterLog, clock: NodeClock, logger: Logger) {
     self.log = log
+    self.clock = clock
     self.logger = logger
   }
 
   func pass(term: UInt64) async {
     for _ in 0..<Self.maximumProposalsPerPass {
       let state = await log.localState()
-      guard let command = Placement.plan(state).first else { return }
+      guard let command = Placement.plan(state, now: clock.now()).first else { return }
       do {
         let result = try await log.proposeAsLeader(command, term: term)
         if case .rejected(let rejection) = result {

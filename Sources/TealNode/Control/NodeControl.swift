@@ -62,7 +62,7 @@ final class NodeControl: Service, Sendable {
       node: configuration.node, address: configuration.address, log: log, runner: tasks, clock: clock, logger: logger)
     self.routeReconciler = RouteReconciler(
       node: configuration.node, address: configuration.address, log: log, balancer: balancer, logger: logger)
-    self.scheduler = ServiceScheduler(log: log, logger: logger)
+    self.scheduler = ServiceScheduler(log: log, clock: clock, logger: logger)
     self.reporter = MembershipReporter(
       node: configuration.node, log: log, membership: membership, clock: clock, logger: logger)
     var hookLogger = logger

@@ -10,6 +10,9 @@ import TealWire
 /// Runs on every node. On every applied change, every task event and every ``resyncInterval``:
 /// - starts the tasks placed on this node that are not running yet (once: a task whose process
 ///   exited is reported, and placement replaces it);
+/// - reports `exited` (code `TaskRunState.lostExitCode`) a task ClusterState holds as starting or
+///   running here that no process backs: an earlier run of the node reported it, and it died while
+///   the node was down or the runner's ledger lost it (see `decide`);
 /// - stops the process of a task ClusterState marked `stopping` (every live node has stopped
 ///   routing to it) and reports `taskStopped`;
 /// - stops processes ClusterState no longer knows (a deleted service; a node marked down whose
@@ -62,22 +65,69 @@ actor TaskReconciler {
     let mine = state.tasks.values.filter { $0.node == node }
     let local = Dictionary(uniqueKeysWithValues: await runner.tasks().map { ($0.taskID, $0) })
 
-    for task in mine.sorted(by: { $0.id < $1.id }) {
-      switch task.desired {
-      case .running, .draining:
-        if local[task.id] == nil, !started.contains(task.id), task.state == .pending || task.state == .starting {
-          start(task, state: state)
-        }
-      case .stopping:
-        if !stopping.contains(task.id), !reportedStopped.contains(task.id) { stop(task.id, thenReport: true) }
-      }
+    let decisions = Self.decide(
+      mine: mine, runnerKnows: Set(local.keys), startedHere: started, stoppingHere: stopping,
+      reportedStopped: reportedStopped)
+    for task in decisions.start { start(task, state: state) }
+    for id in decisions.stop { stop(id, thenReport: true) }
+    if !decisions.lost.isEmpty {
+      logger.notice(
+        "no process backs these tasks (lost while the node was down); reporting them exited",
+        metadata: ["tasks": "\(decisions.lost.map(\.taskID))"])
     }
     let known = Set(mine.map(\.id))
     for (id, info) in local where !known.contains(id) && info.state.isLive && !stopping.contains(id) {
       logger.info("stopping a task the cluster no longer places here", metadata: ["task": "\(id)"])
       stop(id, thenReport: false)
     }
-    await report(mine, local: await runner.tasks())
+    await report(mine, local: await runner.tasks(), lost: decisions.lost)
+  }
+
+  // MARK: - Decisions
+
+  /// What ``reconcile()`` does with the tasks ClusterState places on this node.
+  struct Decisions: Equatable {
+    /// Tasks to start (in id order).
+    var start: [ClusterTask] = []
+    /// `stopping` tasks whose process to stop before reporting `taskStopped`.
+    var stop: [String] = []
+    /// Reports for tasks no process backs.
+    var lost: [TaskReport] = []
+  }
+
+  /// The pure part of ``reconcile()``: from this node's tasks in ClusterState (`mine`), the ids the
+  /// runner knows, the tasks this process started (`startedHere`, inserted before the spawn, so a
+  /// spawn in flight counts), the stops under way and the `taskStopped` already committed.
+  ///
+  /// A task meant to run is started when it is `pending`. One ClusterState holds as `starting` or
+  /// `running` that this process did not start and the runner does not know was reported by an
+  /// earlier run of the node and has no process: it is reported `exited` with
+  /// `TaskRunState.lostExitCode` (never started again under the same id), so placement replaces it
+  /// and the routes drop it.
+  static func decide(
+    mine: [ClusterTask], runnerKnows: Set<String>, startedHere: Set<String>, stoppingHere: Set<String>,
+    reportedStopped: Set<String>
+  ) -> Decisions {
+    var decisions = Decisions()
+    for task in mine.sorted(by: { $0.id < $1.id }) {
+      switch task.desired {
+      case .running, .draining:
+        guard !runnerKnows.contains(task.id), !startedHere.contains(task.id) else { continue }
+        switch task.state {
+        case .pending: decisions.start.append(task)
+        case .starting, .running:
+          // Reported by an earlier run of this node: its process died while the node was down, or
+          // the ledger lost it (the ledger's leftovers were drained and reported before the first
+          // reconcile).
+          decisions.lost.append(
+            TaskReport(taskID: task.id, state: .exited(code: TaskRunState.lostExitCode), healthy: false))
+        case .exited: break
+        }
+      case .stopping:
+        if !stoppingHere.contains(task.id), !reportedStopped.contains(task.id) { decisions.stop.append(task.id) }
+      }
+    }
+    return decisions
   }
 
   // MARK: - Start and stop
@@ -140,9 +190,9 @@ actor TaskReconciler {
 
   // MARK: - Reports
 
-  private func report(_ mine: [ClusterTask], local: [TaskInfo]) async {
+  private func report(_ mine: [ClusterTask], local: [TaskInfo], lost: [TaskReport]) async {
     let byID = Dictionary(uniqueKeysWithValues: local.map { ($0.taskID, $0) })
-    var reports: [TaskReport] = []
+    var reports = lost
     for task in mine {
       guard let info = byID[task.id], let observed = Self.report(of: info, host: address) else { continue }
       let changed =
