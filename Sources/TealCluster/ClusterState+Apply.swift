@@ -241,7 +241,8 @@ extension ClusterState {
               "; crash \(loop.crashes) in a row of \(task.revision): new tasks of it wait until \(loop.holdsUntil)"
           }
           record(.taskExited, service: task.service, "task \(task.id) on \(nodeID) \(how)", context)
-          if before.desired == .running { noteTaskExit(task, code: code, context) }
+          // A task lost with its node is not a failure of its revision: the circuit breaker ignores it.
+          if before.desired == .running, code != TaskRunState.lostExitCode { noteTaskExit(task, code: code, context) }
         }
       }
       if before.healthy != task.healthy {

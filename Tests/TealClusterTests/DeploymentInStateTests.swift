@@ -148,6 +148,22 @@ struct DeploymentInStateTests {
     #expect(Set(world.log.state.tasks.values.map(\.revision.number)) == [1])
   }
 
+  @Test func greenTasksLostWithTheirNodeDoNotTripTheCircuitBreakerButCrashesDo() {
+    for (code, failures) in [(TaskRunState.lostExitCode, 0), (Int32(1), 3)] {
+      var world = PerfectWorld()
+      let id = world.submit(greenSpec())
+      world.log.executePlan()
+      let green = world.log.state.tasks.values.filter { $0.revision.number == 2 }.sorted { $0.id < $1.id }
+      #expect(green.count == 3)
+      for task in green {
+        world.log.ok(
+          .taskReports(
+            node: task.node, reports: [TaskReport(taskID: task.id, state: .exited(code: code), healthy: false)]))
+      }
+      #expect(world.log.state.deployment(id: id)?.greenFailures == failures, "exit code \(code)")
+    }
+  }
+
   @Test func scalingOrDeletingDuringADeploymentIsRefusedNamingIt() {
     var world = PerfectWorld()
     let id = world.submit(greenSpec())
