@@ -1,8 +1,9 @@
-// Issue 18's cluster tests: deployments through three real `teal node start` processes over TLS,
+// Issue 16's cluster tests: deployments through three real `teal node start` processes over TLS,
 // under traffic (16 keep-alive clients per listener, GET and POST with a body, teal-demo answering
-// after 200 ms), with the leader killed (`teal chaos kill-leader`, SIGKILL) during bake time and
-// while a hook call is held open, and a hook that fails. Skipped while the built `teal` has no
-// `node start`. TEAL_CHAOS_FULL=1 adds the slower variants (kill with the leader's tasks, SIGSTOP).
+// after 200 ms), with the leader killed (`teal chaos kill-leader`, SIGKILL) in the first production
+// step (CANARY and LINEAR), during bake time (alone and with its tasks), while a hook call is held
+// open, and while an alarm's window fills; a leader paused past the election timeout; and a hook
+// that fails. Skipped while the built `teal` has no `node start`.
 
 import Foundation
 import NIOHTTP1
@@ -15,11 +16,6 @@ import Testing
 #elseif canImport(Darwin)
   import Darwin
 #endif
-
-enum ChaosGate {
-  /// `TEAL_CHAOS_FULL=1`: the slower failover variants run too.
-  static let full = ProcessInfo.processInfo.environment["TEAL_CHAOS_FULL"] == "1"
-}
 
 @Suite(
   "Deployments through a cluster of real nodes", .serialized,
@@ -109,7 +105,7 @@ struct DeploymentClusterTests {
     try await Self.killTheLeaderDuringBake(withTasks: false)
   }
 
-  @Test(.timeLimit(.minutes(3)), .enabled(if: ChaosGate.full, "TEAL_CHAOS_FULL=1 runs it"))
+  @Test(.timeLimit(.minutes(3)))
   func killingTheLeaderWithItsTasksDuringBakeFailsOnlyRequestsAlreadySentToTheKilledTasks() async throws {
     try await Self.killTheLeaderDuringBake(withTasks: true)
   }
@@ -225,10 +221,15 @@ struct DeploymentClusterTests {
 
   // MARK: kill -9 the leader mid-shift
 
-  @Test(.timeLimit(.minutes(3)))
-  func killingTheLeaderDuringTheCanaryHoldKeepsTheCanaryAndSucceedsUnderANewLeaderWithNoFailedRequest()
-    async throws
-  {
+  @Test(.timeLimit(.minutes(3)), arguments: ["CANARY", "LINEAR"])
+  func killingTheLeaderDuringTheFirstProductionStepHoldKeepsTheStepAndSucceedsUnderANewLeaderWithNoFailedRequest(
+    strategy: String
+  ) async throws {
+    // CANARY: 25 % for 4 s, then 100 %. LINEAR: 50 % for 4 s, then 100 %.
+    let (block, firstStep) =
+      strategy == "CANARY"
+      ? ("canary:\n  canaryPercent: 25\n  canaryBakeTime: 4s", 25.0)
+      : ("linear:\n  stepPercent: 50\n  stepBakeTime: 4s", 50.0)
     let hooks = try await HookServer()
     defer { Task { await hooks.stop() } }
     try await withCluster { cluster in
@@ -248,15 +249,15 @@ struct DeploymentClusterTests {
       let submitted = try await cluster.api(follower).deploy(
         "web",
         spec: DeploymentSpecs.yaml(
-          version: 2, ports: ports, strategy: "CANARY",
-          strategyBlock: "canary:\n  canaryPercent: 25\n  canaryBakeTime: 4s", bakeTime: "1s",
+          version: 2, ports: ports, strategy: strategy, strategyBlock: block, bakeTime: "1s",
           hooks: [(stage, hooks.url(stage))]))
       let watcher = DeploymentWatcher(cluster, id: submitted.id)
       watcher.start()
       defer { watcher.stop() }
-      // At the canary step, once its hook answered: the leader dies inside the 4 s canary hold.
-      let canary = try await watcher.wait("holds the canary") {
-        $0.stage == stage && $0.weights.production.green == 25 && $0.hooks.contains { $0.result == "SUCCEEDED" }
+      // At the first step, once its hook answered: the leader dies inside the 4 s hold.
+      let canary = try await watcher.wait("holds the first production step") {
+        $0.stage == stage && $0.weights.production.green == firstStep
+          && $0.hooks.contains { $0.result == "SUCCEEDED" }
       }
       let victim = try #require(canary.controller?.node)
       let killedTerm = try #require(canary.controller?.term)
@@ -272,26 +273,92 @@ struct DeploymentClusterTests {
 
       #expect(done.status == "SUCCESSFUL", "\(done.summary)")
       #expect(done.stages == DeploymentSpecs.allStages, "\(done.stages)")
-      // The canary step is not repeated or undone by the new leader, and its hold is not cut short.
-      #expect(watcher.sequence { $0.weights.production.green } == [0, 25, 100])
+      // The step is not repeated or undone by the new leader, and its hold is not cut short.
+      #expect(watcher.sequence { $0.weights.production.green } == [0, firstStep, 100])
       let controllerAfter = try #require(watcher.controllers.last)
       #expect(controllerAfter.node != victim && controllerAfter.term > killedTerm, "\(watcher.controllers)")
       let shiftStart = try #require(done.entered(stage))
       let shiftEnd = try #require(done.entered("POST_PRODUCTION_TRAFFIC_SHIFT"))
       #expect(
         shiftEnd.timeIntervalSince(shiftStart) >= 4,
-        "the 4 s canary hold lasted \(shiftEnd.timeIntervalSince(shiftStart)) s")
+        "the 4 s hold lasted \(shiftEnd.timeIntervalSince(shiftStart)) s")
       let executions = done.hooks.filter { $0.stage == stage }
       #expect(executions.count == 1 && executions.first?.result == "SUCCEEDED", "\(done.hooks)")
       #expect(Set(hooks.calls.map(\.executionId)).count == 1, "\(hooks.calls)")
 
       let snapshot = traffic.snapshot()
-      print("canary-hold failover traffic:\n\(snapshot.report)")
+      print("\(strategy) step-hold failover traffic:\n\(snapshot.report)")
       #expect(
         inFlight(at: killedAt, snapshot.records, targets: Set(survivorTargets)) > 0, "nothing in flight at the kill")
       Self.expectNoFailure(snapshot, at: survivorTargets)
       Self.expectOnly("web:2", startedAfter: endedAt, snapshot, at: survivorTargets)
       try await Self.expectEveryNodeOnGreenOnly(cluster, nodes: survivors)
+    }
+  }
+
+  // MARK: an alarm during bake, behind one follower only, across a failover
+
+  @Test(.timeLimit(.minutes(3)))
+  func anAlarmDuringBakeBehindOneFollowerRollsBackAcrossAFailoverAndBlueServesEverythingAfter() async throws {
+    try await withCluster { cluster in
+      let leader = try await cluster.waitForLeader()
+      let ports = try ServicePorts(cluster)
+      try await cluster.createWeb(
+        DeploymentSpecs.yaml(version: 1, ports: ports), through: leader, count: 3, ports: ports)
+      let targets = productionTargets(cluster, ports)
+      let traffic = try deploymentTraffic(targets)
+      traffic.start()
+      defer { Task { await traffic.stop() } }
+      try await waitUntil("traffic flows on every listener") {
+        traffic.snapshot().summaries.values.allSatisfy { $0.ok >= 32 }
+      }
+      let alarm = """
+        alarms:
+          - name: errors
+            metric: http5xxRate
+            threshold: 0.05
+            window: 3s
+            minimumRequests: 5
+        """
+      let submitted = try await cluster.api(cluster.followers(of: leader)[0]).deploy(
+        "web", spec: DeploymentSpecs.yaml(version: 2, ports: ports, bakeTime: "20s", extra: alarm))
+      let watcher = DeploymentWatcher(cluster, id: submitted.id)
+      watcher.start()
+      defer { watcher.stop() }
+      let baking = try await watcher.wait("bakes on green") { $0.stage == "BAKE_TIME" }
+      let victim = try #require(baking.controller?.node)
+      // Green turns bad behind one follower only: its task answers 500 to everything.
+      let bad = try #require(cluster.followers(of: victim).first)
+      let tasks = try await cluster.api(bad).call(.GET, "/v1/tasks?service=web&node=\(bad)", as: TaskListView.self)
+      let green = try #require(tasks.tasks.first { $0.revision == "web:2" && $0.isServing }, "\(tasks.tasks)")
+      let knob = try await HTTPConnection.connect(
+        host: try #require(green.address), port: try #require(green.port), timeout: .seconds(3))
+      let answer = try await knob.request(
+        method: .POST, path: "/control", headers: [("content-type", "application/json")],
+        body: Array(#"{"errorRate": 1}"#.utf8), timeout: .seconds(5))
+      await knob.close()
+      #expect(answer.status == 200)
+      // ...and the controller dies at once: the alarm window must survive the failover.
+      try await cluster.kill9(victim)
+      let survivors = cluster.followers(of: victim)
+      let done = try await watcher.finished()
+      let endedAt = Date()
+      let survivorTargets = productionTargets(cluster, ports, nodes: survivors)
+      try await Self.moreTraffic(traffic, at: survivorTargets, after: endedAt)
+      await traffic.stop()
+
+      #expect(done.status == "ROLLBACK_SUCCESSFUL", "\(done.summary)")
+      #expect(done.reason?.contains("alarm errors") == true, "\(done.summary)")
+      let controllerAfter = try #require(watcher.controllers.last)
+      #expect(controllerAfter.node != victim, "\(watcher.controllers)")
+      let snapshot = traffic.snapshot()
+      print("alarm rollback traffic:\n\(snapshot.report)")
+      for target in survivorTargets {
+        let summary = snapshot.summaries[target] ?? TrafficSummary()
+        #expect(summary.failed == 0, "\(target): \(summary.line)")
+      }
+      Self.expectGenerationsNeverDecreasePerConnection(snapshot)
+      Self.expectOnly("web:1", startedAfter: endedAt, snapshot, at: survivorTargets)
     }
   }
 
@@ -412,7 +479,7 @@ struct DeploymentClusterTests {
 
   // MARK: SIGSTOP the leader while its hook answers IN_PROGRESS
 
-  @Test(.timeLimit(.minutes(3)), .enabled(if: ChaosGate.full, "TEAL_CHAOS_FULL=1 runs it"))
+  @Test(.timeLimit(.minutes(3)))
   func aLeaderPausedLongerThanTheElectionTimeoutCallsNoHookAfterItResumes() async throws {
     let stage = "POST_TEST_TRAFFIC_SHIFT"
     let hooks = try await HookServer(rules: [stage: .inProgress(times: 1000, callBackDelay: 1)])

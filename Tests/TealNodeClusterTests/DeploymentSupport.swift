@@ -121,7 +121,7 @@ enum DeploymentSpecs {
   static func yaml(
     version: Int, ports: ServicePorts, desiredCount: Int = 3, strategy: String = "BLUE_GREEN",
     strategyBlock: String = "", bakeTime: String = "0s", hooks: [(stage: String, url: String)] = [],
-    abortScaleDownDelay: String = "1s"
+    abortScaleDownDelay: String = "1s", extra: String = ""
   ) -> String {
     var text = """
       name: web
@@ -147,6 +147,7 @@ enum DeploymentSpecs {
 
       """
     if !strategyBlock.isEmpty { text += strategyBlock.split(separator: "\n").map { "  \($0)\n" }.joined() }
+    if !extra.isEmpty { text += extra.split(separator: "\n").map { "  \($0)\n" }.joined() }
     if !hooks.isEmpty {
       text += "  lifecycleHooks:\n"
       for hook in hooks {
