@@ -64,54 +64,6 @@ private final class RawTarget: Sendable {
   }
 }
 
-/// A raw client that collects everything it receives.
-private final class Collector: Sendable {
-  let channel: any Channel
-  private let received: NIOLockedValueBox<String>
-  var text: String { self.received.withLockedValue { $0 } }
-  var isOpen: Bool { self.channel.isActive }
-
-  private init(channel: any Channel, received: NIOLockedValueBox<String>) {
-    self.channel = channel
-    self.received = received
-  }
-
-  static func connect(port: Int) async throws -> Collector {
-    let received = NIOLockedValueBox("")
-    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-      .channelInitializer { channel in
-        channel.eventLoop.makeCompletedFuture {
-          try channel.pipeline.syncOperations.addHandler(Handler(received: received))
-        }
-      }
-      .connect(host: "127.0.0.1", port: port)
-      .get()
-    return Collector(channel: channel, received: received)
-  }
-
-  func send(_ bytes: String) async throws {
-    try await self.channel.writeAndFlush(ByteBuffer(string: bytes))
-  }
-
-  func close() async {
-    try? await self.channel.close()
-  }
-
-  private final class Handler: ChannelInboundHandler {
-    typealias InboundIn = ByteBuffer
-    let received: NIOLockedValueBox<String>
-
-    init(received: NIOLockedValueBox<String>) {
-      self.received = received
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-      let buffer = self.unwrapInboundIn(data)
-      self.received.withLockedValue { $0 += String(buffer: buffer) }
-    }
-  }
-}
-
 /// One parsed response off the wire: the head's lines and the body with its chunked framing undone.
 private struct WireResponse {
   var statusLine: String
@@ -209,7 +161,7 @@ struct ResponseFramingTests {
   func everyTransferCodingIsKeptAndTheChunksAreReframed(fields: String) async throws {
     let target = try await RawTarget.start(response: "HTTP/1.1 200 OK\r\n\(fields)\r\n" + twoChunks)
     let (balancer, port) = try await balancer(over: target)
-    let client = try await Collector.connect(port: port)
+    let client = try await RawClient.connect(port: port)
     try await client.send("GET / HTTP/1.1\r\nhost: teal.test\r\n\r\n")
     #expect(await lbEventually { WireResponse.parse(client.text[...]) != nil })
     // The connection stays usable: a second request on it.
@@ -235,7 +187,7 @@ struct ResponseFramingTests {
     let target = try await RawTarget.start(
       response: "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\nconnection: close\r\n\r\nhello world", closeAfter: true)
     let (balancer, port) = try await balancer(over: target)
-    let client = try await Collector.connect(port: port)
+    let client = try await RawClient.connect(port: port)
     try await client.send("GET / HTTP/1.1\r\nhost: teal.test\r\n\r\n")
     #expect(await lbEventually { WireResponse.parse(client.text[...]) != nil })
     await client.close()
@@ -252,7 +204,7 @@ struct ResponseFramingTests {
     let target = try await RawTarget.start(
       response: "HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n" + twoChunks)
     let (balancer, port) = try await balancer(over: target)
-    let client = try await Collector.connect(port: port)
+    let client = try await RawClient.connect(port: port)
     try await client.send("GET / HTTP/1.0\r\n\r\n")
     #expect(await lbEventually { !client.isOpen })
     await client.close()
@@ -270,9 +222,9 @@ struct ResponseFramingTests {
     let (chunkedBalancer, chunkedPort) = try await balancer(over: chunked)
     let noContent = try await RawTarget.start(response: "HTTP/1.1 204 No Content\r\n\r\n")
     let (noContentBalancer, noContentPort) = try await balancer(over: noContent)
-    let a = try await Collector.connect(port: chunkedPort)
+    let a = try await RawClient.connect(port: chunkedPort)
     try await a.send("GET / HTTP/1.1\r\nhost: teal.test\r\n\r\n")
-    let b = try await Collector.connect(port: noContentPort)
+    let b = try await RawClient.connect(port: noContentPort)
     try await b.send("GET / HTTP/1.1\r\nhost: teal.test\r\n\r\nGET / HTTP/1.1\r\nhost: teal.test\r\n\r\n")
     #expect(await lbEventually { WireResponse.parse(a.text[...]) != nil })
     #expect(await lbEventually { b.text.components(separatedBy: "HTTP/1.1 204").count == 3 })

@@ -32,18 +32,9 @@ struct DeploymentClusterTests {
     let hooks = try await HookServer(rules: ["POST_SCALE_UP": .inProgress(times: 1, callBackDelay: 1)])
     defer { Task { await hooks.stop() } }
     try await withCluster { cluster in
-      let leader = try await cluster.waitForLeader()
-      let follower = cluster.followers(of: leader)[0]
-      let ports = try ServicePorts(cluster)
-      try await cluster.createWeb(
-        DeploymentSpecs.yaml(version: 1, ports: ports), through: leader, count: 3, ports: ports)
-      let targets = productionTargets(cluster, ports)
-      let traffic = try deploymentTraffic(targets)
-      traffic.start()
+      let (leader, ports, targets, traffic) = try await startServingWeb(cluster)
       defer { Task { await traffic.stop() } }
-      try await waitUntil("traffic flows on every listener") {
-        traffic.snapshot().summaries.values.allSatisfy { $0.ok >= 32 }
-      }
+      let follower = cluster.followers(of: leader)[0]
 
       let spec = DeploymentSpecs.yaml(
         version: 2, ports: ports, strategy: "CANARY", strategyBlock: Self.canary, bakeTime: "3s",
@@ -114,18 +105,9 @@ struct DeploymentClusterTests {
   static func killTheLeaderDuringBake(withTasks: Bool) async throws {
     let bakeSeconds = 8.0
     try await withCluster { cluster in
-      let leader = try await cluster.waitForLeader()
-      let follower = cluster.followers(of: leader)[0]
-      let ports = try ServicePorts(cluster)
-      try await cluster.createWeb(
-        DeploymentSpecs.yaml(version: 1, ports: ports), through: leader, count: 3, ports: ports)
-      let targets = productionTargets(cluster, ports)
-      let traffic = try deploymentTraffic(targets)
-      traffic.start()
+      let (leader, ports, _, traffic) = try await startServingWeb(cluster)
       defer { Task { await traffic.stop() } }
-      try await waitUntil("traffic flows on every listener") {
-        traffic.snapshot().summaries.values.allSatisfy { $0.ok >= 32 }
-      }
+      let follower = cluster.followers(of: leader)[0]
 
       let submitted = try await cluster.api(follower).deploy(
         "web", spec: DeploymentSpecs.yaml(version: 2, ports: ports, bakeTime: "8s"))
@@ -233,18 +215,9 @@ struct DeploymentClusterTests {
     let hooks = try await HookServer()
     defer { Task { await hooks.stop() } }
     try await withCluster { cluster in
-      let leader = try await cluster.waitForLeader()
-      let follower = cluster.followers(of: leader)[0]
-      let ports = try ServicePorts(cluster)
-      try await cluster.createWeb(
-        DeploymentSpecs.yaml(version: 1, ports: ports), through: leader, count: 3, ports: ports)
-      let targets = productionTargets(cluster, ports)
-      let traffic = try deploymentTraffic(targets)
-      traffic.start()
+      let (leader, ports, _, traffic) = try await startServingWeb(cluster)
       defer { Task { await traffic.stop() } }
-      try await waitUntil("traffic flows on every listener") {
-        traffic.snapshot().summaries.values.allSatisfy { $0.ok >= 32 }
-      }
+      let follower = cluster.followers(of: leader)[0]
       let stage = "PRODUCTION_TRAFFIC_SHIFT"
       let submitted = try await cluster.api(follower).deploy(
         "web",
@@ -301,17 +274,8 @@ struct DeploymentClusterTests {
   @Test(.timeLimit(.minutes(3)))
   func anAlarmDuringBakeBehindOneFollowerRollsBackAcrossAFailoverAndBlueServesEverythingAfter() async throws {
     try await withCluster { cluster in
-      let leader = try await cluster.waitForLeader()
-      let ports = try ServicePorts(cluster)
-      try await cluster.createWeb(
-        DeploymentSpecs.yaml(version: 1, ports: ports), through: leader, count: 3, ports: ports)
-      let targets = productionTargets(cluster, ports)
-      let traffic = try deploymentTraffic(targets)
-      traffic.start()
+      let (leader, ports, _, traffic) = try await startServingWeb(cluster)
       defer { Task { await traffic.stop() } }
-      try await waitUntil("traffic flows on every listener") {
-        traffic.snapshot().summaries.values.allSatisfy { $0.ok >= 32 }
-      }
       let alarm = """
         alarms:
           - name: errors
@@ -424,18 +388,9 @@ struct DeploymentClusterTests {
     let hooks = try await HookServer(rules: [stage: .fail("smoke tests failed")])
     defer { Task { await hooks.stop() } }
     try await withCluster { cluster in
-      let leader = try await cluster.waitForLeader()
-      let follower = cluster.followers(of: leader)[0]
-      let ports = try ServicePorts(cluster)
-      try await cluster.createWeb(
-        DeploymentSpecs.yaml(version: 1, ports: ports), through: leader, count: 3, ports: ports)
-      let targets = productionTargets(cluster, ports)
-      let traffic = try deploymentTraffic(targets)
-      traffic.start()
+      let (leader, ports, targets, traffic) = try await startServingWeb(cluster)
       defer { Task { await traffic.stop() } }
-      try await waitUntil("traffic flows on every listener") {
-        traffic.snapshot().summaries.values.allSatisfy { $0.ok >= 32 }
-      }
+      let follower = cluster.followers(of: leader)[0]
 
       let submitted = try await cluster.api(follower).deploy(
         "web",

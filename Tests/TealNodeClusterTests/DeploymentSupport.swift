@@ -289,6 +289,29 @@ func productionTargets(_ cluster: LocalCluster, _ ports: ServicePorts, nodes: [S
 
 /// The traffic: 16 keep-alive clients per listener, GET / and POST /process with a 1 KiB
 /// body, half and half.
+/// How most deployment tests begin: `web` v1 with 3 tasks created through the leader, and
+/// ``deploymentTraffic(_:duration:)`` flowing on every production listener (at least 32 answers
+/// each). The caller stops the traffic.
+func startServingWeb(
+  _ cluster: LocalCluster
+) async throws -> (leader: String, ports: ServicePorts, targets: [TrafficTarget], traffic: TrafficGenerator) {
+  let leader = try await cluster.waitForLeader()
+  let ports = try ServicePorts(cluster)
+  try await cluster.createWeb(DeploymentSpecs.yaml(version: 1, ports: ports), through: leader, count: 3, ports: ports)
+  let targets = productionTargets(cluster, ports)
+  let traffic = try deploymentTraffic(targets)
+  traffic.start()
+  do {
+    try await waitUntil("traffic flows on every listener") {
+      traffic.snapshot().summaries.values.allSatisfy { $0.ok >= 32 }
+    }
+  } catch {
+    await traffic.stop()
+    throw error
+  }
+  return (leader, ports, targets, traffic)
+}
+
 func deploymentTraffic(_ targets: [TrafficTarget], duration: Duration = .seconds(200)) throws -> TrafficGenerator {
   try TrafficGenerator(
     configuration: TrafficConfiguration(
