@@ -186,6 +186,15 @@ final class LocalCluster: Sendable {
 
   /// SIGKILL to the node's process and its process group (its tasks live in groups of their own
   /// and keep running, as after a real crash); waits until it is gone.
+  /// SIGKILL of node `id` (its process and group); with `withTasks`, first of every task process
+  /// group its ledger lists (as `teal chaos kill-leader --with-tasks` does).
+  func kill9(_ id: String, withTasks: Bool) async throws {
+    if withTasks, let node = nodes.first(where: { $0.id == id }) {
+      for entry in readTaskLedger(node.ledgerPath) { killGroup(entry.group, startTime: entry.startTime) }
+    }
+    try await kill9(id)
+  }
+
   func kill9(_ id: String) async throws {
     harvestLedgers()
     guard let pid = pid(id) else { throw SpawnError(description: "\(id) is not running") }
