@@ -934,9 +934,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--teal", default=os.environ.get("TEAL"), help="the teal executable")
     parser.add_argument("--demo", default=os.environ.get("TEAL_DEMO"), help="the teal-demo executable")
-    parser.add_argument("--dir", help="cluster directory (default: a new temporary one; removed at the end)")
-    parser.add_argument("--rollback-trials", type=int, default=5)
-    parser.add_argument("--failover-trials", type=int, default=5)
+    parser.add_argument("--dir", help="a new cluster directory (default: a temporary one); purged at the end")
+    parser.add_argument("--rollback-trials", type=int, default=5, help="default 5")
+    parser.add_argument("--failover-trials", type=int, default=5, help="default 5")
     parser.add_argument("--linear-step", default="10", help="LINEAR stepPercent (default 10)")
     parser.add_argument("--linear-step-bake", default="1s", help="LINEAR stepBakeTime (default 1s)")
     parser.add_argument("--clients-per-node", type=int, default=4, help="keep-alive connections per listener")
@@ -952,6 +952,8 @@ def main():
     args = parser.parse_args()
     if not args.teal or not args.demo:
         parser.error("give --teal and --demo (or TEAL and TEAL_DEMO); run.sh finds them in the build directory")
+    if args.dir and os.path.exists(args.dir) and os.listdir(args.dir):
+        parser.error(f"--dir {args.dir} is not empty: give a new directory (it is purged at the end)")
     args.teal, args.demo = os.path.abspath(args.teal), os.path.abspath(args.demo)
     args.logs = args.logs or tempfile.mkdtemp(prefix="teal-bench-logs-")
 
