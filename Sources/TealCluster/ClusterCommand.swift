@@ -154,9 +154,11 @@ public enum TaskRunState: Codable, Hashable, Sendable {
   /// found no process for it). Terminal.
   case exited(code: Int32)
 
-  /// The code a node reports for a task ClusterState has starting or running on it that no process
-  /// of the node backs (it died while the node was down, or the runner's ledger lost it): 256, which
-  /// is neither an exit status (0...255) nor a signal (negative).
+  /// The code a node reports for a task that ended because of its node, not of its revision: one
+  /// ClusterState has starting or running on it that no process of the node backs (it died while the
+  /// node was down, or the runner's ledger lost it), or one of its previous run that the restarted
+  /// node stopped. 256 is neither an exit status (0...255) nor a signal (negative). Neither the
+  /// deployment's circuit breaker nor the crash-loop backoff counts such an exit.
   public static let lostExitCode: Int32 = 256
 
   /// The API's spelling: `pending`, `starting`, `running` or `exited`.

@@ -126,7 +126,9 @@ actor DeploymentController {
       "attempt": "\(invocation.context.attempt)", "term": "\(term)",
     ]
     guard await stillLeads(term: term) else {
-      logger.notice("hook not called: this node no longer leads", metadata: metadata)
+      logger.notice(
+        "hook not called: leadership not confirmed (lost, or the check took longer than \(Self.fenceBound))",
+        metadata: metadata)
       return
     }
     let result = await hooks.invoke(invocation, term: term)

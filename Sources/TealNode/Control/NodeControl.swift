@@ -95,7 +95,7 @@ final class NodeControl: Service, Sendable {
   // MARK: - Wake-ups
 
   /// One stream of coalesced wake-ups from applied indexes, task events (optionally) and a timer.
-  private func wakeups(includingTaskEvents: Bool) -> AsyncStream<Void> {
+  private func wakeups(includingTaskEvents: Bool, every resync: Duration = resyncInterval) -> AsyncStream<Void> {
     let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
     let observer = log.observer
     let tasks = tasks
@@ -112,7 +112,7 @@ final class NodeControl: Service, Sendable {
         group.addTask {
           while !Task.isCancelled {
             continuation.yield()
-            try? await Task.sleep(for: Self.resyncInterval)
+            try? await Task.sleep(for: resync)
           }
         }
         await group.waitForAll()
@@ -148,20 +148,29 @@ final class NodeControl: Service, Sendable {
 
   // MARK: - Leader
 
+  /// While this node leads and is ready: the deployment controller on every applied entry (so a
+  /// request that makes a wake-up due, such as a rollback, is acted on at once) and at least every
+  /// ``leaderPassInterval``; the membership reporter and the scheduler every ``leaderPassInterval``.
   private func leaderLoop() async {
     var leadingSince: (term: UInt64, since: ContinuousClock.Instant)?
-    while !Task.isCancelled {
+    var lastFullPass: ContinuousClock.Instant?
+    for await _ in wakeups(includingTaskEvents: false, every: Self.leaderPassInterval) {
+      guard !Task.isCancelled else { return }
       let leadership = await log.currentLeadership
-      if leadership.role == .leader, leadership.isReady {
-        if leadingSince?.term != leadership.term { leadingSince = (leadership.term, clock.monotonic.now) }
-        let since = leadingSince?.since ?? clock.monotonic.now
+      guard leadership.role == .leader, leadership.isReady else {
+        leadingSince = nil
+        lastFullPass = nil
+        continue
+      }
+      let now = clock.monotonic.now
+      if leadingSince?.term != leadership.term { (leadingSince, lastFullPass) = ((leadership.term, now), nil) }
+      let since = leadingSince?.since ?? now
+      if lastFullPass.map({ $0.duration(to: now) >= Self.leaderPassInterval }) ?? true {
+        lastFullPass = now
         await reporter.pass(term: leadership.term, leadingSince: since)
         if await placementMaySettle(leadingSince: since) { await scheduler.pass(term: leadership.term) }
-        await deployments.pass(term: leadership.term)
-      } else {
-        leadingSince = nil
       }
-      try? await Task.sleep(for: Self.leaderPassInterval)
+      await deployments.pass(term: leadership.term)
     }
   }
 

@@ -250,9 +250,10 @@ actor TaskReconciler {
       if Self.unrouted(ids, in: state) { break }
       try? await Task.sleep(for: .milliseconds(100))
     }
-    // 3. Stop them, and say so.
+    // 3. Stop them, and say so: as lost, since they end because their node restarted, not by a
+    // fault of their revision (neither the circuit breaker nor the crash-loop backoff counts them).
     _ = await runner.killLeftoversFromPreviousRun()
-    let exited = ids.map { TaskReport(taskID: $0, state: .exited(code: -15), healthy: false) }
+    let exited = ids.map { TaskReport(taskID: $0, state: .exited(code: TaskRunState.lostExitCode), healthy: false) }
     _ = try? await log.submit(.taskReports(node: node, reports: exited))
   }
 
