@@ -114,6 +114,19 @@ struct Cluster: AsyncParsableCommand {
       }
       if !json { for process in running { progress("stopping \(process.id) (pid \(process.pid))") } }
       let killed = await stopNodes(running, timeout: .seconds(timeout))
+      // Tasks still alive after their node stopped (a node killed earlier leaves its tasks running
+      // until it restarts): a stopped cluster runs nothing, and --purge would delete the ledger that
+      // names them. Only groups whose leader is still the process the ledger recorded are killed.
+      var orphanTasks: [String] = []
+      for id in ids {
+        for (group, task) in liveTaskGroups(layout, id) {
+          kill(-group, SIGKILL)
+          orphanTasks.append(task)
+        }
+      }
+      if !json, !orphanTasks.isEmpty {
+        progress("killed \(orphanTasks.count) task(s) left by stopped nodes: \(orphanTasks.joined(separator: ", "))")
+      }
       for id in ids { try? FileManager.default.removeItem(atPath: layout.pidFile(id)) }
       if purge {
         do { try FileManager.default.removeItem(atPath: layout.dir) } catch {
@@ -121,7 +134,8 @@ struct Cluster: AsyncParsableCommand {
         }
       }
       let result = ClusterDownResult(
-        dir: layout.dir, stopped: running.map(\.id), killed: killed, notRunning: notRunning, purged: purge)
+        dir: layout.dir, stopped: running.map(\.id), killed: killed, notRunning: notRunning,
+        killedTasks: orphanTasks, purged: purge)
       if json {
         try printJSON(result)
       } else {
@@ -193,6 +207,8 @@ struct ClusterDownResult: Codable {
   var stopped: [String]
   var killed: [String]
   var notRunning: [String]
+  /// Tasks of stopped nodes that were still running and were killed.
+  var killedTasks: [String]
   var purged: Bool
 }
 

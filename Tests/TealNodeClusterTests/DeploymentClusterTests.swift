@@ -539,6 +539,28 @@ struct DeploymentClusterTests {
   // MARK: chaos errors
 
   @Test(.timeLimit(.minutes(2)))
+  func clusterDownKillsTheTasksThatNodesKilledEarlierLeftRunning() async throws {
+    try await withCluster { cluster in
+      let leader = try await cluster.waitForLeader()
+      let ports = try ServicePorts(cluster)
+      try await cluster.createWeb(
+        DeploymentSpecs.yaml(version: 1, ports: ports), through: leader, count: 3, ports: ports)
+      let groups = cluster.nodes.flatMap { readTaskLedger($0.ledgerPath) }
+      #expect(groups.count == 3, "\(groups)")
+      // Every node dies by SIGKILL; their tasks (own process groups) keep running.
+      for id in cluster.ids { try await cluster.kill9(id) }
+      #expect(groups.allSatisfy { processStartTime($0.group) == $0.startTime }, "a task died with its node")
+      let result = try run(Binaries.teal, ["cluster", "down", "--dir", cluster.directory, "--json"])
+      #expect(result.status == 0, "\(result.output)")
+      let down = try JSONSerialization.jsonObject(with: Data(result.output.utf8)) as? [String: Any]
+      #expect((down?["killedTasks"] as? [String])?.count == 3, "\(result.output)")
+      try await waitUntil("the orphaned tasks are gone", timeout: .seconds(10)) {
+        groups.allSatisfy { processStartTime($0.group) != $0.startTime }
+      }
+    }
+  }
+
+  @Test(.timeLimit(.minutes(2)))
   func chaosKillLeaderAtAStageWithoutAnActiveDeploymentSaysSoInOneLineAndKillsNothing() async throws {
     try await withCluster { cluster in
       let leader = try await cluster.waitForLeader()
