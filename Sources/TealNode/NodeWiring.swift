@@ -16,8 +16,11 @@ import UnixSignals
 
 enum NodeWiring {
   /// Raft's tick. RaftOptions count time in ticks; the election timeout is configured in
-  /// milliseconds and converted here.
-  static let tickMilliseconds = 5
+  /// milliseconds and converted here. 20 ms: RaftNode's ticker drops the ticks a stall makes it miss
+  /// (a burst could expire election timers before queued heartbeats are read), so on a loaded machine
+  /// a 5 ms tick lost most of its ticks and stretched a 1 s election timeout to several seconds; a
+  /// 20 ms tick survives scheduling delays up to 20 ms and wakes each node 50 times a second, not 200.
+  static let tickMilliseconds = 20
 
   static func transportConfiguration(_ configuration: NodeConfiguration, clusterID: String)
     -> PeerTransportConfiguration
@@ -44,8 +47,8 @@ enum NodeWiring {
       logger: logger)
     // A write waits at most ClusterLog.writeTimeout; Raft's own bound is longer so that the
     // caller, not Raft, decides when to give up.
-    raft.proposalTimeoutTicks = 2_000
-    raft.readTimeoutTicks = 1_000
+    raft.proposalTimeoutTicks = 10_000 / tickMilliseconds  // 10 s
+    raft.readTimeoutTicks = 5_000 / tickMilliseconds  // 5 s
     // The data directory remembers its cluster: a directory of another cluster is refused, and a
     // node that joins (not a founder) never votes before it holds the leader's log.
     raft.clusterID = clusterID
