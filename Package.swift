@@ -207,7 +207,7 @@ let package = Package(
     .testTarget(
       name: "TealMembershipTests",
       dependencies: [
-        "TealMembership", "TealGossip", "TealWire", "TealTransport", "TealTLS",
+        "TealMembership", "TealGossip", "TealWire", "TealTransport", "TealTransportTesting", "TealTLS",
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),
