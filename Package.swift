@@ -200,7 +200,8 @@ let package = Package(
     .testTarget(
       name: "TealConsensusTests",
       dependencies: [
-        "TealTestSupport", "TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport", "TealTLS",
+        "TealTestSupport", "TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport",
+        "TealTransportTesting", "TealTLS",
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),
