@@ -200,14 +200,15 @@ let package = Package(
     .testTarget(
       name: "TealConsensusTests",
       dependencies: [
-        "TealTestSupport", "TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport", "TealTLS",
+        "TealTestSupport", "TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport",
+        "TealTransportTesting", "TealTLS",
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),
     .testTarget(
       name: "TealMembershipTests",
       dependencies: [
-        "TealMembership", "TealGossip", "TealWire", "TealTransport", "TealTLS",
+        "TealMembership", "TealGossip", "TealWire", "TealTransport", "TealTransportTesting", "TealTLS",
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),

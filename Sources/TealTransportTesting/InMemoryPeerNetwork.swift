@@ -14,6 +14,9 @@ import TealWire
 ///   silently, like a message lost with a broken connection.
 /// - With a delay (``setDelay(_:)``), each message is delivered no sooner than that long after
 ///   it was sent.
+/// - A node that ``unregister(_:)``s (a crash, a stop) loses every message queued to or from it;
+///   until it registers again, sends to it throw ``PeerSendError/peerUnavailable(_:)`` and its
+///   own sends throw ``PeerSendError/shutDown``, like a transport that was shut down.
 public actor InMemoryPeerNetwork {
   private struct Pair: Hashable {
     var from: NodeID
@@ -29,6 +32,8 @@ public actor InMemoryPeerNetwork {
   /// Messages waiting on one (sender, receiver) link, at most.
   public let queueLimit: Int
   private var handlers: [NodeID: PeerMessageHandler] = [:]
+  /// Nodes that unregistered and have not registered again.
+  private var departed: Set<NodeID> = []
   private var cut: Set<Pair> = []
   private var queues: [Pair: [Message]] = [:]
   private var draining: Set<Pair> = []
@@ -40,8 +45,8 @@ public actor InMemoryPeerNetwork {
 
   /// Messages handed to a handler.
   public private(set) var deliveredCount = 0
-  /// Messages lost to drops, to a cut made while they were queued, or to a receiver without a
-  /// handler.
+  /// Messages lost to drops, to a cut made while they were queued, to an ``unregister(_:)``, or
+  /// to a receiver without a handler.
   public private(set) var droppedCount = 0
 
   public init(seed: UInt64 = 1, queueLimit: Int = 4096) {
@@ -51,7 +56,23 @@ public actor InMemoryPeerNetwork {
   }
 
   /// Registers (or replaces) the handler of `node`'s inbound messages on every channel.
-  public func register(_ node: NodeID, handler: @escaping PeerMessageHandler) { handlers[node] = handler }
+  public func register(_ node: NodeID, handler: @escaping PeerMessageHandler) {
+    handlers[node] = handler
+    departed.remove(node)
+  }
+
+  /// Removes `node`'s handler, as a crash or a stop of its process would: every message queued to
+  /// or from it is lost, and until it registers again sends to it throw
+  /// ``PeerSendError/peerUnavailable(_:)`` (not `unknownPeer`) and its own sends throw
+  /// ``PeerSendError/shutDown``. A message already in its handler runs to the end.
+  public func unregister(_ node: NodeID) {
+    handlers[node] = nil
+    departed.insert(node)
+    for (pair, queue) in queues where pair.from == node || pair.to == node {
+      droppedCount += queue.count
+      queues[pair] = []
+    }
+  }
 
   /// The sending side of `node`.
   public nonisolated func sender(for node: NodeID) -> Sender { Sender(network: self, node: node) }
@@ -120,7 +141,8 @@ public actor InMemoryPeerNetwork {
     throws(PeerSendError)
   {
     if channel == .transport { throw .reservedChannel(channel) }
-    guard handlers[to] != nil else { throw .unknownPeer(to) }
+    if departed.contains(from) { throw .shutDown }
+    guard handlers[to] != nil else { throw departed.contains(to) ? .peerUnavailable(to) : .unknownPeer(to) }
     let pair = Pair(from: from, to: to)
     if isCut(pair) { throw .peerUnavailable(to) }
     if dropProbability > 0, Double(generator.next() >> 11) / Double(1 << 53) < dropProbability {

@@ -4,6 +4,7 @@ import TealConsensus
 import TealRaft
 import TealStorage
 import TealTestSupport
+import TealTransportTesting
 import TealWire
 import Testing
 
@@ -67,62 +68,6 @@ struct CommandLog: ReplicatedStateMachine, Hashable {
 
 typealias Node = RaftNode<CommandLog>
 
-// MARK: - In-memory network
-
-/// Delivers messages between nodes of one process, in order per link, with links that can be cut.
-final class InMemoryNetwork: @unchecked Sendable {
-  private let lock = NSLock()
-  private var handlers: [NodeID: PeerMessageHandler] = [:]
-  /// Directed links (from, to) that drop every message.
-  private var cut: Set<[NodeID]> = []
-  private var delivered = 0
-
-  func attach(_ node: NodeID, handler: @escaping PeerMessageHandler) {
-    lock.withLock { handlers[node] = handler }
-  }
-
-  func detach(_ node: NodeID) {
-    _ = lock.withLock { handlers.removeValue(forKey: node) }
-  }
-
-  /// Cuts every link to and from `node` (both directions).
-  func isolate(_ node: NodeID, from others: [NodeID]) {
-    lock.withLock {
-      for other in others where other != node {
-        cut.insert([node, other])
-        cut.insert([other, node])
-      }
-    }
-  }
-
-  func healAll() {
-    lock.withLock { cut.removeAll() }
-  }
-
-  var deliveredCount: Int { lock.withLock { delivered } }
-
-  func endpoint(for node: NodeID) -> Endpoint { Endpoint(network: self, node: node) }
-
-  fileprivate func route(from: NodeID, to: NodeID) -> PeerMessageHandler? {
-    lock.withLock {
-      guard !cut.contains([from, to]), let handler = handlers[to] else { return nil }
-      delivered += 1
-      return handler
-    }
-  }
-
-  /// The sending side of one node.
-  struct Endpoint: PeerMessageSender {
-    let network: InMemoryNetwork
-    let node: NodeID
-
-    func send(_ payload: [UInt8], on channel: PeerChannel, to peer: NodeID) async throws(PeerSendError) {
-      guard let handler = network.route(from: node, to: peer) else { throw .peerUnavailable(peer) }
-      await handler(node, channel, payload)
-    }
-  }
-}
-
 // MARK: - A local cluster
 
 /// Fast timeouts for tests: 10 ms ticks, election timeout 150-300 ms, heartbeat every 30 ms.
@@ -151,11 +96,11 @@ final class TemporaryDirectory: Sendable {
   func child(_ name: String) -> String { path + "/" + name }
 }
 
-/// Three (or more) RaftNodes over an ``InMemoryNetwork``, each with its own data directory.
+/// Three (or more) RaftNodes over an ``InMemoryPeerNetwork``, each with its own data directory.
 final class LocalCluster: @unchecked Sendable {
   let ids: [NodeID]
   let directory: TemporaryDirectory
-  let network = InMemoryNetwork()
+  let network = InMemoryPeerNetwork()
   private let lock = NSLock()
   private var nodes: [NodeID: Node] = [:]
   private let tune: @Sendable (inout RaftNodeConfiguration) -> Void
@@ -186,10 +131,10 @@ final class LocalCluster: @unchecked Sendable {
   ) async throws -> Node {
     var configuration = configuration(for: id)
     adjust(&configuration)
-    let node = try Node(configuration: configuration, stateMachine: CommandLog(), network: network.endpoint(for: id))
+    let node = try Node(configuration: configuration, stateMachine: CommandLog(), network: network.sender(for: id))
     await beforeStart(node)
     lock.withLock { nodes[id] = node }
-    network.attach(id, handler: node.messageHandler)
+    await network.register(id, handler: node.messageHandler)
     await node.start()
     return node
   }
@@ -200,7 +145,7 @@ final class LocalCluster: @unchecked Sendable {
 
   /// Stops node `id` as a crash would look to the others: no leadership transfer, log closed, unreachable.
   func kill(_ id: NodeID) async {
-    network.detach(id)
+    await network.unregister(id)
     await node(id)?.stop(transferringLeadership: false)
   }
 

@@ -129,7 +129,7 @@ struct RaftNodeAPITests {
     try await cluster.startAll()
     let oldLeader = try await cluster.waitForLeader()
     try await cluster.propose("committed-before")
-    cluster.network.isolate(oldLeader.id, from: cluster.ids)
+    await cluster.network.isolate(oldLeader.id)
     let started = ContinuousClock.now
     let outcome: Result<[UInt8], RaftNodeError>
     do throws(RaftNodeError) {

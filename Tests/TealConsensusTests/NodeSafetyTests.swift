@@ -55,7 +55,7 @@ struct ReadContextTests {
     _ = try await cluster.waitForConvergence(count: 1)
     let followerID = try #require(cluster.ids.first { $0 != leader.id })
     let follower = try #require(cluster.node(followerID))
-    cluster.network.isolate(followerID, from: cluster.ids)
+    await cluster.network.isolate(followerID)
     for i in 0..<3 { try await cluster.propose("missed-\(i)") }
     let term = await follower.status.term
 
@@ -107,7 +107,7 @@ struct ClusterIdentityTests {
     var other = cluster.configuration(for: id)
     other.clusterID = "teal-staging"
     do {
-      _ = try Node(configuration: other, stateMachine: CommandLog(), network: cluster.network.endpoint(for: id))
+      _ = try Node(configuration: other, stateMachine: CommandLog(), network: cluster.network.sender(for: id))
       Issue.record("a directory of another cluster must be refused")
     } catch {
       guard case .invalidPersistentState(let message) = error else {
@@ -118,7 +118,7 @@ struct ClusterIdentityTests {
     }
     other.clusterID = "has space"
     #expect(throws: RaftNodeError.self) {
-      _ = try Node(configuration: other, stateMachine: CommandLog(), network: cluster.network.endpoint(for: id))
+      _ = try Node(configuration: other, stateMachine: CommandLog(), network: cluster.network.sender(for: id))
     }
   }
 

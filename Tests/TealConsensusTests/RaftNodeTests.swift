@@ -69,7 +69,7 @@ struct RaftNodeTests {
     // Reopen from the same directory, detached from the network: the log comes back from disk.
     let reopened = try Node(
       configuration: cluster.configuration(for: victim), stateMachine: CommandLog(),
-      network: cluster.network.endpoint(for: victim))
+      network: cluster.network.sender(for: victim))
     let recovered = await reopened.status
     #expect(recovered.lastIndex >= before.lastIndex)
     #expect(recovered.term >= before.term)
@@ -134,7 +134,7 @@ struct RaftNodeTests {
     try await cluster.propose("committed-before")
     _ = try await cluster.waitForConvergence(count: 1)
     let others = cluster.ids.filter { $0 != oldLeader.id }
-    cluster.network.isolate(oldLeader.id, from: cluster.ids)
+    await cluster.network.isolate(oldLeader.id)
 
     let stranded = Task { () -> Result<[UInt8], RaftNodeError> in
       do throws(RaftNodeError) {
@@ -158,7 +158,7 @@ struct RaftNodeTests {
       return
     }
     #expect(index == strandedIndex)
-    cluster.network.healAll()
+    await cluster.network.heal()
     let states = try await cluster.waitForConvergence(count: 4)
     #expect(states.count == 3)
     #expect(states.allSatisfy { !$0.commandStrings.contains("stranded") })
@@ -194,7 +194,7 @@ struct RaftNodeTests {
     await #expect(throws: RaftNodeError.self) { _ = try await leader.propose(Array("after-failure".utf8)) }
 
     // The other two carry on; the failed node restarts from its directory once the disk is healthy.
-    cluster.network.detach(leader.id)
+    await cluster.network.unregister(leader.id)
     try await cluster.propose("after-the-failure")
     disk.faults = .none
     try await cluster.start(leader.id)
@@ -238,11 +238,11 @@ struct RaftNodeTests {
     // the remaining follower are two: a proposal must not commit (with n4 still a learner it would).
     let follower = try #require(cluster.ids.first { $0 != leader.id })
     await cluster.kill(follower)
-    cluster.network.isolate(newcomer, from: cluster.ids)
+    await cluster.network.isolate(newcomer)
     await #expect(throws: RaftNodeError.self) {
       _ = try await leader.propose(Array("without-a-quorum".utf8))
     }
-    cluster.network.healAll()
+    await cluster.network.heal()
     try await cluster.propose("with-the-new-voter")
     try await eventually("n4 to apply the last command") {
       await joined.currentState.commandStrings.last == "with-the-new-voter"
@@ -444,7 +444,7 @@ struct RaftNodeStartupTests {
     do {
       _ = try Node(
         configuration: cluster.configuration(for: id), stateMachine: CommandLog(),
-        network: cluster.network.endpoint(for: id))
+        network: cluster.network.sender(for: id))
       Issue.record("a node must refuse to start on a corrupt WAL")
     } catch {
       guard case .storage = error else {

@@ -135,33 +135,27 @@ struct ThroughputBenchmarkTests {
     try CertificateDirectory.initialize(at: directory.child("certs"), nodes: ids)
     let pki = CertificateDirectory(path: directory.child("certs"))
     var transports: [NodeID: PeerTransport] = [:]
-    var handlers: [NodeID: LateHandler] = [:]
-    var ports: [NodeID: Int] = [:]
+    var nodes: [Node] = []
     for id in ids {
-      let late = LateHandler()
       let transport = PeerTransport(
         configuration: PeerTransportConfiguration(nodeID: id, listenHost: "127.0.0.1", listenPort: 0, peers: [:]),
         security: .mutualTLS(try TLSContext(configuration: pki.configuration(for: id))),
-        group: MultiThreadedEventLoopGroup.singleton, logger: quietLogger(), handler: late.handler)
-      ports[id] = try await transport.start()
-      transports[id] = transport
-      handlers[id] = late
-    }
-    for id in ids {
-      for peer in ids where peer != id {
-        await transports[id]?.addPeer(peer, address: PeerAddress(host: "127.0.0.1", port: ports[peer] ?? 0))
-      }
-    }
-    var nodes: [Node] = []
-    for id in ids {
+        group: MultiThreadedEventLoopGroup.singleton, logger: quietLogger())
       var configuration = RaftNodeConfiguration(
         id: id, bootstrap: RaftConfiguration(voters: Set(ids)), dataDirectory: directory.child(id.rawValue),
         raft: testRaftOptions(), logger: quietLogger())
       configuration.snapshotThreshold = 20_000
-      let node = try Node(
-        configuration: configuration, stateMachine: CommandLog(), network: try #require(transports[id]))
-      handlers[id]?.connect(node.messageHandler)
+      let node = try Node(configuration: configuration, stateMachine: CommandLog(), network: transport)
+      transport.setHandler(node.messageHandler, for: .raft)
+      transports[id] = transport
       nodes.append(node)
+    }
+    var ports: [NodeID: Int] = [:]
+    for id in ids { ports[id] = try await transports[id]?.start() }
+    for id in ids {
+      for peer in ids where peer != id {
+        await transports[id]?.addPeer(peer, address: PeerAddress(host: "127.0.0.1", port: ports[peer] ?? 0))
+      }
     }
     for node in nodes { await node.start() }
     _ = try await Self.measure("TLS transport on loopback, real fdatasync (\(Self.proposers) proposers)", nodes: nodes)

@@ -8,22 +8,6 @@ import TealTransport
 import TealWire
 import Testing
 
-/// Forwards transport deliveries to a node created after the transport (the transport needs its handler at
-/// init, the node needs the transport as its network).
-final class LateHandler: @unchecked Sendable {
-  private let lock = NSLock()
-  private var target: PeerMessageHandler?
-
-  func connect(_ handler: @escaping PeerMessageHandler) { lock.withLock { target = handler } }
-
-  var handler: PeerMessageHandler {
-    { [self] from, channel, payload in
-      guard let target = lock.withLock({ target }) else { return }
-      await target(from, channel, payload)
-    }
-  }
-}
-
 @Suite("RaftNode over PeerTransport with mutual TLS", .serialized)
 struct TransportIntegrationTests {
   @Test(.timeLimit(.minutes(1)))
@@ -34,36 +18,33 @@ struct TransportIntegrationTests {
     try CertificateDirectory.initialize(at: certificates, nodes: ids)
     let pki = CertificateDirectory(path: certificates)
 
+    // The production order: the transport first, then the node with the transport as its network, which
+    // registers its handler for the Raft channel; only then does the transport start.
     var transports: [NodeID: PeerTransport] = [:]
-    var handlers: [NodeID: LateHandler] = [:]
-    var ports: [NodeID: Int] = [:]
-    for id in ids {
-      let late = LateHandler()
-      var configuration = PeerTransportConfiguration(nodeID: id, listenHost: "127.0.0.1", listenPort: 0, peers: [:])
-      configuration.backoff = Backoff(initialMilliseconds: 20, maximumMilliseconds: 200)
-      let transport = PeerTransport(
-        configuration: configuration, security: .mutualTLS(try TLSContext(configuration: pki.configuration(for: id))),
-        group: MultiThreadedEventLoopGroup.singleton, logger: quietLogger(), handler: late.handler)
-      ports[id] = try await transport.start()
-      transports[id] = transport
-      handlers[id] = late
-    }
-    for id in ids {
-      for peer in ids where peer != id {
-        await transports[id]?.addPeer(peer, address: PeerAddress(host: "127.0.0.1", port: ports[peer] ?? 0))
-      }
-    }
-
     var nodes: [NodeID: Node] = [:]
     for id in ids {
+      var transportConfiguration = PeerTransportConfiguration(
+        nodeID: id, listenHost: "127.0.0.1", listenPort: 0, peers: [:])
+      transportConfiguration.backoff = Backoff(initialMilliseconds: 20, maximumMilliseconds: 200)
+      let transport = PeerTransport(
+        configuration: transportConfiguration,
+        security: .mutualTLS(try TLSContext(configuration: pki.configuration(for: id))),
+        group: MultiThreadedEventLoopGroup.singleton, logger: quietLogger())
       var configuration = RaftNodeConfiguration(
         id: id, bootstrap: RaftConfiguration(voters: Set(ids)), dataDirectory: directory.child(id.rawValue),
         raft: testRaftOptions(), tickInterval: .milliseconds(10), logger: quietLogger())
       configuration.snapshotThreshold = 64
-      let transport = try #require(transports[id])
       let node = try Node(configuration: configuration, stateMachine: CommandLog(), network: transport)
-      handlers[id]?.connect(node.messageHandler)
+      transport.setHandler(node.messageHandler, for: .raft)
+      transports[id] = transport
       nodes[id] = node
+    }
+    var ports: [NodeID: Int] = [:]
+    for id in ids { ports[id] = try await transports[id]?.start() }
+    for id in ids {
+      for peer in ids where peer != id {
+        await transports[id]?.addPeer(peer, address: PeerAddress(host: "127.0.0.1", port: ports[peer] ?? 0))
+      }
     }
     for node in nodes.values { await node.start() }
     let allNodes = Array(nodes.values)

@@ -8,16 +8,6 @@ import TealTransport
 import TealWire
 import Testing
 
-/// Delivers the transport's gossip frames to a service created after the transport.
-private actor ServiceSlot {
-  private var service: MembershipService?
-  func set(_ service: MembershipService) { self.service = service }
-  func deliver(_ from: NodeID, _ channel: PeerChannel, _ payload: [UInt8]) async {
-    guard channel == .gossip, let service else { return }
-    await service.receive(from: from, payload: payload)
-  }
-}
-
 /// Gossip over the real peer transport: mutual TLS on loopback, real sockets, default SWIM timing.
 @Suite("Membership over the TLS peer transport", .serialized)
 struct MembershipOverTransportTests {
@@ -39,21 +29,21 @@ struct MembershipOverTransportTests {
 
     var nodes: [Node] = []
     for id in ids {
-      let slot = ServiceSlot()
       var configuration = PeerTransportConfiguration(nodeID: id, listenHost: "127.0.0.1", listenPort: 0, peers: [:])
       configuration.backoff = Backoff(initialMilliseconds: 20, maximumMilliseconds: 200)
       let transport = PeerTransport(
         configuration: configuration,
         security: .mutualTLS(try TLSContext(configuration: certificates.configuration(for: id))),
-        group: MultiThreadedEventLoopGroup.singleton, logger: logger
-      ) { from, channel, payload in await slot.deliver(from, channel, payload) }
+        group: MultiThreadedEventLoopGroup.singleton, logger: logger)
       let port = try await transport.start()
       let service = try MembershipService(
         id: id,
         metadata: MemberMetadata(
           peerAddress: HostPort(host: "127.0.0.1", port: UInt16(port)), apiPort: 8080, version: "test"),
         settings: SWIMSettings(), sender: transport, logger: logger)
-      await slot.set(service)
+      // The service needs the transport (as its sender) and the transport's port (in its
+      // metadata): it registers for the gossip channel once it exists, before any peer is known.
+      transport.setHandler(service.messageHandler, for: .gossip)
       nodes.append(Node(id: id, transport: transport, service: service, port: port))
     }
     for node in nodes {

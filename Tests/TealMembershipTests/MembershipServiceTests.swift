@@ -1,5 +1,6 @@
 import TealGossip
 import TealMembership
+import TealTransportTesting
 import TealWire
 import Testing
 
@@ -39,7 +40,7 @@ private func startCluster(
   for index in 1...count {
     let id = NodeID("n\(index)")
     let service = try MembershipService(
-      id: id, metadata: metadata(index), settings: settings, sender: await network.sender(for: id))
+      id: id, metadata: metadata(index), settings: settings, sender: network.sender(for: id))
     await network.register(id, handler: service.messageHandler)
     services.append(service)
   }
@@ -76,7 +77,7 @@ private func allSeeAllAlive(_ services: [MembershipService]) async -> Bool {
     try #require(converged)
     let victim = NodeID("n3")
     let subscription = await services[0].subscribe()
-    await network.cutOff(victim)
+    await network.isolate(victim)
     await services[2].stop()
     let detected = await eventually {
       for service in services.prefix(2)

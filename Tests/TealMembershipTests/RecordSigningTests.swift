@@ -2,6 +2,7 @@ import Foundation
 import TealGossip
 import TealMembership
 import TealTLS
+import TealTransportTesting
 import TealWire
 import Testing
 
@@ -55,7 +56,7 @@ private func directory(_ nodes: [String]) throws -> (CertificateDirectory, () ->
         id: id,
         metadata: MemberMetadata(
           peerAddress: HostPort(host: "127.0.0.\(index)", port: 7400), apiPort: 8080, version: "test"),
-        settings: settings, sender: await network.sender(for: id), authenticator: authenticator,
+        settings: settings, sender: network.sender(for: id), authenticator: authenticator,
         authorizedMembers: [NodeID("n1"), NodeID("n2"), NodeID("n3")])
       await network.register(id, handler: service.messageHandler)
       services.append(service)

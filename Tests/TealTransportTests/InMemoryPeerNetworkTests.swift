@@ -91,6 +91,47 @@ struct InMemoryPeerNetworkTests {
     #expect(clock.now - start >= .milliseconds(200))
   }
 
+  @Test func anUnregisteredNodeLosesItsQueuedMessagesAndIsUnavailableUntilItRegistersAgain() async throws {
+    let network = InMemoryPeerNetwork()
+    let gate = Gate()
+    let before = Inbox()
+    let fromB = Inbox()
+    await network.register(a) { await fromB.append($0, $1, $2) }
+    await network.register(b) { from, channel, payload in
+      await before.append(from, channel, payload)
+      await gate.wait()
+    }
+    // The first message is held in b's handler; the next four wait in the a -> b queue.
+    for i in 0..<5 { try await network.sender(for: a).send([UInt8(i)], on: .raft, to: b) }
+    try await eventually("the first message in b's handler") { await network.deliveredCount == 1 }
+    // One message from b waits behind a delay, then b goes away: it is lost too.
+    await network.setDelay(.seconds(2))
+    try await network.sender(for: b).send([7], on: .raft, to: a)
+    await network.unregister(b)
+    await network.setDelay(.zero)
+    await #expect(throws: PeerSendError.peerUnavailable(b)) {
+      try await network.sender(for: a).send([5], on: .raft, to: b)
+    }
+    await #expect(throws: PeerSendError.shutDown) {
+      try await network.sender(for: b).send([6], on: .raft, to: a)
+    }
+    await #expect(throws: PeerSendError.unknownPeer(c)) {
+      try await network.sender(for: a).send([5], on: .raft, to: c)
+    }
+    await gate.open()
+    await network.waitUntilIdle()
+    #expect(await before.messages.map(\.payload) == [[0]], "the queued messages were lost")
+    #expect(await fromB.count == 0)
+    #expect(await network.droppedCount == 5)
+
+    let after = Inbox()
+    await network.register(b) { await after.append($0, $1, $2) }
+    try await network.sender(for: a).send([9], on: .raft, to: b)
+    await network.waitUntilIdle()
+    #expect(await after.messages.map(\.payload) == [[9]], "only what was sent after it registered again")
+    #expect(await network.deliveredCount == 2)
+  }
+
   @Test func queuePerPairIsBounded() async throws {
     let network = InMemoryPeerNetwork(queueLimit: 2)
     let gate = Gate()
