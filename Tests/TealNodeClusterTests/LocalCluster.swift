@@ -244,7 +244,10 @@ final class LocalCluster: Sendable {
     state.withLockedValue { state in
       if state.running[id] == pid { state.running[id] = nil }
     }
-    try? "--- \(id) pid \(pid): \(exit) ---\n".appendLine(to: node(id).logPath)
+    // A foreign node (`startForeign`) is not one of `nodes`: its own log is left alone.
+    if let node = nodes.first(where: { $0.id == id }) {
+      try? "--- \(id) pid \(pid): \(exit) ---\n".appendLine(to: node.logPath)
+    }
   }
 
   /// Remembers every task process group the nodes' ledgers name, so that cleanup kills them even
