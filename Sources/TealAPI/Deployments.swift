@@ -11,7 +11,8 @@ import Foundation
 
 /// The operator actions of `POST /v1/deployments/{id}/{action}`.
 public enum DeploymentActionName: String, Codable, Hashable, Sendable, CaseIterable {
-  /// Roll back, as ECS's stop (final status STOPPED).
+  /// Roll back, as ECS's stop: STOP_REQUESTED, then ROLLBACK_SUCCESSFUL (STOPPED if it had not
+  /// started).
   case stop
   /// Roll back (final status ROLLBACK_SUCCESSFUL).
   case rollback

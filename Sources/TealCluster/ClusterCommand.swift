@@ -112,7 +112,8 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
 
 /// What an operator may ask of a deployment (`teal deployment stop|rollback|pause|continue|promote|retry`).
 public enum DeploymentAction: String, Codable, Hashable, Sendable, CaseIterable {
-  /// Roll back (as ECS's stop): STOP_REQUESTED, then the rollback; final status STOPPED.
+  /// Roll back (as ECS's stop): STOP_REQUESTED, then the rollback, ending ROLLBACK_SUCCESSFUL (or
+  /// STOPPED for a deployment that had not started).
   case stop
   /// ROLLBACK_REQUESTED, then the rollback; final status ROLLBACK_SUCCESSFUL.
   case rollback

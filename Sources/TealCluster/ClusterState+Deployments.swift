@@ -53,10 +53,15 @@ extension ClusterState {
     return services[service]?.deploymentRoutes?.deploymentID == current.id ? current : nil
   }
 
+  /// The service a deployment id names: ids are `<service>-<log index>`, and service names may
+  /// contain `-`, so the service is everything before the last one.
+  public static func service(ofDeployment id: String) -> String? {
+    id.lastIndex(of: "-").map { String(id[..<$0]) }
+  }
+
   /// The deployment `id` (current or queued) of any service.
   public func deployment(id: String) -> Deployment? {
-    guard let dash = id.lastIndex(of: "-") else { return nil }
-    return deployments[String(id[..<dash])]?.deployment(id)
+    Self.service(ofDeployment: id).flatMap { deployments[$0]?.deployment(id) }
   }
 
   /// Every deployment the state holds (each service's current and queued one), by id.
@@ -144,23 +149,19 @@ extension ClusterState {
         code: .notFound, message: "service \(name) has no deployment \(id)", field: "deploymentID")
     }
     let by = "operator via \(context.proposer)"
-    let input: DeploymentInput
-    var newID = id
+    // A retry is a new deployment, with an id of its own; every other action goes to `id`.
+    let newID = action == .retry ? "\(name)-\(context.index)" : id
+    let command: DeploymentCommand
     switch action {
-    case .stop: input = DeploymentInput(deploymentId: id, now: deploymentTime, command: .stop(requestedBy: by))
-    case .rollback:
-      input = DeploymentInput(deploymentId: id, now: deploymentTime, command: .rollback(requestedBy: by))
-    case .pause: input = DeploymentInput(deploymentId: id, now: deploymentTime, command: .pause(requestedBy: by))
-    case .continue:
-      input = DeploymentInput(deploymentId: id, now: deploymentTime, command: .continue(requestedBy: by))
-    case .promote:
-      input = DeploymentInput(deploymentId: id, now: deploymentTime, command: .promote(requestedBy: by))
-    case .retry:
-      newID = "\(name)-\(context.index)"
-      input = DeploymentInput(deploymentId: newID, now: deploymentTime, command: .retry(of: id, requestedBy: by))
+    case .stop: command = .stop(requestedBy: by)
+    case .rollback: command = .rollback(requestedBy: by)
+    case .pause: command = .pause(requestedBy: by)
+    case .continue: command = .continue(requestedBy: by)
+    case .promote: command = .promote(requestedBy: by)
+    case .retry: command = .retry(of: id, requestedBy: by)
     }
     let before = held
-    let reply = held.apply(input)
+    let reply = held.apply(DeploymentInput(deploymentId: newID, now: deploymentTime, command: command))
     if let reason = Self.refusal(reply) { throw ClusterRejection(code: .conflict, message: reason) }
     commit(held, before: before, service: name, context)
     context.touchedServices.insert(name)

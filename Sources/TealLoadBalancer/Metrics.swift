@@ -22,6 +22,16 @@ public struct LatencyHistogram: Hashable, Sendable {
     self.bucketCounts = Array(repeating: 0, count: Self.upperBoundsNanoseconds.count + 1)
   }
 
+  /// A histogram of these non-cumulative bucket counts (e.g. summed over several nodes); the sum
+  /// of observations is unknown and left 0.
+  public init(bucketCounts: [UInt64]) {
+    precondition(
+      bucketCounts.count == Self.upperBoundsNanoseconds.count + 1,
+      "a latency histogram has \(Self.upperBoundsNanoseconds.count + 1) buckets, not \(bucketCounts.count)")
+    self.bucketCounts = bucketCounts
+    self.count = bucketCounts.reduce(0, +)
+  }
+
   public mutating func record(nanoseconds: Int64) {
     let value = max(0, nanoseconds)
     var index = 0

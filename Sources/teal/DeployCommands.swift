@@ -207,7 +207,7 @@ struct DeploymentCommand: AsyncParsableCommand {
 
   struct Stop: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Stop a deployment: roll back to blue, as ECS's stop (final status STOPPED).")
+      abstract: "Stop a deployment: roll back to blue, as ECS's stop (STOP_REQUESTED, then ROLLBACK_SUCCESSFUL).")
     @Argument(help: "The deployment's id.") var id: String
     @OptionGroup var action: ActionOptions
     func run() async throws { try await runAction(.stop, id: id, action) }

@@ -164,6 +164,33 @@ struct DeploymentInStateTests {
     }
   }
 
+  @Test func operatorActionsReachTheDeploymentAndARetryIsANewDeploymentOfTheSameRevisions() {
+    var world = PerfectWorld()
+    let id = world.submit(greenSpec(bakeSeconds: 60))
+    while world.log.state.deployment(id: id)?.stage != .BAKE_TIME { world.round() }
+    world.log.ok(.deploymentAction(service: "web", deploymentID: id, action: .pause))
+    #expect(world.log.state.deployment(id: id)?.pause?.requestedBy == "operator via n1")
+    world.log.ok(.deploymentAction(service: "web", deploymentID: id, action: .continue))
+    #expect(world.log.state.deployment(id: id)?.pause == nil)
+    world.log.ok(.deploymentAction(service: "web", deploymentID: id, action: .stop))
+    let stopped = world.finish(id)
+    // Stop means roll back, as in ECS.
+    #expect(stopped?.status == .ROLLBACK_SUCCESSFUL)
+    #expect(stopped?.reason?.contains("stop requested by operator via n1") == true, "\(stopped?.reason ?? "-")")
+    world.settle()
+    guard
+      case .deploymentSubmitted(_, let retry, let green) = world.log.ok(
+        .deploymentAction(service: "web", deploymentID: id, action: .retry))
+    else {
+      Issue.record("retry did not submit a deployment")
+      return
+    }
+    #expect(retry != id && retry.hasPrefix("web-"))
+    #expect(green == RevisionID(service: "web", number: 2))
+    #expect(world.finish(retry)?.status == .SUCCESSFUL)
+    #expect(ClusterState.service(ofDeployment: "my-web-12") == "my-web")
+  }
+
   @Test func scalingOrDeletingDuringADeploymentIsRefusedNamingIt() {
     var world = PerfectWorld()
     let id = world.submit(greenSpec())

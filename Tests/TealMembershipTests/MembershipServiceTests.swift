@@ -4,60 +4,12 @@ import TealTransportTesting
 import TealWire
 import Testing
 
-/// Small intervals so that real-time tests finish quickly.
-private func fastSettings(suspicionMultiplier: Double = 4) -> SWIMSettings {
-  var settings = SWIMSettings()
-  settings.probeInterval = .milliseconds(50)
-  settings.probeTimeout = .milliseconds(20)
-  settings.suspicionMultiplier = suspicionMultiplier
-  settings.pushPullInterval = .milliseconds(500)
-  settings.joinRetryInterval = .milliseconds(100)
-  settings.reconnectInterval = .milliseconds(300)
-  return settings
-}
-
-private func metadata(_ index: Int) -> MemberMetadata {
-  MemberMetadata(
-    peerAddress: HostPort(host: "127.0.0.\(index)", port: 7400), apiPort: 8080, listenerPorts: [9000], version: "test")
-}
-
-/// Polls `condition` every 10 ms until it holds or `timeout` passes.
-private func eventually(timeout: Duration = .seconds(30), _ condition: () async -> Bool) async -> Bool {
-  let deadline = ContinuousClock.now + timeout
-  while ContinuousClock.now < deadline {
-    if await condition() { return true }
-    try? await Task.sleep(for: .milliseconds(10))
-  }
-  return await condition()
-}
-
-/// Starts `count` services `n1...`; all but `n1` join through `n1`.
+/// Starts `count` services `n1...` on a new network; all but `n1` join through `n1`.
 private func startCluster(
   _ count: Int, settings: SWIMSettings = fastSettings()
 ) async throws -> (InMemoryPeerNetwork, [MembershipService]) {
   let network = InMemoryPeerNetwork()
-  var services: [MembershipService] = []
-  for index in 1...count {
-    let id = NodeID("n\(index)")
-    let service = try MembershipService(
-      id: id, metadata: metadata(index), settings: settings, sender: network.sender(for: id))
-    await network.register(id, handler: service.messageHandler)
-    services.append(service)
-  }
-  for (index, service) in services.enumerated() {
-    await service.start(seeds: index == 0 ? [] : [NodeID("n1")])
-  }
-  return (network, services)
-}
-
-private func allSeeAllAlive(_ services: [MembershipService]) async -> Bool {
-  for service in services {
-    let snapshot = await service.snapshot()
-    if snapshot.members.count != services.count - 1 || snapshot.members.contains(where: { $0.status != .alive }) {
-      return false
-    }
-  }
-  return true
+  return (network, try await membershipCluster(count, network: network, settings: settings))
 }
 
 @Suite struct MembershipServiceTests {

@@ -7,58 +7,6 @@ import Testing
 // Issue 13, defects 6 and 7: a graceful leave is delivered, and no event or message is lost
 // silently. Each test failed (or did not compile) before its fix.
 
-private func settings(suspicionMultiplier: Double = 4) -> SWIMSettings {
-  var settings = SWIMSettings()
-  settings.probeInterval = .milliseconds(50)
-  settings.probeTimeout = .milliseconds(20)
-  settings.suspicionMultiplier = suspicionMultiplier
-  settings.pushPullInterval = .milliseconds(500)
-  settings.joinRetryInterval = .milliseconds(100)
-  settings.reconnectInterval = .milliseconds(300)
-  return settings
-}
-
-private func metadata(_ index: Int) -> MemberMetadata {
-  MemberMetadata(
-    peerAddress: HostPort(host: "127.0.0.\(index)", port: 7400), apiPort: 8080, listenerPorts: [9000], version: "test")
-}
-
-private func eventually(timeout: Duration = .seconds(30), _ condition: () async -> Bool) async -> Bool {
-  let deadline = ContinuousClock.now + timeout
-  while ContinuousClock.now < deadline {
-    if await condition() { return true }
-    try? await Task.sleep(for: .milliseconds(10))
-  }
-  return await condition()
-}
-
-private func cluster(
-  _ count: Int, network: InMemoryPeerNetwork, settings: SWIMSettings = settings(), start: Bool = true
-) async throws -> [MembershipService] {
-  var services: [MembershipService] = []
-  for index in 1...count {
-    let id = NodeID("n\(index)")
-    let service = try MembershipService(
-      id: id, metadata: metadata(index), settings: settings, sender: network.sender(for: id))
-    await network.register(id, handler: service.messageHandler)
-    services.append(service)
-  }
-  if start {
-    for (index, service) in services.enumerated() { await service.start(seeds: index == 0 ? [] : [NodeID("n1")]) }
-  }
-  return services
-}
-
-private func allAlive(_ services: [MembershipService]) async -> Bool {
-  for service in services {
-    let snapshot = await service.snapshot()
-    if snapshot.members.count != services.count - 1 || snapshot.members.contains(where: { $0.status != .alive }) {
-      return false
-    }
-  }
-  return true
-}
-
 /// A sender that never completes a send until released.
 private actor StuckSender: PeerMessageSender {
   private var waiters: [CheckedContinuation<Void, Never>] = []
@@ -80,8 +28,8 @@ private actor StuckSender: PeerMessageSender {
   @Test func leaveWaitsUntilTheFarewellIsDeliveredBeforeTheTransportShutsDown() async throws {
     let network = InMemoryPeerNetwork()
     // A suspicion of 20 periods (1 s) or more shows that the leave is not learned by timeout.
-    let services = try await cluster(3, network: network, settings: settings(suspicionMultiplier: 20))
-    try #require(await eventually { await allAlive(services) })
+    let services = try await membershipCluster(3, network: network, settings: fastSettings(suspicionMultiplier: 20))
+    try #require(await eventually { await allSeeAllAlive(services) })
     await network.setDelay(.milliseconds(100))
     await services[1].leave()
     await network.unregister(NodeID("n2"))  // its transport shuts down: drops whatever is still in flight
@@ -103,11 +51,11 @@ private actor StuckSender: PeerMessageSender {
 
   @Test func aSnapshotComesWithAnAtomicSubscriptionAndASubscriberThatFallsBehindSeesTheGap() async throws {
     let network = InMemoryPeerNetwork()
-    let services = try await cluster(5, network: network, start: false)
+    let services = try await membershipCluster(5, network: network, start: false)
     let (snapshot, stream) = await services[0].subscribeWithSnapshot(bufferLimit: 2)
     #expect(snapshot.version == 0 && snapshot.members.isEmpty)
     for (index, service) in services.enumerated() { await service.start(seeds: index == 0 ? [] : [NodeID("n1")]) }
-    try #require(await eventually { await allAlive(services) })
+    try #require(await eventually { await allSeeAllAlive(services) })
     let later = await services[0].subscribeWithSnapshot()
     #expect(later.snapshot.version >= 4, "four joins at least")
     #expect(later.snapshot.members.count == 4)
@@ -122,7 +70,8 @@ private actor StuckSender: PeerMessageSender {
 
   @Test func theOutboxIsBoundedAndDropsAreCounted() async throws {
     let stuck = StuckSender()
-    let service = try MembershipService(id: NodeID("n1"), metadata: metadata(1), settings: settings(), sender: stuck)
+    let service = try MembershipService(
+      id: NodeID("n1"), metadata: metadata(1), settings: fastSettings(), sender: stuck)
     await service.start(seeds: [])
     let ping = SWIMMessage.ping(sequence: 1, updates: []).wireBytes()
     for index in 0..<(MembershipService.outboxLimit * 2) {
@@ -135,7 +84,7 @@ private actor StuckSender: PeerMessageSender {
 
   @Test func sendFailuresAreCountedAndAnUnknownSeedIsReported() async throws {
     let network = InMemoryPeerNetwork()
-    let services = try await cluster(1, network: network, start: false)
+    let services = try await membershipCluster(1, network: network, start: false)
     let service = services[0]
     #expect(await service.joinStatus == .notStarted)
     await service.start(seeds: [NodeID("nowhere")])
@@ -150,7 +99,7 @@ private actor StuckSender: PeerMessageSender {
 
   @Test func joinStatusTurnsJoinedOnceASeedAnswers() async throws {
     let network = InMemoryPeerNetwork()
-    let services = try await cluster(2, network: network)
+    let services = try await membershipCluster(2, network: network)
     let joined = await eventually(timeout: .seconds(30)) { await services[1].joinStatus == .joined }
     #expect(joined)
     for service in services { await service.stop() }

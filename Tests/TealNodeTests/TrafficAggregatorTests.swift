@@ -76,6 +76,13 @@ struct TrafficAggregatorTests {
     #expect(point?.http5xxCount == 10)
   }
 
+  @Test func aSampleWithAnotherBucketLayoutIsDropped() {
+    var aggregator = TrafficAggregator()
+    let odd = TrafficSample(service: "web", revision: "web:2", completed: 10, http5xx: 10, latencyBuckets: [10])
+    aggregator.receive([odd], from: NodeID("n1"))
+    #expect(aggregator.latest.isEmpty)
+  }
+
   @Test func aNodeThatSentNothingNewAddsNothing() {
     var aggregator = TrafficAggregator()
     aggregator.receive([Self.sample(completed: 10, errors: 1)], from: NodeID("n1"))

@@ -161,10 +161,10 @@ struct APIServer: Sendable {
             + DeploymentAction.allCases.map(\.rawValue).joined(separator: ", "))
       }
       let state = await log.localState()
-      guard let dash = id.lastIndex(of: "-"), state.deployment(id: id) != nil || action == .retry else {
+      guard let service = ClusterState.service(ofDeployment: id), state.deployment(id: id) != nil || action == .retry
+      else {
         throw APIFailure.notFound("no deployment '\(id)' in progress or held")
       }
-      let service = String(id[..<dash])
       let controller = await controller()
       return try await write(.deploymentAction(service: service, deploymentID: id, action: action), request, body: []) {
         state, answer in

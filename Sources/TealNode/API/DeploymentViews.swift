@@ -48,8 +48,8 @@ enum DeploymentViews {
     if let deployment = state.deployment(id: id) {
       return view(deployment, in: state, controller: controller)
     }
-    guard let dash = id.lastIndex(of: "-"),
-      let past = state.pastDeployments[String(id[..<dash])]?.first(where: { $0.id == id })
+    guard let service = ClusterState.service(ofDeployment: id),
+      let past = state.pastDeployments[service]?.first(where: { $0.id == id })
     else { return nil }
     let none = WeightPair(blue: 0, green: 0)
     return DeploymentView(

@@ -94,8 +94,13 @@ struct TrafficAggregator: Sendable {
 
   static func key(_ service: String, _ revision: String) -> String { "\(service) \(revision)" }
 
+  /// Keeps the latest counters of `node`; a sample whose histogram has another bucket layout (a node
+  /// of another build) is dropped.
   mutating func receive(_ samples: [TrafficSample], from node: NodeID) {
-    for sample in samples { latest[node, default: [:]][Self.key(sample.service, sample.revision)] = sample }
+    let buckets = LatencyHistogram.upperBoundsNanoseconds.count + 1
+    for sample in samples where sample.latencyBuckets.count == buckets {
+      latest[node, default: [:]][Self.key(sample.service, sample.revision)] = sample
+    }
   }
 
   /// The datapoint of `deployment` since its last one, or nil the first time (which only records
@@ -126,15 +131,6 @@ struct TrafficAggregator: Sendable {
 
   /// The upper bound of the bucket holding the 99th percentile, in milliseconds (0 when empty).
   static func p99Milliseconds(_ buckets: [UInt64]) -> Double {
-    let total = buckets.reduce(0, +)
-    guard total > 0 else { return 0 }
-    let rank = UInt64((0.99 * Double(total)).rounded(.up))
-    var seen: UInt64 = 0
-    let bounds = LatencyHistogram.upperBoundsNanoseconds
-    for (index, count) in buckets.enumerated() {
-      seen += count
-      if seen >= max(rank, 1) { return Double(bounds[min(index, bounds.count - 1)]) / 1e6 }
-    }
-    return Double(bounds[bounds.count - 1]) / 1e6
+    LatencyHistogram(bucketCounts: buckets).quantileUpperBound(0.99).map { Double($0) / 1e6 } ?? 0
   }
 }
