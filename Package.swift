@@ -102,7 +102,7 @@ let package = Package(
     .target(
       name: "TealClient",
       dependencies: [
-        "TealAPI",
+        "TealAPI", "TealTLS",
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
@@ -214,7 +214,11 @@ let package = Package(
     ),
     .testTarget(name: "TealDeployTests", dependencies: ["TealDeploy", "TealSpec"]),
     .testTarget(name: "TealSpecTests", dependencies: ["TealSpec", "TealDeploy", "TealWire"]),
-    .testTarget(name: "TealAPITests", dependencies: ["TealAPI"]),
+    // Checks HTTP answers against Docs/openapi.yaml (test-only: the cluster tests and TealAPITests).
+    .target(
+      name: "TealAPIConformance", dependencies: [.product(name: "Yams", package: "Yams")],
+      path: "Tests/TealAPIConformance"),
+    .testTarget(name: "TealAPITests", dependencies: ["TealAPI", "TealAPIConformance"]),
     .testTarget(name: "TealCLIViewsTests", dependencies: ["TealCLIViews", "TealAPI"]),
     .testTarget(
       name: "TealClientTests",
@@ -258,7 +262,7 @@ let package = Package(
     .testTarget(
       name: "TealNodeClusterTests",
       dependencies: [
-        "TealTraffic", "TealTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
+        "TealTraffic", "TealTestSupport", "TealAPIConformance", .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
     ),

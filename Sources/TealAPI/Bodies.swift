@@ -168,6 +168,26 @@ public struct ServiceDetail: Codable, Hashable, Sendable {
   }
 }
 
+/// `DELETE /v1/services/{name}`: the service while its tasks drain (`deleting`), or `deleted` once it
+/// is gone (at once when it had no task).
+public struct ServiceDeletion: Codable, Hashable, Sendable {
+  public var name: String
+  public var status: Status
+  /// While `deleting`: the service with its draining tasks.
+  public var service: ServiceDetail?
+
+  public enum Status: String, Codable, Hashable, Sendable, CaseIterable {
+    case deleting
+    case deleted
+  }
+
+  public init(name: String, status: Status, service: ServiceDetail? = nil) {
+    self.name = name
+    self.status = status
+    self.service = service
+  }
+}
+
 /// An immutable, numbered revision of a service's spec.
 public struct RevisionView: Codable, Hashable, Sendable {
   /// `web:1`.

@@ -50,10 +50,11 @@ extension TealClient {
     ).decode(ServiceDetail.self)
   }
 
-  /// `DELETE /v1/services/{name}`: answers once the tasks are drained and stopped.
-  public func deleteService(_ name: String, idempotencyKey: String? = nil) async throws -> ServiceDetail {
+  /// `DELETE /v1/services/{name}`: answers once the deletion is applied, `deleting` while the
+  /// service's tasks drain and stop (the service then disappears), `deleted` when it is gone.
+  public func deleteService(_ name: String, idempotencyKey: String? = nil) async throws -> ServiceDeletion {
     try await send(TealRequest(method: .DELETE, path: APIPath.service(name), idempotencyKey: idempotencyKey))
-      .decode(ServiceDetail.self)
+      .decode(ServiceDeletion.self)
   }
 
   /// `GET /v1/tasks?service=&node=`.

@@ -46,7 +46,7 @@ final class HTTPConnection: Sendable {
       .connectTimeout(connectTimeout)
       .channelOption(.autoRead, value: false)
       .channelOption(.socketOption(.tcp_nodelay), value: 1)
-    return try await bootstrap.connect(host: endpoint.host, port: endpoint.port) { channel in
+    let connection = try await bootstrap.connect(host: endpoint.host, port: endpoint.port) { channel in
       channel.eventLoop.makeCompletedFuture {
         try security.secure(channel, endpoint: endpoint)
         try channel.pipeline.syncOperations.addHTTPClientHandlers()
@@ -56,6 +56,11 @@ final class HTTPConnection: Sendable {
           endpoint: endpoint, channel: channel, handler: NIOLoopBound(handler, eventLoop: channel.eventLoop))
       }
     }
+    do { try await security.established(connection.channel).get() } catch {
+      connection.channel.close(promise: nil)
+      throw error
+    }
+    return connection
   }
 
   var isActive: Bool { channel.isActive }

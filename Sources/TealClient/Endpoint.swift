@@ -1,6 +1,6 @@
 import NIOCore
 
-/// One node's API address, parsed from `http://127.0.0.1:7070` (`https://` once the API runs over TLS).
+/// One node's API address, parsed from `http://127.0.0.1:7070` or `https://127.0.0.1:7070`.
 public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
   public enum Scheme: String, Sendable {
     case http
@@ -69,8 +69,8 @@ public struct Endpoint: Hashable, Sendable, CustomStringConvertible {
   public var description: String { "\(scheme.rawValue)://\(authority)" }
 }
 
-/// The security of the client's connections: the seam for TLS. The API is plain HTTP today; when it
-/// runs over TLS, an implementation adds TealTLS's client handler (pinning the cluster CA) here.
+/// The security of the client's connections: plain TCP (``PlaintextSecurity``) or TLS with
+/// TealTLS, pinning the cluster CA (``APITLSSecurity``).
 public protocol ClientConnectionSecurity: Sendable {
   /// The scheme this security serves (`.https` for TLS).
   var scheme: Endpoint.Scheme { get }
@@ -78,9 +78,19 @@ public protocol ClientConnectionSecurity: Sendable {
   /// Adds the handlers that secure `channel`, a fresh connection to `endpoint`, in front of the
   /// HTTP codec. Called on the channel's event loop, before any byte is written.
   func secure(_ channel: any Channel, endpoint: Endpoint) throws
+
+  /// Completes once the connection is secured (the TLS handshake passed); a failure means the
+  /// request was never sent. Plain TCP: at once.
+  func established(_ channel: any Channel) -> EventLoopFuture<Void>
 }
 
-/// Plain TCP (the API today).
+extension ClientConnectionSecurity {
+  public func established(_ channel: any Channel) -> EventLoopFuture<Void> {
+    channel.eventLoop.makeSucceededVoidFuture()
+  }
+}
+
+/// Plain TCP.
 public struct PlaintextSecurity: ClientConnectionSecurity {
   public init() {}
   public var scheme: Endpoint.Scheme { .http }

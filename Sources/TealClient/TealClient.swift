@@ -29,7 +29,7 @@ public struct TealClientConfiguration: Sendable {
   public var maxResponseBytes: Int = 16 * 1024 * 1024
   /// Idle keep-alive connections kept per endpoint.
   public var maxIdleConnectionsPerEndpoint: Int = 4
-  /// The connections' security; plain HTTP until the API runs over TLS.
+  /// The connections' security: plain HTTP, or TLS pinning the cluster CA (``APITLSSecurity``).
   public var security: any ClientConnectionSecurity = PlaintextSecurity()
 
   public init(endpoints: [Endpoint], token: String? = nil) {
@@ -248,8 +248,8 @@ public final class TealClient: Sendable {
       throw TealClientError.invalidEndpoint(
         endpoint.description,
         reason: endpoint.scheme == .https
-          ? "the client speaks plain HTTP; TLS to the API is not supported yet"
-          : "the client is configured for \(configuration.security.scheme.rawValue)")
+          ? "an https endpoint needs the cluster CA (APITLSSecurity; the CLI's --ca or <dir>/certs/ca.pem)"
+          : "the client is configured for \(configuration.security.scheme.rawValue); give https:// endpoints")
     }
     var request = original
     if request.method.isWrite, request.idempotencyKey == nil { request.idempotencyKey = UUID().uuidString }

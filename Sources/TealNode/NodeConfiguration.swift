@@ -33,6 +33,9 @@ public struct NodeConfiguration: Sendable, Hashable {
   public var electionTimeoutMilliseconds: Int
   /// Ports tasks are given through `PORT` when their spec does not fix one.
   public var taskPortRange: ClosedRange<Int>
+  /// Serve the API over TLS (the node's certificate; clients pin the cluster CA) instead of plain
+  /// HTTP. Every node of a cluster should agree, since members' API URLs use this node's scheme.
+  public var apiTLS = false
 
   /// Election timeout bounds accepted, in milliseconds.
   public static let electionTimeoutRange = 100...60_000
@@ -58,7 +61,7 @@ public struct NodeConfiguration: Sendable, Hashable {
 
   /// The API endpoint of a member.
   public func apiURL(of member: NodeID) -> String? {
-    peers[member].map { "http://\(Self.hostLiteral($0)):\(apiPort)" }
+    peers[member].map { "\(apiTLS ? "https" : "http")://\(Self.hostLiteral($0)):\(apiPort)" }
   }
 
   static func hostLiteral(_ host: String) -> String { host.contains(":") ? "[\(host)]" : host }
@@ -131,7 +134,7 @@ extension NodeConfiguration {
   /// silently ignored).
   public static let knownKeys: Set<String> = [
     "node", "address", "peerPort", "apiPort", "dataDir", "taskDir", "certDir", "tokenFile", "peers", "bootstrap",
-    "electionTimeoutMs", "taskPortRange",
+    "electionTimeoutMs", "taskPortRange", "apiTLS",
   ]
 
   /// Largest configuration file accepted.
@@ -222,6 +225,13 @@ extension NodeConfiguration {
     case let text as String where ["true", "false"].contains(text): bootstrap = text == "true"
     default: throw .invalid(field: "bootstrap", "must be true or false")
     }
+    var apiTLS = false
+    switch fields["apiTLS"] {
+    case nil: break
+    case let flag as Bool: apiTLS = flag
+    case let text as String where ["true", "false"].contains(text): apiTLS = text == "true"
+    default: throw .invalid(field: "apiTLS", "must be true or false")
+    }
     var portRange = 20_000...29_999
     if let text = fields["taskPortRange"] {
       let parts = "\(text)".split(separator: "-").compactMap { Int($0) }
@@ -230,12 +240,13 @@ extension NodeConfiguration {
       }
       portRange = parts[0]...parts[1]
     }
-    let configuration = NodeConfiguration(
+    var configuration = NodeConfiguration(
       node: node, address: try string("address"), peerPort: try optionalInt("peerPort") ?? 7000,
       apiPort: try optionalInt("apiPort") ?? 7070, dataDirectory: try path("dataDir"),
       taskDirectory: try path("taskDir"), certificateDirectory: try path("certDir"),
       tokenFile: try path("tokenFile"), peers: peers, bootstrap: bootstrap,
       electionTimeoutMilliseconds: try optionalInt("electionTimeoutMs") ?? 1000, taskPortRange: portRange)
+    configuration.apiTLS = apiTLS
     try configuration.validate()
     return configuration
   }

@@ -81,7 +81,10 @@ public enum TealNode {
     let control = NodeControl(
       configuration: configuration, log: log, membership: membership, tasks: tasks, balancer: balancer, clock: clock,
       logger: logger)
-    let api = APIServer(configuration: configuration, token: token, log: log, control: control, logger: logger)
+    let api = APIServer(
+      configuration: configuration, token: token,
+      tls: configuration.apiTLS ? try NodeResources.apiTLSContext(for: configuration) : nil, log: log,
+      control: control, logger: logger)
 
     let services: [any Service] = [
       TransportService(transport: transport),

@@ -9,6 +9,11 @@ public struct TLSConfiguration: Sendable {
   /// The key of `certificateChain[0]`.
   public var privateKey: TLSPrivateKey?
 
+  /// Whether a server asks for (and requires) the peer's certificate: true between nodes, false
+  /// for the API, whose clients present none (they prove themselves with the bearer token). A
+  /// client always verifies the server's chain.
+  public var requestsPeerCertificate = true
+
   /// Highest protocol version offered. Only tests lower it (to prove TLS 1.2 is refused).
   var maximumProtocolVersion: Int32 = TLS1_3_VERSION
   /// Lowest protocol version accepted. Only tests lower it.
@@ -22,11 +27,19 @@ public struct TLSConfiguration: Sendable {
     self.privateKey = privateKey
   }
 
-  /// A configuration with no identity of its own; for tests that prove such a peer is refused.
-  init(trustRootsOnly trustRoots: [TLSCertificate]) {
+  /// A configuration with no identity of its own: an API client that trusts `trustRoots` (the
+  /// cluster CA), and tests that prove such a peer is refused between nodes.
+  public init(trustRootsOnly trustRoots: [TLSCertificate]) {
     self.trustRoots = trustRoots
     self.certificateChain = []
     self.privateKey = nil
+  }
+
+  /// The same identity and trust, asking clients for no certificate: the API server's.
+  public var forAPIServer: TLSConfiguration {
+    var configuration = self
+    configuration.requestsPeerCertificate = false
+    return configuration
   }
 }
 
@@ -67,7 +80,11 @@ public final class TLSContext: @unchecked Sendable {
       try check("trust CA certificate", X509_STORE_add_cert(store, root.pointer))
     }
     // Verify the peer's chain and refuse a peer that presents no certificate, on both sides.
-    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nil)
+    // (A server context for the API asks for no client certificate; as a client, a context
+    // always verifies the server's chain: SSL_VERIFY_PEER.)
+    SSL_CTX_set_verify(
+      ctx, configuration.requestsPeerCertificate ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_NONE,
+      nil)
     SSL_CTX_set_verify_depth(ctx, 4)
 
     if let key = configuration.privateKey, let leaf = configuration.certificateChain.first {

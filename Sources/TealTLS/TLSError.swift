@@ -18,6 +18,9 @@ public enum TLSError: Error, Equatable, Sendable, CustomStringConvertible {
   case uncleanShutdown
   /// Data was written after the connection was closed or failed.
   case connectionClosed
+  /// The handshake passed, but the peer presented no certificate, as API clients do (the
+  /// `apiServer` role's ``TLSHandler/handshakeFuture`` fails with this: there is no identity).
+  case anonymousPeer
 
   public var description: String {
     switch self {
@@ -30,6 +33,7 @@ public enum TLSError: Error, Equatable, Sendable, CustomStringConvertible {
     case .writeFailed(let reason): "TLS write failed: \(reason)"
     case .uncleanShutdown: "connection closed without TLS close_notify"
     case .connectionClosed: "TLS connection is closed"
+    case .anonymousPeer: "the TLS peer presented no certificate (an API client)"
     }
   }
 }

@@ -23,12 +23,21 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     case client(expecting: NodeID)
     /// We accepted a connection; `accept` decides whether the named node may talk to us.
     case server(accept: @Sendable (NodeID) -> Bool)
+    /// We dialled a node's API at `host`: its certificate must chain to our trust roots, be a node
+    /// certificate (not a CA) and carry `host` as an `IP:` or `DNS:` subject alternative name. We
+    /// present no certificate (the API authenticates clients by bearer token).
+    case apiClient(host: String)
+    /// We serve the API: we present our certificate and ask for none; any client that completes the
+    /// handshake passes (use a context whose configuration has `requestsPeerCertificate` false).
+    /// ``handshakeFuture`` then fails with ``TLSError/anonymousPeer`` once the handshake is done,
+    /// since there is no peer identity to report.
+    case apiServer
   }
 
   private enum State {
     case idle
     case handshaking
-    case active(PeerIdentity)
+    case active(PeerIdentity?)
     case closing
     case closed
   }
@@ -167,6 +176,10 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   private func completeHandshake(context: ChannelHandlerContext, connection: TLSConnection) {
     timeoutTask?.cancel()
+    if case .apiServer = role {
+      activate(context: context, identity: nil)
+      return
+    }
     guard let certificate = connection.peerCertificate else {
       fail(context: context, with: .peerNotAccepted(presented: "no certificate"))
       return
@@ -189,13 +202,33 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
         fail(context: context, with: .peerNotAccepted(presented: presented?.rawValue ?? "no node id"))
         return
       }
+    case .apiClient(let host):
+      let names = certificate.subjectAlternativeNames
+      guard presented != nil, names.contains("IP:\(host)") || names.contains("DNS:\(host)") else {
+        fail(
+          context: context,
+          with: .peerNotAccepted(
+            presented: "a certificate for \(names.joined(separator: ", ")), not a node certificate for \(host)"))
+        return
+      }
+    case .apiServer:
+      preconditionFailure("the API server role is activated before its peer certificate is read")
     }
     guard let presented else { return }
     let identity = PeerIdentity(
       nodeID: presented, protocolVersion: connection.negotiatedProtocol, serialNumber: certificate.serialNumber)
+    activate(context: context, identity: identity)
+  }
+
+  /// The handshake passed: report the peer (if it has an identity), then release held writes.
+  private func activate(context: ChannelHandlerContext, identity: PeerIdentity?) {
     state = .active(identity)
-    handshakePromise?.succeed(identity)
-    context.fireUserInboundEventTriggered(identity)
+    if let identity {
+      handshakePromise?.succeed(identity)
+      context.fireUserInboundEventTriggered(identity)
+    } else {
+      handshakePromise?.fail(TLSError.anonymousPeer)
+    }
     // Release writes held during the handshake, then read any data that came with its last flight.
     let held = heldWrites
     heldWrites = []
@@ -342,8 +375,8 @@ extension TLSHandler: Sendable {}
 extension TLSHandler.Role {
   var connectionRole: TLSConnection.Role {
     switch self {
-    case .client: .client
-    case .server: .server
+    case .client, .apiClient: .client
+    case .server, .apiServer: .server
     }
   }
 }

@@ -15,6 +15,13 @@ struct APIOptions: ParsableArguments {
   @Option(name: .long, help: "The local cluster directory (cluster.yaml, token).")
   var dir: String = ".teal"
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      "The cluster CA certificate that https:// endpoints must chain to. Default: TEAL_CA, else <dir>/certs/ca.pem.",
+      valueName: "file"))
+  var ca: String?
+
   @Flag(name: .long, help: "Print machine-readable JSON instead of text.")
   var json = false
 
@@ -42,9 +49,31 @@ struct APIOptions: ParsableArguments {
   }
 
   func makeClient() throws -> TealClient {
-    var configuration = TealClientConfiguration(endpoints: try endpoints(), token: try token())
+    let endpoints = try endpoints()
+    var configuration = TealClientConfiguration(endpoints: endpoints, token: try token())
     configuration.maxAttempts = 4
+    configuration.security = try security(for: endpoints)
     return TealClient(configuration: configuration)
+  }
+
+  /// Plain HTTP, or TLS pinning the cluster CA when the endpoints are `https://`.
+  func security(for endpoints: [Endpoint]) throws -> any ClientConnectionSecurity {
+    try clientSecurity(for: endpoints, dir: dir, ca: ca)
+  }
+}
+
+/// Plain HTTP, or TLS pinning the cluster CA when the endpoints are `https://` (all or none): the CA
+/// is `ca`, else `TEAL_CA`, else `<dir>/certs/ca.pem`.
+func clientSecurity(for endpoints: [Endpoint], dir: String, ca: String? = nil) throws -> any ClientConnectionSecurity {
+  let schemes = Set(endpoints.map(\.scheme))
+  guard schemes.count <= 1 else {
+    throw CommandFailure(message: "the endpoints mix http:// and https://: give one scheme for every node")
+  }
+  guard schemes.first == .https else { return PlaintextSecurity() }
+  let environment = ProcessInfo.processInfo.environment["TEAL_CA"].flatMap { $0.isEmpty ? nil : $0 }
+  let path = ca ?? environment ?? "\(ClusterLayout(dir: dir).certDir)/ca.pem"
+  do { return try APITLSSecurity(caFile: path) } catch {
+    throw CommandFailure(message: "cannot use \(path) as the cluster CA for https:// endpoints: \(error)")
   }
 }
 

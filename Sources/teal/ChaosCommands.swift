@@ -258,8 +258,9 @@ struct ChaosCluster {
         message: "no cluster in \(dir) (no \(layout.clusterFile)): start one with `teal cluster up --dir \(dir)`")
     }
     self.nodes = nodes
-    var configuration = TealClientConfiguration(
-      endpoints: try nodes.map { try Endpoint(url: $0.api) }, token: try readToken(dir: dir))
+    let endpoints = try nodes.map { try Endpoint(url: $0.api) }
+    var configuration = TealClientConfiguration(endpoints: endpoints, token: try readToken(dir: dir))
+    configuration.security = try clientSecurity(for: endpoints, dir: dir)
     configuration.connectTimeout = .milliseconds(500)
     configuration.requestTimeout = .seconds(2)
     configuration.overallTimeout = .seconds(4)

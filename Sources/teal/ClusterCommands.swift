@@ -46,6 +46,11 @@ struct Cluster: AsyncParsableCommand {
     @Flag(name: .long, help: "Write the directory's files only; start no node.")
     var noStart = false
 
+    @Flag(
+      name: .long,
+      help: "Serve a new cluster's API over TLS (https://, node certificates; the CLI pins <dir>/certs/ca.pem).")
+    var apiTls = false
+
     @Flag(name: .long, help: "Print machine-readable JSON instead of text.")
     var json = false
 
@@ -69,7 +74,7 @@ struct Cluster: AsyncParsableCommand {
       let result = try await clusterUp(
         ClusterUpRequest(
           dir: dir, nodes: nodes, peerPort: peerPort, apiPort: apiPort, electionTimeoutMs: electionTimeoutMs,
-          wait: .seconds(wait), start: !noStart),
+          wait: .seconds(wait), start: !noStart, apiTLS: apiTls),
         log: json ? { _ in } : progress)
       if json { try printJSON(result) }
     }
@@ -220,6 +225,8 @@ struct ClusterUpRequest {
   var electionTimeoutMs: Int?
   var wait: Duration
   var start: Bool
+  /// Serve the API over TLS (https://, the node certificates; the CLI pins certs/ca.pem).
+  var apiTLS = false
 }
 
 struct ClusterUpResult: Codable {
@@ -247,7 +254,7 @@ func clusterUp(_ request: ClusterUpRequest, log: (String) -> Void) async throws 
   } else {
     let plan = ClusterPlan(
       nodes: request.nodes ?? 3, peerPort: request.peerPort ?? 7000, apiPort: request.apiPort ?? 7070,
-      electionTimeoutMs: request.electionTimeoutMs)
+      electionTimeoutMs: request.electionTimeoutMs, apiTLS: request.apiTLS)
     _ = try writeCluster(plan, layout: layout)
     members = plan.members
     created = true
@@ -306,6 +313,9 @@ private func checkCompatible(_ request: ClusterUpRequest, existing: [ClusterFile
     throw CommandFailure(
       message: "\(layout.dir) holds a cluster with API endpoint \(existing[0].api), not port \(apiPort)\(recreate)")
   }
+  if request.apiTLS, existing.contains(where: { (try? Endpoint(url: $0.api))?.scheme != .https }) {
+    throw CommandFailure(message: "\(layout.dir) holds a cluster whose API is plain HTTP, not TLS\(recreate)")
+  }
   if let timeout = request.electionTimeoutMs, layout.electionTimeout(of: existing[0].id) != timeout {
     let current = layout.electionTimeout(of: existing[0].id).map { "\($0) ms" } ?? "the node default"
     throw CommandFailure(
@@ -318,8 +328,9 @@ private func checkCompatible(_ request: ClusterUpRequest, existing: [ClusterFile
 private func waitForCluster(
   members: [ClusterFileNode], layout: ClusterLayout, spawned: [(id: String, pid: pid_t)], within: Duration
 ) async throws -> ClusterStatus {
-  var configuration = TealClientConfiguration(
-    endpoints: try members.map { try Endpoint(url: $0.api) }, token: try readToken(dir: layout.dir))
+  let endpoints = try members.map { try Endpoint(url: $0.api) }
+  var configuration = TealClientConfiguration(endpoints: endpoints, token: try readToken(dir: layout.dir))
+  configuration.security = try clientSecurity(for: endpoints, dir: layout.dir)
   configuration.connectTimeout = .milliseconds(500)
   configuration.requestTimeout = .seconds(2)
   configuration.overallTimeout = .seconds(3)

@@ -22,7 +22,9 @@ func watchDeployment(
   _ id: String, options: APIOptions, first: DeploymentView? = nil, giveUpAfter: Duration = .seconds(60),
   timeout: Duration? = nil
 ) async throws -> Int32 {
-  var configuration = TealClientConfiguration(endpoints: try options.endpoints(), token: try options.token())
+  let endpoints = try options.endpoints()
+  var configuration = TealClientConfiguration(endpoints: endpoints, token: try options.token())
+  configuration.security = try options.security(for: endpoints)
   // Short, so that a dead node costs one poll, not thirty seconds.
   configuration.connectTimeout = .milliseconds(500)
   configuration.requestTimeout = .seconds(2)

@@ -73,12 +73,15 @@ struct ClusterPlan {
   var peerPort: Int
   var apiPort: Int
   var electionTimeoutMs: Int?
+  var apiTLS = false
 
   static let maximumNodes = 254
 
   func node(_ index: Int) -> ClusterFileNode {
     let address = "127.0.0.\(index)"
-    return ClusterFileNode(id: "n\(index)", address: address, api: "http://\(address):\(apiPort)", peerPort: peerPort)
+    return ClusterFileNode(
+      id: "n\(index)", address: address, api: "\(apiTLS ? "https" : "http")://\(address):\(apiPort)",
+      peerPort: peerPort)
   }
 
   var members: [ClusterFileNode] { (1...nodes).map(node) }
@@ -154,6 +157,7 @@ func nodeConfig(_ member: ClusterFileNode, plan: ClusterPlan, layout: ClusterLay
   for peer in plan.members { text += "  \(peer.id): \(peer.address)\n" }
   text += "bootstrap: true\n"
   if let timeout = plan.electionTimeoutMs { text += "electionTimeoutMs: \(timeout)\n" }
+  if plan.apiTLS { text += "apiTLS: true\n" }
   return text
 }
 

@@ -51,8 +51,9 @@ struct Quickstart: AsyncParsableCommand {
         dir: dir, nodes: nil, peerPort: nil, apiPort: nil, electionTimeoutMs: nil, wait: .seconds(wait), start: true),
       log: progress)
     let layout = ClusterLayout(dir: dir)
-    var configuration = TealClientConfiguration(
-      endpoints: try up.endpoints.map { try Endpoint(url: $0) }, token: try readToken(dir: dir))
+    let endpoints = try up.endpoints.map { try Endpoint(url: $0) }
+    var configuration = TealClientConfiguration(endpoints: endpoints, token: try readToken(dir: dir))
+    configuration.security = try clientSecurity(for: endpoints, dir: dir)
     configuration.maxAttempts = 4
     let client = TealClient(configuration: configuration)
     defer { Task { await client.shutdown() } }

@@ -107,7 +107,7 @@ struct Service: AsyncParsableCommand {
 
   struct Delete: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Delete a service; returns once its tasks are drained and stopped.")
+      abstract: "Delete a service; by default waits until its tasks are drained and stopped and it is gone.")
 
     @Argument(help: "The service's name.")
     var name: String
@@ -115,14 +115,52 @@ struct Service: AsyncParsableCommand {
     @Option(name: .long, help: "Idempotency-Key of the write (default: a new UUID, kept across retries).")
     var idempotencyKey: String?
 
+    @Flag(name: .long, inversion: .prefixedNo, help: "Wait until the service is gone.")
+    var wait = true
+
+    @Option(name: .long, help: "How long to wait for the service to be gone, in seconds (1-3600).")
+    var timeout = 60
+
     @OptionGroup var options: APIOptions
+
+    func validate() throws {
+      guard (1...3600).contains(timeout) else { throw ValidationError("--timeout must be 1-3600 seconds") }
+    }
 
     func run() async throws {
       let client = try options.makeClient()
-      let detail = try await calling { try await client.deleteService(name, idempotencyKey: idempotencyKey) }
+      let deletion: ServiceDeletion
+      do { deletion = try await deleteAndWait(client) } catch {
+        await client.shutdown()
+        throw error
+      }
       await client.shutdown()
-      if options.json { return try printJSON(detail) }
-      print("deleted service \(detail.name)")
+      if options.json { return try printJSON(deletion) }
+      switch deletion.status {
+      case .deleted: print("deleted service \(name)")
+      case .deleting:
+        print("deleting service \(name): \(deletion.service?.tasks.count ?? 0) tasks draining and stopping")
+      }
+    }
+
+    private func deleteAndWait(_ client: TealClient) async throws -> ServiceDeletion {
+      var deletion = try await calling { try await client.deleteService(name, idempotencyKey: idempotencyKey) }
+      guard wait else { return deletion }
+      let deadline = ContinuousClock.now + .seconds(timeout)
+      while deletion.status == .deleting {
+        guard ContinuousClock.now < deadline else {
+          throw CommandFailure(
+            message: "service \(name) is still deleting after \(timeout) s: "
+              + "\(deletion.service?.tasks.count ?? 0) tasks not yet stopped (see teal tasks --service \(name))")
+        }
+        try await Task.sleep(for: .milliseconds(250))
+        do {
+          deletion = ServiceDeletion(name: name, status: .deleting, service: try await client.service(name))
+        } catch let error as TealClientError where error.status == 404 {
+          deletion = ServiceDeletion(name: name, status: .deleted)
+        }
+      }
+      return deletion
     }
   }
 }

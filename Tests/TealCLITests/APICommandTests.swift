@@ -44,8 +44,10 @@ struct APICommandTests {
         ? .respond(
           status: 422, body: body(APIErrorBody(.invalidSpec, "must be in 1...1000, got 0", field: "desiredCount")))
         : .respond(status: 201, body: body(detail))
-    case ("GET", "/v1/services/web"), ("PUT", "/v1/services/web/scale"), ("DELETE", "/v1/services/web"):
+    case ("GET", "/v1/services/web"), ("PUT", "/v1/services/web/scale"):
       return .respond(status: 200, body: body(detail))
+    case ("DELETE", "/v1/services/web"):
+      return .respond(status: 200, body: body(ServiceDeletion(name: "web", status: .deleted)))
     case ("GET", "/v1/tasks"): return .respond(status: 200, body: body(TaskList(tasks: [task])))
     case ("GET", "/v1/events"):
       return .respond(

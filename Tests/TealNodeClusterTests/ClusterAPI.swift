@@ -3,7 +3,9 @@
 
 import Foundation
 import NIOHTTP1
+import TealAPIConformance
 import TealTraffic
+import Testing
 
 // MARK: - Response shapes (only the fields the tests read; extra fields are ignored)
 
@@ -158,11 +160,30 @@ struct NodeAPI: Sendable {
     }
     let connection = try await HTTPConnection.connect(host: host, port: port, timeout: .seconds(3))
     defer { Task { await connection.close() } }
+    let response: HTTPResponse
     do {
-      return try await connection.request(
+      response = try await connection.request(
         method: method, path: path, headers: headers, body: body.map { Array($0.utf8) }, timeout: Self.requestTimeout)
     } catch {
       throw APIError(description: "\(method) \(path) on \(node): \(error)")
+    }
+    Self.checkAgainstTheDocument(method, path, response)
+    return response
+  }
+
+  /// Every answer any cluster test receives must be what Docs/openapi.yaml says (recorded as an
+  /// issue, so that a caller that retries or ignores errors still fails the test).
+  static func checkAgainstTheDocument(_ method: HTTPMethod, _ path: String, _ response: HTTPResponse) {
+    let contract: OpenAPIContract
+    do { contract = try documentedContract.get() } catch {
+      Issue.record("Docs/openapi.yaml does not load: \(error)")
+      return
+    }
+    for problem in contract.check(
+      method: method.rawValue, path: path, status: response.status,
+      contentType: response.headers.first(name: "content-type"), body: response.body)
+    {
+      Issue.record("the answer departs from Docs/openapi.yaml: \(problem)")
     }
   }
 
@@ -188,6 +209,20 @@ struct NodeAPI: Sendable {
   func service(_ name: String, stale: Bool = true) async throws -> ServiceDetailView {
     try await get("/v1/services/\(name)\(stale ? "?stale=true" : "")", as: ServiceDetailView.self)
   }
+}
+
+/// The repository's OpenAPI document and its checker, loaded once.
+let documentPath = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+  .deletingLastPathComponent().appendingPathComponent("Docs/openapi.yaml").path
+let documentedContract = Result { try OpenAPIContract.load(path: documentPath) }
+
+/// The routes node `id` logged at start (`API routes`), as `METHOD /path/{param}`.
+func loggedRoutes(_ cluster: LocalCluster, _ id: String) -> Set<String>? {
+  guard let log = try? String(contentsOfFile: cluster.node(id).logPath, encoding: .utf8),
+    let line = log.split(separator: "\n").last(where: { $0.contains("API routes: ") }),
+    let start = line.range(of: "API routes: ")?.upperBound
+  else { return nil }
+  return Set(line[start...].components(separatedBy: ", "))
 }
 
 func decode<T: Decodable>(_ type: T.Type, _ response: HTTPResponse, what: String) throws -> T {

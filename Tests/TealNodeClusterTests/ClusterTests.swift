@@ -167,6 +167,32 @@ struct ClusterTests {
         return true
       }
       #expect(compared)
+
+      // Every node serves the repository's OpenAPI document, and it names exactly the routes the
+      // node serves (each answer above was already checked against it by `NodeAPI.send`).
+      let served = try await cluster.api(follower).send(.GET, "/v1/openapi.yaml")
+      let repositoryDocument = try String(contentsOfFile: documentPath, encoding: .utf8)
+      #expect(served.status == 200 && served.text == repositoryDocument)
+      let documented = Set(try documentedContract.get().operations.map(\.description))
+      let logged = try #require(loggedRoutes(cluster, follower), "no 'API routes' line in \(follower)'s log")
+      #expect(
+        logged == documented,
+        """
+        served, not documented: \(logged.subtracting(documented).sorted()); \
+        documented, not served: \(documented.subtracting(logged).sorted())
+        """)
+
+      // `teal service delete` returns once the tasks are drained and stopped and the service is gone.
+      let log = "\(cluster.directory)/delete.log"
+      let delete = try cluster.spawnTeal(["service", "delete", "web", "--dir", cluster.directory], log: log)
+      defer { killGroup(delete, startTime: nil) }
+      let exit = try await waitForChild(delete, "teal service delete", timeout: .seconds(90))
+      let output = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+      #expect(exit == .exited(0) && output.hasSuffix("deleted service web\n"), "\(output)")
+      let gone = try await cluster.api(leader).send(.GET, "/v1/services/web")
+      #expect(gone.status == 404)
+      let left = try await cluster.api(leader).get("/v1/tasks?service=web", as: TaskListView.self)
+      #expect(left.tasks.isEmpty, "\(left.tasks.map(\.id))")
     }
   }
 

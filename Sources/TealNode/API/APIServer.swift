@@ -13,6 +13,7 @@ import TealAPI
 import TealCluster
 import TealDeploy
 import TealSpec
+import TealTLS
 import TealWire
 
 /// The API of one node. Any node answers any request: writes are proposed through ``ClusterLog``
@@ -25,6 +26,8 @@ import TealWire
 struct APIServer: Sendable {
   let configuration: NodeConfiguration
   let token: String
+  /// Set when the API runs over TLS (`apiTLS: true`).
+  let tls: TLSContext?
   let log: ClusterLog
   let control: NodeControl
   let logger: Logger
@@ -32,6 +35,18 @@ struct APIServer: Sendable {
   static let maximumBodyBytes = 1 << 20
   static let maximumConnections = 1024
   static let maximumEvents = ClusterState.maximumEventPage
+
+  /// How long an API client may take to finish its TLS handshake.
+  static let tlsHandshakeTimeout: TimeAmount = .seconds(10)
+
+  /// Plain HTTP/1.1, or HTTP/1.1 behind TealTLS.
+  private var server: HTTPServerBuilder {
+    guard let tls else { return .http1() }
+    return HTTPServerBuilder { responder in
+      TLSServerChildChannel(
+        base: HTTP1Channel(responder: responder), context: tls, handshakeTimeout: Self.tlsHandshakeTimeout)
+    }
+  }
 
   func application() -> some Service {
     let router = Router(context: BasicRequestContext.self)
@@ -41,6 +56,12 @@ struct APIServer: Sendable {
       try json(HealthResponse(node: configuration.node.rawValue))
     }
     router.get("/ready") { _, _ in try await ready() }
+    router.get("/v1/openapi.yaml") { _, _ in
+      var headers = HTTPFields()
+      headers[.contentType] = APIContentType.yaml
+      return Response(
+        status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.yaml)))
+    }
     router.get("/v1/cluster") { request, _ in try await clusterStatus(request) }
     router.get("/v1/cluster/state") { _, _ in
       let state = await log.localState()
@@ -76,8 +97,10 @@ struct APIServer: Sendable {
     router.delete("/v1/services/:name") { request, context in
       let name = try context.parameters.require("name")
       return try await write(.deleteService(service: name), request, body: []) { state in
-        if let detail = APIViews.detail(name, in: state) { return try json(detail) }
-        return try json(HealthResponse(status: "deleted", node: name))
+        guard let detail = APIViews.detail(name, in: state) else {
+          return try json(ServiceDeletion(name: name, status: .deleted))
+        }
+        return try json(ServiceDeletion(name: name, status: .deleting, service: detail))
       }
     }
     router.get("/v1/tasks") { request, _ in
@@ -109,8 +132,11 @@ struct APIServer: Sendable {
       return try json(EventList(events: events.map(APIViews.event)))
     }
     addDeploymentRoutes(router)
+    // One line with every route, so an operator (and the OpenAPI conformance test) sees what this
+    // build serves.
+    logger.info("API routes: \(router.routes.map { "\($0.method) \($0.path)" }.sorted().joined(separator: ", "))")
     return Application(
-      router: router,
+      router: router, server: server,
       configuration: ApplicationConfiguration(
         address: .hostname(configuration.address, port: configuration.apiPort), serverName: "teal",
         availableConnectionsDelegate: MaximumAvailableConnections(Self.maximumConnections)),

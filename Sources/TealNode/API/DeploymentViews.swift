@@ -52,9 +52,12 @@ enum DeploymentViews {
       let past = state.pastDeployments[service]?.first(where: { $0.id == id })
     else { return nil }
     let none = WeightPair(blue: 0, green: 0)
+    // A summary keeps no configuration; the green revision's spec holds the strategy it ran with.
+    let strategy = state.services[service]?.revision(past.green.number)?.revision.spec.deployment.strategy
     return DeploymentView(
       id: past.id, service: past.service, status: past.status.rawValue, stage: past.stage?.rawValue,
-      blue: past.blue.description, green: past.green.description, strategy: "",
+      blue: past.blue.description, green: past.green.description,
+      strategy: strategy?.rawValue ?? DeploymentStrategy.BLUE_GREEN.rawValue,
       createdAt: date(past.createdAt), updatedAt: date(past.endedAt),
       stageTimeline: past.stageTimeline.map { StageTime(stage: $0.stage.rawValue, enteredAt: date($0.enteredAt)) },
       weights: DeploymentWeights(production: none, test: none, generation: 0), bake: nil, hooks: [], tasks: [],
