@@ -169,6 +169,8 @@ struct VariableRouteTests {
         ),
         ("DELETE", "/v1/variables/a?cas=-1", 400, "cas must be a version"),
         ("PUT", "/v1/variables/" + String(repeating: "p", count: 257), 400, "the path limit is 256 bytes"),
+        ("GET", "//v1//variables/a", 400, "variable paths are under /v1/variables/, not in //v1//variables/a"),
+        ("PUT", "/v1/variables//a", 400, #"variable path \"/a\" must not start with '/'"#),
       ]
       for (method, path, status, message) in cases {
         let answer = try await Self.raw(

@@ -94,8 +94,9 @@ enum VariableRoutes {
   /// The variable path of the request: the percent-decoded rest of its path after `/v1/variables/`.
   static func variablePath(_ request: Request) throws -> String {
     let raw = request.uri.path
+    // The router skips empty segments (`//v1//variables/a` matches too): only the exact prefix counts.
     guard raw.hasPrefix(prefix) else {
-      preconditionFailure("a variable route matched \(raw), which is not under \(prefix)")
+      throw APIFailure.badRequest("variable paths are under \(prefix), not in \(raw)", field: "path")
     }
     let encoded = String(raw.dropFirst(prefix.count))
     guard let path = encoded.removingPercentEncoding else {
