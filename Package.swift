@@ -232,6 +232,8 @@ let package = Package(
       dependencies: [
         "TealNode", "TealTestSupport", "TealWire", "TealCluster", "TealAPI", "TealGossip", "TealDeploy", "TealSpec",
         "TealTasks", "TealLoadBalancer", .product(name: "Hummingbird", package: "hummingbird"),
+        // TealClient: the variable routes are tested through the client, in process.
+        "TealClient",
       ]
     ),
     .testTarget(name: "TealClusterTests", dependencies: ["TealCluster", "TealDeploy", "TealWire"]),

@@ -1,13 +1,21 @@
 import Foundation
 
 /// The body of every error answer: `{"error": {"code": "not_found", "message": "...", "field": "..."}}`.
+/// A compare-and-set refused with `version_mismatch` also carries the object's current `version`
+/// (0 when it does not exist): `{"error": {...}, "version": 12}`.
 public struct APIErrorBody: Codable, Hashable, Sendable {
   public var error: APIError
+  /// The current version, on `version_mismatch` only.
+  public var version: UInt64?
 
-  public init(error: APIError) { self.error = error }
+  public init(error: APIError, version: UInt64? = nil) {
+    self.error = error
+    self.version = version
+  }
 
-  public init(_ code: APIErrorCode, _ message: String, field: String? = nil) {
+  public init(_ code: APIErrorCode, _ message: String, field: String? = nil, version: UInt64? = nil) {
     self.error = APIError(code: code, message: message, field: field)
+    self.version = version
   }
 }
 
@@ -57,6 +65,9 @@ public struct APIErrorCode: RawRepresentable, Codable, Hashable, Sendable, Custo
   public static let notFound = APIErrorCode(rawValue: "not_found")
   /// 409: conflicts with the current state (e.g. the service already exists).
   public static let conflict = APIErrorCode(rawValue: "conflict")
+  /// 409: a compare-and-set (`?cas=VERSION`) found another version; the body's `version` is the
+  /// current one (0: the object does not exist).
+  public static let versionMismatch = APIErrorCode(rawValue: "version_mismatch")
   /// 413: request body or headers too large.
   public static let tooLarge = APIErrorCode(rawValue: "too_large")
   /// 422: the spec is invalid; `field` names the spec field.
@@ -78,7 +89,7 @@ public struct APIErrorCode: RawRepresentable, Codable, Hashable, Sendable, Custo
     case "unauthorized": return 401
     case "forbidden": return 403
     case "not_found": return 404
-    case "conflict": return 409
+    case "conflict", "version_mismatch": return 409
     case "too_large": return 413
     case "invalid_spec", "idempotency_mismatch": return 422
     case "no_leader", "outcome_unknown": return 503

@@ -334,3 +334,51 @@ public struct EventView: Codable, Hashable, Sendable {
     self.message = message
   }
 }
+
+// MARK: - Variables
+
+/// `PUT /v1/variables/{path}`: `{"value": "..."}`.
+public struct VariableWrite: Codable, Hashable, Sendable {
+  public var value: String
+
+  public init(value: String) { self.value = value }
+}
+
+/// `GET` and `PUT /v1/variables/{path}`: `{"path": "...", "value": "...", "version": 12}`. `DELETE`
+/// answers the same shape without `value`, with the version the variable had.
+public struct VariableView: Codable, Hashable, Sendable {
+  public var path: String
+  /// Absent in a `DELETE` answer.
+  public var value: String?
+  /// The log index of the write that set the value (its modify index).
+  public var version: UInt64
+
+  public init(path: String, value: String?, version: UInt64) {
+    self.path = path
+    self.value = value
+    self.version = version
+  }
+}
+
+/// One variable in `GET /v1/variables`: its path and version, no value.
+public struct VariableSummary: Codable, Hashable, Sendable {
+  public var path: String
+  public var version: UInt64
+
+  public init(path: String, version: UInt64) {
+    self.path = path
+    self.version = version
+  }
+}
+
+/// `GET /v1/variables?prefix=&after=&limit=`: sorted by path; `next` (the last path of the page) is
+/// present when more match: pass it as `after`.
+public struct VariableList: Codable, Hashable, Sendable {
+  public var variables: [VariableSummary]
+  public var next: String?
+
+  public init(variables: [VariableSummary], next: String? = nil) {
+    self.variables = variables
+    self.next = next
+  }
+}

@@ -88,6 +88,20 @@ public enum APIPath {
     eventsRoot + query([("service", service), ("after", after.map(String.init)), ("limit", limit.map(String.init))])
   }
 
+  public static let variablesRoot = "/v1/variables"
+
+  /// `GET|PUT|DELETE /v1/variables/{path}[?cas=VERSION]`: the variable path keeps its `/`; each
+  /// segment is percent-encoded.
+  public static func variable(_ path: String, cas: UInt64? = nil) -> String {
+    let segments = path.split(separator: "/", omittingEmptySubsequences: false).map { segment(String($0)) }
+    return variablesRoot + "/" + segments.joined(separator: "/") + query([("cas", cas.map(String.init))])
+  }
+
+  /// `GET /v1/variables?prefix=&after=&limit=`.
+  public static func variables(prefix: String? = nil, after: String? = nil, limit: Int? = nil) -> String {
+    variablesRoot + query([("prefix", prefix), ("after", after), ("limit", limit.map(String.init))])
+  }
+
   /// `path` with `stale=true` added to its query: the read is served from the node's own state.
   public static func stale(_ path: String) -> String {
     path + (path.contains("?") ? "&" : "?") + "stale=true"

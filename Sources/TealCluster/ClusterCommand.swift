@@ -7,7 +7,8 @@ import TealWire
 /// One input to ``ClusterState``.
 ///
 /// Three kinds (see `isLeaderOnly`):
-/// - **Requests** (`createService`, `registerRevision`, `scaleService`, `deleteService`): from the API,
+/// - **Requests** (`createService`, `registerRevision`, `scaleService`, `deleteService`, `putVariable`,
+///   `deleteVariable`): from the API,
 ///   usually with an idempotency key; validated against the current state.
 /// - **Reports** (`announceNode`, `taskReports`, `routesApplied`, `taskStopped`): facts from a node;
 ///   checked against the current state (a report about an unknown task is ignored, not rejected).
@@ -72,11 +73,20 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
   /// One aggregated datapoint of green's production traffic over all nodes' balancers. Leader-only.
   case deploymentMetrics(service: String, deploymentID: String, sample: MetricSample)
 
+  // MARK: Variables (requests)
+
+  /// Sets the variable at `path` to `value`; its version becomes the entry's log index. With `cas`,
+  /// only if the variable's version is `cas` (0: only if it does not exist); otherwise refused with
+  /// `version_mismatch` carrying the current version.
+  case putVariable(path: String, value: String, cas: UInt64?)
+  /// Removes the variable at `path` (`not_found` if absent). With `cas`, only if its version is `cas`.
+  case deleteVariable(path: String, cas: UInt64?)
+
   /// Whether the command was derived from leader-only state (see the type's documentation).
   public var isLeaderOnly: Bool {
     switch self {
     case .placeTask, .retireTask, .nodeDown, .nodeUp, .deploymentWakeUp, .deploymentMetrics: return true
-    case .submitDeployment, .deploymentAction, .hookAnswered: return false
+    case .submitDeployment, .deploymentAction, .hookAnswered, .putVariable, .deleteVariable: return false
     case .createService, .registerRevision, .scaleService, .deleteService, .registerSession, .announceNode,
       .taskReports,
       .routesApplied, .taskStopped, .drainNode:
@@ -106,6 +116,8 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
     case .hookAnswered: return "hookAnswered"
     case .deploymentWakeUp: return "deploymentWakeUp"
     case .deploymentMetrics: return "deploymentMetrics"
+    case .putVariable: return "putVariable"
+    case .deleteVariable: return "deleteVariable"
     }
   }
 }

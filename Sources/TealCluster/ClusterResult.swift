@@ -57,6 +57,10 @@ public enum ClusterResponse: Codable, Hashable, Sendable {
   case deploymentSubmitted(service: String, deploymentID: String, revision: RevisionID)
   /// A deployment took an operator's request, a hook answer, a wake-up or a datapoint.
   case deploymentUpdated(service: String, deploymentID: String)
+  /// A variable was written; `version` is the entry's log index.
+  case variableWritten(path: String, version: UInt64)
+  /// A variable was removed; `version` is the version it had.
+  case variableDeleted(path: String, version: UInt64)
   /// A fact that no longer matters (e.g. `taskStopped` for a task already gone).
   case ignored(reason: String)
 }
@@ -86,16 +90,22 @@ public struct ClusterRejection: Error, Codable, Hashable, Sendable, CustomString
     /// A leader-only command landed in a term other than its stamp's: the proposer was no longer leader.
     /// Never recorded under an idempotency key; the node may map it to 503 `no_leader`.
     case staleTerm = "stale_term"
+    /// A compare-and-set found another version than the one expected; `version` is the current one
+    /// (0 when the object does not exist) (HTTP 409).
+    case versionMismatch = "version_mismatch"
   }
 
   public var code: Code
   public var message: String
   public var field: String?
+  /// The current version of the object, for `version_mismatch` (absent otherwise, and from the JSON).
+  public var version: UInt64?
 
-  public init(code: Code, message: String, field: String? = nil) {
+  public init(code: Code, message: String, field: String? = nil, version: UInt64? = nil) {
     self.code = code
     self.message = message
     self.field = field
+    self.version = version
   }
 
   public var description: String {

@@ -41,6 +41,11 @@ public struct ClusterState: Codable, Hashable, Sendable {
   /// The answered hook executions of each held deployment, by deployment id.
   public internal(set) var hookRecords: [String: [HookRecord]] = [:]
 
+  // MARK: Variables
+
+  /// The key/value store of hooks and configuration (see Variables.swift).
+  public internal(set) var variables = VariableTable()
+
   public init(
     eventCapacity: Int = EventHistory.defaultCapacity, idempotencyCapacity: Int = IdempotencyTable.defaultCapacity,
     idempotencyRetentionMilliseconds: Int64 = IdempotencyTable.defaultRetentionMilliseconds,
@@ -57,7 +62,7 @@ public struct ClusterState: Codable, Hashable, Sendable {
 
   enum CodingKeys: String, CodingKey {
     case appliedIndex, logTime, services, tasks, nodes, taskSequence, idempotency, sessions, history, deployments,
-      pastDeployments, hookRecords
+      pastDeployments, hookRecords, variables
   }
 
   public init(from decoder: any Decoder) throws {
@@ -75,6 +80,8 @@ public struct ClusterState: Codable, Hashable, Sendable {
     pastDeployments =
       try container.decodeIfPresent([String: [DeploymentSummary]].self, forKey: .pastDeployments) ?? [:]
     hookRecords = try container.decodeIfPresent([String: [HookRecord]].self, forKey: .hookRecords) ?? [:]
+    // Absent from version 1 snapshots, which predate variables.
+    variables = try container.decodeIfPresent(VariableTable.self, forKey: .variables) ?? VariableTable()
     for task in tasks.values { taskIDsByService[task.service, default: []].insert(task.id) }
   }
 
@@ -234,6 +241,9 @@ public struct ClusterState: Codable, Hashable, Sendable {
     case .deploymentWakeUp(let service, let id): return try applyDeploymentInput(service, id: id, .wakeUp, &context)
     case .deploymentMetrics(let service, let id, let sample):
       return try applyDeploymentInput(service, id: id, .metricSample(sample), &context)
+    case .putVariable(let path, let value, let cas):
+      return try applyPutVariable(path, value: value, cas: cas, &context)
+    case .deleteVariable(let path, let cas): return try applyDeleteVariable(path, cas: cas, &context)
     }
   }
 

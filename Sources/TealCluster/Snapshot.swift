@@ -9,8 +9,11 @@ import Foundation
 import TealDeploy
 
 extension ClusterState {
-  /// The snapshot format version this build writes and the only one it reads.
-  public static let snapshotVersion: UInt8 = 1
+  /// The snapshot format version this build writes. Version 2 added `variables`; version 1
+  /// snapshots (without it) are still read, as holding no variables.
+  public static let snapshotVersion: UInt8 = 2
+  /// The versions this build reads.
+  public static let readableSnapshotVersions: ClosedRange<UInt8> = 1...2
   static let snapshotMagic: [UInt8] = [0x54, 0x43, 0x53]
 
   /// The canonical bytes of the whole state.
@@ -28,7 +31,7 @@ extension ClusterState {
   public init(snapshot bytes: some Collection<UInt8>) throws(ClusterSnapshotError) {
     let array = Array(bytes)
     guard array.count >= 4, Array(array[0..<3]) == Self.snapshotMagic else { throw .notASnapshot }
-    guard array[3] == Self.snapshotVersion else { throw .unsupportedVersion(array[3]) }
+    guard Self.readableSnapshotVersions.contains(array[3]) else { throw .unsupportedVersion(array[3]) }
     let state: ClusterState
     do {
       state = try JSONDecoder().decode(ClusterState.self, from: Data(array[4...]))
@@ -85,6 +88,7 @@ extension ClusterState {
           "task \(id): desired \(task.desired.rawValue) with drain generation \(String(describing: task.drainGeneration))"
       }
     }
+    if let problem = variables.invariantViolation(appliedIndex: appliedIndex) { return problem }
     var indexed: [String: Set<String>] = [:]
     for task in tasks.values { indexed[task.service, default: []].insert(task.id) }
     if indexed != taskIDsByService { return "the task index disagrees with the tasks" }
@@ -104,7 +108,7 @@ public enum ClusterSnapshotError: Error, Hashable, Sendable, CustomStringConvert
     case .notASnapshot: return "not a cluster state snapshot (missing the TCS header)"
     case .unsupportedVersion(let version):
       return
-        "cluster state snapshot version \(version) is not supported (this build reads version \(ClusterState.snapshotVersion))"
+        "cluster state snapshot version \(version) is not supported (this build reads versions \(ClusterState.readableSnapshotVersions.lowerBound)...\(ClusterState.readableSnapshotVersions.upperBound))"
     case .malformed(let reason): return "malformed cluster state snapshot: \(reason)"
     }
   }

@@ -29,6 +29,7 @@ struct Teal: AsyncParsableCommand {
     DeploymentCommand.self,
     Tasks.self,
     Events.self,
+    Variables.self,
     NodeCommand.self,
     Certs.self,
     Spec.self,

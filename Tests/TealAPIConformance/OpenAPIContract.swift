@@ -114,6 +114,15 @@ public struct OpenAPIContract: Sendable {
     var restOfPath: Set<String>
 
     public var description: String { "\(method) \(path)" }
+
+    /// As Hummingbird's router names the route: a rest-of-path parameter is `**`.
+    public var routeDescription: String {
+      let parts = path.split(separator: "/", omittingEmptySubsequences: false).map { part -> String in
+        let name = part.hasPrefix("{") && part.hasSuffix("}") ? String(part.dropFirst().dropLast()) : nil
+        return name.map { restOfPath.contains($0) } == true ? "**" : String(part)
+      }
+      return "\(method) \(parts.joined(separator: "/"))"
+    }
   }
 
   public let operations: [Operation]

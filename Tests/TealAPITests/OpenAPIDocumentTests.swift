@@ -74,6 +74,12 @@ struct OpenAPIDocumentTests {
     #expect(contract.operation(method: "GET", path: "/v1/services/web")?.path == "/v1/services/{name}")
     #expect(contract.operation(method: "GET", path: "/v1/services/web/spec")?.path == "/v1/services/{name}/spec")
     #expect(contract.operation(method: "PATCH", path: "/v1/services/web") == nil)
+    // A rest-of-path parameter takes the slashes too, but no empty segment.
+    #expect(contract.operation(method: "PUT", path: "/v1/variables/a/b/c")?.path == "/v1/variables/{path}")
+    #expect(contract.operation(method: "GET", path: "/v1/variables")?.path == "/v1/variables")
+    #expect(contract.operation(method: "GET", path: "/v1/variables/a//b") == nil)
+    #expect(
+      contract.operation(method: "GET", path: "/v1/variables/a")?.routeDescription == "GET /v1/variables/**")
     #expect(contract.operation(method: "GET", path: "/v1/services/") == nil)
     let ok = try TealJSON.encode(HealthResponse(node: "n1"))
     #expect(
@@ -180,6 +186,12 @@ struct OpenAPIDocumentTests {
         strategy: "BLUE_GREEN", createdAt: date, updatedAt: date, stageTimeline: [],
         weights: DeploymentWeights(production: pair, test: pair, generation: 0), bake: nil, hooks: [], tasks: [],
         controller: nil, pausedBy: nil, reason: nil, recent: []), "DeploymentView")
+    try check(VariableWrite(value: "v"), "VariableWrite")
+    try check(VariableView(path: "a/b", value: "v", version: 12), "VariableView")
+    try check(VariableView(path: "a/b", value: nil, version: 12), "VariableView")
+    try check(VariableList(variables: [VariableSummary(path: "a/b", version: 12)], next: "a/b"), "VariableList")
+    try check(VariableList(variables: []), "VariableList")
+    try check(APIErrorBody(.versionMismatch, "at version 12", field: "cas", version: 12), "ErrorBody")
     try check(APIErrorBody(.conflict, "busy", field: "spec"), "ErrorBody")
     try check(APIErrorBody(.noLeader, "no leader"), "ErrorBody")
   }

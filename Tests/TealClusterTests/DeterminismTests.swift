@@ -12,6 +12,7 @@ import Testing
 
   static let serviceNames = ["web", "api", "db"]
   static let nodeNames = ["n1", "n2", "n3", "n4"]
+  static let variablePaths = ["a", "hooks/web/token", "hooks/api/token", "cfg/x.y", "bad//path"]
 
   /// A random entry against `state` (valid, stale, bogus and leader-only commands all occur).
   static func randomEntry(
@@ -25,7 +26,7 @@ import Testing
     let taskID = taskIDs.isEmpty || random.below(10) == 0 ? "\(service).1.999" : pick(taskIDs)
     let command: ClusterCommand
     let held = state.allDeployments()
-    switch random.below(20) {
+    switch random.below(22) {
     case 0:
       command = .createService(
         makeSpec(
@@ -76,6 +77,15 @@ import Testing
     case 18:
       let id = held.isEmpty ? "\(service)-1" : pick(held).id
       command = .deploymentWakeUp(service: String(id.prefix { $0 != "-" }), deploymentID: id)
+    case 19, 20:
+      // Variables: valid and bad paths, compare-and-set against the current, a stale or no version.
+      let path = pick(variablePaths)
+      let current = state.variable(path)?.version ?? 0
+      let cas: UInt64? = pick([nil, 0, current, current, UInt64(random.below(50))])
+      command =
+        random.below(3) == 0
+        ? .deleteVariable(path: path, cas: cas)
+        : .putVariable(path: path, value: String(repeating: "v", count: random.below(40)), cas: cas)
     default:
       if let deployment = held.first(where: { $0.pendingHookCall != nil }), let call = deployment.pendingHookCall {
         let outcome = pick([HookOutcome.succeeded, .failed(reason: "no"), .inProgress, .timedOut])
@@ -152,6 +162,9 @@ import Testing
         }
       }
       for name in generations.keys where state.services[name] == nil { generations[name] = nil }
+      for (path, variable) in state.variables.entries where variable.version > UInt64(step + 1) {
+        return (entries, state, "step \(step): variable \(path) has version \(variable.version) from the future")
+      }
       for task in state.tasks.values where before.tasks[task.id]?.desired == .draining && task.desired == .stopping {
         let lagging = state.nodes.values.filter {
           $0.isUp && ($0.routesApplied[task.service] ?? 0) < task.drainGeneration!
@@ -164,6 +177,7 @@ import Testing
 
   @Test func replicasApplyingTheSameEntriesAgree() throws {
     var kinds = Set<ClusterEventKind>()
+    var variablesSeen = false
     for seed in 0..<UInt64(Self.seedCount) {
       let (entries, original, failure) = Self.run(seed: seed, steps: 400)
       #expect(failure == nil, "seed \(seed): \(failure ?? "")")
@@ -173,6 +187,7 @@ import Testing
       replica.services.reserveCapacity(512)
       replica.tasks.reserveCapacity(2048)
       replica.nodes.reserveCapacity(512)
+      replica.variables.reserveCapacity(64)
       var restored: ClusterState?
       for (offset, (entry, term)) in entries.enumerated() {
         // The replica reads every entry from its bytes, as from the log.
@@ -186,7 +201,10 @@ import Testing
       #expect(equal, "seed \(seed)")
       #expect(replica.stateHash == original.stateHash, "seed \(seed)")
       #expect(restored?.stateHash == original.stateHash, "seed \(seed): restored replica diverged")
+      #expect(replica.variables == original.variables, "seed \(seed)")
+      if original.variables.count > 0 { variablesSeen = true }
     }
+    #expect(variablesSeen, "no run ended with a variable")
     // The runs reach the interesting transitions, so the checks above mean something.
     for kind in [ClusterEventKind.taskRunning, .taskDraining, .taskStopping, .taskStopped, .taskLost, .serviceDeleted] {
       #expect(kinds.contains(kind), "no run reached \(kind)")

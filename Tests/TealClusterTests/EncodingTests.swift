@@ -172,6 +172,10 @@ import Testing
         service: "web", deploymentID: "web-7",
         sample: MetricSample(
           at: Instant(millisecondsSinceEpoch: 5), requestCount: 10, http5xxCount: 1, latencyP99Milliseconds: 2.5)),
+      .putVariable(path: "hooks/web/token", value: "a \"quoted\" é\n", cas: 0),
+      .putVariable(path: "a", value: "", cas: nil),
+      .deleteVariable(path: "a", cas: 12),
+      .deleteVariable(path: "a", cas: nil),
     ]
     for command in commands {
       let entry = ClusterEntry(
@@ -188,8 +192,15 @@ import Testing
       .ok(.serviceCreated(service: "web", revision: RevisionID(service: "web", number: 1))),
       .ok(.reportsApplied(accepted: 2, ignored: 1)),
       .rejected(ClusterRejection(code: .invalidSpec, message: "bad", field: "testPort")),
+      .ok(.variableWritten(path: "a/b", version: 9)),
+      .ok(.variableDeleted(path: "a/b", version: 9)),
+      .rejected(ClusterRejection(code: .versionMismatch, message: "no", field: "cas", version: 4)),
     ]
     for result in results { #expect(try ClusterResult(decoding: result.encode()) == result) }
+    // A rejection without a version writes no version key (results recorded before variables read the same).
+    #expect(
+      !String(decoding: ClusterResult.rejected(ClusterRejection(code: .notFound, message: "x")).encode(), as: UTF8.self)
+        .contains("version"))
     #expect(throws: ClusterEntryError.self) { try ClusterResult(decoding: Array("{}".utf8)) }
     #expect(ClusterRejection.Code.idempotencyMismatch.rawValue == "idempotency_mismatch")
   }

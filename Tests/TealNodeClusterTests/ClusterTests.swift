@@ -173,7 +173,7 @@ struct ClusterTests {
       let served = try await cluster.api(follower).send(.GET, "/v1/openapi.yaml")
       let repositoryDocument = try String(contentsOfFile: documentPath, encoding: .utf8)
       #expect(served.status == 200 && served.text == repositoryDocument)
-      let documented = Set(try documentedContract.get().operations.map(\.description))
+      let documented = Set(try documentedContract.get().operations.map(\.routeDescription))
       let logged = try #require(loggedRoutes(cluster, follower), "no 'API routes' line in \(follower)'s log")
       #expect(
         logged == documented,

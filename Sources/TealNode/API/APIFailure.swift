@@ -17,6 +17,8 @@ struct APIFailure: Error, Sendable, CustomStringConvertible {
   var field: String?
   /// Seconds for `Retry-After` (503 only).
   var retryAfter: Int?
+  /// The current version, on 409 `version_mismatch` only (the body's top-level `version`).
+  var version: UInt64?
 
   var description: String { "\(status.code) \(code): \(message)" }
 }
@@ -54,12 +56,18 @@ extension APIFailure {
         field: rejection.field)
     case .badRequest:
       self.init(status: .badRequest, code: rejection.code.rawValue, message: rejection.message, field: rejection.field)
-    case .tooLarge: self.init(status: .contentTooLarge, code: rejection.code.rawValue, message: rejection.message)
+    case .tooLarge:
+      self.init(
+        status: .contentTooLarge, code: rejection.code.rawValue, message: rejection.message, field: rejection.field)
     case .unknownSession, .staleSequence:
       self.init(status: .conflict, code: rejection.code.rawValue, message: rejection.message, field: rejection.field)
     case .staleTerm:
       self.init(
         status: .serviceUnavailable, code: "no_leader", message: rejection.message, retryAfter: 1)
+    case .versionMismatch:
+      self.init(
+        status: .conflict, code: rejection.code.rawValue, message: rejection.message, field: rejection.field,
+        version: rejection.version ?? 0)
     }
   }
 
@@ -99,11 +107,26 @@ extension APIFailure {
     }
   }
 
+  /// The answer of `handler`, or the error response of what it threw (every error becomes one here).
+  static func responding(_ handler: () async throws -> Response) async -> Response {
+    do {
+      return try await handler()
+    } catch let failure as APIFailure {
+      return failure.response()
+    } catch let error as HTTPResponseError {
+      return APIFailure(
+        status: error.status, code: error.status.code == 404 ? "not_found" : "bad_request", message: "\(error)"
+      ).response()
+    } catch {
+      return APIFailure(status: .internalServerError, code: "internal", message: "\(error)").response()
+    }
+  }
+
   func response() -> Response {
     var headers = HTTPFields()
     headers[.contentType] = APIContentType.json
     if let retryAfter { headers[.retryAfter] = "\(retryAfter)" }
-    let body = APIErrorBody(APIErrorCode(rawValue: code), message, field: field)
+    let body = APIErrorBody(APIErrorCode(rawValue: code), message, field: field, version: version)
     let data =
       (try? TealJSON.encode(body)) ?? Data(#"{"error":{"code":"internal","message":"unencodable error"}}"#.utf8)
     return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))

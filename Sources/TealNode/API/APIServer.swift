@@ -132,6 +132,7 @@ struct APIServer: Sendable {
       return try json(EventList(events: events.map(APIViews.event)))
     }
     addDeploymentRoutes(router)
+    VariableRoutes.add(to: router, backend: self)
     // One line with every route, so an operator (and the OpenAPI conformance test) sees what this
     // build serves.
     logger.info("API routes: \(router.routes.map { "\($0.method) \($0.path)" }.sorted().joined(separator: ", "))")
@@ -232,7 +233,7 @@ struct APIServer: Sendable {
   // MARK: - Reads
 
   /// The state to answer a read from: after a ReadIndex round (linearizable) unless `?stale=true`.
-  private func read(_ request: Request) async throws -> ClusterState {
+  func read(_ request: Request) async throws -> ClusterState {
     if request.uri.queryParameters.get("stale") != "true" {
       do { try await log.raft.linearizableRead() } catch { throw APIFailure(read: error) }
     }
@@ -279,23 +280,36 @@ struct APIServer: Sendable {
     _ command: ClusterCommand, _ request: Request, body: [UInt8],
     render: (ClusterState, ClusterResponse) throws -> Response?
   ) async throws -> Response {
-    let key = try idempotencyKey(request, body: body)
+    let answer = try await submit(command, request, body: body)
+    let state = await log.localState()
+    guard let response = try render(state, answer) else {
+      throw APIFailure.notFound("the object is gone (it was removed by a later write)")
+    }
+    return response
+  }
+
+  /// Proposes `command` with the request's idempotency key and returns its response once this node
+  /// applied it; a refusal throws its APIFailure.
+  func submit(
+    _ command: ClusterCommand, _ request: Request, body: [UInt8], digestingQuery: Bool = false
+  ) async throws -> ClusterResponse {
+    let key = try Self.idempotencyKey(request, body: body, digestingQuery: digestingQuery)
     let result: ClusterResult
     do { result = try await log.submit(command, idempotency: key) } catch { throw APIFailure(error) }
     switch result {
     case .rejected(let rejection): throw APIFailure(rejection)
-    case .ok(let answer):
-      let state = await log.localState()
-      guard let response = try render(state, answer) else {
-        throw APIFailure.notFound("the object is gone (it was removed by a later write)")
-      }
-      return response
+    case .ok(let answer): return answer
     }
   }
 
-  private func idempotencyKey(_ request: Request, body: [UInt8]) throws -> IdempotencyRecordKey? {
+  /// The request's `Idempotency-Key`, with a digest of method, path and body (and the query with
+  /// `digestingQuery`, for routes whose query changes what the write does, as `?cas=`).
+  static func idempotencyKey(
+    _ request: Request, body: [UInt8], digestingQuery: Bool = false
+  ) throws -> IdempotencyRecordKey? {
     guard let raw = request.headers[HTTPField.Name(APIHeader.idempotencyKey)!] else { return nil }
-    let digest = SHA256.hexDigest(Array("\(request.method.rawValue) \(request.uri.path)\n".utf8) + body)
+    let query = digestingQuery ? "?" + (request.uri.query ?? "") : ""
+    let digest = SHA256.hexDigest(Array("\(request.method.rawValue) \(request.uri.path)\(query)\n".utf8) + body)
     let key = IdempotencyRecordKey(key: raw, bodyDigest: digest)
     if let problem = key.problem { throw APIFailure.badRequest(problem, field: APIHeader.idempotencyKey) }
     return key
@@ -358,19 +372,7 @@ struct NodeHeadersMiddleware<Context: RequestContext>: RouterMiddleware {
   func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
     -> Response
   {
-    var response: Response
-    do {
-      response = try await next(request, context)
-    } catch let failure as APIFailure {
-      response = failure.response()
-    } catch let error as HTTPResponseError {
-      response = APIFailure(
-        status: error.status, code: error.status.code == 404 ? "not_found" : "bad_request",
-        message: "\(error)"
-      ).response()
-    } catch {
-      response = APIFailure(status: .internalServerError, code: "internal", message: "\(error)").response()
-    }
+    var response = await APIFailure.responding { try await next(request, context) }
     response.headers[HTTPField.Name(APIHeader.node)!] = node
     if let leader = await log.currentLeadership.leader {
       response.headers[HTTPField.Name(APIHeader.leader)!] = leader.rawValue
