@@ -781,7 +781,7 @@ public enum OpenAPIDocument {
         additionalProperties: false
         required: [value]
         properties:
-          value: { type: string, description: At most 65,536 bytes of UTF-8. }
+          value: { type: string, description: "At most 65,536 bytes of UTF-8." }
       VariableView:
         type: object
         additionalProperties: false
