@@ -27,10 +27,10 @@ struct OpenAPIDocumentTests {
     )
   }
 
-  /// The generated Swift file: the document as a raw string literal, indented by two spaces.
+  /// The generated Swift file: the document as a raw string literal, indented as swift-format wants.
   static func swiftSource(embedding document: String) -> String {
     let indented = document.split(separator: "\n", omittingEmptySubsequences: false).map {
-      $0.isEmpty ? "" : "  " + $0
+      $0.isEmpty ? "" : "    " + $0
     }.joined(separator: "\n")
     return """
       // Docs/openapi.yaml as the node serves it at `GET /v1/openapi.yaml`. Generated, do not edit: change
@@ -41,7 +41,7 @@ struct OpenAPIDocumentTests {
       public enum OpenAPIDocument {
         public static let yaml = #\"\"\"
       \(indented)
-        \"\"\"#
+          \"\"\"#
       }
 
       """
