@@ -128,4 +128,23 @@ struct NodeConfigurationTests {
       "\(error)".contains("larger than")
     }
   }
+
+  /// The example of Docs/OPERATIONS.md for a node of a three-machine cluster loads as documented.
+  @Test func theProductionExampleInDeployLoads() throws {
+    let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent().appendingPathComponent("Deploy/production/node.yaml").path
+    let configuration = try NodeConfiguration.load(file: path)
+    #expect(configuration.node == NodeID("n1") && configuration.address == "10.0.0.11")
+    #expect(configuration.apiTLS && configuration.peers.count == 3 && configuration.bootstrap)
+    #expect(configuration.apiURL(of: NodeID("n2")) == "https://10.0.0.12:7070")
+    #expect(configuration.dataDirectory == "/var/lib/teal/data")
+  }
+
+  @Test func apiTLSMustBeABoolean() throws {
+    #expect {
+      _ = try NodeConfiguration.load(file: try write(Self.valid + "\napiTLS: sometimes\n"))
+    } throws: { error in
+      "\(error)".contains("apiTLS")
+    }
+  }
 }
