@@ -10,18 +10,19 @@ import Yams
   import Glibc
 #endif
 
-// `teal chaos kill-leader|pause`: break the local cluster of `teal cluster up` on purpose, by the
+// `teal chaos kill-leader|pause` (network faults: ChaosNetwork.swift): break the local cluster of `teal cluster up` on purpose, by the
 // PIDs it recorded (DIR/nI/node.pid), at a moment a deployment defines. Docs/CHAOS.md.
 
 struct Chaos: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
-    abstract: "Break the local cluster on purpose: kill -9 its leader, or pause a node (SIGSTOP).",
+    abstract:
+      "Break the local cluster on purpose: kill -9 its leader, pause a node, cut or degrade a node's peer network.",
     discussion: """
       Works on the cluster of `teal cluster up` in --dir: the leader is found through the API, the \
       node's process by the PID in DIR/nI/node.pid (checked to still be that node). Every action is \
       printed with its UTC time.
       """,
-    subcommands: [KillLeader.self, Pause.self])
+    subcommands: [KillLeader.self, Pause.self, Partition.self, Loss.self, Heal.self])
 
   struct KillLeader: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
