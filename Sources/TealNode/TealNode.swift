@@ -38,12 +38,13 @@ public enum TealNode {
 
     let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     let clusterID = try NodeResources.clusterID(for: configuration)
-    let transport = PeerTransport(
-      configuration: NodeWiring.transportConfiguration(configuration, clusterID: clusterID),
-      security: .mutualTLS(tls), group: group, logger: logger)
-
     // One registry per node (no global MetricsSystem): GET /metrics renders it.
     let metrics = NodeMetrics(registry: NodeMetricsRegistry())
+    var transportConfiguration = NodeWiring.transportConfiguration(configuration, clusterID: clusterID)
+    transportConfiguration.metricsFactory = metrics.factory
+    let transport = PeerTransport(
+      configuration: transportConfiguration, security: .mutualTLS(tls), group: group, logger: logger)
+
     let observer = AppliedIndexObserver()
     let raft: RaftNode<ClusterStateMachine>
     do {

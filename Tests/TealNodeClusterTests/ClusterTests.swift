@@ -153,6 +153,8 @@ struct ClusterTests {
         }
       }
 
+      try await checkMetrics(cluster, ports: ports, follower: follower)
+
       // Three separate processes at the same applied index hold byte-identical snapshots: the
       // state hash is the SHA-256 of each node's canonical snapshot.
       var compared = false
@@ -168,6 +170,54 @@ struct ClusterTests {
       }
       #expect(compared)
     }
+  }
+
+  /// Issue 17 (#15 in its text), item 2, on the cluster this test already runs: `/metrics` on
+  /// every node parses as Prometheus text, exactly one node reports itself leader, and the
+  /// balancer's request counter of each node rises by the requests sent through its listener.
+  func checkMetrics(_ cluster: LocalCluster, ports: ServicePorts, follower: String) async throws {
+    func scrape(_ id: String) async throws -> PrometheusExposition {
+      let response = try await cluster.api(id).send(.GET, "/metrics")
+      #expect(response.status == 200, "GET /metrics on \(id): \(response.status)")
+      #expect(response.header("content-type")?.hasPrefix("text/plain; version=0.0.4") == true)
+      do { return try PrometheusExposition(parsing: response.text) } catch {
+        Issue.record("GET /metrics on \(id) does not parse: \(error)")
+        throw error
+      }
+    }
+    try await waitUntil("exactly one node reports itself leader in /metrics") {
+      var leaders = 0
+      for id in cluster.ids { leaders += try await scrape(id).value("teal_raft_is_leader") == 1 ? 1 : 0 }
+      return leaders == 1
+    }
+    let production = ["service": "web", "listener": "production"]
+    for node in cluster.nodes {
+      let before = try await scrape(node.id)
+      #expect((before.value("teal_raft_term") ?? 0) >= 1, "\(node.id)")
+      #expect((before.value("teal_raft_applied_index") ?? 0) >= 1, "\(node.id)")
+      #expect(before.families["teal_lb_request_duration_seconds"]?.type == "histogram", "\(node.id)")
+      let connections = before.sum("teal_transport_connections")
+      #expect(connections >= 1, "\(node.id) has no peer connection in /metrics")
+      let sent = 5
+      let connection = try await HTTPConnection.connect(host: node.address, port: ports.production)
+      for _ in 0..<sent {
+        #expect(try await connection.request(method: .GET, path: "/").status == 200)
+      }
+      await connection.close()
+      let after = try await scrape(node.id)
+      let rise = after.sum("teal_lb_requests_total", matching: production)
+        - before.sum("teal_lb_requests_total", matching: production)
+      #expect(rise >= Double(sent), "\(node.id): teal_lb_requests_total rose by \(rise)")
+      let answered =
+        after.sum("teal_lb_responses_total", matching: production.merging(["code": "2xx"]) { $1 })
+        - before.sum("teal_lb_responses_total", matching: production.merging(["code": "2xx"]) { $1 })
+      #expect(answered >= Double(sent), "\(node.id): 2xx rose by \(answered)")
+      #expect(after.sum("teal_tasks_running", matching: ["service": "web"]) >= 1, "\(node.id)")
+    }
+    let created = try await scrape(follower).value(
+      "teal_api_requests_total", ["route": "/v1/services", "method": "POST", "status": "201"])
+    #expect(created == 1, "the follower counted its POST /v1/services")
+    #expect(try await scrape(follower).sum("teal_api_forwarded_total", matching: ["outcome": "applied"]) >= 1)
   }
 
   // MARK: A node of another cluster
