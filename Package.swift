@@ -236,7 +236,8 @@ let package = Package(
       name: "TealNodeTests",
       dependencies: [
         "TealNode", "TealTestSupport", "TealWire", "TealCluster", "TealAPI", "TealGossip", "TealDeploy", "TealSpec",
-        "TealTasks", "TealLoadBalancer", "TealMetrics", .product(name: "Hummingbird", package: "hummingbird"),
+        "TealTasks", "TealLoadBalancer", "TealMetrics", "TealStorage",
+        .product(name: "Hummingbird", package: "hummingbird"),
       ]
     ),
     .testTarget(name: "TealClusterTests", dependencies: ["TealCluster", "TealDeploy", "TealWire"]),

@@ -66,6 +66,8 @@ struct NodeMetrics: Sendable {
     log: ClusterLog, balancer: LoadBalancer
   ) {
     guard let registry else { return }
+    // Counters without labels exist from the start (at 0), so a rate() has a first sample.
+    for name in ["teal_raft_leader_changes_total", "teal_gossip_suspicions_total"] { self.count(name, by: 0) }
     let connections = GaugeFamily(name: "teal_transport_connections", factory: self.factory)
     let running = GaugeFamily(name: "teal_tasks_running", factory: self.factory)
     registry.addCollector {

@@ -50,6 +50,10 @@ struct MetricsExpositionTests {
     #expect(after.value("teal_lb_in_flight_requests", blueGroup) == 0)
     #expect(after.families["teal_lb_request_duration_seconds"]?.type == "histogram")
     #expect(after.families["teal_lb_requests_total"]?.help?.isEmpty == false)
+    for (name, family) in after.families {
+      #expect(TealMetricCatalogue.byName[name]?.kind.rawValue == family.type, "\(name) is not in the catalogue")
+      #expect(family.help == TealMetricCatalogue.byName[name]?.help, "\(name) has no HELP from the catalogue")
+    }
 
     // The same numbers as the snapshot the alarms use.
     let snapshot = try #require(balancer.metrics().targetGroup(service: "web", revision: "blue"))

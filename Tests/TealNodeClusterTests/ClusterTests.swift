@@ -205,7 +205,8 @@ struct ClusterTests {
       }
       await connection.close()
       let after = try await scrape(node.id)
-      let rise = after.sum("teal_lb_requests_total", matching: production)
+      let rise =
+        after.sum("teal_lb_requests_total", matching: production)
         - before.sum("teal_lb_requests_total", matching: production)
       #expect(rise >= Double(sent), "\(node.id): teal_lb_requests_total rose by \(rise)")
       let answered =
