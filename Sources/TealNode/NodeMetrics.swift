@@ -143,7 +143,8 @@ final class GaugeFamily: @unchecked Sendable {
 
 // MARK: - Events
 
-/// Counts gossip suspicions and task starts and exits as they happen, until graceful shutdown.
+/// Counts gossip suspicions and task starts and exits as they happen, until graceful shutdown (it
+/// never returns before: a service that returns stops the node's group).
 struct MetricsEventRecorder: Service {
   let metrics: NodeMetrics
   let membership: MembershipService
@@ -186,6 +187,8 @@ struct MetricsEventRecorder: Service {
         }
       }
     }
+    // A stream that ended early must not end the node (the group stops when a service returns).
+    try? await gracefulShutdown()
   }
 }
 

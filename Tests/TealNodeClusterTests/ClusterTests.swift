@@ -172,19 +172,22 @@ struct ClusterTests {
     }
   }
 
+  /// `GET /metrics` on `id`, parsed by the strict parser (a parse error is recorded and thrown).
+  static func scrape(_ cluster: LocalCluster, _ id: String) async throws -> PrometheusExposition {
+    let response = try await cluster.api(id).send(.GET, "/metrics")
+    #expect(response.status == 200, "GET /metrics on \(id): \(response.status)")
+    #expect(response.header("content-type")?.hasPrefix("text/plain; version=0.0.4") == true)
+    do { return try PrometheusExposition(parsing: response.text) } catch {
+      Issue.record("GET /metrics on \(id) does not parse: \(error)")
+      throw error
+    }
+  }
+
   /// Issue 17 (#15 in its text), item 2, on the cluster this test already runs: `/metrics` on
   /// every node parses as Prometheus text, exactly one node reports itself leader, and the
   /// balancer's request counter of each node rises by the requests sent through its listener.
   func checkMetrics(_ cluster: LocalCluster, ports: ServicePorts, follower: String) async throws {
-    func scrape(_ id: String) async throws -> PrometheusExposition {
-      let response = try await cluster.api(id).send(.GET, "/metrics")
-      #expect(response.status == 200, "GET /metrics on \(id): \(response.status)")
-      #expect(response.header("content-type")?.hasPrefix("text/plain; version=0.0.4") == true)
-      do { return try PrometheusExposition(parsing: response.text) } catch {
-        Issue.record("GET /metrics on \(id) does not parse: \(error)")
-        throw error
-      }
-    }
+    func scrape(_ id: String) async throws -> PrometheusExposition { try await Self.scrape(cluster, id) }
     try await waitUntil("exactly one node reports itself leader in /metrics") {
       var leaders = 0
       for id in cluster.ids { leaders += try await scrape(id).value("teal_raft_is_leader") == 1 ? 1 : 0 }
@@ -198,6 +201,9 @@ struct ClusterTests {
       #expect(before.families["teal_lb_request_duration_seconds"]?.type == "histogram", "\(node.id)")
       let connections = before.sum("teal_transport_connections")
       #expect(connections >= 1, "\(node.id) has no peer connection in /metrics")
+      #expect(before.sum("teal_transport_sent_bytes_total") > 0, "\(node.id)")
+      #expect(before.sum("teal_transport_received_bytes_total") > 0, "\(node.id)")
+      #expect(before.value("teal_gossip_members", ["state": "alive"]) == 3, "\(node.id)")
       let sent = 5
       let connection = try await HTTPConnection.connect(host: node.address, port: ports.production)
       for _ in 0..<sent {
@@ -246,6 +252,10 @@ struct ClusterTests {
       try await waitUntil("the cluster refuses n4's connections", timeout: .seconds(30)) {
         Self.refusals(in: cluster) >= refusedBefore + 3
       }
+      // The refusals show in /metrics too (by reason: another CA fails the TLS handshake).
+      var counted = 0.0
+      for id in cluster.ids { counted += try await Self.scrape(cluster, id).sum("teal_transport_refusals_total") }
+      #expect(counted >= 1, "no node counted a refusal in teal_transport_refusals_total")
       let status = try await cluster.api(leader).cluster()
       #expect(!status.members.contains { $0.id == "n4" }, "n4 became a member: \(status.members)")
       let after = try await cluster.api(leader).get("/v1/cluster/state", as: StateDigestView.self)
