@@ -104,16 +104,21 @@ struct ServiceSeries: Sendable {
   private var noHealthyTarget: [ListenerRole: Counter] = [:]
   private var targetHealthy: [TargetAddress: Gauge] = [:]
   private var badRequests: Counter?
+  /// Set once the service was removed: a late event of a connection still closing records into
+  /// no-op handles instead of registering its series again.
+  private var isRetired = false
 
   init(service: String, factory: any MetricsFactory) {
     self.service = service
     self.factory = factory
   }
 
+  private var liveFactory: any MetricsFactory { self.isRetired ? NOOPMetricsHandler.instance : self.factory }
+
   mutating func group(_ role: ListenerRole, _ revision: String) -> TargetGroupSeries {
     let key = TargetGroupKey(listener: role, revision: revision)
     if let series = self.groups[key] { return series }
-    let series = TargetGroupSeries(service: self.service, key: key, factory: self.factory)
+    let series = TargetGroupSeries(service: self.service, key: key, factory: self.liveFactory)
     self.groups[key] = series
     return series
   }
@@ -122,7 +127,7 @@ struct ServiceSeries: Sendable {
     if let counter = self.noHealthyTarget[role] { return counter.increment() }
     let counter = Counter(
       label: LoadBalancerSeries.noHealthyTarget, dimensions: [("service", self.service), ("listener", role.rawValue)],
-      factory: self.factory)
+      factory: self.liveFactory)
     self.noHealthyTarget[role] = counter
     counter.increment()
   }
@@ -130,7 +135,7 @@ struct ServiceSeries: Sendable {
   mutating func recordBadRequest() {
     if let counter = self.badRequests { return counter.increment() }
     let counter = Counter(
-      label: LoadBalancerSeries.badRequests, dimensions: [("service", self.service)], factory: self.factory)
+      label: LoadBalancerSeries.badRequests, dimensions: [("service", self.service)], factory: self.liveFactory)
     self.badRequests = counter
     counter.increment()
   }
@@ -138,6 +143,7 @@ struct ServiceSeries: Sendable {
   /// Sets the gauges from `traffic` (in flight per group, health per target) and destroys the series
   /// of what left the routes: targets at once, revisions once nothing of theirs is in flight.
   mutating func refresh(from traffic: ServiceTraffic) {
+    guard !self.isRetired else { return }
     let routed = Set(traffic.router.routes.targetGroups.map(\.revision))
     for (key, series) in self.groups {
       let inFlight = traffic.metrics.targetGroups[key]?.inFlight ?? 0
@@ -172,5 +178,6 @@ struct ServiceSeries: Sendable {
     for gauge in self.targetHealthy.values { gauge.destroy() }
     self.badRequests?.destroy()
     self = ServiceSeries(service: self.service, factory: self.factory)
+    self.isRetired = true
   }
 }
