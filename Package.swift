@@ -171,7 +171,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "ProxyBenchmark",
-      dependencies: ["TealLoadBalancer"] + nio,
+      dependencies: ["TealLoadBalancer", "TealMetrics"] + nio,
       path: "Benchmarks/proxy/ProxyBenchmark"
     ),
     .executableTarget(

@@ -11,6 +11,11 @@
 
 import CoreMetrics
 
+extension LoadBalancer {
+  /// The factory that records nothing (the default of ``LoadBalancer/init(configuration:eventLoopGroup:logger:metricsFactory:)``).
+  public static var noMetrics: any MetricsFactory { NOOPMetricsHandler.instance }
+}
+
 /// Series names of the balancer (described in TealMetrics' catalogue and Docs/OPERATIONS.md).
 public enum LoadBalancerSeries {
   public static let requests = "teal_lb_requests_total"
