@@ -299,6 +299,19 @@ struct ClusterTests {
       #expect(scaled.desiredCount == 1)
       let views = try await waitForServing(cluster, "web", count: 1, exactTasks: true)
       let remaining = try #require(views[0].tasks.first)
+      // The two retired tasks show in /metrics as stopped exits; three (or more) were started.
+      try await waitUntil("two stopped exits and one running task in /metrics") {
+        var stopped = 0.0
+        var running = 0.0
+        var starts = 0.0
+        for id in cluster.ids {
+          let metrics = try await Self.scrape(cluster, id)
+          stopped += metrics.sum("teal_task_exits_total", matching: ["service": "web", "reason": "stopped"])
+          running += metrics.sum("teal_tasks_running", matching: ["service": "web"])
+          starts += metrics.sum("teal_task_starts_total", matching: ["service": "web"])
+        }
+        return stopped >= 2 && running == 1 && starts >= 3
+      }
 
       // SIGTERM a node that does not hold the remaining task; the leader if it can be.
       let victim = leader != remaining.node ? leader : cluster.ids.first { $0 != remaining.node && $0 != leader }!
