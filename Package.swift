@@ -10,6 +10,8 @@ let nio: [Target.Dependency] = [
 ]
 
 let nioEmbedded: Target.Dependency = .product(name: "NIOEmbedded", package: "swift-nio")
+let coreMetrics: Target.Dependency = .product(name: "CoreMetrics", package: "swift-metrics")
+let prometheus: Target.Dependency = .product(name: "Prometheus", package: "swift-prometheus")
 
 let package = Package(
   name: "Teal",
@@ -26,6 +28,8 @@ let package = Package(
     .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.0.0"),
     .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.0.0"),
     .package(url: "https://github.com/apple/swift-http-types.git", from: "1.0.0"),
+    .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+    .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
   ],
   targets: [
     // MARK: C
@@ -60,7 +64,7 @@ let package = Package(
     .target(
       name: "TealTransport",
       dependencies: [
-        "TealTLS", "TealWire", .product(name: "Logging", package: "swift-log"),
+        "TealTLS", "TealWire", .product(name: "Logging", package: "swift-log"), coreMetrics,
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
     ),
@@ -92,7 +96,7 @@ let package = Package(
     .target(
       name: "TealLoadBalancer",
       dependencies: [
-        "TealHealth",
+        "TealHealth", coreMetrics,
         .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
         .product(name: "Logging", package: "swift-log"),
@@ -115,12 +119,17 @@ let package = Package(
       ] + nio
     ),
 
+    // The node's metrics: one Prometheus registry per node, the catalogue of every `teal_*` series
+    // (name, type, help, labels) and the text exposition served at GET /metrics.
+    .target(name: "TealMetrics", dependencies: [coreMetrics, prometheus]),
+
     // MARK: The node
     .target(
       name: "TealNode",
       dependencies: [
         "TealWire", "TealTLS", "TealTransport", "TealRaft", "TealConsensus", "TealGossip", "TealMembership",
         "TealDeploy", "TealSpec", "TealCluster", "TealAPI", "TealTasks", "TealLoadBalancer", "TealHooks", "Yams",
+        "TealMetrics", "TealStorage", coreMetrics,
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
         .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -162,7 +171,7 @@ let package = Package(
     ),
     .executableTarget(
       name: "ProxyBenchmark",
-      dependencies: ["TealLoadBalancer"] + nio,
+      dependencies: ["TealLoadBalancer", "TealMetrics"] + nio,
       path: "Benchmarks/proxy/ProxyBenchmark"
     ),
     .executableTarget(
@@ -231,7 +240,8 @@ let package = Package(
       name: "TealNodeTests",
       dependencies: [
         "TealNode", "TealTestSupport", "TealWire", "TealCluster", "TealAPI", "TealGossip", "TealDeploy", "TealSpec",
-        "TealTasks", "TealLoadBalancer", .product(name: "Hummingbird", package: "hummingbird"),
+        "TealTasks", "TealLoadBalancer", "TealMetrics", "TealStorage",
+        .product(name: "Hummingbird", package: "hummingbird"),
         // TealClient: the variable routes are tested through the client, in process.
         "TealClient",
       ]
@@ -246,7 +256,8 @@ let package = Package(
       name: "TealLoadBalancerTests",
       dependencies: [
         // TealTasks: the zero-drop load test runs real teal-demo tasks behind the balancer.
-        "TealLoadBalancer", "TealHealth", "TealTasks", nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
+        "TealLoadBalancer", "TealHealth", "TealTasks", "TealTestSupport", "TealMetrics", coreMetrics, prometheus,
+        nioEmbedded, .product(name: "NIOHTTP1", package: "swift-nio"),
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio
     ),

@@ -59,6 +59,18 @@ public enum OpenAPIDocument {
                 application/json:
                   schema: { $ref: "#/components/schemas/ReadyResponse" }
             default: { $ref: "#/components/responses/Error" }
+      /metrics:
+        get:
+          operationId: metrics
+          tags: [node]
+          summary: This node's metrics, Prometheus text format 0.0.4 (Docs/OPERATIONS.md, "Metrics").
+          responses:
+            "200":
+              description: The exposition.
+              content:
+                text/plain:
+                  schema: { type: string }
+            default: { $ref: "#/components/responses/Error" }
       /v1/openapi.yaml:
         get:
           operationId: openAPIDocument

@@ -2,6 +2,7 @@
 // operations (routes, weights, draining). The request path never enters the actor: it runs on the
 // event loops against each service's lock-protected ServiceTraffic.
 
+import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -174,12 +175,18 @@ public actor LoadBalancer {
   private var controlWaiters: [String: [CheckedContinuation<Void, Never>]] = [:]
   /// The runtimes, readable without entering the actor (metrics scraping, alarms).
   private let runtimes = NIOLockedValueBox<[String: ServiceRuntime]>([:])
+  /// Where the Prometheus series go (see ``LoadBalancerSeries``).
+  private let metricsFactory: any MetricsFactory
 
+  /// - Parameter metricsFactory: the swift-metrics factory the balancer's series are made with
+  ///   (the node's registry); by default they go nowhere.
   public init(
     configuration: LoadBalancerConfiguration = LoadBalancerConfiguration(),
     eventLoopGroup: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
-    logger: Logger = Logger(label: "teal.loadbalancer")
+    logger: Logger = Logger(label: "teal.loadbalancer"),
+    metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
   ) {
+    self.metricsFactory = metricsFactory
     self.configuration = configuration
     self.group = eventLoopGroup
     self.logger = logger
@@ -205,7 +212,8 @@ public actor LoadBalancer {
       name: service.name,
       traffic: ServiceTraffic(
         routes: .empty, healthyThreshold: service.healthCheck.healthyThreshold,
-        unhealthyThreshold: service.healthCheck.unhealthyThreshold, roundRobinSeed: self.configuration.roundRobinSeed))
+        unhealthyThreshold: service.healthCheck.unhealthyThreshold, roundRobinSeed: self.configuration.roundRobinSeed),
+      metricsFactory: self.metricsFactory)
     await self.installProbed(routes, runtime: runtime, healthCheck: service.healthCheck)
 
     var listeners: [ListenerRole: any Channel] = [:]
@@ -435,7 +443,10 @@ public actor LoadBalancer {
       await service.runtime.closeAllClients()
       self.runtimes.withLockedValue { runtimes in
         // The same name may have been added again while this one stopped.
-        if runtimes[service.configuration.name] === service.runtime { runtimes[service.configuration.name] = nil }
+        guard runtimes[service.configuration.name] === service.runtime else { return }
+        runtimes[service.configuration.name] = nil
+        // Not when the name was added again: its new runtime shares the registry's series.
+        service.runtime.destroySeries()
       }
       service.healthLoop.cancel()
       await service.healthLoop.value
@@ -464,9 +475,11 @@ public actor LoadBalancer {
     return snapshot
   }
 
-  /// The Prometheus text exposition of ``metrics()``.
-  public nonisolated func prometheusText() -> String {
-    self.metrics().prometheusText()
+  /// Brings the gauges of the Prometheus series up to date (requests in flight, target health) and
+  /// drops the series of revisions and targets that left the routes. Call before each exposition
+  /// (the node's registry does); counters and histograms are recorded as requests go.
+  public nonisolated func collectMetrics() {
+    for runtime in self.runtimes.withLockedValue({ Array($0.values) }) { runtime.refreshSeries() }
   }
 
   // MARK: Control order

@@ -1,5 +1,7 @@
 // Metrics of the load balancer per service, listener and target group. Pure values: the shell
-// records into them under the service lock and hands out copies.
+// records into them under the service lock and hands out copies (the alarms' windows). The
+// Prometheus exposition is made by swift-metrics handles recorded at the same events
+// (MetricsExport.swift).
 
 // MARK: - Latency histogram
 
@@ -189,7 +191,8 @@ public struct ServiceMetrics: Hashable, Sendable {
   public init() {}
 }
 
-/// A snapshot of every service's metrics, readable by the node (alarms) and renderable for Prometheus.
+/// A snapshot of every service's metrics, readable by the node (alarms). The Prometheus series are
+/// recorded separately through swift-metrics (see ``LoadBalancerSeries``).
 public struct LoadBalancerMetrics: Hashable, Sendable {
   public var services: [String: ServiceMetrics]
 
@@ -203,106 +206,4 @@ public struct LoadBalancerMetrics: Hashable, Sendable {
   {
     self.services[service]?.targetGroups[TargetGroupKey(listener: listener, revision: revision)]
   }
-
-  /// The Prometheus text exposition format (version 0.0.4) of this snapshot.
-  public func prometheusText() -> String {
-    var out = ""
-    func family(_ name: String, _ type: String, _ help: String) {
-      out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n"
-    }
-    let services = self.services.keys.sorted()
-    func eachGroup(_ body: (String, TargetGroupMetrics) -> Void) {
-      for service in services {
-        guard let metrics = self.services[service] else { continue }
-        for key in metrics.targetGroups.keys.sorted() {
-          let labels =
-            "service=\"\(escape(service))\",listener=\"\(key.listener.rawValue)\",revision=\"\(escape(key.revision))\""
-          body(labels, metrics.targetGroups[key] ?? TargetGroupMetrics())
-        }
-      }
-    }
-
-    family("teal_lb_requests_total", "counter", "Requests routed to a target group.")
-    eachGroup { labels, metrics in out += "teal_lb_requests_total{\(labels)} \(metrics.requests)\n" }
-    family("teal_lb_responses_total", "counter", "Completed responses from targets by status class.")
-    eachGroup { labels, metrics in
-      for (code, value) in [
-        ("2xx", metrics.responses2xx), ("4xx", metrics.responses4xx), ("5xx", metrics.responses5xx),
-        ("other", metrics.responses1xx3xx),
-      ] {
-        out += "teal_lb_responses_total{\(labels),code=\"\(code)\"} \(value)\n"
-      }
-    }
-    family("teal_lb_balancer_responses_total", "counter", "5xx responses made by the balancer itself (502, 504).")
-    eachGroup { labels, metrics in
-      out += "teal_lb_balancer_responses_total{\(labels),code=\"5xx\"} \(metrics.balancerResponses5xx)\n"
-    }
-    family("teal_lb_retries_total", "counter", "Requests sent again after a failed connect or an early reset.")
-    eachGroup { labels, metrics in out += "teal_lb_retries_total{\(labels)} \(metrics.retries)\n" }
-    family("teal_lb_connect_failures_total", "counter", "Target failures seen on the data path.")
-    eachGroup { labels, metrics in out += "teal_lb_connect_failures_total{\(labels)} \(metrics.connectFailures)\n" }
-    family("teal_lb_aborted_total", "counter", "Requests whose client went away before the response ended.")
-    eachGroup { labels, metrics in out += "teal_lb_aborted_total{\(labels)} \(metrics.aborted)\n" }
-    family(
-      "teal_lb_stalled_responses_total", "counter",
-      "Responses cut because the target's body went silent for the response body idle timeout.")
-    eachGroup { labels, metrics in out += "teal_lb_stalled_responses_total{\(labels)} \(metrics.stalledResponses)\n" }
-    family("teal_lb_in_flight_requests", "gauge", "Requests currently being proxied.")
-    eachGroup { labels, metrics in out += "teal_lb_in_flight_requests{\(labels)} \(metrics.inFlight)\n" }
-    family("teal_lb_request_duration_seconds", "histogram", "Time from request head to response end.")
-    eachGroup { labels, metrics in
-      let histogram = metrics.latency
-      var cumulative: UInt64 = 0
-      for (index, bound) in LatencyHistogram.upperBoundsNanoseconds.enumerated() {
-        cumulative += histogram.bucketCounts[index]
-        out += "teal_lb_request_duration_seconds_bucket{\(labels),le=\"\(seconds(bound))\"} \(cumulative)\n"
-      }
-      out += "teal_lb_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} \(histogram.count)\n"
-      out += "teal_lb_request_duration_seconds_sum{\(labels)} \(seconds(histogram.sumNanoseconds))\n"
-      out += "teal_lb_request_duration_seconds_count{\(labels)} \(histogram.count)\n"
-    }
-    family("teal_lb_no_healthy_target_total", "counter", "Requests answered 503 for want of a healthy target.")
-    for service in services {
-      for role in ListenerRole.allCases {
-        let value = self.services[service]?.noHealthyTarget[role] ?? 0
-        out +=
-          "teal_lb_no_healthy_target_total{service=\"\(escape(service))\",listener=\"\(role.rawValue)\"} \(value)\n"
-      }
-    }
-    family("teal_lb_target_healthy", "gauge", "1 when the target receives traffic (healthy, registered), else 0.")
-    for service in services {
-      let health = self.services[service]?.targetHealth ?? [:]
-      for target in health.keys.sorted(by: { $0.description < $1.description }) {
-        out +=
-          "teal_lb_target_healthy{service=\"\(escape(service))\",target=\"\(escape(target.description))\"} "
-          + "\(health[target] == true ? 1 : 0)\n"
-      }
-    }
-    family("teal_lb_bad_requests_total", "counter", "Requests answered 400 or 431 before routing.")
-    for service in services {
-      out += "teal_lb_bad_requests_total{service=\"\(escape(service))\"} \(self.services[service]?.badRequests ?? 0)\n"
-    }
-    return out
-  }
-}
-
-private func escape(_ label: String) -> String {
-  var out = ""
-  for character in label {
-    switch character {
-    case "\\": out += "\\\\"
-    case "\"": out += "\\\""
-    case "\n": out += "\\n"
-    default: out.append(character)
-    }
-  }
-  return out
-}
-
-private func seconds(_ nanoseconds: Int64) -> String {
-  let whole = nanoseconds / 1_000_000_000
-  var fraction = String(nanoseconds % 1_000_000_000)
-  fraction = String(repeating: "0", count: 9 - fraction.count) + fraction
-  while fraction.hasSuffix("0") { fraction.removeLast() }
-  return fraction.isEmpty ? "\(whole)" : "\(whole).\(fraction)"
 }

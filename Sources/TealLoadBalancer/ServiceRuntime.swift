@@ -1,6 +1,7 @@
 // The per-service state shared by the actor and the event loops: one lock around the pure
 // ServiceTraffic value plus the continuations of callers waiting for a revision to drain.
 
+import CoreMetrics
 import NIOConcurrencyHelpers
 import NIOCore
 
@@ -18,6 +19,8 @@ final class ServiceRuntime: Sendable {
 
   private struct Shared: Sendable {
     var traffic: ServiceTraffic
+    /// The Prometheus series, updated at the same events as `traffic.metrics`.
+    var series: ServiceSeries
     var drainWaiters: [IdleKey: [(id: Int, continuation: CheckedContinuation<Void, Never>)]] = [:]
     var nextWaiterID = 0
 
@@ -49,21 +52,36 @@ final class ServiceRuntime: Sendable {
     var nextWaiterID = 0
   }
 
-  init(name: String, traffic: ServiceTraffic) {
+  init(name: String, traffic: ServiceTraffic, metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance) {
     self.name = name
-    self.shared = NIOLockedValueBox(Shared(traffic: traffic))
+    self.shared = NIOLockedValueBox(
+      Shared(traffic: traffic, series: ServiceSeries(service: name, factory: metricsFactory)))
   }
 
   // MARK: Data path
 
   func begin(_ role: ListenerRole) -> RouteChoice? {
-    self.shared.withLockedValue { $0.traffic.begin(role) }
+    self.shared.withLockedValue { shared in
+      let choice = shared.traffic.begin(role)
+      if let choice {
+        shared.series.group(role, choice.revision).requests.increment()
+      } else {
+        shared.series.recordNoHealthyTarget(role)
+      }
+      return choice
+    }
   }
 
   /// Routes a request again after a failure on `failed`; wakes drain waiters of what it left idle.
   func retry(_ role: ListenerRole, failed: RouteChoice, excluding: Set<TargetAddress>) -> RouteChoice? {
     let (choice, waiters) = self.shared.withLockedValue { shared in
       let (choice, idle) = shared.traffic.retry(role, failed: failed, excluding: excluding)
+      let failedSeries = shared.series.group(role, failed.revision)
+      failedSeries.connectFailures.increment()
+      if let choice {
+        failedSeries.retries.increment()
+        if choice.revision != failed.revision { shared.series.group(role, choice.revision).requests.increment() }
+      }
       return (choice, shared.waiters(for: idle))
     }
     for waiter in waiters { waiter.resume() }
@@ -71,21 +89,32 @@ final class ServiceRuntime: Sendable {
   }
 
   func recordConnectFailure(_ choice: RouteChoice, _ role: ListenerRole) {
-    self.shared.withLockedValue { $0.traffic.recordConnectFailure(choice.target, role, revision: choice.revision) }
+    self.shared.withLockedValue { shared in
+      shared.traffic.recordConnectFailure(choice.target, role, revision: choice.revision)
+      shared.series.group(role, choice.revision).connectFailures.increment()
+    }
   }
 
   func recordStalledResponse(_ choice: RouteChoice, _ role: ListenerRole) {
-    self.shared.withLockedValue { $0.traffic.recordStalledResponse(role, revision: choice.revision) }
+    self.shared.withLockedValue { shared in
+      shared.traffic.recordStalledResponse(role, revision: choice.revision)
+      shared.series.group(role, choice.revision).stalledResponses.increment()
+    }
   }
 
   func recordBadRequest() {
-    self.shared.withLockedValue { $0.traffic.recordBadRequest() }
+    self.shared.withLockedValue { shared in
+      shared.traffic.recordBadRequest()
+      shared.series.recordBadRequest()
+    }
   }
 
   func finish(_ role: ListenerRole, _ choice: RouteChoice, status: Int?, byBalancer: Bool, nanoseconds: Int64) {
     let waiters = self.shared.withLockedValue { shared -> [CheckedContinuation<Void, Never>] in
       let idle = shared.traffic.finish(
         role, choice, status: status, byBalancer: byBalancer, nanoseconds: nanoseconds)
+      shared.series.group(role, choice.revision).recordFinish(
+        status: status, byBalancer: byBalancer, nanoseconds: nanoseconds)
       return shared.waiters(for: idle)
     }
     for waiter in waiters { waiter.resume() }
@@ -98,6 +127,16 @@ final class ServiceRuntime: Sendable {
   }
 
   var traffic: ServiceTraffic { self.shared.withLockedValue { $0.traffic } }
+
+  /// Sets the gauges of the service's series and drops the series of what left the routes.
+  func refreshSeries() {
+    self.shared.withLockedValue { shared in shared.series.refresh(from: shared.traffic) }
+  }
+
+  /// Destroys every series of the service (it was removed from the balancer).
+  func destroySeries() {
+    self.shared.withLockedValue { $0.series.destroyAll() }
+  }
 
   /// The generation of the routes in force.
   var appliedGeneration: UInt64 { self.shared.withLockedValue { $0.traffic.router.routes.generation } }

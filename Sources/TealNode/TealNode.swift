@@ -10,6 +10,7 @@ import TealConsensus
 import TealGossip
 import TealLoadBalancer
 import TealMembership
+import TealMetrics
 import TealRaft
 import TealTasks
 import TealTransport
@@ -37,16 +38,21 @@ public enum TealNode {
 
     let group = MultiThreadedEventLoopGroup(numberOfThreads: System.coreCount)
     let clusterID = try NodeResources.clusterID(for: configuration)
+    // One registry per node (no global MetricsSystem): GET /metrics renders it.
+    let metrics = NodeMetrics(registry: NodeMetricsRegistry())
+    var transportConfiguration = NodeWiring.transportConfiguration(configuration, clusterID: clusterID)
+    transportConfiguration.metricsFactory = metrics.factory
     let transport = PeerTransport(
-      configuration: NodeWiring.transportConfiguration(configuration, clusterID: clusterID),
-      security: .mutualTLS(tls), group: group, logger: logger)
+      configuration: transportConfiguration, security: .mutualTLS(tls), group: group, logger: logger)
 
     let observer = AppliedIndexObserver()
     let raft: RaftNode<ClusterStateMachine>
     do {
+      var raftConfiguration = NodeWiring.raftConfiguration(configuration, clusterID: clusterID, logger: logger)
+      raftConfiguration.storage.fileSystem = TimedFileSystem(
+        base: raftConfiguration.storage.fileSystem, factory: metrics.factory)
       raft = try RaftNode(
-        configuration: NodeWiring.raftConfiguration(configuration, clusterID: clusterID, logger: logger),
-        stateMachine: ClusterStateMachine(observer: observer), network: transport)
+        configuration: raftConfiguration, stateMachine: ClusterStateMachine(observer: observer), network: transport)
     } catch {
       throw NodeStartError.component("the Raft log in \(configuration.dataDirectory)", reason: "\(error)")
     }
@@ -64,11 +70,13 @@ public enum TealNode {
     transport.setHandler(membership.messageHandler, for: .gossip)
 
     let log = ClusterLog(
-      node: configuration.node, raft: raft, observer: observer, sender: transport, clock: clock, logger: logger)
+      node: configuration.node, raft: raft, observer: observer, sender: transport, clock: clock, logger: logger,
+      metrics: metrics)
     transport.setHandler({ from, _, payload in await log.receive(from: from, payload: payload) }, for: .control)
 
     let balancer = LoadBalancer(
-      configuration: NodeWiring.loadBalancerConfiguration(configuration), eventLoopGroup: group, logger: logger)
+      configuration: NodeWiring.loadBalancerConfiguration(configuration), eventLoopGroup: group, logger: logger,
+      metricsFactory: metrics.factory)
     // Before the runner signals a task, this node's balancer stops routing to it and lets its
     // requests in flight finish (bounded): a task is never stopped under a request of this node.
     let address = configuration.address
@@ -84,7 +92,9 @@ public enum TealNode {
     let api = APIServer(
       configuration: configuration, token: token,
       tls: configuration.apiTLS ? try NodeResources.apiTLSContext(for: configuration) : nil, log: log,
-      control: control, logger: logger)
+      control: control, logger: logger, metrics: metrics)
+    metrics.installCollectors(
+      node: configuration.node, raft: raft, transport: transport, membership: membership, log: log, balancer: balancer)
 
     let services: [any Service] = [
       TransportService(transport: transport),
@@ -94,6 +104,7 @@ public enum TealNode {
         configuration: configuration),
       MembershipRunner(membership: membership, seeds: configuration.peers.keys.filter { $0 != configuration.node }),
       control,
+      MetricsEventRecorder(metrics: metrics, membership: membership, tasks: tasks, log: log),
       api.application(),
     ]
     let serviceGroup = ServiceGroup(

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -98,6 +99,9 @@ public struct PeerTransportConfiguration: Sendable {
   public var softwareVersion = "0.1.0"
   /// The protocol versions offered. Only tests change it.
   var protocolVersions = PeerProtocol.supportedVersions
+  /// Where the transport's series go (bytes per peer, refusals; see TransportMetrics.swift); by
+  /// default nowhere.
+  public var metricsFactory: any MetricsFactory = NOOPMetricsHandler.instance
 
   public init(
     nodeID: NodeID, listenHost: String, listenPort: Int, peers: [NodeID: PeerAddress], clusterID: String = ""
@@ -280,6 +284,7 @@ public actor PeerTransport: PeerMessageSender {
   public func start() async throws -> Int {
     let unauthenticated = self.unauthenticated
     let limit = configuration.maximumUnauthenticatedConnections
+    let metricsFactory = configuration.metricsFactory
     let server = try await ServerBootstrap(group: group)
       .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
       .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
@@ -294,6 +299,7 @@ public actor PeerTransport: PeerMessageSender {
           }
           let slot = UnauthenticatedSlot(counter: admitted ? unauthenticated : nil)
           if !admitted {
+            TransportMetrics.refused("too_many_unauthenticated", factory: metricsFactory)
             // Closed as soon as it is active, before the TLS handler sees it: no handshake.
             try channel.pipeline.syncOperations.addHandler(CloseOnActiveHandler())
           }
@@ -528,6 +534,7 @@ public actor PeerTransport: PeerMessageSender {
     async throws
   {
     guard let link = linksByID[linkID] else { return }
+    let sent = TransportMetrics.sentBytes(to: link.peer, factory: configuration.metricsFactory)
     try await withThrowingTaskGroup(of: Void.self) { group in
       group.addTask {
         defer { channel.close(promise: nil) }
@@ -535,7 +542,10 @@ public actor PeerTransport: PeerMessageSender {
       }
       for lane in Lane.allCases {
         group.addTask {
-          try await self.runWriter(linkID, lane) { batch in try await Self.write(batch, to: channel) }
+          try await self.runWriter(linkID, lane) { batch in
+            try await Self.write(batch, to: channel)
+            sent.increment(by: Int64(batch.reduce(0) { $0 + $1.readableBytes }))
+          }
         }
       }
       // Whichever ends first (the connection closed, a write failed, the link stopped) ends all.
@@ -706,6 +716,7 @@ public actor PeerTransport: PeerMessageSender {
         let hello = try await Self.readHello(from: &frames)
         switch await self.admit(hello, identity: identity, channel: channel) {
         case .refused(let refusal):
+          TransportMetrics.refused(refusal.reason, factory: configuration.metricsFactory)
           log.warning("refused peer connection", metadata: ["peer": "\(hello.nodeID)", "reason": "\(refusal)"])
           // Awaited until written: the connection closes right after.
           try await Self.write(
@@ -718,9 +729,11 @@ public actor PeerTransport: PeerMessageSender {
             [Frame.encode(channel: .transport, payload: TransportMessage.accepted(acceptance).wireBytes())], to: channel
           )
           log.debug("accepted peer connection", metadata: ["protocol": "\(acceptance.protocolVersion)"])
+          let received = TransportMetrics.receivedBytes(from: hello.nodeID, factory: configuration.metricsFactory)
           while let frame = try await frames.next() {
             if accepted.isRevoked { break }
             let size = frame.payload.readableBytes
+            received.increment(by: Int64(size + Frame.headerSize))
             if frame.channel != .transport {
               await self.router.deliver(
                 from: hello.nodeID, channel: frame.channel, payload: Array(frame.payload.readableBytesView))
@@ -731,6 +744,7 @@ public actor PeerTransport: PeerMessageSender {
       }
       log.debug("peer connection closed")
     } catch let error as TLSError {
+      TransportMetrics.refused("tls", factory: configuration.metricsFactory)
       log.warning("refused peer connection", metadata: ["error": "\(error)"])
     } catch {
       log.warning("closed peer connection", metadata: ["error": "\(error)"])

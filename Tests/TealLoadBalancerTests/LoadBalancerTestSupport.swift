@@ -14,7 +14,7 @@ import Testing
 /// An HTTP server standing in for one task of a revision.
 ///
 /// Paths: `/health` (200, or 503 after `setHealthy(false)`), `/slow?ms=N` (answers after N ms),
-/// `/hang` (never answers), `/stall` (sends 10 of 100 body bytes, then nothing), `/echo` (answers with the request body; chunked in several parts when the
+/// `/hang` (never answers), `/fail` (500), `/stall` (sends 10 of 100 body bytes, then nothing), `/echo` (answers with the request body; chunked in several parts when the
 /// request has `x-chunked-response: 1`), anything else: 200 with body `<revision>\n`.
 /// Every response carries `x-backend-revision` and echoes the forwarding headers it saw.
 final class LBTestBackend: Sendable {
@@ -142,6 +142,8 @@ private final class BackendHandler: ChannelInboundHandler {
       self.send(status: healthy ? .ok : .serviceUnavailable, headers: headers, body: "health\n", context: context)
     case "/hang":
       return
+    case "/fail":
+      self.send(status: .internalServerError, headers: headers, body: "failed\n", context: context)
     case "/stall":
       // A response head and the first 10 of 100 body bytes, then nothing.
       var stallHeaders = headers

@@ -2,6 +2,8 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import TealMetrics
+import TealTestSupport
 import Testing
 
 @testable import TealLoadBalancer
@@ -9,6 +11,7 @@ import Testing
 /// Two revisions, one backend each, on a fresh load balancer.
 private struct BlueGreen {
   let balancer: LoadBalancer
+  let metrics: NodeMetricsRegistry
   let blue: LBTestBackend
   let green: LBTestBackend
   let listeners: ServiceListeners
@@ -19,7 +22,8 @@ private struct BlueGreen {
   ) async throws -> BlueGreen {
     let blueBackend = try await LBTestBackend.start(revision: "blue")
     let greenBackend = try await LBTestBackend.start(revision: "green")
-    let balancer = LoadBalancer(configuration: configuration)
+    let metrics = NodeMetricsRegistry()
+    let balancer = LoadBalancer(configuration: configuration, metricsFactory: metrics.factory)
     let listeners = try await balancer.addService(
       lbTestService(healthCheck: healthCheck),
       routes: ServiceRoutes(
@@ -29,7 +33,8 @@ private struct BlueGreen {
           TargetGroup(revision: "green", targets: [greenBackend.address]),
         ],
         productionWeights: ["blue": blue, "green": green], testWeights: ["green": 1]))
-    return BlueGreen(balancer: balancer, blue: blueBackend, green: greenBackend, listeners: listeners)
+    return BlueGreen(
+      balancer: balancer, metrics: metrics, blue: blueBackend, green: greenBackend, listeners: listeners)
   }
 
   func stop() async {
@@ -453,8 +458,11 @@ struct ProxySocketTests {
       #expect(try await production.request().revision == "blue")
       #expect(try await test.request().revision == "green")
     }
+    let green = ["service": "web", "listener": "test", "revision": "green"]
     #expect(
-      await lbEventually { setup.balancer.prometheusText().contains("listener=\"test\",revision=\"green\"} 5\n") })
+      try await lbEventually {
+        try PrometheusExposition(parsing: await setup.metrics.exposition()).value("teal_lb_requests_total", green) == 5
+      })
     await production.close()
     await test.close()
   }

@@ -189,30 +189,6 @@ struct MetricsTests {
     #expect(window.p99Seconds == 0.0025)
     #expect(now.requests == 14)
   }
-
-  @Test func prometheusTextHasEveryFamilyWithLabels() {
-    var traffic = ServiceTraffic(routes: routes(blue: 1, green: 0), healthyThreshold: 1, unhealthyThreshold: 1)
-    traffic.recordProbe(blue1, passed: true)
-    let choice = traffic.begin(.production)!
-    _ = traffic.finish(.production, choice, status: 502, nanoseconds: 1_500_000)
-    _ = traffic.begin(.production)
-    let text = LoadBalancerMetrics(services: ["web": traffic.metrics]).prometheusText()
-    let labels = "service=\"web\",listener=\"production\",revision=\"blue\""
-    #expect(text.contains("teal_lb_requests_total{\(labels)} 2\n"))
-    #expect(text.contains("teal_lb_responses_total{\(labels),code=\"5xx\"} 1\n"))
-    #expect(text.contains("teal_lb_in_flight_requests{\(labels)} 1\n"))
-    #expect(text.contains("teal_lb_request_duration_seconds_bucket{\(labels),le=\"0.001\"} 0\n"))
-    #expect(text.contains("teal_lb_request_duration_seconds_bucket{\(labels),le=\"0.0025\"} 1\n"))
-    #expect(text.contains("teal_lb_request_duration_seconds_bucket{\(labels),le=\"+Inf\"} 1\n"))
-    #expect(text.contains("teal_lb_request_duration_seconds_sum{\(labels)} 0.0015\n"))
-    #expect(text.contains("# TYPE teal_lb_request_duration_seconds histogram\n"))
-    for family in [
-      "teal_lb_retries_total", "teal_lb_connect_failures_total", "teal_lb_balancer_responses_total",
-      "teal_lb_target_healthy",
-    ] {
-      #expect(text.contains("# TYPE \(family) "), "\(family)")
-    }
-  }
 }
 
 @Suite("Service traffic bookkeeping")

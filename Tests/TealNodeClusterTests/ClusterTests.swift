@@ -153,6 +153,8 @@ struct ClusterTests {
         }
       }
 
+      try await checkMetrics(cluster, ports: ports, follower: follower)
+
       // Three separate processes at the same applied index hold byte-identical snapshots: the
       // state hash is the SHA-256 of each node's canonical snapshot.
       var compared = false
@@ -196,6 +198,61 @@ struct ClusterTests {
     }
   }
 
+  /// `GET /metrics` on `id`, parsed by the strict parser (a parse error is recorded and thrown).
+  static func scrape(_ cluster: LocalCluster, _ id: String) async throws -> PrometheusExposition {
+    let response = try await cluster.api(id).send(.GET, "/metrics")
+    #expect(response.status == 200, "GET /metrics on \(id): \(response.status)")
+    #expect(response.header("content-type")?.hasPrefix("text/plain; version=0.0.4") == true)
+    do { return try PrometheusExposition(parsing: response.text) } catch {
+      Issue.record("GET /metrics on \(id) does not parse: \(error)")
+      throw error
+    }
+  }
+
+  /// Issue 17 (#15 in its text), item 2, on the cluster this test already runs: `/metrics` on
+  /// every node parses as Prometheus text, exactly one node reports itself leader, and the
+  /// balancer's request counter of each node rises by the requests sent through its listener.
+  func checkMetrics(_ cluster: LocalCluster, ports: ServicePorts, follower: String) async throws {
+    func scrape(_ id: String) async throws -> PrometheusExposition { try await Self.scrape(cluster, id) }
+    try await waitUntil("exactly one node reports itself leader in /metrics") {
+      var leaders = 0
+      for id in cluster.ids { leaders += try await scrape(id).value("teal_raft_is_leader") == 1 ? 1 : 0 }
+      return leaders == 1
+    }
+    let production = ["service": "web", "listener": "production"]
+    for node in cluster.nodes {
+      let before = try await scrape(node.id)
+      #expect((before.value("teal_raft_term") ?? 0) >= 1, "\(node.id)")
+      #expect((before.value("teal_raft_applied_index") ?? 0) >= 1, "\(node.id)")
+      #expect(before.families["teal_lb_request_duration_seconds"]?.type == "histogram", "\(node.id)")
+      let connections = before.sum("teal_transport_connections")
+      #expect(connections >= 1, "\(node.id) has no peer connection in /metrics")
+      #expect(before.sum("teal_transport_sent_bytes_total") > 0, "\(node.id)")
+      #expect(before.sum("teal_transport_received_bytes_total") > 0, "\(node.id)")
+      #expect(before.value("teal_gossip_members", ["state": "alive"]) == 3, "\(node.id)")
+      let sent = 5
+      let connection = try await HTTPConnection.connect(host: node.address, port: ports.production)
+      for _ in 0..<sent {
+        #expect(try await connection.request(method: .GET, path: "/").status == 200)
+      }
+      await connection.close()
+      let after = try await scrape(node.id)
+      let rise =
+        after.sum("teal_lb_requests_total", matching: production)
+        - before.sum("teal_lb_requests_total", matching: production)
+      #expect(rise >= Double(sent), "\(node.id): teal_lb_requests_total rose by \(rise)")
+      let answered =
+        after.sum("teal_lb_responses_total", matching: production.merging(["code": "2xx"]) { $1 })
+        - before.sum("teal_lb_responses_total", matching: production.merging(["code": "2xx"]) { $1 })
+      #expect(answered >= Double(sent), "\(node.id): 2xx rose by \(answered)")
+      #expect(after.sum("teal_tasks_running", matching: ["service": "web"]) >= 1, "\(node.id)")
+    }
+    let created = try await scrape(follower).value(
+      "teal_api_requests_total", ["route": "/v1/services", "method": "POST", "status": "201"])
+    #expect(created == 1, "the follower counted its POST /v1/services")
+    #expect(try await scrape(follower).sum("teal_api_forwarded_total", matching: ["outcome": "applied"]) >= 1)
+  }
+
   // MARK: A node of another cluster
 
   /// Connections the cluster's nodes refused or closed, as their logs say.
@@ -221,6 +278,10 @@ struct ClusterTests {
       try await waitUntil("the cluster refuses n4's connections", timeout: .seconds(30)) {
         Self.refusals(in: cluster) >= refusedBefore + 3
       }
+      // The refusals show in /metrics too (by reason: another CA fails the TLS handshake).
+      var counted = 0.0
+      for id in cluster.ids { counted += try await Self.scrape(cluster, id).sum("teal_transport_refusals_total") }
+      #expect(counted >= 1, "no node counted a refusal in teal_transport_refusals_total")
       let status = try await cluster.api(leader).cluster()
       #expect(!status.members.contains { $0.id == "n4" }, "n4 became a member: \(status.members)")
       let after = try await cluster.api(leader).get("/v1/cluster/state", as: StateDigestView.self)
@@ -264,6 +325,19 @@ struct ClusterTests {
       #expect(scaled.desiredCount == 1)
       let views = try await waitForServing(cluster, "web", count: 1, exactTasks: true)
       let remaining = try #require(views[0].tasks.first)
+      // The two retired tasks show in /metrics as stopped exits; three (or more) were started.
+      try await waitUntil("two stopped exits and one running task in /metrics") {
+        var stopped = 0.0
+        var running = 0.0
+        var starts = 0.0
+        for id in cluster.ids {
+          let metrics = try await Self.scrape(cluster, id)
+          stopped += metrics.sum("teal_task_exits_total", matching: ["service": "web", "reason": "stopped"])
+          running += metrics.sum("teal_tasks_running", matching: ["service": "web"])
+          starts += metrics.sum("teal_task_starts_total", matching: ["service": "web"])
+        }
+        return stopped >= 2 && running == 1 && starts >= 3
+      }
 
       // SIGTERM a node that does not hold the remaining task; the leader if it can be.
       let victim = leader != remaining.node ? leader : cluster.ids.first { $0 != remaining.node && $0 != leader }!

@@ -1,8 +1,10 @@
 // A runnable load balancer for the proxy benchmark (Benchmarks/proxy): one service, one target group,
 // listening for a fixed time while wrk drives it.
 
+import Foundation
 import NIOPosix
 import TealLoadBalancer
+import TealMetrics
 
 /// Runs a load balancer for benchmarks. Called by `Benchmarks/proxy/ProxyBenchmark/main.swift`.
 enum LoadBalancerBenchmarkHarness {
@@ -34,9 +36,12 @@ enum LoadBalancerBenchmarkHarness {
   /// Serves until `seconds` have passed, then prints the per-revision metrics and shuts down.
   static func run(arguments: [String]) async throws {
     let (port, seconds, targets) = try parse(arguments)
+    // TEAL_BENCH_METRICS=1: record the Prometheus series into a node registry, as a node does.
+    let registry = ProcessInfo.processInfo.environment["TEAL_BENCH_METRICS"] == "1" ? NodeMetricsRegistry() : nil
     let balancer = LoadBalancer(
       configuration: LoadBalancerConfiguration(maxIdleConnectionsPerTarget: 256),
-      eventLoopGroup: MultiThreadedEventLoopGroup.singleton)
+      eventLoopGroup: MultiThreadedEventLoopGroup.singleton,
+      metricsFactory: registry?.factory ?? LoadBalancer.noMetrics)
     let routes = ServiceRoutes(
       generation: 1, targetGroups: [TargetGroup(revision: "bench", targets: targets)], productionWeights: ["bench": 1])
     let listeners = try await balancer.addService(
@@ -50,6 +55,12 @@ enum LoadBalancerBenchmarkHarness {
       print(
         "teal proxy benchmark: requests=\(metrics.requests) 2xx=\(metrics.responses2xx) 5xx=\(metrics.responses5xx) "
           + "p99<=\(metrics.p99Seconds.map { "\($0 * 1000) ms" } ?? "n/a")")
+    }
+    if let registry {
+      balancer.collectMetrics()
+      let started = ContinuousClock.now
+      let text = await registry.exposition()
+      print("teal proxy benchmark: exposition of \(text.utf8.count) bytes in \(ContinuousClock.now - started)")
     }
     await balancer.shutdown()
   }

@@ -12,6 +12,7 @@ import ServiceLifecycle
 import TealAPI
 import TealCluster
 import TealDeploy
+import TealMetrics
 import TealSpec
 import TealTLS
 import TealWire
@@ -31,6 +32,8 @@ struct APIServer: Sendable {
   let log: ClusterLog
   let control: NodeControl
   let logger: Logger
+  /// The node's metrics: `GET /metrics` renders them; every answer is counted.
+  var metrics: NodeMetrics = .none
 
   static let maximumBodyBytes = 1 << 20
   static let maximumConnections = 1024
@@ -50,6 +53,7 @@ struct APIServer: Sendable {
 
   func application() -> some Service {
     let router = Router(context: BasicRequestContext.self)
+    router.add(middleware: APIMetricsMiddleware(metrics: metrics))
     router.add(middleware: NodeHeadersMiddleware(node: configuration.node.rawValue, log: log))
     router.add(middleware: BearerTokenMiddleware(token: token))
     router.get("/health") { _, _ in
@@ -61,6 +65,12 @@ struct APIServer: Sendable {
       headers[.contentType] = APIContentType.yaml
       return Response(
         status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.yaml)))
+    }
+    router.get("/metrics") { _, _ in
+      var headers = HTTPFields()
+      headers[.contentType] = NodeMetricsRegistry.contentType
+      let text = await metrics.registry?.exposition() ?? ""
+      return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
     }
     router.get("/v1/cluster") { request, _ in try await clusterStatus(request) }
     router.get("/v1/cluster/state") { _, _ in
@@ -360,6 +370,40 @@ struct BearerTokenMiddleware<Context: RequestContext>: RouterMiddleware {
     var difference: UInt8 = 0
     for index in a.indices { difference |= a[index] ^ b[index] }
     return difference == 0
+  }
+}
+
+/// Counts every answer in `teal_api_requests_total` by route template (Hummingbird's matched path,
+/// or `NotFound`), method and status: a bounded label set, whatever paths clients send.
+struct APIMetricsMiddleware<Context: RequestContext>: RouterMiddleware {
+  let metrics: NodeMetrics
+
+  func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws
+    -> Response
+  {
+    let status: Int
+    do {
+      let response = try await next(request, context)
+      status = response.status.code
+      count(request, context, status)
+      return response
+    } catch let error as HTTPResponseError {
+      status = error.status.code
+      count(request, context, status)
+      throw error
+    } catch {
+      count(request, context, 500)
+      throw error
+    }
+  }
+
+  private func count(_ request: Request, _ context: Context, _ status: Int) {
+    let method =
+      ["GET", "PUT", "POST", "DELETE", "HEAD", "PATCH"].contains(request.method.rawValue)
+      ? request.method.rawValue : "OTHER"
+    metrics.count(
+      "teal_api_requests_total",
+      [("route", context.endpointPath ?? "NotFound"), ("method", method), ("status", "\(status)")])
   }
 }
 

@@ -41,6 +41,7 @@ public actor ClusterLog {
   private let sender: any PeerMessageSender
   private let clock: NodeClock
   private let logger: Logger
+  private let metrics: NodeMetrics
 
   /// How long a write waits for a leader and its commit before it fails (the API answers 503).
   public let writeTimeout: Duration
@@ -59,8 +60,9 @@ public actor ClusterLog {
 
   init(
     node: NodeID, raft: RaftNode<ClusterStateMachine>, observer: AppliedIndexObserver, sender: any PeerMessageSender,
-    clock: NodeClock, writeTimeout: Duration = .seconds(5), logger: Logger
+    clock: NodeClock, writeTimeout: Duration = .seconds(5), logger: Logger, metrics: NodeMetrics = .none
   ) {
+    self.metrics = metrics
     self.node = node
     self.raft = raft
     self.observer = observer
@@ -91,6 +93,9 @@ public actor ClusterLog {
   }
 
   private func leadershipChanged(_ state: LeadershipState) {
+    if state.leader != leadership.leader || state.term != leadership.term && state.leader != nil {
+      metrics.count("teal_raft_leader_changes_total")
+    }
     leadership = state
     wakeLeadershipWaiters()
   }
@@ -129,6 +134,7 @@ public actor ClusterLog {
         outcome = await proposeLocally(bytes)
       } else if let leader = state.leader, leader != node {
         outcome = await forward(bytes, to: leader, timeout: min(remaining, .seconds(2)))
+        metrics.count("teal_api_forwarded_total", [("outcome", NodeMetrics.outcome(outcome))])
       } else {
         await waitForLeadershipChange(upTo: min(remaining, .milliseconds(200)))
         continue
@@ -181,6 +187,12 @@ public actor ClusterLog {
   }
 
   private func proposeLocally(_ bytes: [UInt8]) async -> ForwardOutcome {
+    let outcome = await proposeToRaft(bytes)
+    metrics.count("teal_raft_proposals_total", [("outcome", NodeMetrics.outcome(outcome))])
+    return outcome
+  }
+
+  private func proposeToRaft(_ bytes: [UInt8]) async -> ForwardOutcome {
     do {
       let reply = try await raft.propose(bytes)
       let applied: AppliedResult
