@@ -202,27 +202,13 @@ struct Chaos: AsyncParsableCommand {
         throw CommandFailure(message: "\(id) is not running (no live process in \(cluster.layout.pidFile(id)))")
       }
       // Resume on SIGINT, SIGTERM and SIGHUP too: installed before the node is stopped.
-      var sources: [any DispatchSourceSignal] = []
-      for signalNumber: Int32 in [SIGINT, SIGTERM, SIGHUP] {
-        #if canImport(Darwin)
-          // kqueue delivers a signal to the source only when it is ignored; on Linux, Dispatch
-          // takes the signal itself and ignoring it would discard it.
-          signal(signalNumber, SIG_IGN)
-        #endif
-        let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-        source.setEventHandler {
-          kill(pid, SIGCONT)
-          let fields: [String: Any] = ["action": "resume", "node": id, "pid": Int(pid), "interrupted": true]
-          out.say("interrupted (signal \(signalNumber)): resumed \(id) (pid \(pid)) with SIGCONT", fields)
-          Glibc.exit(128 + signalNumber)
-        }
-        source.resume()
-        sources.append(source)
-      }
-      defer {
+      SignalPipe.install([SIGINT, SIGTERM, SIGHUP]) { signalNumber in
         kill(pid, SIGCONT)
-        for source in sources { source.cancel() }
+        let fields: [String: Any] = ["action": "resume", "node": id, "pid": Int(pid), "interrupted": true]
+        out.say("interrupted (signal \(signalNumber)): resumed \(id) (pid \(pid)) with SIGCONT", fields)
+        Glibc.exit(128 + signalNumber)
       }
+      defer { kill(pid, SIGCONT) }
       guard kill(pid, SIGSTOP) == 0 else {
         throw CommandFailure(message: "cannot stop \(id) (pid \(pid)): \(String(cString: strerror(errno)))")
       }
@@ -465,3 +451,36 @@ struct ChaosOutput: Sendable {
     return mirror.displayStyle == .optional && mirror.children.isEmpty
   }
 }
+
+// MARK: - Signals
+
+/// Signals delivered through a pipe that a plain `sigaction` handler writes: in force for the whole
+/// process from the moment ``install(_:_:)`` returns, whichever thread the kernel picks (a Dispatch
+/// signal source on Linux left a window in which SIGINT still had its default action and killed the
+/// command before it could undo its fault). `body` runs on a thread of its own, once per signal.
+enum SignalPipe {
+  nonisolated(unsafe) private static var writeEnd: Int32 = -1
+
+  static func install(_ signals: [Int32], _ body: @escaping @Sendable (Int32) -> Void) {
+    var ends: [Int32] = [-1, -1]
+    guard pipe(&ends) == 0 else { preconditionFailure("pipe() failed: \(String(cString: strerror(errno)))") }
+    writeEnd = ends[1]
+    let readEnd = ends[0]
+    for signalNumber in signals {
+      var action = sigaction()
+      action.__sigaction_handler.sa_handler = { received in
+        var byte = UInt8(truncatingIfNeeded: received)
+        _ = write(SignalPipe.writeEnd, &byte, 1)
+      }
+      sigemptyset(&action.sa_mask)
+      action.sa_flags = SA_RESTART
+      sigaction(signalNumber, &action, nil)
+    }
+    let reader = Thread {
+      var byte: UInt8 = 0
+      while read(readEnd, &byte, 1) == 1 { body(Int32(byte)) }
+    }
+    reader.start()
+  }
+}
+

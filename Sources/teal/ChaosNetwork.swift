@@ -1,5 +1,4 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 
 #if canImport(Glibc)
@@ -267,23 +266,14 @@ private func runFault(
   let out = ChaosOutput(json: options.json)
   let length = try parseChaosDuration(options.duration, option: "--for")
   let faults = target.faults
-  var sources: [any DispatchSourceSignal] = []
-  for signalNumber: Int32 in [SIGINT, SIGTERM, SIGHUP] {
-    let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
-    source.setEventHandler {
-      faults.remove()
-      out.say(
-        "interrupted (signal \(signalNumber)): removed the fault on \(what)",
-        ["action": "heal", "node": target.node.id, "interrupted": true])
-      Glibc.exit(128 + signalNumber)
-    }
-    source.resume()
-    sources.append(source)
-  }
-  defer {
+  SignalPipe.install([SIGINT, SIGTERM, SIGHUP]) { signalNumber in
     faults.remove()
-    for source in sources { source.cancel() }
+    out.say(
+      "interrupted (signal \(signalNumber)): removed the fault on \(what)",
+      ["action": "heal", "node": target.node.id, "interrupted": true])
+    Glibc.exit(128 + signalNumber)
   }
+  defer { faults.remove() }
   try faults.install(fault)
   var said = fields
   said["seconds"] = seconds(length)

@@ -100,6 +100,23 @@ struct ChaosNetworkTests {
       try await waitUntil("\(follower) catches up after the partition", timeout: .seconds(20)) {
         try await applied(follower) >= secondTarget
       }
+
+      // Interrupted: SIGINT to the command removes the rules at once.
+      let interruptedLog = "\(cluster.directory)/partition-interrupted.log"
+      let interrupted = try cluster.spawnTeal(
+        ["chaos", "partition", follower, "--for", "60s", "--dir", cluster.directory, "--json"], log: interruptedLog)
+      defer { killGroup(interrupted, startTime: nil) }
+      var table = ""
+      try await waitUntil("the interrupted partition is installed", timeout: .seconds(20)) {
+        table = jsonLines(interruptedLog).first { $0["action"] as? String == "partition" }?["table"] as? String ?? ""
+        return !table.isEmpty
+      }
+      #expect(NFTables.hasTable(table))
+      kill(interrupted, SIGINT)
+      let interruptedExit = try await waitForChild(interrupted, "the interrupted partition", timeout: .seconds(10))
+      #expect(interruptedExit == .exited(128 + SIGINT))
+      #expect(!NFTables.hasTable(table), "SIGINT left the table \(table) in place")
+      #expect(jsonLines(interruptedLog).contains { $0["interrupted"] as? Bool == true })
     }
   }
 }
