@@ -28,7 +28,9 @@ private func setting(_ name: String, _ fallback: Int) -> Int { environment[name]
 struct GossipUnderSnapshotTests {
   @Test func noFalseDeathWhileASnapshotStreamsAndACrashIsStillDetected() async throws {
     let cluster = try await SnapshotCluster.start(members: 3, frameBytes: 4 << 20)
-    await cluster.startStreaming()
+    // Paced (at most 16 MiB/s) so that it does not starve the tests running beside it in CI;
+    // each 4 MiB frame still fills the link's socket buffers ahead of the gossip frames.
+    await cluster.startStreaming(pause: .milliseconds(250))
     try await Task.sleep(for: .seconds(4))  // a fixed soak: what happens in it is measured, not awaited
     let soak = await cluster.falseVerdicts()
     let streamed = await cluster.streamedBytes()
@@ -235,9 +237,9 @@ private actor SnapshotCluster {
     return Node(transport: transport, service: service, port: port)
   }
 
-  /// n1 sends `frameBytes` frames on the Raft channel to n2 as fast as its queue admits, and
-  /// keeps retrying while n2 is down.
-  func startStreaming() {
+  /// n1 sends `frameBytes` frames on the Raft channel to n2 as fast as its queue admits (or
+  /// with `pause` after each), and keeps retrying while n2 is down.
+  func startStreaming(pause: Duration? = nil) {
     guard frameBytes > 0 else { return }  // the control run: no snapshot
     let frame = [UInt8](repeating: 0x5a, count: frameBytes)
     let sender = nodes[ids[0]]!.transport
@@ -246,6 +248,7 @@ private actor SnapshotCluster {
       while !Task.isCancelled {
         do {
           try await sender.sendWhenQueueHasRoom(frame, on: .raft, to: receiver)
+          if let pause { try? await Task.sleep(for: pause) }
         } catch {
           if case .shutDown = error as? PeerSendError { return }
           try? await Task.sleep(for: .milliseconds(50))
