@@ -123,6 +123,25 @@ enum Signed {
     #expect(next != sequence + 1)
   }
 
+  @Test func probeSequenceNumbersDoNotAdvanceByAFixedStep() throws {
+    // The test above still passed with a counter (found by reverting to one): its own ticks
+    // consume the next number. Twenty probes in a row, each answered, must not show a pattern.
+    var core = try Fixture.core(size: 4)
+    var sequences: [UInt64] = []
+    var now = Duration.zero
+    while sequences.count < 20, now < .seconds(60), let wakeup = core.nextWakeup {
+      now = max(now, wakeup)
+      for send in Fixture.sends(core.tick(now: now)) {
+        guard case .ping(let sequence, _) = send.message else { continue }
+        sequences.append(sequence)
+        _ = core.receive(.ack(sequence: sequence, target: send.to, updates: []), from: send.to, now: now)
+      }
+    }
+    #expect(sequences.count == 20)
+    let steps = zip(sequences, sequences.dropFirst()).map { $1 &- $0 }
+    #expect(Set(steps).count == steps.count, "sequence numbers advance by a fixed step: \(steps.prefix(4))")
+  }
+
   @Test func aSenderOverItsRateIsDroppedForTheRestOfTheSecond() throws {
     var core = try Fixture.core(size: 3)
     var acks = 0

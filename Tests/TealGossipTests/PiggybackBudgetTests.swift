@@ -45,4 +45,38 @@ import Testing
     }
     #expect(checked > 0)
   }
+
+  @Test func aProbeOfASuspectCarriesItsNoticeWithinTheBudgetWhileTheQueueIsFull() throws {
+    // The test above still passed with the notice left out of the budget (found by reverting
+    // that fix): it rarely sees a probe of the suspect while the queue is still full. This one
+    // keeps the queue full (fresh records of 58 members before every tick) and the suspect
+    // suspected until this node has probed it twice.
+    var core = try Fixture.core(size: 60)
+    var now = Duration.zero
+    var incarnation: UInt64 = 1
+    var probes = 0
+    while probes < 2 && now < .seconds(60) {
+      let news = (3...60).map { Fixture.update($0, incarnation: incarnation) }
+      _ = core.receive(
+        .gossip(updates: news + [Fixture.update(2, .suspect, incarnation: incarnation, by: 3)]), from: Fixture.id(3),
+        now: now)
+      incarnation += 1
+      guard let wakeup = core.nextWakeup else { break }
+      now = max(now, wakeup)
+      for send in Fixture.sends(core.tick(now: now)) {
+        guard case .ping(let sequence, let updates) = send.message else { continue }
+        guard send.to == Fixture.id(2) else {
+          // Every other member answers, so that this node stays healthy and probes at full rate.
+          _ = core.receive(.ack(sequence: sequence, target: send.to, updates: []), from: send.to, now: now)
+          continue
+        }
+        probes += 1
+        #expect(updates.first?.member.id == Fixture.id(2), "the buddy notice goes first")
+        #expect(updates.count > 2, "the queue was full: the notice shares the message with news")
+        let size = updates.reduce(0) { $0 + $1.wireBytes().count }
+        #expect(size <= core.settings.maxPiggybackBytes, "\(updates.count) updates, \(size) bytes")
+      }
+    }
+    #expect(probes == 2)
+  }
 }
