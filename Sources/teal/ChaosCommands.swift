@@ -483,4 +483,3 @@ enum SignalPipe {
     reader.start()
   }
 }
-
