@@ -11,13 +11,17 @@ import TealWire
 /// How a Ready is processed (always in this order, with no suspension point in between, so a Ready is never
 /// interleaved with another input):
 /// 1. `messages` are queued to the network at once (a leader's appends travel while it writes its own log).
-/// 2. The snapshot, the entries and the hard state are written to the DurableLog with `fdatasync`.
-/// 3. Only then are `messagesAfterPersist` (votes, append acknowledgements) queued: nothing is promised to a
+/// 2. Without a snapshot in the Ready, committed entries are applied in order, completing the proposals
+///    waiting for them (RaftCore hands out only entries an earlier Ready made durable, so they need not wait
+///    for this Ready's write); read states are recorded and reads whose index has been applied complete.
+/// 3. If the Ready must be synced (`mustSync`: a snapshot, entries, a new term or vote), the snapshot, the
+///    entries and the hard state are written to the DurableLog with one `fdatasync`. A Ready that only moves
+///    the commit index writes nothing: the commit index is recorded with the next synced write.
+/// 4. Only then are `messagesAfterPersist` (votes, append acknowledgements) queued: nothing is promised to a
 ///    peer before it is durable.
-/// 4. A received snapshot is restored into the state machine, then committed entries are applied in order,
-///    completing the proposals waiting for them.
-/// 5. Read states are recorded; reads whose index has been applied complete.
-/// 6. `RaftCore.advance` is called, and the log is compacted if it grew past the snapshot threshold.
+/// 5. A received snapshot is restored into the state machine, then (in that case) step 2 runs.
+/// 6. `RaftCore.advance` is called, and the log is compacted if it grew past the snapshot threshold (in
+///    entries or in bytes).
 ///
 /// Failure: if step 2 throws (a disk error), the node stops at once with ``RaftNodeError/storage(_:)``; the
 /// messages of step 3 are never sent and waiting proposals fail. The directory can then be reopened by a new
@@ -44,6 +48,10 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   private var appliedIndex: UInt64
 
   private var tickCount = 0
+  /// A commit index handed out by a Ready that needed no sync; written with the next synced write.
+  private var unwrittenHardState: HardState?
+  /// Bytes of command data applied since the latest snapshot (for `snapshotThresholdBytes`).
+  private var appliedBytesSinceSnapshot = 0
   private var tickerTask: Task<Void, Never>?
   private var processingScheduled = false
   private var isRunning = true
@@ -263,6 +271,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
       throw .invalidRequest(
         "the command has \(command.count) bytes, over maxCommandBytes (\(configuration.maxCommandBytes))")
     }
+    try ensureProposalRoom()
     let position: ProposalPosition
     do {
       position = try core.propose(command)
@@ -276,6 +285,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   /// once it is applied here. Errors as for ``propose(_:)``, plus ``RaftNodeError/invalidRequest(_:)``.
   public func proposeConfigChange(_ change: ConfigChange) async throws(RaftNodeError) {
     try ensureRunning()
+    try ensureProposalRoom()
     let position: ProposalPosition
     do {
       position = try core.proposeConfigChange(change)
@@ -346,7 +356,8 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     RaftNodeStatus(
       id: id, role: isRunning ? core.role : .follower, term: core.term, leader: isRunning ? core.leader : nil,
       commitIndex: core.commitIndex, appliedIndex: appliedIndex, lastIndex: core.lastIndex,
-      snapshotIndex: core.snapshot?.metadata.index ?? 0, isRunning: isRunning, failure: failure?.description)
+      snapshotIndex: core.snapshot?.metadata.index ?? 0, isRunning: isRunning, failure: failure?.description,
+      pendingProposals: proposals.count, pendingReads: reads.count)
   }
 
   /// The application state after the last applied entry. Linearizable after ``linearizableRead()``.
@@ -413,27 +424,40 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
 
   private func handle(_ ready: RaftReady) {
     for message in ready.messages { outbox.send(message) }
-    do {
-      try persist(ready)
-    } catch {
-      fail(error)
-      return
+    if ready.snapshot == nil { applyCommitted(ready) }
+    if ready.mustSync {
+      do {
+        try persist(ready)
+      } catch {
+        fail(error)
+        return
+      }
+    } else if let hardState = ready.hardState {
+      unwrittenHardState = hardState
     }
     for message in ready.messagesAfterPersist { outbox.send(message) }
     if let snapshot = ready.snapshot {
       install(snapshot)
       guard isRunning else { return }
+      applyCommitted(ready)
     }
-    for entry in ready.committedEntries { apply(entry) }
-    for readState in ready.readStates { recordReadIndex(readState) }
-    completeReads()
     core.advance(ready)
     compactIfNeeded()
   }
 
-  /// Writes the Ready's snapshot, entries and hard state; returns once they are durable.
+  private func applyCommitted(_ ready: RaftReady) {
+    for entry in ready.committedEntries { apply(entry) }
+    for readState in ready.readStates { recordReadIndex(readState) }
+    completeReads()
+  }
+
+  /// Writes the Ready's snapshot, entries and hard state (or the newest unwritten one); returns once they are
+  /// durable.
   private func persist(_ ready: RaftReady) throws(RaftNodeError) {
     guard let log else { throw .stopped(reason: "the durable log is closed") }
+    var ready = ready
+    if ready.hardState == nil { ready.hardState = unwrittenHardState }
+    unwrittenHardState = nil
     do {
       try StorageMapping.persist(ready, to: log)
     } catch {
@@ -450,6 +474,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
       return
     }
     appliedIndex = index
+    appliedBytesSinceSnapshot = 0
     noteAppliedConfiguration(snapshot.metadata.configuration)
     snapshotSubscribers.yield(index)
     for position in proposals.keys where position <= index {
@@ -467,6 +492,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     switch entry.kind {
     case .command:
       result = stateMachine.apply(entry.data, index: entry.index, term: entry.term)
+      appliedBytesSinceSnapshot += entry.data.count
     case .configuration:
       guard let configuration = try? RaftConfiguration(wireBytes: entry.data) else {
         preconditionFailure("\(id): the committed configuration entry at index \(entry.index) does not decode")
@@ -487,8 +513,12 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   }
 
   private func compactIfNeeded() {
-    guard configuration.snapshotThreshold > 0, isRunning, let log else { return }
-    guard appliedIndex >= log.snapshotIndex + configuration.snapshotThreshold else { return }
+    guard isRunning, let log else { return }
+    let byEntries =
+      configuration.snapshotThreshold > 0 && appliedIndex >= log.snapshotIndex + configuration.snapshotThreshold
+    let byBytes =
+      configuration.snapshotThresholdBytes > 0 && appliedBytesSinceSnapshot >= configuration.snapshotThresholdBytes
+    guard byEntries || byBytes else { return }
     do {
       try snapshotNow()
     } catch {
@@ -504,6 +534,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     let snapshot: RaftSnapshot
     do {
       snapshot = try core.compact(upTo: appliedIndex, snapshotData: stateMachine.snapshot())
+      appliedBytesSinceSnapshot = 0
     } catch {
       preconditionFailure("\(id): RaftCore refused a snapshot at the applied index \(appliedIndex): \(error)")
     }
@@ -521,6 +552,15 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
 
   private func ensureRunning() throws(RaftNodeError) {
     guard isRunning else { throw .stopped(reason: failure?.description) }
+  }
+
+  /// Refuses a proposal while `maxPendingProposals` log positions already have a proposal waiting.
+  private func ensureProposalRoom() throws(RaftNodeError) {
+    guard proposals.count < configuration.maxPendingProposals else {
+      throw .retryLater(
+        "\(proposals.count) proposals are waiting to be applied, the limit maxPendingProposals "
+          + "(\(configuration.maxPendingProposals))")
+    }
   }
 
   private func awaitApplication(of position: ProposalPosition) async throws(RaftNodeError) -> [UInt8] {
@@ -618,6 +658,11 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
         "ready": "\(state.isReady)",
       ])
     leadershipSubscribers.yield(state)
+    if let leader = state.leader, leader != previous.leader || state.term != previous.term {
+      // Reads refused (no leader known) or forwarded to a leader that is gone are asked again at once
+      // instead of after readRetryTicks.
+      for (readID, read) in reads where read.index == nil { requestReadIndex(readID) }
+    }
     if previous.role == .leader && (!isLeader || state.term != previous.term) {
       failProposals(notOfTerm: isLeader ? state.term : nil, steppedDownFrom: previous.term)
     }
@@ -671,6 +716,11 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     tickerTask?.cancel()
     tickerTask = nil
     outbox.close()
+    if failure == nil, let hardState = unwrittenHardState, let log {
+      // Best effort: the commit index is only an optimisation for the next start.
+      try? log.append(entries: [], hardState: StorageMapping.stored(hardState))
+    }
+    unwrittenHardState = nil
     log?.close()
     log = nil
     let stopped = RaftNodeError.stopped(reason: failure?.description)

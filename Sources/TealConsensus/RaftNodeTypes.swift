@@ -29,8 +29,16 @@ public struct RaftNodeConfiguration: Sendable {
   /// An unanswered ReadIndex request is sent again after this many ticks (requests may be lost).
   public var readRetryTicks: Int
   /// Once this many entries have been applied since the last snapshot, the node snapshots the state machine
-  /// and compacts its log. `0` disables automatic snapshots.
+  /// and compacts its log (keeping a tail, see `RaftOptions.compactionTailEntries`). `0` disables this
+  /// trigger.
   public var snapshotThreshold: UInt64
+  /// The same trigger in bytes: once the commands applied since the last snapshot carry this many bytes, the
+  /// node snapshots. `0` disables this trigger. Default 64 MiB.
+  public var snapshotThresholdBytes: Int
+  /// Log positions with a proposal waiting to be applied beyond which ``RaftNode/propose(_:)`` and
+  /// ``RaftNode/proposeConfigChange(_:)`` fail at once with ``RaftNodeError/retryLater(_:)`` (nothing is
+  /// proposed). Default 8,192.
+  public var maxPendingProposals: Int
   /// Largest command ``RaftNode/propose(_:)`` accepts, in bytes. Keep it below the transport's frame limit
   /// (16 MiB by default) so that an entry always fits in one AppendEntries message.
   public var maxCommandBytes: Int
@@ -66,6 +74,8 @@ public struct RaftNodeConfiguration: Sendable {
     self.readTimeoutTicks = 1_000
     self.readRetryTicks = max(raft.electionTicks, 1)
     self.snapshotThreshold = 10_000
+    self.snapshotThresholdBytes = 64 << 20
+    self.maxPendingProposals = 8_192
     self.maxCommandBytes = 4 << 20
     self.outboundQueueLimit = 8_192
     self.randomSeed = nil
@@ -97,6 +107,10 @@ public struct RaftNodeStatus: Sendable, Hashable, CustomStringConvertible {
   public var isRunning: Bool
   /// Why the node stopped on its own (a disk failure, a state machine that cannot restore), if it did.
   public var failure: String?
+  /// Log positions with a proposal waiting on this node (bounded by `maxPendingProposals`).
+  public var pendingProposals: Int = 0
+  /// Linearizable reads waiting on this node.
+  public var pendingReads: Int = 0
 
   public var description: String {
     let state = isRunning ? "running" : "stopped" + (failure.map { " (\($0))" } ?? "")
@@ -182,7 +196,7 @@ public enum RaftNodeError: Error, Sendable, Hashable, CustomStringConvertible {
   static func refused(_ error: RaftError) -> RaftNodeError {
     switch error {
     case .notLeader(let leader): .notLeader(leader: leader)
-    case .leaderNotReady, .transferInProgress, .configChangePending: .retryLater(error.description)
+    case .leaderNotReady, .transferInProgress, .configChangePending, .uncommittedLimit: .retryLater(error.description)
     case .learnerNotCaughtUp, .invalidConfigChange, .invalidTransferTarget, .invalidSnapshot:
       .invalidRequest(error.description)
     case .invalidPersistentState: .invalidPersistentState(error.description)

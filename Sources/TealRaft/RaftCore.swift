@@ -25,6 +25,19 @@ public struct RaftOptions: Sendable, Hashable {
   public var maxBytesPerAppend: Int = 1 << 20
   /// Unacknowledged appends per follower in replicate state (the flow-control window).
   public var maxInflightAppends: Int = 64
+  /// The same window in bytes (entry data plus 16 bytes per entry): no new append goes to a follower while
+  /// its unacknowledged appends carry this many bytes. One append is always allowed when none is in flight.
+  public var maxInflightBytes: Int = 16 << 20
+  /// Bytes of command data a leader holds appended but not committed. A proposal that would exceed it is
+  /// refused with ``RaftError/uncommittedLimit(bytes:limit:)`` (retryable once entries commit); one is
+  /// always accepted when nothing is uncommitted, so a single large command is never refused forever.
+  public var maxUncommittedBytes: Int = 32 << 20
+  /// How many entries before a snapshot's index ``RaftCore/compact(upTo:snapshotData:)`` keeps in memory,
+  /// so that a follower a little behind catches up from the log instead of being sent the snapshot. A
+  /// leader keeps fewer when its healthy followers (in replicate state or heard from this round) already
+  /// hold them: it compacts to max(index - N, min(index, slowest healthy follower's match)). Other nodes
+  /// (which may lead next) keep N. 0 compacts the log up to the snapshot's index.
+  public var compactionTailEntries: UInt64 = 1_024
   /// Bytes per InstallSnapshot chunk.
   public var snapshotChunkBytes: Int = 256 << 10
   /// Upper bound of committed entries handed out in one Ready.
@@ -67,7 +80,9 @@ public struct RaftPersistentState: Sendable, Hashable {
 ///    promise durable state).
 /// 4. Install `snapshot` into the state machine, then apply `committedEntries` in order (only
 ///    `.command` entries carry application data), then serve `readStates` once the applied
-///    index reaches each read's index.
+///    index reaches each read's index. `committedEntries` are always entries an earlier Ready
+///    persisted, so when the Ready has no `snapshot` they may be applied before step 1 (a leader
+///    then answers its clients without waiting for the write of newer entries).
 /// 5. Call ``RaftCore/advance(_:)`` with this Ready.
 ///
 /// If the write in step 1 fails, the node must stop (crash) rather than continue: it may then
@@ -80,6 +95,12 @@ public struct RaftReady: Sendable, Hashable {
   public var messagesAfterPersist: [RaftMessage] = []
   public var committedEntries: [RaftEntry] = []
   public var readStates: [ReadState] = []
+  /// Whether step 1 must be durable before `messagesAfterPersist` go out: true when the Ready carries a
+  /// snapshot, entries, or a new term or vote. False when the only thing to persist is a higher commit
+  /// index (etcd's MustSync rule): the shell may then skip the write (or write without syncing) and
+  /// record the commit index with its next synced write; a restart with an older commit index only
+  /// relearns it from the leader.
+  public var mustSync: Bool = false
   /// Soft state at the time of the Ready (never persisted).
   public var role: RaftRole = .follower
   public var leader: NodeID?
@@ -129,6 +150,8 @@ public struct RaftCore: Sendable {
   private var snapshotConfiguration: RaftConfiguration
 
   // Timers
+  /// Ticks since this node started (the leader's clock for flow control).
+  private var ticks: UInt64 = 0
   private var electionElapsed = 0
   private var heartbeatElapsed = 0
   private var randomizedElectionTimeout = 0
@@ -154,6 +177,9 @@ public struct RaftCore: Sendable {
     var context: [UInt8]
     var requester: NodeID?
   }
+  /// Bytes of command data in this leader's log after the commit index (bounded by
+  /// `maxUncommittedBytes`).
+  public private(set) var uncommittedBytes = 0
   private var broadcastPending = false
   private var heartbeatPending = false
   private var commitBroadcastPending = false
@@ -380,6 +406,7 @@ public struct RaftCore: Sendable {
 
   /// Advances logical time by one tick.
   public mutating func tick() {
+    ticks &+= 1
     if role == .leader {
       tickLeader()
       return
@@ -396,6 +423,9 @@ public struct RaftCore: Sendable {
   public mutating func propose(_ data: [UInt8]) throws(RaftError) -> ProposalPosition {
     guard role == .leader else { throw .notLeader(leader: leader) }
     guard transferTarget == nil else { throw .transferInProgress }
+    if uncommittedBytes > 0 && uncommittedBytes + data.count > options.maxUncommittedBytes {
+      throw .uncommittedLimit(bytes: uncommittedBytes, limit: options.maxUncommittedBytes)
+    }
     return appendAsLeader(kind: .command, data: data)
   }
 
@@ -464,16 +494,36 @@ public struct RaftCore: Sendable {
     guard index <= log.applied else {
       throw .invalidSnapshot("index \(index) has not been applied yet (applied \(log.applied))")
     }
-    guard index > log.snapshotIndex, let t = log.term(at: index) else {
-      throw .invalidSnapshot("index \(index) is not after the current snapshot \(log.snapshotIndex)")
+    let current = max(snapshot?.metadata.index ?? 0, log.snapshotIndex)
+    guard index > current, let t = log.term(at: index) else {
+      throw .invalidSnapshot("index \(index) is not after the current snapshot \(current)")
     }
     let config = configuration(at: index)
     let snap = RaftSnapshot(
       metadata: SnapshotMetadata(index: index, term: t, configuration: config), data: snapshotData)
-    log.compact(upTo: index)
+    let keepAfter = compactionPoint(snapshotIndex: index)
+    if keepAfter > log.snapshotIndex {
+      let baseConfiguration = configuration(at: keepAfter)
+      log.compact(upTo: keepAfter)
+      snapshotConfiguration = baseConfiguration
+    }
     snapshot = snap
-    snapshotConfiguration = config
     return snap
+  }
+
+  /// The index up to which the log is dropped for a snapshot at `index`: a tail of at most
+  /// `compactionTailEntries` entries stays (see ``RaftOptions/compactionTailEntries``).
+  private func compactionPoint(snapshotIndex index: UInt64) -> UInt64 {
+    let tail = options.compactionTailEntries
+    var point = index > tail ? index - tail : 0
+    if role == .leader {
+      var slowest = index
+      for pr in progress.values where pr.state != .snapshot && (pr.state == .replicate || pr.recentActive) {
+        slowest = min(slowest, pr.match)
+      }
+      point = max(point, slowest)
+    }
+    return max(min(point, index), log.snapshotIndex)
   }
 
   /// Handles a message from a peer. Messages for another node or from an older term are
@@ -592,9 +642,11 @@ public struct RaftCore: Sendable {
     }
     r.snapshot = snapshotToInstall
     snapshotToInstall = nil
+    r.mustSync = holdMessages || r.snapshot != nil
     if log.unstableFrom <= log.lastIndex {
       r.entries = Array(log.slice(from: max(log.unstableFrom, log.firstIndex), through: log.lastIndex))
       log.unstableFrom = log.lastIndex + 1
+      r.mustSync = true
     }
     if holdMessages {
       r.messagesAfterPersist = outbox + outboxAfterPersist
@@ -661,6 +713,7 @@ public struct RaftCore: Sendable {
 
   private mutating func resetLeaderState() {
     progress = [:]
+    uncommittedBytes = 0
     pendingReads = []
     heldReads = []
     transferTarget = nil
@@ -746,6 +799,10 @@ public struct RaftCore: Sendable {
     for peer in configuration.members where peer != id {
       progress[peer] = Progress(next: log.lastIndex + 1)
     }
+    uncommittedBytes = 0
+    for e in log.slice(from: log.committed + 1, through: log.lastIndex) where e.kind == .command {
+      uncommittedBytes += e.data.count
+    }
     _ = appendAsLeader(kind: .noop, data: [])
     termStartIndex = log.lastIndex
   }
@@ -777,6 +834,7 @@ public struct RaftCore: Sendable {
   private mutating func appendAsLeader(kind: RaftEntryKind, data: [UInt8]) -> ProposalPosition {
     let entry = RaftEntry(term: term, index: log.lastIndex + 1, kind: kind, data: data)
     log.append(entry)
+    if kind == .command { uncommittedBytes += data.count }
     if kind == .configuration { adoptConfiguration(Self.decodeConfiguration(entry), at: entry.index) }
     broadcastPending = true
     return ProposalPosition(index: entry.index, term: entry.term)
@@ -792,9 +850,13 @@ public struct RaftCore: Sendable {
     }
   }
 
+  private func isPaused(_ pr: Progress) -> Bool {
+    pr.isPaused(maxInflight: options.maxInflightAppends, maxBytes: options.maxInflightBytes)
+  }
+
   /// Sends the next batch of entries to `peer` if its flow-control state allows.
   private mutating func sendAppend(to peer: NodeID, allowEmpty: Bool = false) {
-    guard var pr = progress[peer], !pr.isPaused(maxInflight: options.maxInflightAppends) else { return }
+    guard var pr = progress[peer], !isPaused(pr) else { return }
     guard let prevTerm = log.term(at: pr.next - 1) else {
       sendSnapshot(to: peer)
       return
@@ -809,9 +871,11 @@ public struct RaftCore: Sendable {
     case .replicate:
       if let last = entries.last {
         pr.next = last.index + 1
-        pr.inflight.append(last.index)
+        pr.sent(lastIndex: last.index, bytes: entries.reduce(0) { $0 + $1.data.count + 16 }, at: ticks)
       }
-    case .probe: pr.probeSent = true
+    case .probe:
+      pr.probeSent = true
+      pr.probeSentAt = ticks
     case .snapshot: break
     }
     progress[peer] = pr
@@ -907,7 +971,7 @@ public struct RaftCore: Sendable {
       progress[peer] = pr
     }
     while let current = progress[peer], current.state != .snapshot, current.next <= log.lastIndex,
-      !current.isPaused(maxInflight: options.maxInflightAppends)
+      !isPaused(current)
     {
       sendAppend(to: peer)
       if progress[peer]?.state != .replicate { break }
@@ -917,18 +981,21 @@ public struct RaftCore: Sendable {
   private mutating func onHeartbeatResponse(from peer: NodeID, readSequence ack: UInt64) {
     guard var pr = progress[peer] else { return }
     pr.recentActive = true
-    pr.probeSent = false
     if ack > pr.readAck { pr.readAck = ack }
-    if pr.state == .replicate && pr.match < log.lastIndex && pr.match == pr.matchAtLastHeartbeat {
-      pr.becomeProbe()  // the pipeline stalled (an append was lost): resend from the match point
+    // A heartbeat response can overtake the acknowledgement of an append the follower is still
+    // writing: only an append unacknowledged for two heartbeat intervals counts as lost, and only
+    // a probe outstanding for one interval is sent again.
+    let heartbeat = UInt64(options.heartbeatTicks)
+    if pr.isStalled(now: ticks, after: 2 * heartbeat) {
+      pr.becomeProbe()  // the pipeline stalled (an append or its ack was lost): resend from the match point
+    } else if pr.state == .probe && pr.probeSent && ticks >= pr.probeSentAt + heartbeat {
+      pr.probeSent = false
     }
-    pr.matchAtLastHeartbeat = pr.match
     progress[peer] = pr
     if pr.state == .snapshot {
       sendSnapshotChunk(to: peer)
     } else if pr.match < log.lastIndex {
-      // An empty append probes the follower's position if the tail of the pipeline was lost.
-      sendAppend(to: peer, allowEmpty: true)
+      sendAppend(to: peer)
     }
     if ack > 0 { releaseReads() }
   }
@@ -956,6 +1023,10 @@ public struct RaftCore: Sendable {
     matches.sort(by: >)
     let candidate = matches[configuration.quorum - 1]
     guard candidate > log.committed, log.term(at: candidate) == term else { return false }
+    for e in log.slice(from: log.committed + 1, through: candidate) where e.kind == .command {
+      uncommittedBytes -= e.data.count
+    }
+    uncommittedBytes = max(uncommittedBytes, 0)
     log.commit(to: candidate)
     if !heldReads.isEmpty && candidate >= termStartIndex {
       let held = heldReads

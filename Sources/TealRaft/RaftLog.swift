@@ -149,8 +149,8 @@ struct RaftLog: Sendable {
 /// What the leader knows about one follower's log (thesis §3.5 and etcd's flow control).
 ///
 /// States: `probe` sends one append at a time until the match point is found; `replicate`
-/// streams appends optimistically up to `maxInflight` unacknowledged messages; `snapshot` sends
-/// InstallSnapshot chunks and nothing else.
+/// streams appends optimistically up to `maxInflight` unacknowledged messages (and `maxBytes`
+/// unacknowledged bytes); `snapshot` sends InstallSnapshot chunks and nothing else.
 struct Progress: Sendable {
   enum State: Sendable { case probe, replicate, snapshot }
 
@@ -159,16 +159,26 @@ struct Progress: Sendable {
   /// Next index to send.
   var next: UInt64
   var state: State = .probe
-  /// In probe state: an append is outstanding; cleared by a response or heartbeat response.
+  /// In probe state: an append is outstanding; cleared by its response, or by a heartbeat
+  /// response once it has been outstanding for a heartbeat interval (it may have been lost).
   var probeSent = false
-  /// In replicate state: last index of each unacknowledged append, oldest first.
-  var inflight: [UInt64] = []
+  /// The leader's tick count when the outstanding probe was sent.
+  var probeSentAt: UInt64 = 0
+  /// In replicate state: the unacknowledged appends, oldest first.
+  var inflight: [Inflight] = []
+  /// Bytes of `inflight` (entry data plus 16 bytes per entry).
+  var inflightBytes = 0
+
+  /// One unacknowledged append: its last index, its size and the leader's tick count when it was sent.
+  struct Inflight: Sendable {
+    var index: UInt64
+    var bytes: Int
+    var sentAt: UInt64
+  }
   /// Whether the follower answered since the last check-quorum round.
   var recentActive = false
   /// Highest ReadIndex round the follower confirmed.
   var readAck: UInt64 = 0
-  /// `match` when the previous heartbeat response arrived (detects a stalled pipeline).
-  var matchAtLastHeartbeat: UInt64 = 0
   /// In snapshot state: the snapshot being sent and how many bytes the follower holds.
   var snapshotIndex: UInt64 = 0
   var snapshotOffset: UInt64 = 0
@@ -179,27 +189,45 @@ struct Progress: Sendable {
     state = .probe
     probeSent = false
     inflight.removeAll()
+    inflightBytes = 0
     next = match + 1
   }
 
   mutating func becomeReplicate() {
     state = .replicate
     inflight.removeAll()
+    inflightBytes = 0
     next = match + 1
   }
 
-  func isPaused(maxInflight: Int) -> Bool {
+  func isPaused(maxInflight: Int, maxBytes: Int) -> Bool {
     switch state {
     case .probe: probeSent
-    case .replicate: inflight.count >= maxInflight
+    case .replicate: inflight.count >= maxInflight || (!inflight.isEmpty && inflightBytes >= maxBytes)
     case .snapshot: true
     }
+  }
+
+  /// Records an append sent in replicate state.
+  mutating func sent(lastIndex: UInt64, bytes: Int, at tick: UInt64) {
+    inflight.append(Inflight(index: lastIndex, bytes: bytes, sentAt: tick))
+    inflightBytes += bytes
   }
 
   /// Frees in-flight slots for appends acknowledged up to `index`.
   mutating func acknowledge(upTo index: UInt64) {
     var drop = 0
-    while drop < inflight.count && inflight[drop] <= index { drop += 1 }
+    while drop < inflight.count && inflight[drop].index <= index {
+      inflightBytes -= inflight[drop].bytes
+      drop += 1
+    }
     if drop > 0 { inflight.removeFirst(drop) }
+  }
+
+  /// True when the oldest unacknowledged append was sent at least `ticks` ago: it (or its
+  /// acknowledgement) was probably lost, so replication restarts from the match point.
+  func isStalled(now: UInt64, after ticks: UInt64) -> Bool {
+    guard state == .replicate, let oldest = inflight.first else { return false }
+    return now >= oldest.sentAt + ticks
   }
 }

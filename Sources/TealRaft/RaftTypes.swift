@@ -278,6 +278,9 @@ public enum RaftError: Error, Sendable, Hashable, CustomStringConvertible {
   case transferInProgress
   /// A previous membership change has not committed yet.
   case configChangePending
+  /// The leader holds `bytes` bytes of uncommitted command data; one more would exceed
+  /// `maxUncommittedBytes` (`limit`). Nothing was proposed; retry once entries commit.
+  case uncommittedLimit(bytes: Int, limit: Int)
   /// A learner must catch up before promotion.
   case learnerNotCaughtUp(NodeID, match: UInt64, lastIndex: UInt64)
   case invalidConfigChange(String)
@@ -293,6 +296,9 @@ public enum RaftError: Error, Sendable, Hashable, CustomStringConvertible {
     case .leaderNotReady: "the leader has not committed an entry of its term yet; retry shortly"
     case .transferInProgress: "leadership transfer in progress; retry on the new leader"
     case .configChangePending: "a membership change is still uncommitted; retry after it commits"
+    case .uncommittedLimit(let bytes, let limit):
+      "the leader holds \(bytes) bytes of uncommitted commands, at its limit maxUncommittedBytes (\(limit)); "
+        + "retry once they commit"
     case .learnerNotCaughtUp(let node, let match, let last):
       "learner \(node) has replicated up to \(match) of \(last); promote it once it has caught up"
     case .invalidConfigChange(let reason): "invalid membership change: \(reason)"

@@ -290,7 +290,10 @@ struct RaftNodeTests {
   }
 
   @Test func theLogIsCompactedAndALaggingNodeCatchesUpFromASnapshot() async throws {
-    let cluster = try LocalCluster { $0.snapshotThreshold = 16 }
+    let cluster = try LocalCluster {
+      $0.snapshotThreshold = 16
+      $0.raft.compactionTailEntries = 0  // no log tail: the laggard must be sent the snapshot
+    }
     try await cluster.startAll()
     let leader = try await cluster.waitForLeader()
     let laggard = try #require(cluster.ids.first { $0 != leader.id })

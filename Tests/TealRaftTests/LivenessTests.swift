@@ -55,9 +55,98 @@ import Testing
     #expect(c.readStates[NodeID("n1")]?.contains { $0.context == [1] && $0.index >= noOp } == true)
     #expect(c.readStates[NodeID("n2")]?.contains { $0.context == [2] && $0.index >= noOp } == true)
   }
+
+  /// Issue 10, item 3: a heartbeat response that overtakes the acknowledgement of an append the
+  /// follower is still writing neither sends the follower back to probe nor re-sends entries (every
+  /// ReadIndex round sends heartbeats, so reads made this worse).
+  @Test func aHeartbeatResponseOvertakingAnAppendAckDoesNotRestartReplication() throws {
+    var c = TestCluster(["n1", "n2", "n3"])
+    c.campaign("n1")
+    c.runTicks(3)
+    let n1 = NodeID("n1")
+    try c.propose("n1", "a")
+    try c.propose("n1", "b")
+    let last = c["n1"].lastIndex
+    // The followers store the entries; their acknowledgements are still on the way.
+    c.deliver { $0.body.isAppend }
+    for i in 0..<4 {
+      try c.cores[n1]!.readIndex(context: [UInt8(i)])
+      c.process(n1)
+      c.deliver { $0.body.isHeartbeatTraffic }
+    }
+    c.deliver { $0.body.isHeartbeatTraffic }
+    for follower in ["n2", "n3"] {
+      #expect(c["n1"].replication(of: NodeID(follower))?.next == last + 1, "\(follower) was sent back to probe")
+    }
+    #expect(!c.queue.contains { $0.body.carriesEntries }, "entries were re-sent")
+    c.stabilize()
+    #expect(c["n1"].commitIndex == last)
+  }
+
+  /// Issue 10, item 3: a lost append is noticed once it has gone unacknowledged for two heartbeat
+  /// intervals (not at the first heartbeat response), and then re-sent.
+  @Test func aLostAppendIsResentAfterTwoHeartbeatIntervals() throws {
+    var c = TestCluster(["n1", "n2", "n3"])
+    c.campaign("n1")
+    c.runTicks(3)
+    let n2 = NodeID("n2")
+    try c.propose("n1", "a")
+    c.queue.removeAll { $0.to == n2 && $0.body.isAppend }  // lost
+    let heartbeat = c.options.heartbeatTicks
+    var resentAt: Int?
+    for tick in 1...(3 * heartbeat + 1) where resentAt == nil {
+      c.tick("n1")
+      for _ in 0..<3 { c.deliver { !($0.to == n2 && $0.body.isAppend) } }
+      if c.queue.contains(where: { $0.to == n2 && $0.body.carriesEntries }) { resentAt = tick }
+      c.queue.removeAll { $0.to == n2 && $0.body.isAppend && !$0.body.carriesEntries }
+    }
+    let tick = try #require(resentAt, "the lost append was never re-sent")
+    #expect(tick >= 2 * heartbeat, "re-sent after \(tick) ticks, before two heartbeat intervals")
+    c.stabilize()
+    #expect(c["n2"].lastIndex == c["n1"].lastIndex)
+  }
+
+  /// Issue 10, item 4: compaction keeps a tail, so a follower one entry behind catches up from the
+  /// log instead of being sent the snapshot.
+  @Test func compactionKeepsATailForAFollowerOneEntryBehind() throws {
+    var c = TestCluster(["n1", "n2", "n3"])
+    c.campaign("n1")
+    c.runTicks(3)
+    let (n1, n3) = (NodeID("n1"), NodeID("n3"))
+    for i in 0..<5 { try c.propose("n1", "x\(i)") }
+    c.stabilize()
+    c.cut.insert([n1, n3])
+    try c.propose("n1", "late")
+    c.stabilize()
+    let applied = c["n1"].appliedIndex
+    #expect(applied == c["n1"].lastIndex)
+    #expect(c["n3"].lastIndex == applied - 1)
+    _ = try c.cores[n1]!.compact(upTo: applied, snapshotData: [])
+    #expect(c["n1"].snapshot?.metadata.index == applied)
+    c.heal()
+    c.runTicks(4 * c.options.heartbeatTicks)
+    #expect(c.installedSnapshots[n3] == nil, "the follower one entry behind was sent the snapshot")
+    #expect(c["n3"].lastIndex == c["n1"].lastIndex)
+    #expect(c.appliedCommands("n3").last == "late")
+  }
 }
 
 extension RaftMessage.Body {
+  fileprivate var isAppend: Bool {
+    if case .append = self { true } else { false }
+  }
+
+  fileprivate var carriesEntries: Bool {
+    if case .append(_, _, let entries, _) = self { !entries.isEmpty } else { false }
+  }
+
+  fileprivate var isHeartbeatTraffic: Bool {
+    switch self {
+    case .heartbeat, .heartbeatResponse: true
+    default: false
+    }
+  }
+
   fileprivate var isPreVoteTraffic: Bool {
     switch self {
     case .preVote, .preVoteResponse: true
