@@ -40,6 +40,9 @@ public struct ClusterState: Codable, Hashable, Sendable {
   public internal(set) var pastDeployments: [String: [DeploymentSummary]] = [:]
   /// The answered hook executions of each held deployment, by deployment id.
   public internal(set) var hookRecords: [String: [HookRecord]] = [:]
+  /// Membership changes: added members' addresses, the change in flight, removed ids
+  /// (ClusterState+Members.swift).
+  public internal(set) var membership = ClusterMembership()
 
   public init(
     eventCapacity: Int = EventHistory.defaultCapacity, idempotencyCapacity: Int = IdempotencyTable.defaultCapacity,
@@ -57,7 +60,7 @@ public struct ClusterState: Codable, Hashable, Sendable {
 
   enum CodingKeys: String, CodingKey {
     case appliedIndex, logTime, services, tasks, nodes, taskSequence, idempotency, sessions, history, deployments,
-      pastDeployments, hookRecords
+      pastDeployments, hookRecords, membership
   }
 
   public init(from decoder: any Decoder) throws {
@@ -75,6 +78,7 @@ public struct ClusterState: Codable, Hashable, Sendable {
     pastDeployments =
       try container.decodeIfPresent([String: [DeploymentSummary]].self, forKey: .pastDeployments) ?? [:]
     hookRecords = try container.decodeIfPresent([String: [HookRecord]].self, forKey: .hookRecords) ?? [:]
+    membership = try container.decodeIfPresent(ClusterMembership.self, forKey: .membership) ?? ClusterMembership()
     for task in tasks.values { taskIDsByService[task.service, default: []].insert(task.id) }
   }
 
@@ -234,6 +238,8 @@ public struct ClusterState: Codable, Hashable, Sendable {
     case .deploymentWakeUp(let service, let id): return try applyDeploymentInput(service, id: id, .wakeUp, &context)
     case .deploymentMetrics(let service, let id, let sample):
       return try applyDeploymentInput(service, id: id, .metricSample(sample), &context)
+    case .requestMemberChange(let request): return try applyRequestMemberChange(request, &context)
+    case .finishMemberChange(let node, let error): return try applyFinishMemberChange(node, error: error, &context)
     }
   }
 

@@ -104,8 +104,9 @@ struct TransportService: Service {
 ///
 /// Committed membership drives the transport: a node that leaves the Raft configuration is removed
 /// from the transport's peers (its connections close); a node that joins it is added with the
-/// address it announced (or the one in this node's configuration); gossip's authorised member set
-/// follows it too.
+/// address it announced or was added with (both replicated in ClusterState, so a node that starts
+/// later learns them from the log), else the one in this node's configuration; gossip's authorised
+/// member set follows it too.
 struct RaftService: Service {
   let raft: RaftNode<ClusterStateMachine>
   let log: ClusterLog
@@ -124,10 +125,12 @@ struct RaftService: Service {
         let members = configurationChange.members
         for gone in known.subtracting(members) where gone != configuration.node { await transport.removePeer(gone) }
         for new in members.subtracting(known) where new != configuration.node {
+          // The address a member announced or was added with (replicated in ClusterState), else
+          // the static configuration's (a founder that has not announced itself yet).
           let state = await log.localState()
-          let host = state.nodes[new.rawValue]?.info.address ?? configuration.peers[new]
-          if let host {
-            let port = state.nodes[new.rawValue]?.info.peerPort ?? configuration.peerPort
+          let known = state.memberAddress(new)
+          if let host = known?.address ?? configuration.peers[new] {
+            let port = known?.peerPort ?? configuration.peerPort
             await transport.addPeer(new, address: PeerAddress(host: host, port: port))
           }
         }

@@ -109,6 +109,7 @@ struct APIServer: Sendable {
       return try json(EventList(events: events.map(APIViews.event)))
     }
     addDeploymentRoutes(router)
+    addMembershipRoutes(router)
     return Application(
       router: router,
       configuration: ApplicationConfiguration(
@@ -206,7 +207,7 @@ struct APIServer: Sendable {
   // MARK: - Reads
 
   /// The state to answer a read from: after a ReadIndex round (linearizable) unless `?stale=true`.
-  private func read(_ request: Request) async throws -> ClusterState {
+  func read(_ request: Request) async throws -> ClusterState {
     if request.uri.queryParameters.get("stale") != "true" {
       do { try await log.raft.linearizableRead() } catch { throw APIFailure(read: error) }
     }
@@ -249,7 +250,7 @@ struct APIServer: Sendable {
   }
 
   /// As `write(_:_:body:render:)`, rendering from the state and the command's response.
-  private func write(
+  func write(
     _ command: ClusterCommand, _ request: Request, body: [UInt8],
     render: (ClusterState, ClusterResponse) throws -> Response?
   ) async throws -> Response {
@@ -275,7 +276,7 @@ struct APIServer: Sendable {
     return key
   }
 
-  private func readBody(_ request: Request) async throws -> [UInt8] {
+  func readBody(_ request: Request) async throws -> [UInt8] {
     var request = request
     do {
       let buffer = try await request.collectBody(upTo: Self.maximumBodyBytes)
