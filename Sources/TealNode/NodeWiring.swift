@@ -122,6 +122,10 @@ struct RaftService: Service {
     let follower = Task {
       var known = Set(configuration.peers.keys)
       for await configurationChange in changes {
+        // A joining node knows no configuration until the leader's log or snapshot reaches it
+        // (its bootstrap configuration is empty): until then it keeps its configured peers, the
+        // nodes it accepts the leader's connections from.
+        guard !configurationChange.voters.isEmpty else { continue }
         let members = configurationChange.members
         for gone in known.subtracting(members) where gone != configuration.node { await transport.removePeer(gone) }
         for new in members.subtracting(known) where new != configuration.node {

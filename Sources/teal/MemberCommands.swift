@@ -327,6 +327,17 @@ func addNode(
 ) async throws -> MembershipView {
   var localNodes: [ClusterFileNode] = []
   if session.isLocal {
+    // Refuse before any file is written: an id that is a member or was removed, a change in flight.
+    let current = try await calling { try await session.client.members() }
+    if current.removed.contains(id) {
+      throw CommandFailure(
+        message: "node id \(id) was removed from this cluster and is never admitted again; give the node a new id")
+    }
+    if current.members.contains(where: { $0.id == id }) { throw CommandFailure(message: "\(id) is already a member") }
+    if let change = current.change {
+      throw CommandFailure(
+        message: "a membership change is in flight (\(change.action) \(change.id)); one change at a time")
+    }
     localNodes = try session.clusterNodes()
     guard !localNodes.contains(where: { $0.id == id }) else {
       throw CommandFailure(message: "\(id) is already in \(session.layout.clusterFile)")
@@ -339,7 +350,9 @@ func addNode(
   session.say("\(id) is being added as a learner")
   if session.isLocal {
     let added = view.members.first { $0.id == id }
-    let api = added?.api.isEmpty == false ? added!.api : "http://\(address):\(apiPort ?? 7070)"
+    let templatePort = (try? Endpoint(url: localNodes[0].api))?.port ?? 7070
+    let host = address.contains(":") ? "[\(address)]" : address
+    let api = added?.api.isEmpty == false ? added!.api : "http://\(host):\(apiPort ?? templatePort)"
     let port = added?.peerPort ?? peerPort ?? localNodes[0].peerPort
     try session.start(id)
     try session.writeClusterFile(localNodes + [ClusterFileNode(id: id, address: address, api: api, peerPort: port)])

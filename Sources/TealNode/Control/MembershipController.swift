@@ -85,6 +85,16 @@ actor MembershipController {
         logger.warning("leadership not transferred", metadata: ["error": "\(error)"])
       }
     case .propose(let configChange):
+      // RaftCore promotes a learner within `learnerCatchUpLag` entries of the leader's last index,
+      // which a learner that never answered (match 0) meets while the log is short: it must also
+      // have acknowledged the entry that made it a learner (the latest configuration entry).
+      if case .promote(let learner) = configChange {
+        let acknowledged = await raft.replicatedIndex(of: learner) ?? 0
+        guard acknowledged >= max(1, await raft.membershipIndex) else {
+          logger.debug("learner has acknowledged nothing yet", metadata: ["learner": "\(learner)"])
+          return
+        }
+      }
       do {
         try await raft.proposeConfigChange(configChange)
         logger.notice("membership: configuration changed", metadata: ["change": "\(configChange)"])
