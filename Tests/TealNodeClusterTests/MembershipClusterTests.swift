@@ -252,6 +252,7 @@ struct MembershipClusterTests {
         #expect(view.voters == Set(final), "\(id): \(view.members.map { "\($0.id)=\($0.role)" })")
       }
       try await cluster.waitForIdenticalState(final)
+
     }
   }
 }
