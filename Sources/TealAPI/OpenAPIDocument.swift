@@ -109,6 +109,59 @@ public enum OpenAPIDocument {
                 application/json:
                   schema: { $ref: "#/components/schemas/ClusterStateDigest" }
             default: { $ref: "#/components/responses/Error" }
+      /v1/cluster/members:
+        get:
+          operationId: listMembers
+          tags: [cluster]
+          summary: The Raft voters and learners with their addresses, the change in flight and the last one.
+          parameters:
+            - $ref: "#/components/parameters/stale"
+          responses:
+            "200":
+              description: The membership as the answering node knows it.
+              content:
+                application/json:
+                  schema: { $ref: "#/components/schemas/MembershipView" }
+            default: { $ref: "#/components/responses/Error" }
+        post:
+          operationId: addMember
+          tags: [cluster]
+          summary: >-
+            Adds a node: it joins as a learner and the leader promotes it to voter once it caught up.
+            One membership change at a time (409 while one is in flight); a removed id is never
+            admitted again (409).
+          parameters:
+            - $ref: "#/components/parameters/idempotencyKey"
+          requestBody:
+            required: true
+            content:
+              application/json:
+                schema: { $ref: "#/components/schemas/MemberAddRequest" }
+          responses:
+            "202":
+              description: The add is recorded as the change in flight; poll GET until `change` is absent.
+              content:
+                application/json:
+                  schema: { $ref: "#/components/schemas/MembershipView" }
+            default: { $ref: "#/components/responses/Error" }
+      /v1/cluster/members/{id}:
+        parameters:
+          - $ref: "#/components/parameters/memberID"
+        delete:
+          operationId: removeMember
+          tags: [cluster]
+          summary: >-
+            Removes a member (a leader hands leadership away first). 404 for a non-member, 409 for the
+            last voter or while another change is in flight; removing the node being added aborts the add.
+          parameters:
+            - $ref: "#/components/parameters/idempotencyKey"
+          responses:
+            "202":
+              description: The removal is recorded as the change in flight; poll GET until `change` is absent.
+              content:
+                application/json:
+                  schema: { $ref: "#/components/schemas/MembershipView" }
+            default: { $ref: "#/components/responses/Error" }
       /v1/services:
         get:
           operationId: listServices
@@ -440,6 +493,12 @@ public enum OpenAPIDocument {
           in: path
           required: true
           description: "`<service>-<number>`, e.g. `web-2`."
+          schema: { type: string }
+        memberID:
+          name: id
+          in: path
+          required: true
+          description: "A node id: 1-63 characters of `a-z`, `0-9`, `-`, not starting with `-`."
           schema: { type: string }
         cas:
           name: cas
@@ -817,6 +876,54 @@ public enum OpenAPIDocument {
                   path: { type: string }
                   version: { $ref: "#/components/schemas/Index" }
             next: { type: string, description: Present when more match; pass it as `after`. }
+        MemberAddRequest:
+          type: object
+          additionalProperties: false
+          required: [id, address]
+          properties:
+            id: { type: string, description: "The new node's id; never one that was removed." }
+            address: { type: string, description: "IPv4 or IPv6 literal the node binds and dials from." }
+            peerPort: { type: integer, minimum: 1, maximum: 65535, description: "Default: the answering node's." }
+            apiPort: { type: integer, minimum: 1, maximum: 65535, description: "Default: the answering node's." }
+        MembershipView:
+          type: object
+          additionalProperties: false
+          required: [members, removed]
+          properties:
+            members:
+              type: array
+              description: The Raft configuration the answering node knows, by id.
+              items: { $ref: "#/components/schemas/MembershipMember" }
+            change: { $ref: "#/components/schemas/MemberChangeView" }
+            last: { $ref: "#/components/schemas/MemberChangeView" }
+            removed:
+              type: array
+              description: Ids removed from this cluster; never admitted again.
+              items: { type: string }
+        MembershipMember:
+          type: object
+          additionalProperties: false
+          required: [id, role, address, api, state]
+          properties:
+            id: { type: string }
+            role: { type: string, enum: [voter, learner] }
+            address: { type: string, description: Empty when unknown. }
+            peerPort: { type: integer }
+            api: { type: string, description: "e.g. `http://127.0.0.4:7070`; empty when unknown." }
+            state:
+              type: string
+              enum: [up, down, unknown]
+              description: Committed liveness; `unknown` before the member announced itself.
+        MemberChangeView:
+          type: object
+          additionalProperties: false
+          required: [action, id, requestedAt]
+          properties:
+            action: { type: string, enum: [add, remove] }
+            id: { type: string }
+            requestedAt: { $ref: "#/components/schemas/Time" }
+            finishedAt: { $ref: "#/components/schemas/Time" }
+            error: { type: string, description: Why a finished change could not be made. }
 
     """#
 }

@@ -72,6 +72,11 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
   case deploymentWakeUp(service: String, deploymentID: String)
   /// One aggregated datapoint of green's production traffic over all nodes' balancers. Leader-only.
   case deploymentMetrics(service: String, deploymentID: String, sample: MetricSample)
+  /// An operator's membership request: add a node (as a learner, promoted once caught up) or remove
+  /// one. Refused while another change is in flight. A request.
+  case requestMemberChange(MemberChangeRequest)
+  /// The leader made (or could not make) the change in flight in Raft's configuration. Leader-only.
+  case finishMemberChange(node: NodeID, error: String?)
 
   // MARK: Variables (requests)
 
@@ -85,8 +90,10 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
   /// Whether the command was derived from leader-only state (see the type's documentation).
   public var isLeaderOnly: Bool {
     switch self {
-    case .placeTask, .retireTask, .nodeDown, .nodeUp, .deploymentWakeUp, .deploymentMetrics: return true
-    case .submitDeployment, .deploymentAction, .hookAnswered, .putVariable, .deleteVariable: return false
+    case .placeTask, .retireTask, .nodeDown, .nodeUp, .deploymentWakeUp, .deploymentMetrics, .finishMemberChange:
+      return true
+    case .submitDeployment, .deploymentAction, .hookAnswered, .putVariable, .deleteVariable, .requestMemberChange:
+      return false
     case .createService, .registerRevision, .scaleService, .deleteService, .registerSession, .announceNode,
       .taskReports,
       .routesApplied, .taskStopped, .drainNode:
@@ -118,6 +125,8 @@ public enum ClusterCommand: Codable, Hashable, Sendable {
     case .deploymentMetrics: return "deploymentMetrics"
     case .putVariable: return "putVariable"
     case .deleteVariable: return "deleteVariable"
+    case .requestMemberChange: return "requestMemberChange"
+    case .finishMemberChange: return "finishMemberChange"
     }
   }
 }

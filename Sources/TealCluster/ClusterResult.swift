@@ -63,6 +63,10 @@ public enum ClusterResponse: Codable, Hashable, Sendable {
   case variableDeleted(path: String, version: UInt64)
   /// A fact that no longer matters (e.g. `taskStopped` for a task already gone).
   case ignored(reason: String)
+  /// A membership change was recorded as the change in flight.
+  case memberChangeAccepted(node: NodeID)
+  /// The change in flight ended (see `ClusterState.membership.last`).
+  case memberChangeFinished(node: NodeID)
 }
 
 /// A refused command. `code` matches the HTTP API's error codes; `field` is a path in the service

@@ -138,6 +138,11 @@ extension ClusterState {
   mutating func applyAnnounceNode(
     _ info: NodeInfo, _ context: inout ApplyContext
   ) throws(ClusterRejection) -> ClusterResponse {
+    if wasRemoved(info.id) {
+      throw ClusterRejection(
+        code: .conflict, message: "node \(info.id) was removed from this cluster; its id is never admitted again",
+        field: "id")
+    }
     if let problem = Self.addressProblem(info.address) {
       throw ClusterRejection(code: .badRequest, message: "node \(info.id) address \(problem)", field: "address")
     }

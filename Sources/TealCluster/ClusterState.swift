@@ -40,6 +40,9 @@ public struct ClusterState: Codable, Hashable, Sendable {
   public internal(set) var pastDeployments: [String: [DeploymentSummary]] = [:]
   /// The answered hook executions of each held deployment, by deployment id.
   public internal(set) var hookRecords: [String: [HookRecord]] = [:]
+  /// Membership changes: added members' addresses, the change in flight, removed ids
+  /// (ClusterState+Members.swift).
+  public internal(set) var membership = ClusterMembership()
 
   // MARK: Variables
 
@@ -62,7 +65,7 @@ public struct ClusterState: Codable, Hashable, Sendable {
 
   enum CodingKeys: String, CodingKey {
     case appliedIndex, logTime, services, tasks, nodes, taskSequence, idempotency, sessions, history, deployments,
-      pastDeployments, hookRecords, variables
+      pastDeployments, hookRecords, variables, membership
   }
 
   public init(from decoder: any Decoder) throws {
@@ -82,6 +85,7 @@ public struct ClusterState: Codable, Hashable, Sendable {
     hookRecords = try container.decodeIfPresent([String: [HookRecord]].self, forKey: .hookRecords) ?? [:]
     // Absent from version 1 snapshots, which predate variables.
     variables = try container.decodeIfPresent(VariableTable.self, forKey: .variables) ?? VariableTable()
+    membership = try container.decodeIfPresent(ClusterMembership.self, forKey: .membership) ?? ClusterMembership()
     for task in tasks.values { taskIDsByService[task.service, default: []].insert(task.id) }
   }
 
@@ -244,6 +248,8 @@ public struct ClusterState: Codable, Hashable, Sendable {
     case .putVariable(let path, let value, let cas):
       return try applyPutVariable(path, value: value, cas: cas, &context)
     case .deleteVariable(let path, let cas): return try applyDeleteVariable(path, cas: cas, &context)
+    case .requestMemberChange(let request): return try applyRequestMemberChange(request, &context)
+    case .finishMemberChange(let node, let error): return try applyFinishMemberChange(node, error: error, &context)
     }
   }
 

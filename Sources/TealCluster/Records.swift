@@ -234,6 +234,8 @@ public enum ClusterEventKind: String, Codable, Hashable, Sendable, CaseIterable 
   case nodeUp
   case nodeDown
   case nodeDraining
+  /// A membership change was requested, made or refused.
+  case membershipChange
   case deploymentSubmitted
   /// A deployment entered a lifecycle stage or changed status.
   case deploymentProgress

@@ -369,6 +369,15 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   /// The committed membership: the configuration in effect at the applied index.
   public var committedMembership: RaftConfiguration { appliedConfiguration }
 
+  /// The index of the entry that set ``membership`` (0 for the bootstrap configuration).
+  public var membershipIndex: UInt64 { core.configurationIndex }
+
+  /// The highest log index `peer` has acknowledged, while this node leads (nil otherwise, or when
+  /// `peer` is not a member). 0 until the peer answered an AppendEntries or installed a snapshot.
+  public func replicatedIndex(of peer: NodeID) -> UInt64? {
+    core.role == .leader ? core.replication(of: peer)?.match : nil
+  }
+
   /// A stream of leadership states: the current one at once, then every change of role, leader, term or
   /// readiness (``LeadershipState/isReady`` turns true once this leader applied its term's no-op). It keeps
   /// the newest 64 undelivered values and finishes when the node stops.

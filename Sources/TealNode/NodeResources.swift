@@ -104,3 +104,33 @@ enum NodeResources {
     Array(try Data(contentsOf: URL(fileURLWithPath: path)))
   }
 }
+
+// MARK: - A lost identity
+
+extension NodeResources {
+  /// The file that marks a data directory whose node id lost its data while it was a voter.
+  static func identityLostFile(_ configuration: NodeConfiguration) -> String {
+    configuration.dataDirectory + "/IDENTITY-LOST"
+  }
+
+  static func markIdentityLost(_ configuration: NodeConfiguration) {
+    // Best effort: the node stops either way; without the marker a later start with this (now
+    // non-empty) directory would not know.
+    _ = FileManager.default.createFile(
+      atPath: identityLostFile(configuration),
+      contents: Data(
+        ("\(configuration.node) joined with an empty data directory while the cluster had it as a voter; "
+          + "it must not vote again: replace it with `teal cluster replace-node \(configuration.node)`\n").utf8))
+  }
+
+  /// Refuses to start a node whose identity was marked lost.
+  static func checkIdentityNotLost(_ configuration: NodeConfiguration) throws(NodeStartError) {
+    let path = identityLostFile(configuration)
+    guard FileManager.default.fileExists(atPath: path) else { return }
+    throw .directory(
+      configuration.dataDirectory,
+      reason:
+        "\(path): \(configuration.node) lost its data while it was a voter and must not vote under this id again; "
+        + "replace it with `teal cluster replace-node \(configuration.node)` (a new id)")
+  }
+}

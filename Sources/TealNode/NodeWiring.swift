@@ -104,8 +104,9 @@ struct TransportService: Service {
 ///
 /// Committed membership drives the transport: a node that leaves the Raft configuration is removed
 /// from the transport's peers (its connections close); a node that joins it is added with the
-/// address it announced (or the one in this node's configuration); gossip's authorised member set
-/// follows it too.
+/// address it announced or was added with (both replicated in ClusterState, so a node that starts
+/// later learns them from the log), else the one in this node's configuration; gossip's authorised
+/// member set follows it too.
 struct RaftService: Service {
   let raft: RaftNode<ClusterStateMachine>
   let log: ClusterLog
@@ -114,34 +115,73 @@ struct RaftService: Service {
   let membership: MembershipService
   let configuration: NodeConfiguration
 
+  /// Whether this node joins (`bootstrap: false`) with a data directory that was empty at start:
+  /// if the first configuration it then receives already lists it as a voter, its identity lost its
+  /// data (a new node first learns a configuration in which it is a learner: it is promoted only
+  /// after it acknowledged the entry that added it) and must not vote again.
+  let joinedEmpty: Bool
+
   func run() async throws {
     await raft.start()
     await log.start()
     let changes = await raft.membershipChanges()
-    let follower = Task {
-      var known = Set(configuration.peers.keys)
-      for await configurationChange in changes {
-        let members = configurationChange.members
-        for gone in known.subtracting(members) where gone != configuration.node { await transport.removePeer(gone) }
-        for new in members.subtracting(known) where new != configuration.node {
-          let state = await log.localState()
-          let host = state.nodes[new.rawValue]?.info.address ?? configuration.peers[new]
-          if let host {
-            let port = state.nodes[new.rawValue]?.info.peerPort ?? configuration.peerPort
-            await transport.addPeer(new, address: PeerAddress(host: host, port: port))
-          }
-        }
-        known = members
-        // Gossip admits exactly the committed members (and never forgets them).
-        await membership.setAuthorizedMembers(members.union([configuration.node]))
-        await membership.addConfiguredPeers(members.subtracting([configuration.node]).sorted())
+    let refusal = await withTaskGroup(of: String?.self) { group in
+      group.addTask { await self.follow(changes) }
+      group.addTask {
+        try? await gracefulShutdown()
+        return nil
       }
+      let first = await group.next() ?? nil
+      group.cancelAll()
+      return first
     }
-    try? await gracefulShutdown()
-    follower.cancel()
     await log.stop()
-    await raft.stop(transferringLeadership: true)
+    await raft.stop(transferringLeadership: refusal == nil)
     observer.finish()
+    if let refusal { throw NodeStartError.component("the Raft identity \(configuration.node)", reason: refusal) }
+  }
+
+  /// Follows the committed membership (see the type's documentation) until the stream ends; returns
+  /// why this node must stop, if it must.
+  private func follow(_ changes: AsyncStream<RaftConfiguration>) async -> String? {
+    var known = Set(configuration.peers.keys)
+    var firstConfiguration = true
+    for await configurationChange in changes {
+      // A joining node knows no configuration until the leader's log or snapshot reaches it
+      // (its bootstrap configuration is empty): until then it keeps its configured peers, the
+      // nodes it accepts the leader's connections from.
+      guard !configurationChange.voters.isEmpty else { continue }
+      // Only the first configuration tells: a new node first learns one in which it is a learner
+      // (it is promoted only after it acknowledged the entry that added it).
+      defer { firstConfiguration = false }
+      if joinedEmpty && firstConfiguration && configurationChange.voters.contains(configuration.node) {
+        // Stop at once: Raft may not vote again under this identity, in this run or any later one
+        // (the directory now holds the leader's log, so the marker keeps the refusal).
+        await raft.stop(transferringLeadership: false)
+        NodeResources.markIdentityLost(configuration)
+        return
+          "\(configuration.node) started with an empty data directory (\(configuration.dataDirectory)) but the "
+          + "cluster has it as a voter: its data is lost and it may have voted or acknowledged entries before, so it "
+          + "must not vote under this id again; replace it with `teal cluster replace-node \(configuration.node)`"
+      }
+      let members = configurationChange.members
+      for gone in known.subtracting(members) where gone != configuration.node { await transport.removePeer(gone) }
+      for new in members.subtracting(known) where new != configuration.node {
+        // The address a member announced or was added with (replicated in ClusterState), else
+        // the static configuration's (a founder that has not announced itself yet).
+        let state = await log.localState()
+        let address = state.memberAddress(new)
+        if let host = address?.address ?? configuration.peers[new] {
+          let port = address?.peerPort ?? configuration.peerPort
+          await transport.addPeer(new, address: PeerAddress(host: host, port: port))
+        }
+      }
+      known = members
+      // Gossip admits exactly the committed members (and never forgets them).
+      await membership.setAuthorizedMembers(members.union([configuration.node]))
+      await membership.addConfiguredPeers(members.subtracting([configuration.node]).sorted())
+    }
+    return nil
   }
 }
 

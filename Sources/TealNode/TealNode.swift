@@ -1,6 +1,7 @@
 // TealNode: one node process. This file only builds the parts and wires them into one
 // ServiceGroup; each part lives in its own file (Consensus/, Control/, Reconcile/, API/).
 
+import Foundation
 import Logging
 import NIOCore
 import NIOPosix
@@ -33,6 +34,12 @@ public enum TealNode {
     try configuration.validate()
     let tls = try NodeResources.tlsContext(for: configuration)
     let token = try NodeResources.token(for: configuration)
+    try NodeResources.checkIdentityNotLost(configuration)
+    // Before anything writes there: a joining node with an empty data directory must not turn out to
+    // be a voter already (RaftService).
+    let joinedEmpty =
+      !configuration.bootstrap
+      && ((try? FileManager.default.contentsOfDirectory(atPath: configuration.dataDirectory))?.isEmpty ?? true)
     try NodeResources.makeDirectory(configuration.dataDirectory)
     try NodeResources.makeDirectory(configuration.taskDirectory)
 
@@ -101,7 +108,7 @@ public enum TealNode {
       CredentialReloader(configuration: configuration, transport: transport, logger: logger),
       RaftService(
         raft: raft, log: log, observer: observer, transport: transport, membership: membership,
-        configuration: configuration),
+        configuration: configuration, joinedEmpty: joinedEmpty),
       MembershipRunner(membership: membership, seeds: configuration.peers.keys.filter { $0 != configuration.node }),
       control,
       MetricsEventRecorder(metrics: metrics, membership: membership, tasks: tasks, log: log),

@@ -11,7 +11,9 @@ import TealClient
 struct Cluster: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract: "Run a local cluster (nodes on 127.0.0.1, 127.0.0.2, ...) or show a cluster's state.",
-    subcommands: [Up.self, Down.self, Status.self]
+    subcommands: [
+      Up.self, Down.self, Status.self, Members.self, AddNode.self, RemoveNode.self, ReplaceNode.self,
+    ]
   )
 
   struct Up: AsyncParsableCommand {
@@ -25,7 +27,7 @@ struct Cluster: AsyncParsableCommand {
         their data) and changes nothing when all are.
         """)
 
-    @Option(name: .long, help: "Number of nodes of a new cluster (1...254). Default: 3.")
+    @Option(name: .long, help: "Number of nodes of a new cluster: 1, 3, 5 or 7. Default: 3.")
     var nodes: Int?
 
     @Option(name: .long, help: "The cluster directory.")
@@ -55,8 +57,10 @@ struct Cluster: AsyncParsableCommand {
     var json = false
 
     func validate() throws {
-      if let nodes, !(1...ClusterPlan.maximumNodes).contains(nodes) {
-        throw ValidationError("--nodes must be in 1...\(ClusterPlan.maximumNodes), got \(nodes)")
+      if let nodes, !ClusterPlan.allowedNodeCounts.contains(nodes) {
+        throw ValidationError(
+          "--nodes must be 1, 3, 5 or 7, got \(nodes) (an odd count: an even one adds a voter to every quorum "
+            + "without tolerating one more failure; more than 7 only slows every commit)")
       }
       for (name, port) in [("--peer-port", peerPort), ("--api-port", apiPort)] {
         if let port, !(1...65535).contains(port) { throw ValidationError("\(name) must be in 1...65535, got \(port)") }

@@ -76,6 +76,8 @@ struct ClusterPlan {
   var apiTLS = false
 
   static let maximumNodes = 254
+  /// What `cluster up --nodes` accepts: odd voter counts up to 7.
+  static let allowedNodeCounts: Set<Int> = [1, 3, 5, 7]
 
   func node(_ index: Int) -> ClusterFileNode {
     let address = "127.0.0.\(index)"

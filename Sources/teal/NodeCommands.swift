@@ -40,6 +40,10 @@ struct NodeStart: AsyncParsableCommand {
   @Option(name: .long, help: "API token file, mode 0600 (key: tokenFile).") var tokenFile: String?
   @Option(name: .long, help: "Founding members as id=address,... (key: peers).") var peers: String?
   @Option(name: .long, help: "true for a founding member, false to join (key: bootstrap).") var bootstrap: String?
+  @Flag(
+    name: .long,
+    help: "Join an existing cluster (as bootstrap: false): wait, without voting, until the leader adds this node.")
+  var join = false
   @Option(name: .long, help: "Raft election timeout in milliseconds (key: electionTimeoutMs).")
   var electionTimeoutMs: Int?
   @Option(name: .long, help: "Ports handed to tasks, LOW-HIGH (key: taskPortRange).") var taskPortRange: String?
@@ -55,6 +59,12 @@ struct NodeStart: AsyncParsableCommand {
       ("electionTimeoutMs", electionTimeoutMs.map(String.init)), ("taskPortRange", taskPortRange),
     ]
     for (key, value) in pairs { if let value { overrides[key] = value } }
+    if join {
+      if let bootstrap, bootstrap != "false" {
+        throw CommandFailure(message: "--join contradicts --bootstrap \(bootstrap)")
+      }
+      overrides["bootstrap"] = "false"
+    }
     guard let level = Logger.Level(rawValue: logLevel) else {
       throw CommandFailure(message: "--log-level: '\(logLevel)' is not a log level")
     }

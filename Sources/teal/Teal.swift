@@ -96,19 +96,33 @@ struct Certs: ParsableCommand {
     static let configuration = CommandConfiguration(
       abstract: "Issue a certificate for one more node with an existing CA.")
 
-    @Option(name: .long, help: "Directory holding ca.pem and ca.key.")
+    @Argument(help: "The new node's id, e.g. n4 (or give --node).")
+    var id: String?
+
+    @Option(name: .long, help: "A certificate directory holding ca.pem and ca.key, or a cluster directory with certs/.")
     var dir: String
 
     @Option(name: .long, help: "The new node's id, e.g. n4.")
-    var node: String
+    var node: String?
 
     @Option(name: .long, help: "IP address for the node's certificate (repeatable). Default: 127.0.0.1.")
     var address: [String] = []
 
     @OptionGroup var output: OutputOptions
 
+    func validate() throws {
+      switch (id, node) {
+      case (nil, nil): throw ValidationError("give the node id: `teal certs add ID --dir DIR`")
+      case (let a?, let b?) where a != b: throw ValidationError("ID \(a) and --node \(b) differ")
+      default: break
+      }
+    }
+
     func run() throws {
-      let id = try parseNodeID(node, option: "--node")
+      let id = try parseNodeID(id ?? node ?? "", option: "ID")
+      // A cluster directory (`teal cluster up`) keeps its CA in certs/.
+      let nested = URL(fileURLWithPath: dir).appendingPathComponent("certs").path
+      let dir = FileManager.default.fileExists(atPath: "\(nested)/ca.pem") ? nested : dir
       do {
         let written = try CertificateDirectory(path: dir).addNode(
           id, addresses: address.isEmpty ? ["127.0.0.1"] : address)

@@ -100,7 +100,7 @@ struct ClusterCommandTests {
       FileManager.default.isExecutableFile(atPath: tealExecutable), "no teal executable at \(tealExecutable)")
     let dir = temporaryDirectory("cluster")
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    #expect(try run(tealExecutable, ["cluster", "up", "--dir", dir, "--nodes", "2", "--no-start"]).status == 0)
+    #expect(try run(tealExecutable, ["cluster", "up", "--dir", dir, "--nodes", "3", "--no-start"]).status == 0)
     // A stale PID file naming a live process that is not the node (PIDs get reused).
     let bystander = Process()
     bystander.executableURL = URL(fileURLWithPath: "/bin/sleep")
@@ -112,7 +112,8 @@ struct ClusterCommandTests {
     let down = try run(tealExecutable, ["cluster", "down", "--dir", dir, "--json"])
     #expect(down.status == 0, "\(down.output)")
     #expect(
-      down.output.contains(#""notRunning":["n1","n2"]"#) && down.output.contains(#""stopped":[]"#), "\(down.output)")
+      down.output.contains(#""notRunning":["n1","n2","n3"]"#) && down.output.contains(#""stopped":[]"#),
+      "\(down.output)")
     #expect(bystander.isRunning)
     #expect(!FileManager.default.fileExists(atPath: "\(dir)/n1/node.pid"))
     #expect(FileManager.default.fileExists(atPath: "\(dir)/n1/node.yaml"))
@@ -183,7 +184,10 @@ struct ClusterCommandTests {
     #expect(badURL.status == 64 && badURL.output.contains("--endpoint: invalid endpoint '127.0.0.1:7070'"))
     let badCount = try run(
       tealExecutable, ["cluster", "up", "--nodes", "0", "--no-start", "--dir", temporaryDirectory("x")])
-    #expect(badCount.status == 64 && badCount.output.contains("--nodes must be in 1...254, got 0"))
+    #expect(badCount.status == 64 && badCount.output.contains("--nodes must be 1, 3, 5 or 7, got 0"))
+    let evenCount = try run(
+      tealExecutable, ["cluster", "up", "--nodes", "4", "--no-start", "--dir", temporaryDirectory("x")])
+    #expect(evenCount.status == 64 && evenCount.output.contains("--nodes must be 1, 3, 5 or 7, got 4"))
     let samePorts = try run(
       tealExecutable, ["cluster", "up", "--api-port", "7000", "--peer-port", "7000", "--dir", temporaryDirectory("x")])
     #expect(samePorts.status == 64 && samePorts.output.contains("must differ"))
@@ -256,7 +260,7 @@ struct ClusterCommandTests {
     try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/perl"), "no /usr/bin/perl for the fake nodes")
     let dir = temporaryDirectory("cluster")
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    #expect(try run(tealExecutable, ["cluster", "up", "--dir", dir, "--nodes", "2", "--no-start"]).status == 0)
+    #expect(try run(tealExecutable, ["cluster", "up", "--dir", dir, "--nodes", "3", "--no-start"]).status == 0)
     let polite = try fakeNode(dir, "n1")
     let stubborn = try fakeNode(dir, "n2", ignoringTERM: true)
     try waitUntil("the stubborn fake starts its task") { FileManager.default.fileExists(atPath: "\(dir)/n2/task.pid") }
@@ -287,8 +291,8 @@ struct ClusterCommandTests {
     try #require(FileManager.default.isExecutableFile(atPath: "/usr/bin/perl"), "no /usr/bin/perl for the fake nodes")
     let dir = temporaryDirectory("cluster")
     defer { try? FileManager.default.removeItem(atPath: dir) }
-    #expect(try run(tealExecutable, ["cluster", "up", "--dir", dir, "--nodes", "2", "--no-start"]).status == 0)
-    let nodes = [try fakeNode(dir, "n1"), try fakeNode(dir, "n2")]
+    #expect(try run(tealExecutable, ["cluster", "up", "--dir", dir, "--nodes", "3", "--no-start"]).status == 0)
+    let nodes = [try fakeNode(dir, "n1"), try fakeNode(dir, "n2"), try fakeNode(dir, "n3")]
     defer { for node in nodes { node.terminate() } }
     let before = try String(contentsOfFile: "\(dir)/n1/node.pid", encoding: .utf8)
     let up = try run(tealExecutable, ["cluster", "up", "--dir", dir])
@@ -297,5 +301,32 @@ struct ClusterCommandTests {
     #expect(up.output.contains("already running; nothing changed"), "\(up.output)")
     #expect(try String(contentsOfFile: "\(dir)/n1/node.pid", encoding: .utf8) == before)
     #expect(nodes.allSatisfy { $0.isRunning })
+  }
+}
+
+@Suite struct MembershipCommandTests {
+  @Test func certsAddTakesTheIdAndACLusterDirectory() throws {
+    try #require(
+      FileManager.default.isExecutableFile(atPath: tealExecutable), "no teal executable at \(tealExecutable)")
+    let dir = temporaryDirectory("cluster")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    #expect(try run(tealExecutable, ["cluster", "up", "--dir", dir, "--no-start"]).status == 0)
+    let added = try run(tealExecutable, ["certs", "add", "n4", "--dir", dir, "--address", "127.0.0.4", "--json"])
+    #expect(added.status == 0, "\(added.output)")
+    #expect(added.output.contains("\(dir)/certs/n4.pem"), "\(added.output)")
+    #expect(try run(opensslPath, ["verify", "-CAfile", "\(dir)/certs/ca.pem", "\(dir)/certs/n4.pem"]).status == 0)
+    let missing = try run(tealExecutable, ["certs", "add", "--dir", dir])
+    #expect(missing.status == 64 && missing.output.contains("give the node id"), "\(missing.output)")
+  }
+
+  @Test func membershipCommandsRefuseBadArgumentsBeforeCallingAnyNode() throws {
+    try #require(
+      FileManager.default.isExecutableFile(atPath: tealExecutable), "no teal executable at \(tealExecutable)")
+    let badAddress = try run(tealExecutable, ["cluster", "add-node", "n4", "--address", "node4.example"])
+    #expect(badAddress.status == 64 && badAddress.output.contains("is not an IPv4 or IPv6 address literal"))
+    let badID = try run(tealExecutable, ["cluster", "remove-node", "N4"])
+    #expect(badID.status == 64, "\(badID.output)")
+    let join = try run(tealExecutable, ["node", "start", "--join", "--bootstrap", "true", "--node", "n1"])
+    #expect(join.status == 1 && join.output.contains("--join contradicts --bootstrap true"), "\(join.output)")
   }
 }

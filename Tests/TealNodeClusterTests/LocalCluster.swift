@@ -47,6 +47,8 @@ final class LocalCluster: Sendable {
     var destroyed = false
   }
   private let state = NIOLockedValueBox(State())
+  /// Nodes added after the start by `teal cluster add-node` / `replace-node`, by id.
+  private let joined = NIOLockedValueBox<[String: ClusterNode]>([:])
 
   /// Lays out a cluster of `count` nodes (certificates, token, one node.yaml each); starts nothing.
   init(nodes count: Int = 3, electionTimeoutMs: Int = 1500) throws {
@@ -116,8 +118,19 @@ final class LocalCluster: Sendable {
   }
 
   func node(_ id: String) -> ClusterNode {
-    guard let node = nodes.first(where: { $0.id == id }) else { preconditionFailure("no node \(id) in the cluster") }
-    return node
+    if let node = nodes.first(where: { $0.id == id }) ?? joined.withLockedValue({ $0[id] }) { return node }
+    preconditionFailure("no node \(id) in the cluster")
+  }
+
+  /// Records a node that the CLI laid out in this cluster's directory and started (`teal cluster
+  /// add-node`), and adopts its process, so that it is stopped and cleaned up like the others.
+  @discardableResult
+  func adoptJoined(_ id: String, address: String) throws -> pid_t {
+    let node = ClusterNode(
+      id: id, index: nodes.count + joined.withLockedValue { $0.count } + 1, address: address,
+      directory: "\(directory)/\(id)", taskPorts: 0...0)
+    joined.withLockedValue { $0[id] = node }
+    return try adopt(id)
   }
 
   func api(_ id: String) -> NodeAPI {
@@ -245,7 +258,7 @@ final class LocalCluster: Sendable {
       if state.running[id] == pid { state.running[id] = nil }
     }
     // A foreign node (`startForeign`) is not one of `nodes`: its own log is left alone.
-    if let node = nodes.first(where: { $0.id == id }) {
+    if let node = nodes.first(where: { $0.id == id }) ?? joined.withLockedValue({ $0[id] }) {
       try? "--- \(id) pid \(pid): \(exit) ---\n".appendLine(to: node.logPath)
     }
   }
@@ -254,7 +267,7 @@ final class LocalCluster: Sendable {
   /// after a node rewrote its ledger.
   func harvestLedgers() {
     var found: [pid_t: UInt64] = [:]
-    for node in nodes {
+    for node in nodes + joined.withLockedValue({ Array($0.values) }) {
       for entry in readTaskLedger(node.ledgerPath) { found[entry.group] = entry.startTime }
     }
     guard !found.isEmpty else { return }

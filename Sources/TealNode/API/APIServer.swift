@@ -143,6 +143,7 @@ struct APIServer: Sendable {
     }
     addDeploymentRoutes(router)
     VariableRoutes.add(to: router, backend: self)
+    addMembershipRoutes(router)
     // One line with every route, so an operator (and the OpenAPI conformance test) sees what this
     // build serves.
     logger.info("API routes: \(router.routes.map { "\($0.method) \($0.path)" }.sorted().joined(separator: ", "))")
@@ -286,7 +287,7 @@ struct APIServer: Sendable {
   }
 
   /// As `write(_:_:body:render:)`, rendering from the state and the command's response.
-  private func write(
+  func write(
     _ command: ClusterCommand, _ request: Request, body: [UInt8],
     render: (ClusterState, ClusterResponse) throws -> Response?
   ) async throws -> Response {
@@ -325,7 +326,7 @@ struct APIServer: Sendable {
     return key
   }
 
-  private func readBody(_ request: Request) async throws -> [UInt8] {
+  func readBody(_ request: Request) async throws -> [UInt8] {
     var request = request
     do {
       let buffer = try await request.collectBody(upTo: Self.maximumBodyBytes)

@@ -39,6 +39,7 @@ final class NodeControl: Service, Sendable {
   let scheduler: ServiceScheduler
   let reporter: MembershipReporter
   let deployments: DeploymentController
+  let members: MembershipController
   let traffic: TrafficReporter
 
   static let resyncInterval: Duration = .seconds(2)
@@ -71,6 +72,7 @@ final class NodeControl: Service, Sendable {
       log: log, hooks: HookInvoker(group: MultiThreadedEventLoopGroup.singleton, logger: hookLogger), clock: clock,
       logger: logger)
     self.traffic = TrafficReporter(log: log, balancer: balancer)
+    self.members = MembershipController(node: configuration.node, log: log, logger: logger)
   }
 
   func run() async throws {
@@ -137,8 +139,16 @@ final class NodeControl: Service, Sendable {
       if let known = state.nodes[configuration.node.rawValue], known.info == info, known.isUp, !known.draining {
         return
       }
+      if state.wasRemoved(configuration.node) {
+        logger.error(
+          "this node's id was removed from the cluster; it is never admitted again (start it under a new id)")
+        return
+      }
       do {
-        _ = try await log.submit(.announceNode(info))
+        if case .rejected(let rejection) = try await log.submit(.announceNode(info)) {
+          logger.warning("announce refused", metadata: ["reason": "\(rejection)"])
+          try? await Task.sleep(for: .seconds(1))
+        }
       } catch {
         logger.debug("announce not committed yet", metadata: ["error": "\(error)"])
         try? await Task.sleep(for: .milliseconds(200))
@@ -168,6 +178,7 @@ final class NodeControl: Service, Sendable {
       if lastFullPass.map({ $0.duration(to: now) >= Self.leaderPassInterval }) ?? true {
         lastFullPass = now
         await reporter.pass(term: leadership.term, leadingSince: since)
+        await members.pass(term: leadership.term)
         if await placementMaySettle(leadingSince: since) { await scheduler.pass(term: leadership.term) }
       }
       await deployments.pass(term: leadership.term)
