@@ -163,25 +163,14 @@ struct Chaos: AsyncParsableCommand {
     @Argument(help: "A node id (n1, n2, ...) or `leader`.")
     var node: String
 
-    @Option(
-      name: .customLong("for"),
-      help: ArgumentHelp("How long to keep it stopped (500ms, 5s, 2m).", valueName: "duration"))
-    var duration: String
-
-    @Option(name: .long, help: "The local cluster directory.")
-    var dir: String = ".teal"
-
-    @Flag(name: .long, help: "Print one JSON object per action instead of text.")
-    var json = false
-
-    func validate() throws {
-      let value = try parseChaosDuration(duration, option: "--for")
-      if value > .seconds(3600) { throw ValidationError("--for must be at most 1h, got \(duration)") }
-    }
+    /// `--for` (how long it stays stopped), `--dir`, `--json`.
+    @OptionGroup var options: FaultOptions
 
     func run() async throws {
+      let dir = options.dir
+      let duration = options.duration
       let cluster = try ChaosCluster(dir: dir)
-      let out = ChaosOutput(json: json)
+      let out = ChaosOutput(json: options.json)
       defer { Task { await cluster.client.shutdown() } }
       let length = try parseChaosDuration(duration, option: "--for")
       let id: String

@@ -129,7 +129,7 @@ struct NetworkFaults {
 }
 
 extension Chaos {
-  /// Options shared by the network faults.
+  /// Options shared by the faults that last a while (pause, partition, loss).
   struct FaultOptions: ParsableArguments {
     @Option(
       name: .customLong("for"),
