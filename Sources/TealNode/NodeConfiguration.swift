@@ -188,6 +188,14 @@ extension NodeConfiguration {
       if let text = value as? String, let number = Int(text) { return number }
       throw .invalid(field: key, "must be an integer")
     }
+    func optionalBool(_ key: String) throws(NodeConfigurationError) -> Bool? {
+      switch fields[key] {
+      case nil: return nil
+      case let flag as Bool: return flag
+      case let text as String where ["true", "false"].contains(text): return text == "true"
+      default: throw .invalid(field: key, "must be true or false")
+      }
+    }
     func path(_ key: String) throws(NodeConfigurationError) -> String {
       let text = try string(key)
       guard !text.isEmpty else { throw .invalid(field: key, "must not be empty") }
@@ -218,20 +226,8 @@ extension NodeConfiguration {
       }
     default: throw .invalid(field: "peers", "must be a mapping of node id to address")
     }
-    var bootstrap = true
-    switch fields["bootstrap"] {
-    case nil: break
-    case let flag as Bool: bootstrap = flag
-    case let text as String where ["true", "false"].contains(text): bootstrap = text == "true"
-    default: throw .invalid(field: "bootstrap", "must be true or false")
-    }
-    var apiTLS = false
-    switch fields["apiTLS"] {
-    case nil: break
-    case let flag as Bool: apiTLS = flag
-    case let text as String where ["true", "false"].contains(text): apiTLS = text == "true"
-    default: throw .invalid(field: "apiTLS", "must be true or false")
-    }
+    let bootstrap = try optionalBool("bootstrap") ?? true
+    let apiTLS = try optionalBool("apiTLS") ?? false
     var portRange = 20_000...29_999
     if let text = fields["taskPortRange"] {
       let parts = "\(text)".split(separator: "-").compactMap { Int($0) }

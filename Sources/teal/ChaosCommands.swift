@@ -173,20 +173,8 @@ struct Chaos: AsyncParsableCommand {
       let out = ChaosOutput(json: options.json)
       defer { Task { await cluster.client.shutdown() } }
       let length = try parseChaosDuration(duration, option: "--for")
-      let id: String
-      var term: UInt64?
-      if node == "leader" {
-        let leader = try await cluster.leader()
-        id = leader.id
-        term = leader.term
-      } else {
-        guard cluster.nodes.contains(where: { $0.id == node }) else {
-          throw CommandFailure(
-            message:
-              "no node \(node) in the cluster in \(dir) (nodes: \(cluster.nodes.map(\.id).joined(separator: ", ")))")
-        }
-        id = node
-      }
+      let (target, term) = try await cluster.resolveNode(node)
+      let id = target.id
       guard let pid = runningPID(cluster.layout, id) else {
         throw CommandFailure(message: "\(id) is not running (no live process in \(cluster.layout.pidFile(id)))")
       }
@@ -234,15 +222,37 @@ struct ChaosCluster {
         message: "no cluster in \(dir) (no \(layout.clusterFile)): start one with `teal cluster up --dir \(dir)`")
     }
     self.nodes = nodes
+    client = try Self.client(for: nodes, dir: dir, maxAttempts: max(2, nodes.count))
+  }
+
+  /// A client of `nodes` with short timeouts, so that a dead node costs one attempt, not thirty
+  /// seconds.
+  static func client(for nodes: [ClusterFileNode], dir: String, maxAttempts: Int) throws -> TealClient {
     let endpoints = try nodes.map { try Endpoint(url: $0.api) }
     var configuration = TealClientConfiguration(endpoints: endpoints, token: try readToken(dir: dir))
     configuration.security = try clientSecurity(for: endpoints, dir: dir)
     configuration.connectTimeout = .milliseconds(500)
     configuration.requestTimeout = .seconds(2)
     configuration.overallTimeout = .seconds(4)
-    configuration.maxAttempts = max(2, nodes.count)
+    configuration.maxAttempts = maxAttempts
     configuration.maxBackoff = .milliseconds(200)
-    client = TealClient(configuration: configuration)
+    return TealClient(configuration: configuration)
+  }
+
+  /// The node `name` names: a node id of the cluster, or `leader` (with its term).
+  func resolveNode(_ name: String) async throws -> (node: ClusterFileNode, term: UInt64?) {
+    var id = name
+    var term: UInt64?
+    if name == "leader" {
+      let leader = try await leader()
+      id = leader.id
+      term = leader.term
+    }
+    guard let node = nodes.first(where: { $0.id == id }) else {
+      throw CommandFailure(
+        message: "no node \(id) in the cluster in \(layout.dir) (nodes: \(nodes.map(\.id).joined(separator: ", ")))")
+    }
+    return (node, term)
   }
 
   /// The leader and its term, as the cluster reports it; waits up to 30 s through an election.

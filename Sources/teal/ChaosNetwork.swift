@@ -243,17 +243,7 @@ struct ChaosTarget {
     _ = try NetworkFaults.executable()
     let cluster = try ChaosCluster(dir: dir)
     defer { Task { await cluster.client.shutdown() } }
-    var id = name
-    var term: UInt64?
-    if name == "leader" {
-      let leader = try await cluster.leader()
-      id = leader.id
-      term = leader.term
-    }
-    guard let node = cluster.nodes.first(where: { $0.id == id }) else {
-      throw CommandFailure(
-        message: "no node \(id) in the cluster in \(dir) (nodes: \(cluster.nodes.map(\.id).joined(separator: ", ")))")
-    }
+    let (node, term) = try await cluster.resolveNode(name)
     return ChaosTarget(node: node, faults: NetworkFaults(layout: cluster.layout, nodes: cluster.nodes), term: term)
   }
 }

@@ -163,14 +163,7 @@ extension ChaosCluster {
   /// (as it was when the wait began); returns that index and the leader.
   func waitForRejoin(_ id: String, within: Duration) async throws -> (applied: UInt64, leader: String) {
     guard let member = nodes.first(where: { $0.id == id }) else { preconditionFailure("unknown node \(id)") }
-    let endpoint = try Endpoint(url: member.api)
-    var configuration = TealClientConfiguration(endpoints: [endpoint], token: try readToken(dir: layout.dir))
-    configuration.security = try clientSecurity(for: [endpoint], dir: layout.dir)
-    configuration.connectTimeout = .milliseconds(500)
-    configuration.requestTimeout = .seconds(2)
-    configuration.overallTimeout = .seconds(3)
-    configuration.maxAttempts = 1
-    let own = TealClient(configuration: configuration)
+    let own = try Self.client(for: [member], dir: layout.dir, maxAttempts: 1)
     defer { Task { await own.shutdown() } }
     let clock = ContinuousClock()
     let deadline = clock.now + within

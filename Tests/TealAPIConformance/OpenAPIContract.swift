@@ -151,7 +151,7 @@ public struct OpenAPIContract: Sendable {
         guard let operation = item[method]?.object else { continue }
         var responses: [String: [String: JSONValue?]] = [:]
         for (status, response) in operation["responses"]?.object ?? [:] {
-          let response = try Self.resolveResponse(response, in: root)
+          let response = try Self.resolve(response, in: root)
           var media: [String: JSONValue?] = [:]
           for (type, content) in response["content"]?.object ?? [:] { media[type] = content["schema"] }
           responses[status] = media
@@ -270,10 +270,6 @@ public struct OpenAPIContract: Sendable {
       object = target
     }
     return object
-  }
-
-  private static func resolveResponse(_ value: JSONValue, in root: JSONValue) throws -> [String: JSONValue] {
-    try resolve(value, in: root)
   }
 
   private static func lookUp(_ reference: String, in root: JSONValue) -> JSONValue? {

@@ -60,12 +60,7 @@ struct APIServer: Sendable {
       try json(HealthResponse(node: configuration.node.rawValue))
     }
     router.get("/ready") { _, _ in try await ready() }
-    router.get("/v1/openapi.yaml") { _, _ in
-      var headers = HTTPFields()
-      headers[.contentType] = APIContentType.yaml
-      return Response(
-        status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: OpenAPIDocument.yaml)))
-    }
+    router.get("/v1/openapi.yaml") { _, _ in yaml(OpenAPIDocument.yaml) }
     router.get("/metrics") { _, _ in
       var headers = HTTPFields()
       headers[.contentType] = NodeMetricsRegistry.contentType
@@ -172,11 +167,7 @@ struct APIServer: Sendable {
       let name = try context.parameters.require("name")
       let state = try await read(request)
       guard let service = state.services[name] else { throw APIFailure.notFound("no service named '\(name)'") }
-      var headers = HTTPFields()
-      headers[.contentType] = APIContentType.yaml
-      return Response(
-        status: .ok, headers: headers,
-        body: ResponseBody(byteBuffer: ByteBuffer(string: SpecWriter.yaml(service.currentSpec))))
+      return yaml(SpecWriter.yaml(service.currentSpec))
     }
     router.get("/v1/deployments") { request, _ in
       let state = try await read(request)
@@ -337,7 +328,14 @@ struct APIServer: Sendable {
   }
 }
 
-// MARK: - JSON responses
+// MARK: - JSON and YAML responses
+
+/// 200 with `text` as `application/yaml`.
+func yaml(_ text: String) -> Response {
+  var headers = HTTPFields()
+  headers[.contentType] = APIContentType.yaml
+  return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+}
 
 func json<T: Encodable>(_ value: T, status: HTTPResponse.Status = .ok) throws -> Response {
   let data = try TealJSON.encode(value)
