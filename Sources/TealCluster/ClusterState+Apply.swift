@@ -10,6 +10,10 @@ extension ClusterState {
   public static let maximumDesiredCount = 1000
   /// Longest text kept from a command's free-form fields (a retirement reason), in characters.
   public static let maximumReasonLength = 200
+  /// Most services the cluster holds, those being deleted included. Each opens two listeners on
+  /// every node, so 2,000 services are 4,000 listening sockets per node (Deploy/systemd's
+  /// `LimitNOFILE=65536` leaves room for their connections).
+  public static let maximumServices = 2000
 
   // MARK: Requests
 
@@ -39,13 +43,26 @@ extension ClusterState {
           : "service \(spec.name) already exists",
         field: "name")
     }
-    for name in services.keys.sorted() {
-      guard let other = services[name] else { continue }
+    guard services.count < Self.maximumServices else {
+      throw ClusterRejection(
+        code: .conflict,
+        message: "the cluster holds \(services.count) services, at most \(Self.maximumServices); delete one first",
+        field: "name")
+    }
+    // One pass, no sort (creating the 2,000th service stays linear); the first name in sorted
+    // order is reported so that every node gives the same message.
+    var taken: (name: String, field: String, port: Int)?
+    for other in services.values where taken.map({ other.name < $0.name }) ?? true {
       for (field, port) in [("productionPort", spec.productionPort), ("testPort", spec.testPort)]
       where port == other.productionPort || port == other.testPort {
-        throw ClusterRejection(
-          code: .conflict, message: "port \(port) is already a listener port of service \(name)", field: field)
+        taken = (other.name, field, port)
+        break
       }
+    }
+    if let taken {
+      throw ClusterRejection(
+        code: .conflict, message: "port \(taken.port) is already a listener port of service \(taken.name)",
+        field: taken.field)
     }
     let revision = Revision(id: RevisionID(service: spec.name, number: 1), spec: spec)
     let weights = [revision.id: ServiceRoutes.fullWeight]

@@ -237,6 +237,44 @@ import Testing
     #expect(rejection.field == "name")
   }
 
+  @Test func aTakenListenerPortNamesTheFirstServiceInNameOrder() {
+    var log = Log()
+    for index in [7, 3, 5] {
+      log.ok(.createService(makeSpec("s\(index)", productionPort: 100 * index, testPort: 100 * index + 1)))
+    }
+    // Both ports are taken, by s7 and by s3: every node reports s3, whatever its dictionary order.
+    guard case .rejected(let rejection) = log.apply(.createService(makeSpec("x", productionPort: 700, testPort: 301)))
+    else {
+      Issue.record("a service with taken ports was created")
+      return
+    }
+    #expect(rejection.message == "port 301 is already a listener port of service s3")
+    #expect(rejection.field == "testPort")
+  }
+
+  @Test func theClusterHoldsAtMostMaximumServices() {
+    var log = Log()
+    for index in 0..<ClusterState.maximumServices {
+      log.ok(
+        .createService(makeSpec("s\(index)", desiredCount: 1, productionPort: 2 * index + 1, testPort: 2 * index + 2)))
+    }
+    let before = log.state.services
+    let extra = makeSpec("one-more", desiredCount: 1, productionPort: 60_000, testPort: 60_001)
+    guard case .rejected(let rejection) = log.apply(.createService(extra)) else {
+      Issue.record("service \(ClusterState.maximumServices + 1) was created")
+      return
+    }
+    #expect(rejection.code == .conflict)
+    #expect(rejection.field == "name")
+    #expect(rejection.message.contains("at most \(ClusterState.maximumServices)"))
+    #expect(log.state.services == before)
+    // A service without tasks goes at once; its place is free again.
+    #expect(log.ok(.deleteService(service: "s0")) == .serviceDeleting(service: "s0", removed: true))
+    #expect(
+      log.ok(.createService(extra))
+        == .serviceCreated(service: "one-more", revision: RevisionID(service: "one-more", number: 1)))
+  }
+
   @Test func scaleAndDeleteOfAnUnknownServiceAreNotFound() {
     var log = Log()
     for command in [ClusterCommand.scaleService(service: "nope", desiredCount: 1), .deleteService(service: "nope")] {
