@@ -11,8 +11,10 @@ import TealWire
 
 /// Keeps every service at its desired count of tasks of its current revision, spread over the
 /// nodes that ClusterState says are up; replaces tasks whose process exited or whose node is down;
-/// retires extra ones. The decisions are ``Placement``'s (pure); this actor only proposes them, one
-/// at a time, re-planning from the state each proposal produced, so nothing is placed twice.
+/// retires extra ones. The decisions are ``Placement``'s (pure); this actor only proposes them: one
+/// plan's commands together (each places or retires a different task, and the plan counted every
+/// one of them in the nodes' load, so they commit as one batch in any order), then it plans again
+/// from the state they produced, so nothing is placed twice.
 actor ServiceScheduler {
   private let log: ClusterLog
   private let clock: NodeClock
@@ -27,19 +29,34 @@ actor ServiceScheduler {
   }
 
   func pass(term: UInt64) async {
-    for _ in 0..<Self.maximumProposalsPerPass {
+    var proposed = 0
+    while proposed < Self.maximumProposalsPerPass {
       let state = await log.localState()
-      guard let command = Placement.plan(state, now: clock.now()).first else { return }
-      do {
-        let result = try await log.proposeAsLeader(command, term: term)
-        if case .rejected(let rejection) = result {
-          logger.warning("placement refused", metadata: ["command": "\(command.name)", "reason": "\(rejection)"])
-          return
-        }
-      } catch {
-        logger.debug("placement not committed", metadata: ["command": "\(command.name)", "error": "\(error)"])
-        return
+      let plan = Placement.plan(state, now: clock.now()).prefix(Self.maximumProposalsPerPass - proposed)
+      guard !plan.isEmpty else { return }
+      proposed += plan.count
+      let allCommitted = await withTaskGroup(of: Bool.self) { group in
+        for command in plan { group.addTask { await self.propose(command, term: term) } }
+        var all = true
+        for await committed in group where !committed { all = false }
+        return all
       }
+      // A refusal or a lost leadership ends the pass; the next one plans from what did apply.
+      guard allCommitted else { return }
+    }
+  }
+
+  private func propose(_ command: ClusterCommand, term: UInt64) async -> Bool {
+    do {
+      let result = try await log.proposeAsLeader(command, term: term)
+      if case .rejected(let rejection) = result {
+        logger.warning("placement refused", metadata: ["command": "\(command.name)", "reason": "\(rejection)"])
+        return false
+      }
+      return true
+    } catch {
+      logger.debug("placement not committed", metadata: ["command": "\(command.name)", "error": "\(error)"])
+      return false
     }
   }
 }
