@@ -14,6 +14,11 @@ extension ClusterState {
   /// every node, so 2,000 services are 4,000 listening sockets per node (Deploy/systemd's
   /// `LimitNOFILE=65536` leaves room for their connections).
   public static let maximumServices = 2000
+  /// Most revisions a service keeps. Registering one more forgets the oldest that nothing uses: not
+  /// the current or the newest, none a task runs, none a held or past deployment names, none with a
+  /// crash-loop record. When more than this are in use, none is forgotten (the count is bounded by
+  /// what uses them: 20 past deployments, two held ones, the tasks).
+  public static let maximumRevisionsPerService = 100
 
   // MARK: Requests
 
@@ -90,8 +95,9 @@ extension ClusterState {
     if let latest = service.revisions.last, latest.digest == digest {
       return .revisionRegistered(revision: latest.id, isNew: false)
     }
-    let revision = Revision(id: RevisionID(service: name, number: service.revisions.count + 1), spec: spec)
+    let revision = Revision(id: RevisionID(service: name, number: service.nextRevisionNumber), spec: spec)
     service.revisions.append(ClusterRevision(revision: revision, createdAt: logTime))
+    forgetUnusedRevisions(of: &service)
     services[name] = service
     record(.revisionRegistered, service: name, "revision \(revision.id) registered (digest \(digest))", context)
     context.touchedServices.insert(name)
@@ -547,5 +553,33 @@ extension ClusterState {
       return "may contain only printable ASCII without spaces"
     }
     return nil
+  }
+}
+
+extension ClusterState {
+  /// Forgets the oldest revisions of `service` that nothing uses while it has more than
+  /// ``maximumRevisionsPerService`` (see there). Deterministic: it reads only the state.
+  mutating func forgetUnusedRevisions(of service: inout ClusterService) {
+    guard service.revisions.count > Self.maximumRevisionsPerService else { return }
+    var inUse: Set<Int> = [service.currentRevision, service.nextRevisionNumber - 1]
+    for task in tasks(service: service.name) { inUse.insert(task.revision.number) }
+    for (revision, _) in desiredTaskCounts(of: service.name) { inUse.insert(revision.number) }
+    for key in (service.crashLoops ?? [:]).keys { if let number = Int(key) { inUse.insert(number) } }
+    let held = deployments[service.name]
+    for deployment in [held?.current, held?.queued].compactMap({ $0 }) {
+      inUse.formUnion([deployment.blue.revision.number, deployment.green.number])
+    }
+    for past in pastDeployments[service.name] ?? [] { inUse.formUnion([past.blue.number, past.green.number]) }
+    var excess = service.revisions.count - Self.maximumRevisionsPerService
+    var kept: [ClusterRevision] = []
+    kept.reserveCapacity(service.revisions.count)
+    for revision in service.revisions {
+      if excess > 0, !inUse.contains(revision.id.number) {
+        excess -= 1
+      } else {
+        kept.append(revision)
+      }
+    }
+    service.revisions = kept
   }
 }

@@ -115,7 +115,7 @@ extension ClusterState {
     if let latest = service.revisions.last, latest.digest == digest {
       green = latest.revision
     } else {
-      green = Revision(id: RevisionID(service: name, number: service.revisions.count + 1), spec: spec)
+      green = Revision(id: RevisionID(service: name, number: service.nextRevisionNumber), spec: spec)
       registered = ClusterRevision(revision: green, createdAt: logTime)
     }
     let id = "\(name)-\(context.index)"
@@ -129,6 +129,7 @@ extension ClusterState {
     if let reason = Self.refusal(reply) { throw ClusterRejection(code: .conflict, message: reason) }
     if let registered {
       service.revisions.append(registered)
+      forgetUnusedRevisions(of: &service)
       services[name] = service
       record(.revisionRegistered, service: name, "revision \(green.id) registered (digest \(digest))", context)
     }

@@ -22,8 +22,10 @@ public struct ClusterRevision: Codable, Hashable, Sendable {
 
 /// One service.
 ///
-/// Invariants: `revisions[i].id.number == i + 1`; `currentRevision` is one of them; a registered
-/// revision never changes.
+/// Invariants: revision numbers strictly increase along `revisions`, from 1 (old revisions nothing
+/// uses any more are forgotten beyond ``ClusterState/maximumRevisionsPerService``, so numbers may have
+/// gaps; the newest is never forgotten, so the next number is always the last one's plus 1);
+/// `currentRevision` is one of them; a registered revision never changes.
 public struct ClusterService: Codable, Hashable, Sendable {
   public var name: String
   /// Tasks of the current revision that placement keeps running (0...1000).
@@ -46,9 +48,21 @@ public struct ClusterService: Codable, Hashable, Sendable {
   public var currentRevisionID: RevisionID { RevisionID(service: name, number: currentRevision) }
 
   public func revision(_ number: Int) -> ClusterRevision? {
-    guard number >= 1, number <= revisions.count else { return nil }
-    return revisions[number - 1]
+    // Contiguous from 1 until the first revision is forgotten: then a binary search.
+    if number >= 1, number <= revisions.count, revisions[number - 1].id.number == number {
+      return revisions[number - 1]
+    }
+    var low = 0
+    var high = revisions.count
+    while low < high {
+      let middle = (low + high) / 2
+      if revisions[middle].id.number < number { low = middle + 1 } else { high = middle }
+    }
+    return low < revisions.count && revisions[low].id.number == number ? revisions[low] : nil
   }
+
+  /// The number the next registered revision gets.
+  public var nextRevisionNumber: Int { (revisions.last?.id.number ?? 0) + 1 }
 
   /// The spec of the current revision.
   public var currentSpec: ServiceSpec {

@@ -50,10 +50,13 @@ extension ClusterState {
     for name in services.keys.sorted() {
       guard let service = services[name] else { continue }
       if service.name != name { return "service stored under \(name) is named \(service.name)" }
-      for (offset, revision) in service.revisions.enumerated()
-      where revision.id != RevisionID(service: name, number: offset + 1) {
-        return "service \(name): revision \(offset + 1) is named \(revision.id)"
+      var previous = 0
+      for revision in service.revisions {
+        guard revision.id == RevisionID(service: name, number: revision.id.number), revision.id.number > previous
+        else { return "service \(name): revision \(revision.id) is out of order (after \(name):\(previous))" }
+        previous = revision.id.number
       }
+      if service.revisions.isEmpty { return "service \(name) has no revision" }
       if service.revision(service.currentRevision) == nil {
         return "service \(name): current revision \(service.currentRevision) is not registered"
       }

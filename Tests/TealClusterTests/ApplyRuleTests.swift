@@ -275,6 +275,35 @@ import Testing
         == .serviceCreated(service: "one-more", revision: RevisionID(service: "one-more", number: 1)))
   }
 
+  @Test func aServiceKeepsAtMostMaximumRevisionsForgettingTheOldestUnused() throws {
+    var log = Log()
+    log.announce(1)
+    log.ok(.createService(makeSpec(desiredCount: 1)))
+    let task = log.place("web", on: "n1")
+    log.runHealthy(task)
+    let limit = ClusterState.maximumRevisionsPerService
+    for number in 2...(limit + 50) {
+      log.ok(.registerRevision(service: "web", spec: makeSpec(desiredCount: 1, command: "/usr/bin/v\(number)")))
+    }
+    let service = try #require(log.state.services["web"])
+    #expect(service.revisions.count == limit)
+    // Revision 1 serves (current, with a task); 2...51 were forgotten, oldest first; the newest stay.
+    #expect(service.revisions.map(\.id.number) == [1] + Array(52...(limit + 50)))
+    #expect(service.revision(1)?.id.number == 1)
+    #expect(service.revision(51) == nil)
+    #expect(service.revision(52)?.revision.spec.task.command == "/usr/bin/v52")
+    #expect(service.revision(limit + 50) != nil && service.revision(limit + 51) == nil)
+    // Numbers go on from the newest, never reusing a forgotten one.
+    #expect(
+      log.ok(.registerRevision(service: "web", spec: makeSpec(desiredCount: 1, command: "/usr/bin/next")))
+        == .revisionRegistered(revision: RevisionID(service: "web", number: limit + 51), isNew: true))
+    // A state with gaps in its revision numbers snapshots and restores to the same bytes.
+    let bytes = log.state.snapshot()
+    let restored = try ClusterState(snapshot: bytes)
+    #expect(restored.snapshot() == bytes)
+    #expect(restored.services["web"]?.revision(limit + 51) != nil)
+  }
+
   @Test func scaleAndDeleteOfAnUnknownServiceAreNotFound() {
     var log = Log()
     for command in [ClusterCommand.scaleService(service: "nope", desiredCount: 1), .deleteService(service: "nope")] {
