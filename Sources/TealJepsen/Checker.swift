@@ -55,9 +55,14 @@ public enum RegisterModel {
       guard let current = operation.version, current != operation.expectedVersion else { return [] }
       if current == 0 { return state.value == nil ? [RegisterState.absent] : [] }
       guard state.value != nil else { return [] }
-      if let known = state.version { return known == current ? [state] : [] }
-      // The version is unknown (a lost answer): it may be `current` unless that is another write's.
-      if let owner = owners[current] { return owner == state.value ? [state] : [] }
+      if let owner = owners[current] {
+        // A version some answer named: the state must be that write's.
+        guard owner == state.value, state.version == nil || state.version == current else { return [] }
+        return [RegisterState(value: state.value, version: current)]
+      }
+      // A version no answer named: a write whose answer was lost made it (that write may have been
+      // left out of the search as unobserved), so only "versions grow" can be checked.
+      if let known = state.version, current <= known { return [] }
       return [state]
     case (.read, .fail), (.read, .info), (.write, .fail):
       // Filtered out before the search: no effect.
@@ -159,7 +164,8 @@ public enum LinearizabilityCheck {
       verdict: verdict, keys: keys, operations: keys.reduce(0) { $0 + $1.operations }, steps: total, seconds: seconds)
   }
 
-  /// The operations the search needs: failed writes, failed and open reads have no effect; an
+  /// The operations the search needs: failed writes, failed and open reads and compare-and-sets
+  /// that failed without a 409 have no effect; an
   /// open write or compare-and-set whose value no read and no compare-and-set ever saw may be
   /// placed last (after every other operation), so it cannot matter and is dropped too.
   static func relevant(_ operations: [JepsenOperation]) -> [JepsenOperation] {
@@ -170,7 +176,10 @@ public enum LinearizabilityCheck {
     }
     return operations.filter { operation in
       switch (operation.kind, operation.outcome) {
-      case (.read, .ok), (.write, .ok), (.cas, .ok), (.cas, .fail): return true
+      case (.read, .ok), (.write, .ok), (.cas, .ok): return true
+      // A 409 names the current version; a compare-and-set refused before it was proposed
+      // (not sent, no leader) names none and had no effect.
+      case (.cas, .fail): return operation.version != nil
       case (.write, .info), (.cas, .info): return operation.value.map(seen.contains) ?? false
       case (.read, .fail), (.read, .info), (.write, .fail): return false
       }

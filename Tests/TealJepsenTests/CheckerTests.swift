@@ -116,6 +116,12 @@ struct CheckerTests {
     early.add(0, .read, from: 0, to: 1, read: "later", version: 4)
     early.add(1, .write, value: "later", from: 2, to: nil, .info)
     #expect(LinearizabilityCheck.check(early.history).verdict == .notLinearizable)
+    // A compare-and-set refused before it was proposed (no 409, no version) has no effect.
+    var refused = Builder()
+    refused.add(0, .write, value: "a", from: 0, to: 1, version: 3)
+    refused.add(1, .cas, value: "b", expect: 3, expectValue: "a", from: 2, to: 3, .fail)
+    refused.add(2, .read, from: 4, to: 5, read: "a", version: 3)
+    #expect(LinearizabilityCheck.check(refused.history).verdict == .linearizable)
     // A failed write never took effect.
     var failed = Builder()
     failed.add(0, .write, value: "refused", from: 0, to: 1, .fail)
@@ -130,10 +136,11 @@ struct CheckerTests {
     twice.add(1, .cas, value: "b", expect: 3, expectValue: "a", from: 2, to: 5, version: 4)
     twice.add(2, .cas, value: "c", expect: 3, expectValue: "a", from: 2, to: 5, version: 5)
     #expect(LinearizabilityCheck.check(twice.history).verdict == .notLinearizable)
-    // A 409 must name the version that was current.
+    // A 409 must name the version that was current (here: that of a write not invoked yet).
     var mismatch = Builder()
     mismatch.add(0, .write, value: "a", from: 0, to: 1, version: 3)
     mismatch.add(1, .cas, value: "b", expect: 2, from: 2, to: 3, .fail, version: 7)
+    mismatch.add(0, .write, value: "later", from: 4, to: 5, version: 7)
     #expect(LinearizabilityCheck.check(mismatch.history).verdict == .notLinearizable)
     // A 409 while the expected version is current is impossible.
     var wrong = Builder()
@@ -146,6 +153,16 @@ struct CheckerTests {
     create.add(1, .cas, value: "second", expect: 0, from: 2, to: 3, .fail, version: 2)
     create.add(1, .read, from: 4, to: 5, read: "first", version: 2)
     #expect(LinearizabilityCheck.check(create.history).verdict == .linearizable)
+    // A 409 naming the version of a write whose answer was lost (never read): that write took
+    // effect; only a version below the known one is impossible.
+    var lost = Builder()
+    lost.add(0, .write, value: "a", from: 0, to: 1, version: 3)
+    lost.add(1, .write, value: "unread", from: 2, to: nil, .info)
+    lost.add(2, .cas, value: "b", expect: 3, expectValue: "a", from: 4, to: 5, .fail, version: 9)
+    lost.add(2, .write, value: "c", from: 6, to: 7, version: 12)
+    #expect(LinearizabilityCheck.check(lost.history).verdict == .linearizable)
+    lost.add(2, .cas, value: "d", expect: 3, expectValue: "a", from: 8, to: 9, .fail, version: 10)
+    #expect(LinearizabilityCheck.check(lost.history).verdict == .notLinearizable)
     // Versions only grow.
     var backwards = Builder()
     backwards.add(0, .write, value: "a", from: 0, to: 1, version: 9)
@@ -219,5 +236,21 @@ struct CheckerTests {
     let text = String(decoding: data, as: UTF8.self)
     #expect(text.contains(#""outcome":"info""#))
     #expect(!text.contains("completedAt\":null"), "an open end is an absent completedAt")
+  }
+}
+
+/// `TEAL_JEPSEN_CHECK=history.json swift test --filter RecordedHistoryCheck`: checks a history a
+/// run wrote (TEAL_JEPSEN_HISTORY) again, and prints the report.
+@Suite("A recorded history, checked again")
+struct RecordedHistoryCheck {
+  static let path = ProcessInfo.processInfo.environment["TEAL_JEPSEN_CHECK"]
+
+  @Test(.enabled(if: path != nil, "set TEAL_JEPSEN_CHECK to a history's JSON"))
+  func checkTheRecordedHistory() throws {
+    let history = try JepsenHistory.decode(Data(contentsOf: URL(fileURLWithPath: Self.path ?? "")))
+    let report = LinearizabilityCheck.check(history)
+    print(
+      "\(Self.path ?? ""): \(history.operations.count) operations, \(history.faults.count) faults; \(report.summary)")
+    #expect(report.verdict == .linearizable, "\(report.summary)")
   }
 }
