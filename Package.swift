@@ -55,6 +55,9 @@ let package = Package(
     // MARK: Simulation harnesses (used by tests and benchmarks)
     .target(name: "TealRaftSim", dependencies: ["TealRaft", "TealWire"]),
     .target(name: "TealGossipSim", dependencies: ["TealGossip", "TealWire"]),
+    // The Jepsen-style test's history (JSON) and its linearizability checker (register per key,
+    // read/write/compare-and-set on versions); Foundation only.
+    .target(name: "TealJepsen"),
 
     // MARK: Shells
     .target(
@@ -272,6 +275,15 @@ let package = Package(
     ),
     // Runs real `teal node start` processes (the built `teal` and `teal-demo`); skipped until the
     // node command exists.
+    // The checker's unit tests, and a Jepsen-style run against real `teal node start` processes
+    // (clients on every node's API, a nemesis that kills, pauses and partitions; TEAL_JEPSEN_SECONDS).
+    .testTarget(
+      name: "TealJepsenTests",
+      dependencies: [
+        "TealJepsen", "TealTraffic", "TealTestSupport", .product(name: "NIOHTTP1", package: "swift-nio"),
+        .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+      ] + nio
+    ),
     .testTarget(
       name: "TealNodeClusterTests",
       dependencies: [
