@@ -134,6 +134,9 @@ class Teal:
     def restart(self, index):
         self.up()  # restarts the missing node and waits for a leader with every node up
 
+    def recover(self):
+        self.up()
+
 
 class Etcd:
     name = "etcd"
@@ -236,6 +239,11 @@ class Etcd:
         value = base64.b64encode(f"v{n}".encode()).decode()
         return request(host, self.port, "POST", "/v3/kv/put", body=json.dumps({"key": key, "value": value}),
                        headers={"Content-Type": "application/json"})[0]
+
+    def recover(self):
+        for index, process in enumerate(self.processes):
+            if process.poll() is not None:
+                self.start(index)
 
     def restart(self, index):
         self.processes[index].wait()
@@ -350,7 +358,17 @@ def run_configuration(system, args):
     results = []
     try:
         for number in range(1, args.trials + 1):
-            results.append(trial(system, writers, number, args))
+            try:
+                results.append(trial(system, writers, number, args))
+            except RuntimeError as error:
+                # Recorded, reported apart and left out of the distribution; the run goes on once
+                # every member is up again.
+                log(f"{system.label} trial {number} FAILED: {error}")
+                results.append({"error": str(error), "load": load()})
+                system.recover()
+                end = time.monotonic() + 120
+                while not system.all_up() and time.monotonic() < end:
+                    time.sleep(0.5)
     finally:
         writers.stop.set()
         system.down()
@@ -401,25 +419,33 @@ def main():
     finally:
         if current:
             current.down()
-        subprocess.run(["rm", "-rf", work])
+        if os.environ.get("KEEP_WORK") == "1":
+            log(f"node logs kept in {work}")
+        else:
+            subprocess.run(["rm", "-rf", work])
     print("# kill -9 of the leader -> first write committed by the new leader (ms), "
           f"{args.trials} trials each, attempts every {args.interval:g} ms")
     for name, result in all_results.items():
-        values = [t["ms"] for t in result["trials"]]
+        values = [t["ms"] for t in result["trials"] if "ms" in t]
         loads = [t["load"] for t in result["trials"]]
+        failed = [t["error"] for t in result["trials"] if "error" in t]
+        if failed:
+            print(f"{result['label']}: {len(failed)} trials failed: {failed}")
+        if not values:
+            continue
         print(f"{result['label']}: n {len(values)}  p50 {percentile(values, 50):.0f}  p90 {percentile(values, 90):.0f}  "
               f"p99 {percentile(values, 99):.0f}  max {max(values):.0f}  min {min(values):.0f}  "
               f"mean {sum(values) / len(values):.0f}  load {min(loads):.1f}-{max(loads):.1f}")
     if "teal" in all_results:
-        teal = [t["ms"] for t in all_results["teal"]["trials"]]
+        teal = [t["ms"] for t in all_results["teal"]["trials"] if "ms" in t]
         for name in ("etcd", "etcd-tuned"):
             if name in all_results:
-                other = [t["ms"] for t in all_results[name]["trials"]]
+                other = [t["ms"] for t in all_results[name]["trials"] if "ms" in t]
                 print(f"ratio Teal / {all_results[name]['label']}: p50 {percentile(teal, 50) / percentile(other, 50):.2f}x, "
                       f"p99 {percentile(teal, 99) / percentile(other, 99):.2f}x")
     if "teal-300" in all_results and "etcd-300" in all_results:
-        a = [t["ms"] for t in all_results["teal-300"]["trials"]]
-        b = [t["ms"] for t in all_results["etcd-300"]["trials"]]
+        a = [t["ms"] for t in all_results["teal-300"]["trials"] if "ms" in t]
+        b = [t["ms"] for t in all_results["etcd-300"]["trials"] if "ms" in t]
         print(f"ratio Teal 300 ms / etcd 300 ms: p50 {percentile(a, 50) / percentile(b, 50):.2f}x, "
               f"p99 {percentile(a, 99) / percentile(b, 99):.2f}x")
     if args.json:
