@@ -150,6 +150,31 @@ struct RecordPathTests {
     #expect(reads == 1)
   }
 
+  @Test func ciphertextStillHeldElsewhereIsNeverOverwrittenAndFreedCiphertextIsReused() throws {
+    let pair = try connectedPair()
+    try pair.client.writeOutbound(pattern(64 * 1024, seed: 1))
+    let first = try #require(try pair.client.readOutbound(as: ByteBuffer.self))
+    let firstCopy = ByteBuffer(bytes: Array(first.readableBytesView))
+    // `first` is still held (as a channel still writing it would): the next records go elsewhere.
+    try pair.client.writeOutbound(pattern(64 * 1024, seed: 2))
+    let second = try #require(try pair.client.readOutbound(as: ByteBuffer.self))
+    #expect(first == firstCopy)
+    try pair.server.writeInbound(first)
+    try pair.server.writeInbound(second)
+    var expected = pattern(64 * 1024, seed: 1)
+    var next = pattern(64 * 1024, seed: 2)
+    expected.writeBuffer(&next)
+    #expect(try received(pair.server).bytes == expected)
+    // Once nobody else holds the last buffer, its storage takes the next records.
+    let address = second.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) }
+    _ = consume second
+    try pair.client.writeOutbound(pattern(64 * 1024, seed: 3))
+    let third = try #require(try pair.client.readOutbound(as: ByteBuffer.self))
+    #expect(third.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) } == address)
+    try pair.server.writeInbound(third)
+    #expect(try received(pair.server).bytes == pattern(64 * 1024, seed: 3))
+  }
+
   @Test func closeSendsUnflushedWritesAheadOfCloseNotify() throws {
     let pair = try connectedPair()
     let written = pair.client.eventLoop.makePromise(of: Void.self)
