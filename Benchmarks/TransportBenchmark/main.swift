@@ -1,11 +1,14 @@
 // Throughput of PeerTransport between two nodes on loopback: mutual TLS against plain TCP.
 //
-//   swift run -c release TransportBenchmark [--seconds N]
+//   swift run -c release TransportBenchmark [--seconds N] [--sizes 1024,65536] [--modes plain,tls] [--rounds N]
 //
 // For each frame size (1 KiB, 64 KiB) and each mode (TLS 1.3, plaintext), node n1 sends messages
 // to n2 as fast as the bounded queue lets it for a fixed time; n2 counts what it receives. The
 // figures are what n2 received per second. Results go to Docs/BENCHMARKS.md. The plaintext mode
 // is not part of the public transport API: it is imported with @_spi(TransportBenchmarks).
+// Each round measures every size in both modes back to back, so that each ratio comes from one
+// run; the load average (/proc/loadavg) is printed before and after each round, since the other
+// work on the machine moves the absolute figures.
 import Foundation
 import Logging
 import NIOCore
@@ -19,6 +22,13 @@ func argument(_ name: String) -> String? { CommandLine.arguments.drop { $0 != na
 let seconds = Double(argument("--seconds") ?? "") ?? 5
 let sizes = (argument("--sizes") ?? "1024,65536").split(separator: ",").compactMap { Int($0) }
 let modes = (argument("--modes") ?? "plain,tls").split(separator: ",").map(String.init)
+let rounds = max(1, Int(argument("--rounds") ?? "") ?? 1)
+
+/// The 1, 5 and 15 minute load averages, as the kernel reports them.
+func loadAverage() -> String {
+  guard let text = try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8) else { return "unknown" }
+  return text.split(separator: " ").prefix(3).joined(separator: " ")
+}
 
 final class Counter: Sendable {
   let messages = Atomic<Int>(0)
@@ -98,25 +108,29 @@ try CertificateDirectory.initialize(at: dir, nodes: [NodeID("n1"), NodeID("n2")]
 defer { try? FileManager.default.removeItem(atPath: dir) }
 let directory = CertificateDirectory(path: dir)
 
-print("frame        mode         messages/s        MiB/s   CPU ms/MiB   TLS/plain (MiB/s, CPU)")
-for size in sizes {
-  var results: [String: Measurement] = [:]
-  for mode in modes { results[mode] = try await measure(mode: mode, size: size, directory: directory) }
-  let label = size % 1024 == 0 ? "\(size / 1024) KiB" : "\(size) B"
-  for mode in modes {
-    guard let result = results[mode] else { continue }
-    let ratio =
-      mode == "tls"
-      ? results["plain"].map {
+for round in 1...rounds {
+  print("round \(round) of \(rounds), load average \(loadAverage())")
+  print("frame        mode         messages/s        MiB/s   CPU ms/MiB   TLS/plain (MiB/s, CPU)")
+  for size in sizes {
+    var results: [String: Measurement] = [:]
+    for mode in modes { results[mode] = try await measure(mode: mode, size: size, directory: directory) }
+    let label = size % 1024 == 0 ? "\(size / 1024) KiB" : "\(size) B"
+    for mode in modes {
+      guard let result = results[mode] else { continue }
+      let ratio =
+        mode == "tls"
+        ? results["plain"].map {
+          String(
+            format: "%.2f, %.2f", result.mebibytesPerSecond / $0.mebibytesPerSecond,
+            result.cpuMillisecondsPerMebibyte / $0.cpuMillisecondsPerMebibyte)
+        } ?? "" : ""
+      let name = mode == "tls" ? "mTLS 1.3" : "plain TCP"
+      print(
         String(
-          format: "%.2f, %.2f", result.mebibytesPerSecond / $0.mebibytesPerSecond,
-          result.cpuMillisecondsPerMebibyte / $0.cpuMillisecondsPerMebibyte)
-      } ?? "" : ""
-    let name = mode == "tls" ? "mTLS 1.3" : "plain TCP"
-    print(
-      String(
-        format: "%-12@ %-10@ %12.0f %12.1f %12.2f", label as NSString, name as NSString, result.messagesPerSecond,
-        result.mebibytesPerSecond, result.cpuMillisecondsPerMebibyte)
-        + "   \(ratio)")
+          format: "%-12@ %-10@ %12.0f %12.1f %12.2f", label as NSString, name as NSString, result.messagesPerSecond,
+          result.mebibytesPerSecond, result.cpuMillisecondsPerMebibyte)
+          + "   \(ratio)")
+    }
   }
 }
+print("load average \(loadAverage())")

@@ -51,6 +51,10 @@ static inline int teal_BIO_set_mem_eof_return(BIO *bio, int value) {
   return (int)BIO_set_mem_eof_return(bio, value);
 }
 
+// For TealTLS's ByteBuffer BIO: "no bytes now, try again later" and its reset.
+static inline void teal_BIO_set_retry_read(BIO *bio) { BIO_set_retry_read(bio); }
+static inline void teal_BIO_clear_retry_flags(BIO *bio) { BIO_clear_retry_flags(bio); }
+
 static inline void teal_OPENSSL_free(void *pointer) { OPENSSL_free(pointer); }
 
 static inline int teal_SSL_set_tlsext_host_name(SSL *ssl, const char *name) {

@@ -1,11 +1,14 @@
 import COpenSSL
 import NIOCore
 
-/// One TLS session over memory BIOs. Owns one `SSL` (which owns its two BIOs).
+/// One TLS session whose ciphertext lives in NIO `ByteBuffer`s (``ByteBufferBIO``). Owns one
+/// `SSL`, which owns its BIO, which owns the buffers.
 ///
 /// Ciphertext from the network goes in with ``feed(_:)``; ciphertext for the network comes out of
-/// ``drainOutgoing(into:)``. Nothing here touches a socket, so the same type serves the NIO handler
-/// and in-memory tests. Not thread-safe: used from one event loop only.
+/// ``takeOutgoing()``. Nothing here touches a socket, so the same type serves the NIO handler
+/// and in-memory tests. Read-ahead is on: OpenSSL pulls as much ciphertext as its record buffer
+/// holds in one BIO read instead of a header and then a body. Not thread-safe: used from one
+/// event loop only.
 final class TLSConnection {
   enum Role: Sendable { case client, server }
 
@@ -16,82 +19,77 @@ final class TLSConnection {
     case wantRead
     /// The peer sent close_notify.
     case closed
-    /// OpenSSL wants what it produced sent before it goes on: drain the outgoing BIO, then retry.
+    /// OpenSSL wants what it produced sent before it goes on: take the outgoing bytes, then retry.
     case wantWrite
   }
 
+  /// TLS 1.3 adds at most this much to each record: a 5-byte header, the content type byte and a
+  /// 16-byte AEAD tag (no padding is configured).
+  static let recordOverhead = 5 + 1 + 16
+  /// The most plaintext one TLS record carries.
+  static let maximumRecordPlaintext = 16 * 1024
+
   private let ssl: OpaquePointer
-  private let incoming: OpaquePointer  // network -> OpenSSL
-  private let outgoing: OpaquePointer  // OpenSSL -> network
+  private let buffers: ByteBufferBIO
   let context: TLSContext
   let role: Role
 
-  init(context: TLSContext, role: Role) throws(OpenSSLError) {
+  init(context: TLSContext, role: Role, allocator: ByteBufferAllocator = ByteBufferAllocator()) throws(OpenSSLError) {
     OpenSSLError.clearQueue()
     self.context = context
     self.role = role
     let ssl = try check("create TLS session", SSL_new(context.pointer))
-    guard let incoming = BIO_new(BIO_s_mem()) else {
+    let made: (bio: OpaquePointer, buffers: ByteBufferBIO)
+    do {
+      made = try ByteBufferBIO.makeBIO(allocator: allocator)
+    } catch {
       SSL_free(ssl)
-      throw OpenSSLError.drain("create memory BIO")
+      throw error
     }
-    guard let outgoing = BIO_new(BIO_s_mem()) else {
-      BIO_free(incoming)  // not yet owned by ssl
-      SSL_free(ssl)
-      throw OpenSSLError.drain("create memory BIO")
-    }
-    // An empty memory BIO must mean "retry later", never end of file.
-    _ = teal_BIO_set_mem_eof_return(incoming, -1)
-    _ = teal_BIO_set_mem_eof_return(outgoing, -1)
-    SSL_set_bio(ssl, incoming, outgoing)  // ssl now owns both
+    let bio = made.bio
+    self.buffers = made.buffers
+    // One BIO for both directions: SSL_set_bio takes the single reference BIO_new gave us.
+    SSL_set_bio(ssl, bio, bio)
+    SSL_set_read_ahead(ssl, 1)
     switch role {
     case .client: SSL_set_connect_state(ssl)
     case .server: SSL_set_accept_state(ssl)
     }
     self.ssl = ssl
-    self.incoming = incoming
-    self.outgoing = outgoing
   }
 
   deinit { SSL_free(ssl) }
 
   // MARK: Ciphertext in and out
 
-  /// Hands ciphertext received from the network to OpenSSL.
-  func feed(_ buffer: ByteBuffer) {
-    buffer.withUnsafeReadableBytes { raw in
-      var offset = 0
-      while offset < raw.count {
-        // A memory BIO grows as needed; BIO_write only fails on allocation failure.
-        let written = BIO_write(incoming, raw.baseAddress! + offset, Int32(min(raw.count - offset, Int(Int32.max))))
-        if written <= 0 { break }
-        offset += Int(written)
-      }
-    }
-  }
+  /// Hands ciphertext received from the network to OpenSSL (the buffer itself, not a copy).
+  func feed(_ buffer: ByteBuffer) { buffers.feed(buffer) }
+
+  /// Ciphertext received and not yet read by OpenSSL.
+  var incomingCount: Int { buffers.inboundCount }
 
   /// Bytes OpenSSL has produced for the network and not yet handed out.
-  var outgoingCount: Int { Int(BIO_ctrl_pending(outgoing)) }
+  var outgoingCount: Int { buffers.outboundCount }
 
-  /// Moves every byte OpenSSL produced for the network into `buffer`.
-  func drainOutgoing(into buffer: inout ByteBuffer) {
-    let pending = outgoingCount
-    guard pending > 0 else { return }
-    buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: pending) { raw in
-      Int(max(0, BIO_read(outgoing, raw.baseAddress, Int32(pending))))
-    }
-  }
+  /// Every byte OpenSSL produced for the network since the last call, or nil if none.
+  func takeOutgoing() -> ByteBuffer? { buffers.takeOutbound() }
 
   // MARK: Handshake, read, write, shutdown
 
   func handshake() throws(TLSError) -> Progress {
     OpenSSLError.clearQueue()
     let result = SSL_do_handshake(ssl)
-    if result == 1 { return .done }
+    if result == 1 {
+      isHandshakeComplete = true
+      return .done
+    }
     return try progress(after: result, operation: "TLS handshake")
   }
 
-  var isHandshakeComplete: Bool { SSL_is_init_finished(ssl) == 1 }
+  /// Whether the handshake has completed. Kept here rather than asked of OpenSSL: a fatal error
+  /// puts OpenSSL's state machine back "in init", and an error after the handshake is a protocol
+  /// error, not a failed handshake.
+  private(set) var isHandshakeComplete = false
 
   /// Decrypts as much as is available into `buffer`, at most `limit` bytes.
   func read(into buffer: inout ByteBuffer, limit: Int) throws(TLSError) -> Progress {
@@ -105,11 +103,11 @@ final class TLSConnection {
     return try progress(after: result, operation: "TLS read")
   }
 
-  /// Encrypts all of `bytes` into the outgoing BIO; `onWantWrite` must move the outgoing bytes
-  /// on when OpenSSL asks to.
-  func write(_ bytes: ByteBuffer, onWantWrite: () -> Void = {}) throws(TLSError) {
+  /// Encrypts all of `bytes` into the outgoing buffer, in records of at most 16 KiB.
+  func write(_ bytes: ByteBuffer) throws(TLSError) {
     OpenSSLError.clearQueue()
-    var retries = 0
+    let records = (bytes.readableBytes + Self.maximumRecordPlaintext - 1) / Self.maximumRecordPlaintext
+    buffers.reserveOutbound(bytes.readableBytes + records * Self.recordOverhead)
     var offset = bytes.readerIndex
     let end = bytes.writerIndex
     while offset < end {
@@ -121,11 +119,8 @@ final class TLSConnection {
       }
       switch try progress(after: result, operation: "TLS write") {
       case .wantWrite:
-        // Retry after the caller drained; with a growing memory BIO this cannot repeat forever,
-        // but bound it anyway.
-        retries += 1
-        if retries > 16 { throw .writeFailed(reason: "OpenSSL kept asking to retry a write") }
-        onWantWrite()
+        // The outgoing buffer accepts everything, so OpenSSL has no reason to ask.
+        throw .writeFailed(reason: "OpenSSL asked to retry a write into a buffer that never refuses one")
       case .wantRead:
         // TLS 1.3 has no renegotiation: a write never needs the peer's bytes.
         throw .writeFailed(reason: "OpenSSL asked for peer data to complete a write")
@@ -143,7 +138,7 @@ final class TLSConnection {
     guard SSL_get_key_update_type(ssl) != SSL_KEY_UPDATE_NONE else { return }
     OpenSSLError.clearQueue()
     // Re-arming the update puts the state machine in the write phase, which the handshake call
-    // then runs: our KeyUpdate (update_not_requested) goes to the outgoing BIO.
+    // then runs: our KeyUpdate (update_not_requested) goes to the outgoing buffer.
     _ = SSL_key_update(ssl, SSL_KEY_UPDATE_NOT_REQUESTED)
     _ = SSL_do_handshake(ssl)
     OpenSSLError.clearQueue()
@@ -152,7 +147,7 @@ final class TLSConnection {
   /// Asks the peer to update its keys too (TLS 1.3 KeyUpdate); sent with the next write.
   func requestKeyUpdate() -> Bool { SSL_key_update(ssl, SSL_KEY_UPDATE_REQUESTED) == 1 }
 
-  /// Queues close_notify in the outgoing BIO. Safe to call more than once.
+  /// Queues close_notify in the outgoing buffer. Safe to call more than once.
   func shutdown() {
     OpenSSLError.clearQueue()
     if SSL_get_shutdown(ssl) & SSL_SENT_SHUTDOWN == 0 { _ = SSL_shutdown(ssl) }
@@ -183,8 +178,8 @@ final class TLSConnection {
     case SSL_ERROR_WANT_READ: return .wantRead
     case SSL_ERROR_ZERO_RETURN: return .closed
     case SSL_ERROR_WANT_WRITE:
-      // A memory BIO grows as needed, so this should not happen; if it does, the outgoing bytes
-      // must leave before OpenSSL can go on, and the caller drains them and retries.
+      // The outgoing buffer never refuses bytes, so this should not happen; if it does, the
+      // outgoing bytes must leave before OpenSSL can go on: the caller takes them and retries.
       return .wantWrite
     default:
       var reasons = OpenSSLError.drainReasons()

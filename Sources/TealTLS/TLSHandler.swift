@@ -1,9 +1,13 @@
 import NIOCore
 import TealWire
 
-/// TLS on a SwiftNIO channel, on OpenSSL with memory BIOs.
+/// TLS on a SwiftNIO channel, on OpenSSL, with the ciphertext in NIO buffers (``ByteBufferBIO``).
 ///
-/// Inbound it turns ciphertext into plaintext; outbound, plaintext into ciphertext. Writes made
+/// Inbound it turns ciphertext into plaintext; outbound, plaintext into ciphertext. Writes smaller
+/// than ``coalescingLimit`` are gathered into one record of up to 16 KiB and encrypted on the next
+/// flush (or when the record is full): many small frames cost one `SSL_write`, one record and one
+/// buffer, not one each. Larger writes are encrypted straight from the caller's buffer. Ciphertext
+/// goes to the channel on flush, or on its own once ``outboundCiphertextLimit`` bytes are waiting. Writes made
 /// before the handshake completes are held and sent once the peer is authenticated. After the
 /// handshake the peer's node id is checked against ``Role`` and published through
 /// ``handshakeFuture`` and a ``PeerIdentity`` user event; a mismatch closes the connection before a
@@ -55,6 +59,20 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
   private var closePromise: EventLoopPromise<Void>?
   private var handshakeRetries = 0
 
+  /// Writes smaller than this many bytes (16 KiB, one TLS record's plaintext) are gathered into
+  /// one pending record; larger writes are encrypted from the caller's buffer as they come.
+  static let coalescingLimit = TLSConnection.maximumRecordPlaintext
+  /// Ciphertext waiting for a flush is handed to the channel (without a flush) once it reaches
+  /// this many bytes (256 KiB), so that a writer that never flushes cannot make it grow unbounded.
+  static let outboundCiphertextLimit = 256 * 1024
+
+  /// Plaintext of small writes not encrypted yet: at most ``coalescingLimit`` bytes.
+  private var pendingPlaintext: ByteBuffer?
+  /// Promises of the writes whose (last) bytes are in `pendingPlaintext`.
+  private var plaintextPromises: [EventLoopPromise<Void>] = []
+  /// Promises of the writes whose ciphertext waits in the connection's outgoing buffer.
+  private var sealedPromises: [EventLoopPromise<Void>] = []
+
   /// - Parameters:
   ///   - handshakeTimeout: the connection fails with ``TLSError/handshakeTimeout(milliseconds:)``
   ///     and closes if the handshake has not completed by then.
@@ -84,7 +102,8 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
   public func handlerAdded(context: ChannelHandlerContext) {
     handshakePromise = context.eventLoop.makePromise(of: PeerIdentity.self)
     do {
-      connection = try TLSConnection(context: tlsContext, role: role.connectionRole)
+      connection = try TLSConnection(
+        context: tlsContext, role: role.connectionRole, allocator: context.channel.allocator)
     } catch {
       fail(context: context, with: .handshakeFailed(error))
       return
@@ -96,6 +115,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     timeoutTask?.cancel()
     handshakePromise?.fail(TLSError.connectionClosed)
     failHeldWrites(TLSError.connectionClosed)
+    failPendingWrites(TLSError.connectionClosed)
   }
 
   public func channelActive(context: ChannelHandlerContext) {
@@ -115,6 +135,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
     state = .closed
     failHeldWrites(TLSError.connectionClosed)
+    failPendingWrites(TLSError.connectionClosed)
     context.fireChannelInactive()
   }
 
@@ -232,10 +253,17 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // Release writes held during the handshake, then read any data that came with its last flight.
     let held = heldWrites
     heldWrites = []
-    for (buffer, promise) in held { encryptAndWrite(context: context, buffer, promise: promise) }
+    for (index, (buffer, promise)) in held.enumerated() {
+      guard case .active = state else {
+        // Encrypting an earlier one failed and closed the connection.
+        for (_, promise) in held[index...] { promise?.fail(TLSError.connectionClosed) }
+        return
+      }
+      encrypt(context: context, buffer, promise: promise)
+    }
     if flushHeld {
       flushHeld = false
-      context.flush()
+      passOn(context: context, flush: true)
     }
     readPlaintext(context: context)
   }
@@ -283,6 +311,8 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     let wasClosing: Bool
     if case .closing = state { wasClosing = true } else { wasClosing = false }
     state = .closing
+    // What was written before, and not flushed yet, still leaves ahead of our close_notify.
+    guard wasClosing || seal(context: context) else { return }
     connection.shutdown()
     flushOutgoing(context: context)
     if !wasClosing { context.close(promise: nil) }
@@ -296,7 +326,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     case .idle, .handshaking:
       heldWrites.append((plaintext, promise))
     case .active:
-      encryptAndWrite(context: context, plaintext, promise: promise)
+      encrypt(context: context, plaintext, promise: promise)
     case .closing, .closed:
       promise?.fail(TLSError.connectionClosed)
     }
@@ -305,12 +335,18 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
   public func flush(context: ChannelHandlerContext) {
     switch state {
     case .idle, .handshaking: flushHeld = true
-    default: context.flush()
+    case .active: passOn(context: context, flush: true)
+    case .closing, .closed: context.flush()
     }
   }
 
   public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
     guard mode == .all || mode == .output, case .active = state, let connection else {
+      context.close(mode: mode, promise: promise)
+      return
+    }
+    // What was written before, and not flushed yet, still leaves ahead of close_notify.
+    guard seal(context: context) else {
       context.close(mode: mode, promise: promise)
       return
     }
@@ -320,31 +356,99 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     context.close(mode: mode, promise: promise)
   }
 
-  private func encryptAndWrite(
-    context: ChannelHandlerContext, _ plaintext: ByteBuffer, promise: EventLoopPromise<Void>?
-  ) {
+  /// Takes one write: a small one joins the pending record (sealed when full), a large one is
+  /// encrypted at once after the pending record (so the order of bytes is the order of writes).
+  private func encrypt(context: ChannelHandlerContext, _ plaintext: ByteBuffer, promise: EventLoopPromise<Void>?) {
     guard let connection else {
       promise?.fail(TLSError.connectionClosed)
       return
     }
-    do {
-      try connection.write(plaintext) { self.flushOutgoing(context: context) }
-    } catch {
-      promise?.fail(error)
-      fail(context: context, with: error)
-      return
+    if plaintext.readableBytes >= Self.coalescingLimit {
+      guard seal(context: context) else {
+        promise?.fail(TLSError.connectionClosed)
+        return
+      }
+      do {
+        try connection.write(plaintext)
+      } catch {
+        promise?.fail(error)
+        fail(context: context, with: error)
+        return
+      }
+      if let promise { sealedPromises.append(promise) }
+    } else {
+      var rest = plaintext
+      while rest.readableBytes > 0 {
+        if pendingPlaintext == nil {
+          pendingPlaintext = context.channel.allocator.buffer(capacity: Self.coalescingLimit)
+        }
+        let room = Self.coalescingLimit - pendingPlaintext!.readableBytes
+        var part = rest.readSlice(length: min(room, rest.readableBytes))!
+        pendingPlaintext!.writeBuffer(&part)
+        if pendingPlaintext!.readableBytes == Self.coalescingLimit, !seal(context: context) {
+          promise?.fail(TLSError.connectionClosed)
+          return
+        }
+      }
+      if let promise { plaintextPromises.append(promise) }
     }
-    var ciphertext = context.channel.allocator.buffer(capacity: connection.outgoingCount)
-    connection.drainOutgoing(into: &ciphertext)
-    context.write(wrapOutboundOut(ciphertext), promise: promise)
+    if connection.outgoingCount >= Self.outboundCiphertextLimit { passOn(context: context, flush: false) }
   }
 
-  /// Sends whatever OpenSSL has queued for the network (handshake flights, alerts, close_notify).
+  /// Encrypts the pending record (one `SSL_write`); its writes' promises then wait for the
+  /// ciphertext to be written. False if encryption failed (the connection is then closing).
+  private func seal(context: ChannelHandlerContext) -> Bool {
+    guard let connection else { return false }
+    if let pending = pendingPlaintext, pending.readableBytes > 0 {
+      do {
+        try connection.write(pending)
+      } catch {
+        fail(context: context, with: error)
+        return false
+      }
+      // Cleared in place: the same storage serves the next record.
+      pendingPlaintext!.clear()
+    }
+    sealedPromises.append(contentsOf: plaintextPromises)
+    plaintextPromises.removeAll(keepingCapacity: true)
+    return true
+  }
+
+  /// Seals the pending record and hands all ciphertext to the channel.
+  private func passOn(context: ChannelHandlerContext, flush: Bool) {
+    guard seal(context: context) else { return }
+    writeOutgoing(context: context, flush: flush)
+  }
+
+  /// Hands the ciphertext waiting in the connection to the channel, with the promises of the
+  /// writes it carries.
+  private func writeOutgoing(context: ChannelHandlerContext, flush: Bool) {
+    guard let connection else { return }
+    let promise: EventLoopPromise<Void>?
+    switch sealedPromises.count {
+    case 0: promise = nil
+    case 1: promise = sealedPromises[0]
+    default:
+      let combined = context.eventLoop.makePromise(of: Void.self)
+      let waiting = sealedPromises
+      combined.futureResult.whenComplete { result in for promise in waiting { promise.completeWith(result) } }
+      promise = combined
+    }
+    sealedPromises.removeAll(keepingCapacity: true)
+    if let ciphertext = connection.takeOutgoing() {
+      context.write(wrapOutboundOut(ciphertext), promise: promise)
+    } else if let promise {
+      // Only empty writes: they complete in order with the channel's writes.
+      context.write(wrapOutboundOut(context.channel.allocator.buffer(capacity: 0)), promise: promise)
+    }
+    if flush { context.flush() }
+  }
+
+  /// Sends whatever OpenSSL has queued for the network (handshake flights, alerts, close_notify,
+  /// a KeyUpdate), with any sealed application records ahead of it.
   private func flushOutgoing(context: ChannelHandlerContext) {
     guard let connection, connection.outgoingCount > 0 else { return }
-    var ciphertext = context.channel.allocator.buffer(capacity: connection.outgoingCount)
-    connection.drainOutgoing(into: &ciphertext)
-    context.writeAndFlush(wrapOutboundOut(ciphertext), promise: nil)
+    writeOutgoing(context: context, flush: true)
   }
 
   // MARK: Failure
@@ -358,6 +462,7 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     timeoutTask?.cancel()
     handshakePromise?.fail(error)
     failHeldWrites(error)
+    failPendingWrites(error)
     context.fireErrorCaught(error)
     context.close(promise: nil)
   }
@@ -366,6 +471,16 @@ public final class TLSHandler: ChannelDuplexHandler, RemovableChannelHandler {
     let held = heldWrites
     heldWrites = []
     for (_, promise) in held { promise?.fail(error) }
+  }
+
+  /// Fails the writes taken but not yet handed to the channel, and drops their bytes.
+  private func failPendingWrites(_ error: Error) {
+    pendingPlaintext = nil
+    let waiting = plaintextPromises + sealedPromises
+    plaintextPromises = []
+    sealedPromises = []
+    _ = connection?.takeOutgoing()
+    for promise in waiting { promise.fail(error) }
   }
 }
 
