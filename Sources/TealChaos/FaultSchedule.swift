@@ -13,6 +13,13 @@ public struct PlannedFault: Hashable, Sendable {
   public var trigger: FaultTrigger
   /// Where it came from: `faults[2]` (line 14), `faults[2] #3`, `random #4`.
   public var origin: String
+
+  public init(index: Int, action: FaultAction, trigger: FaultTrigger, origin: String) {
+    self.index = index
+    self.action = action
+    self.trigger = trigger
+    self.origin = origin
+  }
 }
 
 /// What the deployment has shown so far, as the schedule needs it (log times).
@@ -126,8 +133,8 @@ public enum FaultSchedule {
     var atMs: Int64
   }
 
-  /// `random.count` faults in [start, end], one after the other with at least `gap` between the
-  /// end of one and the start of the next, drawn from the seed (SplitMix64: the same seed, the
+  /// `random.count` faults (or as many as fit) in [start, end], one after the other with at least
+  /// `gap` between the end of one and the start of the next, drawn from the seed (SplitMix64: the same seed, the
   /// same faults on every machine).
   static func draw(_ random: RandomFaults, endMs: Int64) throws(ScenarioError) -> [Drawn] {
     var generator = SplitMix64(seed: random.seed)
@@ -137,18 +144,19 @@ public enum FaultSchedule {
     // Each slot is as long as the longest fault plus the gap; the faults are spread over the window.
     let slot = random.maximumForMs + random.gapMs + restartSlackMs
     let window = endMs - random.startMs
-    guard Int64(random.count) * slot <= window else {
+    guard slot <= window else {
       throw ScenarioError(
-        field: "random.count", line: nil,
-        message: "\(random.count) faults of up to \(formatMilliseconds(random.maximumForMs)) with "
-          + "\(formatMilliseconds(random.gapMs)) between them do not fit in \(formatMilliseconds(window)) "
-          + "(at most \(window / slot))")
+        field: "random", line: nil,
+        message: "one fault of up to \(formatMilliseconds(random.maximumForMs)) and "
+          + "\(formatMilliseconds(random.gapMs)) after it does not fit in \(formatMilliseconds(window))")
     }
-    let spare = window - Int64(random.count) * slot
+    // `count` is a most: a shorter run (`--duration`) fires as many as fit.
+    let count = min(random.count, Int(window / slot))
+    let spare = window - Int64(count) * slot
     var faults: [Drawn] = []
     var cursor = random.startMs
     var slack = spare
-    for _ in 0..<random.count {
+    for _ in 0..<count {
       let delay = between(0, slack / 2)
       slack -= delay
       let at = cursor + delay

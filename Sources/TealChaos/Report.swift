@@ -341,7 +341,7 @@ public struct ChaosReport: Codable, Sendable, Hashable {
 
 extension ChaosReport {
   /// The report of `run` against `expect`.
-  public static func build(_ run: RunObservations, expect: Expectation, bucketSeconds: Double = 1) -> ChaosReport {
+  public static func build(_ run: RunObservations, expect: ChaosExpectation, bucketSeconds: Double = 1) -> ChaosReport {
     precondition(bucketSeconds > 0, "a report's buckets have a positive width")
     let deployments = run.deployments.map(deploymentReport)
     let faults = run.faults.map { faultReport($0, run) }
@@ -456,7 +456,7 @@ extension ChaosReport {
     return reports
   }
 
-  static func checks(_ report: ChaosReport, _ expect: Expectation) -> [Check] {
+  static func checks(_ report: ChaosReport, _ expect: ChaosExpectation) -> [Check] {
     var checks: [Check] = []
     if report.deployments.isEmpty {
       checks.append(Check(name: "deployment", expected: "one submitted", observed: "none", passed: false))

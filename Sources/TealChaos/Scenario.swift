@@ -213,7 +213,7 @@ public struct TrafficPlan: Hashable, Sendable {
 }
 
 /// `expect`: the outcome the run must show, else `teal chaos run` exits 1.
-public struct Expectation: Hashable, Sendable {
+public struct ChaosExpectation: Hashable, Sendable {
   /// The deployment's final status.
   public var status = "SUCCESSFUL"
   /// |observed bake - configured bake| at most this (nil: not checked).
@@ -245,7 +245,7 @@ public struct ChaosScenario: Hashable, Sendable {
   public var faults: [FaultEntry]
   public var random: RandomFaults?
   public var traffic: TrafficPlan
-  public var expect: Expectation
+  public var expect: ChaosExpectation
 
   public init(name: String, serviceSpec: String) {
     self.name = name
@@ -255,7 +255,7 @@ public struct ChaosScenario: Hashable, Sendable {
     deploymentTimeoutMs = 180_000
     faults = []
     traffic = TrafficPlan()
-    expect = Expectation()
+    expect = ChaosExpectation()
   }
 }
 

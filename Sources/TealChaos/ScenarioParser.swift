@@ -284,10 +284,10 @@ public enum ScenarioParser {
     return plan
   }
 
-  private static func expectation(_ node: Value) throws(ScenarioError) -> Expectation {
+  private static func expectation(_ node: Value) throws(ScenarioError) -> ChaosExpectation {
     let fields = try Fields(
       node, path: "expect", allowed: ["status", "bakeDeviation", "failedRequests", "failedUnderFault", "timeToLeader"])
-    var expect = Expectation()
+    var expect = ChaosExpectation()
     if let status = fields["status"] {
       let value = try status.string()
       let statuses = ["SUCCESSFUL", "ROLLBACK_SUCCESSFUL", "STOPPED", "ROLLBACK_FAILED"]
