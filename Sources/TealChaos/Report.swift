@@ -392,13 +392,19 @@ extension ChaosReport {
         report.timeToLeaderSeconds = next.at.timeIntervalSince(start)
       }
     }
+    // The new controller's first action: the first history line after the fault and, when a new
+    // leader came, not before it was seen (less the watch's polling slack).
     let notes = run.deployments.flatMap(\.notes).sorted { $0.at < $1.at }
-    if let first = notes.first(where: { $0.at > start }) {
+    let after = report.timeToLeaderSeconds.map { start.addingTimeInterval($0 - leaderPollSlack) } ?? start
+    if let first = notes.first(where: { $0.at > start && $0.at >= after }) {
       report.firstAction = first.message
       report.timeToFirstActionSeconds = first.at.timeIntervalSince(start)
     }
     return report
   }
+
+  /// How much earlier than the watch saw it a new leader may have acted (its polls are 100 ms apart).
+  static let leaderPollSlack = 0.5
 
   /// Whether the fault takes the leader out (so that a new one is expected).
   static func hitsLeader(_ action: FaultAction) -> Bool {

@@ -127,7 +127,14 @@ final class ScenarioRunner: Sendable {
       throw CommandFailure(message: "\(scenarioFile): service.spec: cannot read \(specPath)")
     }
     let demo = URL(fileURLWithPath: currentExecutable()).deletingLastPathComponent().appendingPathComponent("teal-demo")
-    text = text.replacingOccurrences(of: "${TEAL_DEMO}", with: demo.path)
+    if text.contains("${TEAL_DEMO}") {
+      guard FileManager.default.isExecutableFile(atPath: demo.path) else {
+        throw CommandFailure(
+          message: "\(specPath) runs ${TEAL_DEMO}, but there is no teal-demo next to this teal (\(demo.path)): "
+            + "build it (`swift build --product teal-demo`)")
+      }
+      text = text.replacingOccurrences(of: "${TEAL_DEMO}", with: demo.path)
+    }
     var spec: ServiceSpec
     do {
       spec = try SpecParser.parse(text, fileName: specPath)
@@ -475,6 +482,10 @@ final class ScenarioRunner: Sendable {
     let order = running.filter { $0.id != leader.id } + running.filter { $0.id == leader.id }
     record.startedAt = Date()
     let groups = atOnce ? [order] : order.map { [$0] }
+    let taskCount =
+      (try? await cluster.client.tasks(service: serviceSpec.name, stale: true).tasks.filter {
+        $0.desired == .running && $0.state == .running
+      }.count) ?? 0
     for group in groups {
       let stoppedAt = Date()
       _ = await stopNodes(group, timeout: .seconds(30))
@@ -490,9 +501,35 @@ final class ScenarioRunner: Sendable {
         record.windows.append(NodeWindow(node: node.id, from: stoppedAt, to: back))
       }
       say("restarted " + group.map(\.id).joined(separator: ", "))
+      // A node stops its tasks when it stops: the next one goes only once they were replaced and
+      // are healthy again, or the restarts would take a revision below its circuit breaker's floor.
+      if !atOnce, let node = group.first, node.id != order.last?.id {
+        try await waitForHealthyTasks(count: taskCount, node: node.id, since: stoppedAt, within: .seconds(90))
+      }
     }
     if atOnce { _ = try await cluster.waitForAll(up: cluster.nodes.map(\.id), within: .seconds(60)) }
     record.endedAt = Date()
+  }
+
+  /// Waits until the service has `count` tasks meant to run, all running and healthy, none of
+  /// them on `node` started before `since` (the node kills its old tasks when it starts again, and
+  /// the cluster replaces them: a stale view would still show the old ones healthy).
+  private func waitForHealthyTasks(count: Int, node: String, since: Date, within: Duration) async throws {
+    let clock = ContinuousClock()
+    let deadline = clock.now + within
+    var last = "no answer"
+    while clock.now < deadline {
+      if let tasks = try? await cluster.client.tasks(service: serviceSpec.name, stale: true).tasks {
+        let meant = tasks.filter { $0.desired == .running }
+        let healthy = meant.filter {
+          $0.state == .running && $0.healthy && !($0.node == node && ($0.startedAt ?? .distantPast) < since)
+        }
+        if healthy.count >= count && healthy.count == meant.count { return }
+        last = "\(healthy.count) of \(count) tasks running healthy"
+      }
+      try await Task.sleep(for: .milliseconds(200))
+    }
+    throw CommandFailure(message: "the service's tasks are not back after \(formatSeconds(within)) (\(last))")
   }
 
   private func killTask(_ selector: NodeSelector?, into record: inout FaultRecord) async throws {
