@@ -230,7 +230,10 @@ struct ChaosScenarioTests {
           let to = from.addingTimeInterval(record.latency.inSeconds)
           return !windows.contains { $0.node == node && from <= $0.to.addingTimeInterval(0.5) && to >= $0.from }
         }
-        #expect(failed.isEmpty, "the test's own requests to \(target) failed outside faults: \(failed.prefix(5))")
+        let shown = failed.prefix(3).map { "\($0.outcome) at \($0.startDate) (generation \($0.generation ?? -1))" }
+        #expect(
+          failed.isEmpty,
+          "\(failed.count) of the test's own requests to \(target) failed outside faults, first: \(shown)")
         #expect(snapshot.summaries[target]?.ok ?? 0 > 0, "the test's own requests to \(target) got no answer")
       }
       for listener in report["listeners"] as? [[String: Any]] ?? [] {
