@@ -27,7 +27,14 @@ enum ChaosScenarios {
       .filter { $0 != soak }.sorted()
   }
 
-  static var selected: [String] { ProcessInfo.processInfo.environment["TEAL_CHAOS_SCENARIOS"] == "all" ? all : ci }
+  /// `TEAL_CHAOS_SCENARIOS`: unset, the CI pair; `all`, every one but the soak; else a comma-separated list.
+  static var selected: [String] {
+    switch ProcessInfo.processInfo.environment["TEAL_CHAOS_SCENARIOS"] {
+    case nil, "": ci
+    case "all": all
+    case let list?: list.split(separator: ",").map(String.init)
+    }
+  }
 }
 
 /// Leader reports of every node, each asked every 100 ms on its own (a paused node delays only its
