@@ -51,6 +51,9 @@ let package = Package(
     .target(name: "TealAPI"),
     // The CLI's pure rendering of deployments (describe, the watch view): DeploymentView -> lines.
     .target(name: "TealCLIViews", dependencies: ["TealAPI"]),
+    // `teal chaos run`'s pure parts: scenario files, the fault schedule, the report and its text,
+    // JSON and HTML (Docs/CHAOS.md).
+    .target(name: "TealChaos", dependencies: ["TealDeploy", "TealWire", "Yams"]),
 
     // MARK: Simulation harnesses (used by tests and benchmarks)
     .target(name: "TealRaftSim", dependencies: ["TealRaft", "TealWire"]),
@@ -147,7 +150,7 @@ let package = Package(
       name: "teal",
       dependencies: [
         "TealTLS", "TealTransport", "TealWire", "TealDeploy", "TealSpec", "TealAPI", "TealClient", "TealNode", "Yams",
-        "TealCLIViews",
+        "TealCLIViews", "TealChaos", "TealTraffic",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]
@@ -232,6 +235,7 @@ let package = Package(
       path: "Tests/TealAPIConformance"),
     .testTarget(name: "TealAPITests", dependencies: ["TealAPI", "TealAPIConformance"]),
     .testTarget(name: "TealCLIViewsTests", dependencies: ["TealCLIViews", "TealAPI"]),
+    .testTarget(name: "TealChaosTests", dependencies: ["TealChaos", "TealDeploy"]),
     .testTarget(
       name: "TealClientTests",
       dependencies: [

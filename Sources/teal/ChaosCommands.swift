@@ -22,7 +22,9 @@ struct Chaos: AsyncParsableCommand {
       node's process by the PID in DIR/nI/node.pid (checked to still be that node). Every action is \
       printed with its UTC time.
       """,
-    subcommands: [KillLeader.self, Pause.self, Partition.self, Loss.self, Heal.self, RestartAll.self, KillTask.self])
+    subcommands: [
+      Run.self, KillLeader.self, Pause.self, Partition.self, Loss.self, Heal.self, RestartAll.self, KillTask.self,
+    ])
 
   struct KillLeader: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
