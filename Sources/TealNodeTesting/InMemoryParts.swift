@@ -36,9 +36,12 @@ public actor InMemoryTasks: NodeTaskRunning {
 
   public func start(_ launch: TaskLaunch) async throws {
     guard !isShutDown else { throw TaskRunnerError.shutDown }
-    if let existing = table[launch.taskID], existing.state.isLive { throw TaskRunnerError.duplicateTaskID(launch.taskID) }
+    if let existing = table[launch.taskID], existing.state.isLive {
+      throw TaskRunnerError.duplicateTaskID(launch.taskID)
+    }
     guard table.count < Self.maximumTasks else {
-      throw TaskRunnerError.noFreePort(taskID: launch.taskID, reason: "the in-memory runner holds \(Self.maximumTasks) tasks")
+      throw TaskRunnerError.noFreePort(
+        taskID: launch.taskID, reason: "the in-memory runner holds \(Self.maximumTasks) tasks")
     }
     launches.append(launch)
     let port: Int
@@ -56,7 +59,8 @@ public actor InMemoryTasks: NodeTaskRunning {
   public func stop(_ taskID: String) async {
     guard let task = table[taskID], task.state.isLive else { return }
     set(taskID, .stopping)
-    set(taskID, .exited(TaskExit(termination: .signaled(signal: 15), stopRequested: true, killedAfterGracePeriod: false)))
+    set(
+      taskID, .exited(TaskExit(termination: .signaled(signal: 15), stopRequested: true, killedAfterGracePeriod: false)))
   }
 
   public func forget(_ taskID: String) async {
@@ -98,7 +102,8 @@ public actor InMemoryTasks: NodeTaskRunning {
   /// Ends a live task's process with `code` (as if it crashed or exited).
   public func exit(_ taskID: String, code: Int32) {
     guard let task = table[taskID], task.state.isLive else { return }
-    set(taskID, .exited(TaskExit(termination: .exited(code: code), stopRequested: false, killedAfterGracePeriod: false)))
+    set(
+      taskID, .exited(TaskExit(termination: .exited(code: code), stopRequested: false, killedAfterGracePeriod: false)))
   }
 
   /// Ids of the live tasks.
@@ -130,7 +135,9 @@ public final class InMemoryBalancer: NodeRouteBalancing, @unchecked Sendable {
 
   public init() {}
 
-  public func addService(_ service: TealLoadBalancer.ServiceConfiguration, routes: TealLoadBalancer.ServiceRoutes) async throws {
+  public func addService(_ service: TealLoadBalancer.ServiceConfiguration, routes: TealLoadBalancer.ServiceRoutes)
+    async throws
+  {
     try lock.withLock {
       guard !isShutDown else { throw BalancerError.shutDown }
       configurations[service.name] = service

@@ -199,7 +199,9 @@ public struct BalancerRoutes: NodeRouteBalancing {
 
   public init(_ balancer: LoadBalancer) { self.balancer = balancer }
 
-  public func addService(_ service: TealLoadBalancer.ServiceConfiguration, routes: TealLoadBalancer.ServiceRoutes) async throws {
+  public func addService(_ service: TealLoadBalancer.ServiceConfiguration, routes: TealLoadBalancer.ServiceRoutes)
+    async throws
+  {
     _ = try await balancer.addService(service, routes: routes)
   }
   public func setRoutes(_ routes: TealLoadBalancer.ServiceRoutes, forService name: String) async throws {
