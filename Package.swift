@@ -145,6 +145,18 @@ let package = Package(
       ] + nio
     ),
 
+    // A whole cluster in one process for fast tests: the node's control plane (NodeControlPlane) over the
+    // in-memory network, simulated disks, a manual clock and in-memory tasks, balancer and gossip. Never
+    // linked into `teal`.
+    .target(
+      name: "TealNodeTesting",
+      dependencies: [
+        "TealNode", "TealTransportTesting", "TealStorage", "TealCluster", "TealConsensus", "TealRaft", "TealDeploy",
+        "TealGossip", "TealMembership", "TealTasks", "TealLoadBalancer", "TealWire",
+        .product(name: "Logging", package: "swift-log"),
+      ]
+    ),
+
     // MARK: Executables
     .executableTarget(
       name: "teal",
@@ -254,6 +266,11 @@ let package = Package(
       ]
     ),
     .testTarget(name: "TealClusterTests", dependencies: ["TealCluster", "TealDeploy", "TealWire"]),
+    // The node's control plane under TealNodeTesting: three nodes in one process, manual time.
+    .testTarget(
+      name: "TealNodeSimTests",
+      dependencies: ["TealNodeTesting", "TealNode", "TealCluster", "TealDeploy", "TealLoadBalancer", "TealWire"]
+    ),
     .testTarget(
       name: "TealHooksTests",
       dependencies: ["TealHooks", "TealDeploy", "TealWire", .product(name: "NIOHTTP1", package: "swift-nio")] + nio

@@ -9,6 +9,7 @@ import ServiceLifecycle
 import TealCluster
 import TealConsensus
 import TealGossip
+import TealHooks
 import TealLoadBalancer
 import TealMembership
 import TealMetrics
@@ -93,8 +94,13 @@ public enum TealNode {
         _ = await balancer.deregister(
           TargetAddress(host: address, port: info.port), deregistrationDelay: RouteReconciler.deregistrationDelay)
       })
+    var hookLogger = logger
+    hookLogger[metadataKey: "component"] = "hooks"
     let control = NodeControl(
-      configuration: configuration, log: log, membership: membership, tasks: tasks, balancer: balancer, clock: clock,
+      configuration: configuration, log: log,
+      environment: NodeControlEnvironment(
+        clock: clock, executor: TaskControlExecutor(), tasks: ProcessTasks(tasks), balancer: BalancerRoutes(balancer),
+        gossip: membership, hooks: HookInvoker(group: MultiThreadedEventLoopGroup.singleton, logger: hookLogger)),
       logger: logger)
     let api = APIServer(
       configuration: configuration, token: token,

@@ -39,7 +39,8 @@ public actor ClusterLog {
   let raft: RaftNode<ClusterStateMachine>
   let observer: AppliedIndexObserver
   private let sender: any PeerMessageSender
-  private let clock: NodeClock
+  /// Every wait and timeout of a submission is measured on it (a manual clock under TealNodeTesting).
+  private let clock: any ControlClock
   private let logger: Logger
   private let metrics: NodeMetrics
 
@@ -60,7 +61,7 @@ public actor ClusterLog {
 
   init(
     node: NodeID, raft: RaftNode<ClusterStateMachine>, observer: AppliedIndexObserver, sender: any PeerMessageSender,
-    clock: NodeClock, writeTimeout: Duration = .seconds(5), logger: Logger, metrics: NodeMetrics = .none
+    clock: any ControlClock, writeTimeout: Duration = .seconds(5), logger: Logger, metrics: NodeMetrics = .none
   ) {
     self.metrics = metrics
     self.node = node
@@ -119,10 +120,10 @@ public actor ClusterLog {
   public func submit(_ command: ClusterCommand, idempotency: IdempotencyRecordKey? = nil) async throws(SubmitError)
     -> ClusterResult
   {
-    let deadline = clock.monotonic.now.advanced(by: writeTimeout)
+    let deadline = clock.monotonicNow.advanced(by: writeTimeout)
     var lastProblem = "no leader is known"
     while !isStopped {
-      let remaining = clock.monotonic.now.duration(to: deadline)
+      let remaining = clock.monotonicNow.duration(to: deadline)
       guard remaining > .zero else { break }
       let state = leadership
       let entry = ClusterEntry(
@@ -141,7 +142,7 @@ public actor ClusterLog {
       }
       switch outcome {
       case .applied(let index, let result):
-        let left = clock.monotonic.now.duration(to: deadline)
+        let left = clock.monotonicNow.duration(to: deadline)
         guard await observer.wait(forIndex: index, timeout: max(left, .milliseconds(500))) else {
           throw .outcomeUnknown("committed at index \(index) but not yet applied on \(node)")
         }
@@ -151,7 +152,7 @@ public actor ClusterLog {
         if leader == nil || leader == state.leader { await waitForLeadershipChange(upTo: .milliseconds(100)) }
       case .retryLater(let reason):
         lastProblem = reason
-        try? await Task.sleep(for: .milliseconds(20))
+        try? await clock.sleep(for: .milliseconds(20))
       case .outcomeUnknown(let reason):
         guard idempotency != nil || command.isIdempotentFact else { throw .outcomeUnknown(reason) }
         lastProblem = reason
@@ -213,8 +214,9 @@ public actor ClusterLog {
   }
 
   private func waitForLeadershipChange(upTo timeout: Duration) async {
+    let clock = clock
     let timer = Task { [weak self] in
-      try? await Task.sleep(for: timeout)
+      try? await clock.sleep(for: timeout)
       await self?.wakeLeadershipWaiters()
     }
     await withCheckedContinuation { leadershipWaiters.append($0) }
@@ -234,8 +236,9 @@ public actor ClusterLog {
     } catch {
       return .retryLater("cannot reach the leader \(leader): \(error)")
     }
+    let clock = clock
     let timer = Task { [weak self] in
-      try? await Task.sleep(for: timeout)
+      try? await clock.sleep(for: timeout)
       await self?.complete(id, with: .outcomeUnknown("no answer from the leader \(leader) within \(timeout)"))
     }
     defer { timer.cancel() }

@@ -26,9 +26,11 @@ import TealWire
 /// therefore finds its read failing (or too slow) on resume and calls nothing. The request carries
 /// `x-teal-term`, so a hook can refuse a call from an older term than one it has seen.
 actor DeploymentController {
-  private let log: ClusterLog
-  private let hooks: HookInvoker
-  private let clock: NodeClock
+  private let log: any ProposalSink
+  private let hooks: any NodeHookCalling
+  private let clock: any ControlClock
+  /// Where hook calls run (beside the passes).
+  private let executor: any ControlExecutor
   private let logger: Logger
 
   /// A wake-up not applied within this time is proposed again.
@@ -47,17 +49,21 @@ actor DeploymentController {
   /// When each deployment's last datapoint was taken (monotonic).
   private var lastDatapoint: [String: ContinuousClock.Instant] = [:]
 
-  init(log: ClusterLog, hooks: HookInvoker, clock: NodeClock, logger: Logger) {
+  init(
+    log: any ProposalSink, hooks: any NodeHookCalling, clock: any ControlClock, executor: any ControlExecutor,
+    logger: Logger
+  ) {
     self.log = log
     self.hooks = hooks
     self.clock = clock
+    self.executor = executor
     self.logger = logger
   }
 
   /// One pass as leader of `term`.
   func pass(term: UInt64) async {
     let state = await log.localState()
-    let now = Instant(millisecondsSinceEpoch: clock.wallMilliseconds())
+    let now = Instant(millisecondsSinceEpoch: clock.now().millisecondsSinceEpoch)
     let active = state.allDeployments().filter(\.isActive)
     proposedWakeUps = proposedWakeUps.filter { id, _ in active.contains { $0.id == id } }
     traffic.forget(except: Set(active.map(\.id)))
@@ -69,11 +75,11 @@ actor DeploymentController {
       if let call = deployment.pendingHookCall, call.notBefore <= now { startCall(call, of: deployment, term: term) }
       guard let wake = deployment.nextWakeup, wake <= now else { continue }
       if let last = proposedWakeUps[deployment.id], last.target == wake,
-        last.at.duration(to: clock.monotonic.now) < Self.wakeUpRetryInterval
+        last.at.duration(to: clock.monotonicNow) < Self.wakeUpRetryInterval
       {
         continue
       }
-      proposedWakeUps[deployment.id] = (wake, clock.monotonic.now)
+      proposedWakeUps[deployment.id] = (wake, clock.monotonicNow)
       do {
         let result = try await log.proposeAsLeader(
           .deploymentWakeUp(service: deployment.service, deploymentID: deployment.id), term: term)
@@ -93,7 +99,7 @@ actor DeploymentController {
   /// One datapoint per deployment and ``TrafficReporter/period``: the sum of every node's counters of
   /// green since the previous one. The first after this node began leading only sets the baseline.
   private func proposeDatapoint(_ deployment: Deployment, now: Instant, term: UInt64) async {
-    let monotonic = clock.monotonic.now
+    let monotonic = clock.monotonicNow
     if let last = lastDatapoint[deployment.id], last.duration(to: monotonic) < TrafficReporter.period { return }
     lastDatapoint[deployment.id] = monotonic
     guard let sample = traffic.datapoint(for: deployment, at: now) else { return }
@@ -111,9 +117,9 @@ actor DeploymentController {
     calling.insert(key)
     let service = deployment.service
     let id = deployment.id
-    Task {
+    executor.spawn {
       await self.call(call, service: service, deploymentID: id, term: term)
-      self.finished(key)
+      await self.finished(key)
     }
   }
 
@@ -142,10 +148,10 @@ actor DeploymentController {
 
   /// True when a ReadIndex round confirmed this node as leader of `term` within ``fenceBound``.
   private func stillLeads(term: UInt64) async -> Bool {
-    let started = clock.monotonic.now
-    do { try await log.raft.linearizableRead() } catch { return false }
+    let started = clock.monotonicNow
+    do { try await log.confirmLeadership() } catch { return false }
     let leadership = await log.currentLeadership
     guard leadership.role == .leader, leadership.term == term else { return false }
-    return started.duration(to: clock.monotonic.now) < Self.fenceBound
+    return started.duration(to: clock.monotonicNow) < Self.fenceBound
   }
 }

@@ -16,13 +16,13 @@ import TealWire
 /// one of them in the nodes' load, so they commit as one batch in any order), then it plans again
 /// from the state they produced, so nothing is placed twice.
 actor ServiceScheduler {
-  private let log: ClusterLog
-  private let clock: NodeClock
+  private let log: any ProposalSink
+  private let clock: any ControlClock
   private let logger: Logger
   /// Proposals made per pass at most: a pass that hits it continues on the next wake-up.
   static let maximumProposalsPerPass = 64
 
-  init(log: ClusterLog, clock: NodeClock, logger: Logger) {
+  init(log: any ProposalSink, clock: any ControlClock, logger: Logger) {
     self.log = log
     self.clock = clock
     self.logger = logger
@@ -70,14 +70,14 @@ actor ServiceScheduler {
 /// ``unheardGracePeriod``, is down too. This node itself is always up.
 actor MembershipReporter {
   private let node: NodeID
-  private let log: ClusterLog
-  private let membership: MembershipService
-  private let clock: NodeClock
+  private let log: any ProposalSink
+  private let membership: any NodeGossipView
+  private let clock: any ControlClock
   private let logger: Logger
 
   static let unheardGracePeriod: Duration = .seconds(10)
 
-  init(node: NodeID, log: ClusterLog, membership: MembershipService, clock: NodeClock, logger: Logger) {
+  init(node: NodeID, log: any ProposalSink, membership: any NodeGossipView, clock: any ControlClock, logger: Logger) {
     self.node = node
     self.log = log
     self.membership = membership
@@ -92,7 +92,7 @@ actor MembershipReporter {
     for record in state.nodes.values.sorted(by: { $0.id < $1.id }) where record.id != node {
       let decision = Self.decide(
         record: record, gossip: gossip[record.id],
-        ledLongEnough: leadingSince.duration(to: clock.monotonic.now) >= Self.unheardGracePeriod)
+        ledLongEnough: leadingSince.duration(to: clock.monotonicNow) >= Self.unheardGracePeriod)
       guard let command = decision else { continue }
       logger.notice("committing liveness", metadata: ["command": "\(command.name)", "node": "\(record.id)"])
       do { _ = try await log.proposeAsLeader(command, term: term) } catch {

@@ -19,10 +19,10 @@ import TealWire
 /// an error instead. While a configuration entry is uncommitted nothing else is proposed.
 actor MembershipController {
   private let node: NodeID
-  private let log: ClusterLog
+  private let log: any ProposalSink
   private let logger: Logger
 
-  init(node: NodeID, log: ClusterLog, logger: Logger) {
+  init(node: NodeID, log: any ProposalSink, logger: Logger) {
     self.node = node
     self.log = log
     self.logger = logger
@@ -63,9 +63,9 @@ actor MembershipController {
   func pass(term: UInt64) async {
     let state = await log.localState()
     guard let change = state.membership.change else { return }
-    let raft = log.raft
-    let committed = await raft.committedMembership
-    let latest = await raft.membership
+    let raft = await log.raftMembership()
+    let committed = raft.committed
+    let latest = raft.latest
     let step = Self.nextStep(for: change.request, committed: committed, latest: latest, leader: node)
     switch step {
     case .wait:
@@ -81,7 +81,7 @@ actor MembershipController {
       }
     case .transferLeadership:
       logger.notice("handing leadership away before this node is removed")
-      do { try await raft.transferLeadership(to: nil) } catch {
+      do { try await log.transferLeadership(to: nil) } catch {
         logger.warning("leadership not transferred", metadata: ["error": "\(error)"])
       }
     case .propose(let configChange):
@@ -89,14 +89,14 @@ actor MembershipController {
       // which a learner that never answered (match 0) meets while the log is short: it must also
       // have acknowledged the entry that made it a learner (the latest configuration entry).
       if case .promote(let learner) = configChange {
-        let acknowledged = await raft.replicatedIndex(of: learner) ?? 0
-        guard acknowledged >= max(1, await raft.membershipIndex) else {
+        let acknowledged = await log.replicatedIndex(of: learner) ?? 0
+        guard acknowledged >= max(1, raft.latestIndex) else {
           logger.debug("learner has acknowledged nothing yet", metadata: ["learner": "\(learner)"])
           return
         }
       }
       do {
-        try await raft.proposeConfigChange(configChange)
+        try await log.proposeConfigChange(configChange)
         logger.notice("membership: configuration changed", metadata: ["change": "\(configChange)"])
       } catch {
         if case .invalidRequest(let reason) = error {

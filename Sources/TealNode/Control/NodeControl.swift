@@ -2,14 +2,9 @@
 // leader's controllers; and that drains the node on graceful shutdown.
 
 import Logging
-import NIOPosix
 import ServiceLifecycle
 import TealCluster
-import TealHooks
-import TealLoadBalancer
-import TealMembership
 import TealRaft
-import TealTasks
 import TealWire
 
 /// Owns every control loop of the node:
@@ -26,13 +21,16 @@ import TealWire
 /// holds no task on this node (bounded by ``drainTimeout``), then stop what is left and close the
 /// balancer's listeners. When `drainNode` cannot be committed (no quorum: the whole cluster is
 /// stopping), the node stops without a drain after the write timeout.
+///
+/// Time, the log and the node's parts are injected (``NodeControlEnvironment``): every wait and
+/// interval here and in the loops it owns is measured on `environment.clock`, so the same code runs
+/// under TealNodeTesting's manual clock.
 final class NodeControl: Service, Sendable {
   let configuration: NodeConfiguration
-  let log: ClusterLog
-  let membership: MembershipService
-  let tasks: TaskRunner
-  let balancer: LoadBalancer
-  let clock: NodeClock
+  let log: any ProposalSink
+  let tasks: any NodeTaskRunning
+  let balancer: any NodeRouteBalancing
+  let clock: any ControlClock
   let logger: Logger
   let taskReconciler: TaskReconciler
   let routeReconciler: RouteReconciler
@@ -49,29 +47,26 @@ final class NodeControl: Service, Sendable {
   static let listenerGracePeriod: Duration = .seconds(10)
 
   init(
-    configuration: NodeConfiguration, log: ClusterLog, membership: MembershipService, tasks: TaskRunner,
-    balancer: LoadBalancer, clock: NodeClock, logger: Logger
+    configuration: NodeConfiguration, log: any ProposalSink, environment: NodeControlEnvironment, logger: Logger
   ) {
     self.configuration = configuration
     self.log = log
-    self.membership = membership
-    self.tasks = tasks
-    self.balancer = balancer
-    self.clock = clock
+    self.tasks = environment.tasks
+    self.balancer = environment.balancer
+    self.clock = environment.clock
     self.logger = logger
     self.taskReconciler = TaskReconciler(
-      node: configuration.node, address: configuration.address, log: log, runner: tasks, clock: clock, logger: logger)
+      node: configuration.node, address: configuration.address, log: log, runner: environment.tasks,
+      clock: environment.clock, executor: environment.executor, logger: logger)
     self.routeReconciler = RouteReconciler(
-      node: configuration.node, address: configuration.address, log: log, balancer: balancer, logger: logger)
-    self.scheduler = ServiceScheduler(log: log, clock: clock, logger: logger)
-    self.reporter = MembershipReporter(
-      node: configuration.node, log: log, membership: membership, clock: clock, logger: logger)
-    var hookLogger = logger
-    hookLogger[metadataKey: "component"] = "hooks"
-    self.deployments = DeploymentController(
-      log: log, hooks: HookInvoker(group: MultiThreadedEventLoopGroup.singleton, logger: hookLogger), clock: clock,
+      node: configuration.node, address: configuration.address, log: log, balancer: environment.balancer,
       logger: logger)
-    self.traffic = TrafficReporter(log: log, balancer: balancer)
+    self.scheduler = ServiceScheduler(log: log, clock: environment.clock, logger: logger)
+    self.reporter = MembershipReporter(
+      node: configuration.node, log: log, membership: environment.gossip, clock: environment.clock, logger: logger)
+    self.deployments = DeploymentController(
+      log: log, hooks: environment.hooks, clock: environment.clock, executor: environment.executor, logger: logger)
+    self.traffic = TrafficReporter(log: log, balancer: environment.balancer, clock: environment.clock)
     self.members = MembershipController(node: configuration.node, log: log, logger: logger)
   }
 
@@ -99,12 +94,13 @@ final class NodeControl: Service, Sendable {
   /// One stream of coalesced wake-ups from applied indexes, task events (optionally) and a timer.
   private func wakeups(includingTaskEvents: Bool, every resync: Duration = resyncInterval) -> AsyncStream<Void> {
     let (stream, continuation) = AsyncStream.makeStream(of: Void.self, bufferingPolicy: .bufferingNewest(1))
-    let observer = log.observer
+    let log = log
     let tasks = tasks
+    let clock = clock
     let feeders = Task {
       await withTaskGroup(of: Void.self) { group in
         group.addTask {
-          for await _ in observer.changes() { continuation.yield() }
+          for await _ in log.appliedIndexChanges() { continuation.yield() }
         }
         if includingTaskEvents {
           group.addTask {
@@ -114,7 +110,7 @@ final class NodeControl: Service, Sendable {
         group.addTask {
           while !Task.isCancelled {
             continuation.yield()
-            try? await Task.sleep(for: resync)
+            try? await clock.sleep(for: resync)
           }
         }
         await group.waitForAll()
@@ -147,11 +143,11 @@ final class NodeControl: Service, Sendable {
       do {
         if case .rejected(let rejection) = try await log.submit(.announceNode(info)) {
           logger.warning("announce refused", metadata: ["reason": "\(rejection)"])
-          try? await Task.sleep(for: .seconds(1))
+          try? await clock.sleep(for: .seconds(1))
         }
       } catch {
         logger.debug("announce not committed yet", metadata: ["error": "\(error)"])
-        try? await Task.sleep(for: .milliseconds(200))
+        try? await clock.sleep(for: .milliseconds(200))
       }
     }
   }
@@ -172,7 +168,7 @@ final class NodeControl: Service, Sendable {
         lastFullPass = nil
         continue
       }
-      let now = clock.monotonic.now
+      let now = clock.monotonicNow
       if leadingSince?.term != leadership.term { (leadingSince, lastFullPass) = ((leadership.term, now), nil) }
       let since = leadingSince?.since ?? now
       if lastFullPass.map({ $0.duration(to: now) >= Self.leaderPassInterval }) ?? true {
@@ -189,9 +185,9 @@ final class NodeControl: Service, Sendable {
   /// voter has announced itself ready (up and not draining) or is committed down, for at most
   /// ``placementSettlePeriod``: otherwise the first node to come back would get every task.
   private func placementMaySettle(leadingSince: ContinuousClock.Instant) async -> Bool {
-    if leadingSince.duration(to: clock.monotonic.now) >= Self.placementSettlePeriod { return true }
+    if leadingSince.duration(to: clock.monotonicNow) >= Self.placementSettlePeriod { return true }
     let state = await log.localState()
-    let voters = await log.raft.membership.voters
+    let voters = await log.raftMembership().latest.voters
     return voters.allSatisfy { voter in
       guard let node = state.nodes[voter.rawValue] else { return false }
       return !node.isUp || !node.draining
@@ -205,11 +201,11 @@ final class NodeControl: Service, Sendable {
   private func drain() async {
     logger.notice("draining: handing leadership away and moving this node's tasks")
     if await log.currentLeadership.role == .leader {
-      do { try await log.raft.transferLeadership() } catch {
+      do { try await log.transferLeadership(to: nil) } catch {
         logger.warning("leadership not transferred", metadata: ["error": "\(error)"])
       }
     }
-    let deadline = clock.monotonic.now.advanced(by: Self.drainTimeout)
+    let deadline = clock.monotonicNow.advanced(by: Self.drainTimeout)
     do {
       _ = try await log.submit(.drainNode(node: configuration.node))
     } catch {
@@ -218,16 +214,11 @@ final class NodeControl: Service, Sendable {
       logger.warning("drainNode not committed; stopping without a drain", metadata: ["error": "\(error)"])
       return
     }
-    while clock.monotonic.now < deadline {
+    while clock.monotonicNow < deadline {
       let state = await log.localState()
       if !state.tasks.values.contains(where: { $0.node == configuration.node }) { break }
-      try? await Task.sleep(for: .milliseconds(100))
+      try? await clock.sleep(for: .milliseconds(100))
     }
-    logger.notice("drained", metadata: ["inTime": "\(clock.monotonic.now < deadline)"])
+    logger.notice("drained", metadata: ["inTime": "\(clock.monotonicNow < deadline)"])
   }
-}
-
-extension ClusterLog {
-  /// This node's applied ClusterState (a copy; cheap until RaftNode applies the next entry).
-  func localState() async -> ClusterState { await raft.currentState.state }
 }

@@ -53,20 +53,22 @@ struct TrafficSample: Codable, Hashable, Sendable {
 /// Every node: every ``period``, while a deployment with alarms is active, sends the counters of its
 /// green revision to the leader.
 actor TrafficReporter {
-  private let log: ClusterLog
-  private let balancer: LoadBalancer
+  private let log: any ProposalSink
+  private let balancer: any NodeRouteBalancing
+  private let clock: any ControlClock
 
   /// How often counters are sent, and the length of one committed datapoint.
   static let period: Duration = .seconds(1)
 
-  init(log: ClusterLog, balancer: LoadBalancer) {
+  init(log: any ProposalSink, balancer: any NodeRouteBalancing, clock: any ControlClock) {
     self.log = log
     self.balancer = balancer
+    self.clock = clock
   }
 
   func run() async {
     while !Task.isCancelled {
-      try? await Task.sleep(for: Self.period)
+      try? await clock.sleep(for: Self.period)
       let samples = Self.samples(state: await log.localState(), metrics: balancer.metrics())
       if !samples.isEmpty { await log.reportTraffic(samples) }
     }

@@ -17,8 +17,8 @@ import TealWire
 actor RouteReconciler {
   private let node: NodeID
   private let address: String
-  private let log: ClusterLog
-  private let balancer: LoadBalancer
+  private let log: any ProposalSink
+  private let balancer: any NodeRouteBalancing
   private let logger: Logger
 
   /// How long a removed target may keep requests in flight before its generation is reported anyway.
@@ -31,7 +31,7 @@ actor RouteReconciler {
   /// Services whose listeners could not be opened (port taken): retried on every pass.
   private var listenerFailures: [String: String] = [:]
 
-  init(node: NodeID, address: String, log: ClusterLog, balancer: LoadBalancer, logger: Logger) {
+  init(node: NodeID, address: String, log: any ProposalSink, balancer: any NodeRouteBalancing, logger: Logger) {
     self.node = node
     self.address = address
     self.log = log
@@ -69,7 +69,7 @@ actor RouteReconciler {
           continue
         }
       } else if installed[name] != service.routes.generation {
-        do { _ = try await balancer.setRoutes(routes, forService: name) } catch {
+        do { try await balancer.setRoutes(routes, forService: name) } catch {
           logger.error("routes refused by the balancer", metadata: ["service": "\(name)", "error": "\(error)"])
           continue
         }
@@ -77,7 +77,7 @@ actor RouteReconciler {
         let removed = (installedTargets[name] ?? []).subtracting(targets)
         await withTaskGroup(of: Void.self) { group in
           for target in removed {
-            group.addTask { _ = await self.balancer.deregister(target, deregistrationDelay: Self.deregistrationDelay) }
+            group.addTask { await self.balancer.deregister(target, deregistrationDelay: Self.deregistrationDelay) }
           }
         }
       }

@@ -26,10 +26,12 @@ import TealWire
 actor TaskReconciler {
   private let node: NodeID
   private let address: String
-  private let log: ClusterLog
-  private let runner: TaskRunner
+  private let log: any ProposalSink
+  private let runner: any NodeTaskRunning
   private let logger: Logger
-  private let clock: NodeClock
+  private let clock: any ControlClock
+  /// Where process starts and stops run (beside the passes).
+  private let executor: any ControlExecutor
 
   static let resyncInterval: Duration = .seconds(2)
   static let leftoverDrainTimeout: Duration = .seconds(30)
@@ -41,12 +43,16 @@ actor TaskReconciler {
   /// Tasks whose `taskStopped` has been committed.
   private var reportedStopped: Set<String> = []
 
-  init(node: NodeID, address: String, log: ClusterLog, runner: TaskRunner, clock: NodeClock, logger: Logger) {
+  init(
+    node: NodeID, address: String, log: any ProposalSink, runner: any NodeTaskRunning, clock: any ControlClock,
+    executor: any ControlExecutor, logger: Logger
+  ) {
     self.node = node
     self.address = address
     self.log = log
     self.runner = runner
     self.clock = clock
+    self.executor = executor
     self.logger = logger
   }
 
@@ -140,9 +146,10 @@ actor TaskReconciler {
     }
     let spec = Self.processSpec(revision.revision.spec.task, taskID: task.id, revision: task.revision, host: address)
     let launch = TaskLaunch(taskID: task.id, revision: task.revision.description, spec: spec)
-    Task {
+    let (runner, log, logger, node) = (runner, log, logger, node)
+    executor.spawn {
       do {
-        _ = try await runner.start(launch)
+        try await runner.start(launch)
       } catch {
         logger.error("task did not start", metadata: ["task": "\(task.id)", "error": "\(error)"])
         _ = try? await log.submit(
@@ -153,20 +160,23 @@ actor TaskReconciler {
 
   private func stop(_ taskID: String, thenReport: Bool) {
     stopping.insert(taskID)
-    Task {
-      _ = await runner.stop(taskID)
-      _ = await runner.forget(taskID)
+    executor.spawn {
+      await self.runner.stop(taskID)
+      await self.runner.forget(taskID)
       if thenReport {
         do {
-          _ = try await log.submit(.taskStopped(node: node, taskID: taskID))
-          reportedStopped.insert(taskID)
+          _ = try await self.log.submit(.taskStopped(node: self.node, taskID: taskID))
+          await self.stopReported(taskID)
         } catch {
-          logger.warning("taskStopped not committed yet", metadata: ["task": "\(taskID)", "error": "\(error)"])
+          self.logger.warning("taskStopped not committed yet", metadata: ["task": "\(taskID)", "error": "\(error)"])
         }
       }
-      stopping.remove(taskID)
+      await self.stopFinished(taskID)
     }
   }
+
+  private func stopReported(_ taskID: String) { reportedStopped.insert(taskID) }
+  private func stopFinished(_ taskID: String) { stopping.remove(taskID) }
 
   /// The runner's description of a revision's task: the spec's command, arguments and environment,
   /// the port through `PORT` (a non-zero `task.port` fixes it), the health check against this
@@ -190,7 +200,7 @@ actor TaskReconciler {
 
   // MARK: - Reports
 
-  private func report(_ mine: [ClusterTask], local: [TaskInfo], lost: [TaskReport]) async {
+  private func report(_ mine: [ClusterTask], local: [NodeTaskStatus], lost: [TaskReport]) async {
     let byID = Dictionary(uniqueKeysWithValues: local.map { ($0.taskID, $0) })
     var reports = lost
     for task in mine {
@@ -206,7 +216,9 @@ actor TaskReconciler {
     }
   }
 
-  static func report(of info: TaskInfo, host: String) -> TaskReport? {
+  static func report(of info: TaskInfo, host: String) -> TaskReport? { report(of: NodeTaskStatus(info), host: host) }
+
+  static func report(of info: NodeTaskStatus, host: String) -> TaskReport? {
     switch info.state {
     case .starting:
       return TaskReport(taskID: info.taskID, state: .starting, healthy: false, address: host, port: info.port)
@@ -229,30 +241,29 @@ actor TaskReconciler {
   // MARK: - Leftovers of a previous run
 
   private func drainLeftovers() async {
-    let leftovers = await runner.leftoversFromPreviousRun()
-    guard !leftovers.isEmpty else { return }
-    let ids = leftovers.map(\.taskID)
+    let ids = await runner.leftoversFromPreviousRun()
+    guard !ids.isEmpty else { return }
     logger.notice("processes of the previous run are still alive; draining them", metadata: ["tasks": "\(ids)"])
-    let deadline = clock.monotonic.now.advanced(by: Self.leftoverDrainTimeout)
+    let deadline = clock.monotonicNow.advanced(by: Self.leftoverDrainTimeout)
     // 1. Out of the routes: report them unhealthy (they are, as far as this node can vouch).
     let reports = ids.map { TaskReport(taskID: $0, state: .running, healthy: false) }
-    while clock.monotonic.now < deadline {
+    while clock.monotonicNow < deadline {
       do {
         _ = try await log.submit(.taskReports(node: node, reports: reports))
         break
       } catch {
-        try? await Task.sleep(for: .milliseconds(200))
+        try? await clock.sleep(for: .milliseconds(200))
       }
     }
     // 2. Wait until every live node applied routes without them.
-    while clock.monotonic.now < deadline {
+    while clock.monotonicNow < deadline {
       let state = await log.localState()
       if Self.unrouted(ids, in: state) { break }
-      try? await Task.sleep(for: .milliseconds(100))
+      try? await clock.sleep(for: .milliseconds(100))
     }
     // 3. Stop them, and say so: as lost, since they end because their node restarted, not by a
     // fault of their revision (neither the circuit breaker nor the crash-loop backoff counts them).
-    _ = await runner.killLeftoversFromPreviousRun()
+    await runner.killLeftoversFromPreviousRun()
     let exited = ids.map { TaskReport(taskID: $0, state: .exited(code: TaskRunState.lostExitCode), healthy: false) }
     _ = try? await log.submit(.taskReports(node: node, reports: exited))
   }
