@@ -45,7 +45,7 @@ public final class DurableLog {
   private var failure: StorageError?
   private var isClosed = false
   /// WAL bytes written by this instance (records, and segment files it started), for measurements.
-  private(set) var walBytesWritten: Int64 = 0
+  public private(set) var walBytesWritten: Int64 = 0
 
   // MARK: - Opening and recovery
 

@@ -8,6 +8,7 @@ import TealWire
 import Testing
 
 @testable import TealStorage
+import TealStorageTesting
 
 /// A reference model of what a DurableLog must hold, written as plainly as possible.
 private struct ReferenceLog {

@@ -5,6 +5,7 @@ import Foundation
 import Testing
 
 @testable import TealStorage
+import TealStorageTesting
 
 @Suite("Snapshots and compaction")
 struct SnapshotTests {

@@ -4,6 +4,7 @@ import Foundation
 import Testing
 
 @testable import TealStorage
+import TealStorageTesting
 
 @Suite("Storage benchmark (TEAL_STORAGE_BENCH=1)")
 struct StorageBenchmarkTests {

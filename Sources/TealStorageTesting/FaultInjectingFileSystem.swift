@@ -1,6 +1,7 @@
 // A file system wrapper that fails on command, for tests of the storage and of the consensus shell.
 
 import Foundation
+import TealStorage
 
 /// Wraps another `StorageFileSystem` and makes chosen operations fail with `EIO`, as a dying disk would.
 ///

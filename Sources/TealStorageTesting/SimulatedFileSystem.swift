@@ -2,6 +2,7 @@
 // simulations of a node losing power.
 
 import Foundation
+import TealStorage
 
 /// An in-memory `StorageFileSystem` with a durability model: file contents become durable only through
 /// `syncData`/`syncAll`, directory entries (creations, renames, deletions) only through `syncDirectory`.
