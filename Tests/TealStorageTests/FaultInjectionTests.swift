@@ -2,10 +2,10 @@
 // memory, and a reopen recovers.
 
 import Foundation
+import TealStorageTesting
 import Testing
 
 @testable import TealStorage
-import TealStorageTesting
 
 @Suite("Disk write failures")
 struct FaultInjectionTests {

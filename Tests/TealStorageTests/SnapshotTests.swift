@@ -2,10 +2,10 @@
 // at each step of saving one.
 
 import Foundation
+import TealStorageTesting
 import Testing
 
 @testable import TealStorage
-import TealStorageTesting
 
 @Suite("Snapshots and compaction")
 struct SnapshotTests {

@@ -1,10 +1,10 @@
 // Append throughput with real fdatasync; runs only with TEAL_STORAGE_BENCH=1 (figures in Docs/STORAGE.md).
 
 import Foundation
+import TealStorageTesting
 import Testing
 
 @testable import TealStorage
-import TealStorageTesting
 
 @Suite("Storage benchmark (TEAL_STORAGE_BENCH=1)")
 struct StorageBenchmarkTests {
