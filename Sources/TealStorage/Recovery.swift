@@ -61,16 +61,21 @@ struct Recovery {
     let snapshotIndex = snapshot?.metadata.index ?? 0
     let snapshotTerm = snapshot?.metadata.term ?? 0
 
-    let sequences = names.compactMap(StorageFileNames.segmentSequence).sorted()
-    guard let firstSequence = sequences.first, let lastSequence = sequences.last else {
+    let allSequences = names.compactMap(StorageFileNames.segmentSequence).sorted()
+    guard let lastSequence = allSequences.last else {
       if snapshot != nil { throw .missingWAL(directory: directory) }
       try removeTemporaryFiles(names: names, report: &report)
       return try startEmptyLog(lockFile: lockFile, report: report)
     }
-    for (offset, sequence) in sequences.enumerated() where sequence != firstSequence + UInt64(offset) {
-      let missing = firstSequence + UInt64(offset)
-      throw .missingSegment(path: path(StorageFileNames.segment(missing)), sequence: missing)
-    }
+    // Only the run of consecutive segments after the last hole is replayed. A hole is what a power loss
+    // leaves when it keeps only some of compaction's unlinks: the segments below it are obsolete, which the
+    // snapshot check after replay proves (the run must start at or below the snapshot), or else the hole is
+    // a lost segment and recovery refuses.
+    var runStart = allSequences.count - 1
+    while runStart > 0 && allSequences[runStart - 1] + 1 == allSequences[runStart] { runStart -= 1 }
+    let sequences = Array(allSequences[runStart...])
+    let staleSequences = Array(allSequences[..<runStart])
+    let firstSequence = sequences[0]
 
     // Replay every segment.
     var memory: LogMemory?
@@ -89,6 +94,9 @@ struct Recovery {
     // Reconcile with the snapshot.
     let firstPath = path(StorageFileNames.segment(firstSequence))
     if snapshotIndex < log.baseIndex {
+      if !staleSequences.isEmpty {
+        throw .missingSegment(path: path(StorageFileNames.segment(firstSequence - 1)), sequence: firstSequence - 1)
+      }
       throw .inconsistentLog(
         path: firstPath, offset: 0,
         reason: "the WAL continues the log after index \(log.baseIndex), but entries \(snapshotIndex + 1)..."
@@ -98,6 +106,7 @@ struct Recovery {
 
     // Everything checked out: from here on recovery repairs.
     try removeTemporaryFiles(names: names, report: &report)
+    try removeStaleSegments(staleSequences, report: &report)
 
     // Open the last segment for appending, cutting a torn tail off first.
     let lastPath = path(StorageFileNames.segment(lastSequence))
@@ -141,6 +150,21 @@ struct Recovery {
       report.removedTemporaryFiles.append(path(name))
       logger.notice("removed an interrupted temporary file", metadata: ["path": "\(path(name))"])
     }
+  }
+
+  /// Deletes the segments below a hole (compacted ones whose unlinks a power loss partly undid), oldest first
+  /// so that any crash in between leaves them below the replayed run again, then syncs the directory.
+  private func removeStaleSegments(_ sequences: [UInt64], report: inout RecoveryReport) throws(StorageError) {
+    guard !sequences.isEmpty else { return }
+    for sequence in sequences {
+      let stalePath = path(StorageFileNames.segment(sequence))
+      try fileSystem.removeFile(stalePath)
+      report.removedStaleSegments.append(stalePath)
+    }
+    try fileSystem.syncDirectory(directory)
+    logger.notice(
+      "deleted compacted WAL segments left below a hole by a crash during compaction",
+      metadata: ["segments": "\(report.removedStaleSegments)"])
   }
 
   private func startEmptyLog(lockFile: any StorageFile, report: RecoveryReport) throws(StorageError) -> RecoveredLog {

@@ -118,10 +118,14 @@ public struct RecoveryReport: Sendable, Hashable {
   public var removedTemporaryFiles: [String]
   /// The snapshot file loaded, if any.
   public var snapshotPath: String?
+  /// Compacted segments below a hole in the sequence (a crash kept only some of compaction's unlinks),
+  /// deleted by recovery.
+  public var removedStaleSegments: [String]
 
   public init(
     segmentPaths: [String] = [], recordCount: Int = 0, tornSegmentPath: String? = nil, tornTailOffset: Int64? = nil,
-    tornBytesRemoved: Int64 = 0, removedTemporaryFiles: [String] = [], snapshotPath: String? = nil
+    tornBytesRemoved: Int64 = 0, removedTemporaryFiles: [String] = [], snapshotPath: String? = nil,
+    removedStaleSegments: [String] = []
   ) {
     self.segmentPaths = segmentPaths
     self.recordCount = recordCount
@@ -130,5 +134,6 @@ public struct RecoveryReport: Sendable, Hashable {
     self.tornBytesRemoved = tornBytesRemoved
     self.removedTemporaryFiles = removedTemporaryFiles
     self.snapshotPath = snapshotPath
+    self.removedStaleSegments = removedStaleSegments
   }
 }

@@ -13,7 +13,20 @@ import TealStorage
 /// `crashAfter(operations:)` arms a crash point: after that many more mutating operations, every operation
 /// fails with `EIO` until `crash(using:)` is called, so a test can stop a `DurableLog` at any step of a write.
 /// Directories are created durably at once. All randomness comes from the generator passed to `crash`.
+///
+/// By default a crash loses every unsynced directory change. With `.randomSubset`, each unsynced change
+/// (a creation, a rename, an unlink) independently survives or not, in any combination, as a file system
+/// that journals directory operations out of order may leave them: this is how several unlinks covered by
+/// one directory `fsync` can leave a hole in a run of files.
 public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
+  /// What a crash does with the directory changes made since the directory's last `syncDirectory`.
+  public enum UnsyncedDirectoryChanges: Sendable, Hashable {
+    /// All are lost: the directory shows its last synced entries.
+    case lost
+    /// Each change (one creation, rename or unlink) survives with probability 1/2, independently.
+    case randomSubset
+  }
+
   /// A file's bytes. The durable image is `current.prefix(durableLength)` unless `durableImage` is set, which
   /// happens when an unsynced change touched bytes below `durableLength` (an overwrite or a truncation), so
   /// that syncing appends costs no copy.
@@ -36,6 +49,13 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
   private struct Directory {
     var current: [String: Inode] = [:]
     var durable: [String: Inode] = [:]
+    /// The changes since the last sync, oldest first; each is applied whole or not at all by a crash.
+    var pending: [[(name: String, inode: Inode?)]] = []
+
+    mutating func change(_ operation: [(name: String, inode: Inode?)]) {
+      for (name, inode) in operation { current[name] = inode }
+      pending.append(operation)
+    }
   }
 
   private let lock = NSLock()
@@ -58,16 +78,30 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
   }
 
   /// Loses every unsynced change, keeping a random prefix of unsynced appends, and invalidates open handles.
-  public func crash(using generator: inout some RandomNumberGenerator) {
+  /// `directoryChanges` says what becomes of unsynced directory changes.
+  public func crash(
+    using generator: inout some RandomNumberGenerator, directoryChanges: UnsyncedDirectoryChanges = .lost
+  ) {
     lock.withLock {
       epoch += 1
       remainingOperations = nil
       lockedInodes.removeAll()
       var survivors: Set<ObjectIdentifier> = []
-      for (path, var directory) in directories {
+      for path in directories.keys.sorted() {
+        guard var directory = directories[path] else { continue }
+        if directoryChanges == .randomSubset {
+          for operation in directory.pending where Bool.random(using: &generator) {
+            for (name, inode) in operation { directory.durable[name] = inode }
+          }
+        }
         directory.current = directory.durable
+        directory.pending = []
         directories[path] = directory
-        for inode in directory.durable.values where survivors.insert(ObjectIdentifier(inode)).inserted {
+        // In name order, so that a given generator always tears the same files the same way.
+        for name in directory.durable.keys.sorted() {
+          guard let inode = directory.durable[name], survivors.insert(ObjectIdentifier(inode)).inserted else {
+            continue
+          }
           if let image = inode.durableImage {
             inode.current = image
           } else {
@@ -118,7 +152,7 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
       guard create else { throw .io(operation: "open", path: path, errno: ENOENT) }
       try checkAlive(mutating: true, "open", path)
       let inode = Inode()
-      directory.current[name] = inode
+      directory.change([(name, inode)])
       directories[parent] = directory
       return (inode, epoch)
     }
@@ -133,8 +167,12 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
       guard let inode = directories[sourceParent]?.current[sourceName], directories[destinationParent] != nil else {
         throw .io(operation: "rename to \(destination)", path: source, errno: ENOENT)
       }
-      directories[sourceParent]?.current[sourceName] = nil
-      directories[destinationParent]?.current[destinationName] = inode
+      if sourceParent == destinationParent {
+        directories[sourceParent]?.change([(sourceName, nil), (destinationName, inode)])
+      } else {
+        directories[sourceParent]?.change([(sourceName, nil)])
+        directories[destinationParent]?.change([(destinationName, inode)])
+      }
     }
   }
 
@@ -143,7 +181,7 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
       try checkAlive(mutating: true, "unlink", path)
       let (parent, name) = split(path)
       guard directories[parent]?.current[name] != nil else { throw .io(operation: "unlink", path: path, errno: ENOENT) }
-      directories[parent]?.current[name] = nil
+      directories[parent]?.change([(name, nil)])
     }
   }
 
@@ -154,6 +192,7 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
         throw .io(operation: "fsync directory", path: path, errno: ENOENT)
       }
       directory.durable = directory.current
+      directory.pending = []
       directories[normalized(path)] = directory
     }
   }
