@@ -268,11 +268,14 @@ public final class DurableLog {
         "the write needs a \(payload.count)-byte record, over the \(RecordFraming.maximumPayload)-byte maximum; "
           + "split it into several appends")
     }
-    let record = RecordFraming.frame(type: .update, payload: payload)
+    let recordSize = Int64(RecordFraming.headerSize + payload.count)
     try poisoningOnFailure { () throws(StorageError) in
-      if activeSize + Int64(record.count) > options.segmentSizeLimit && activeSize > activeInitialSize {
+      if activeSize + recordSize > options.segmentSizeLimit && activeSize > activeInitialSize {
         try rollOver()
       }
+      let record = RecordFraming.frame(
+        type: .update, payload: payload, format: RecordFormat(version: SegmentHeader.version, sequence: activeSequence),
+        offset: Int(activeSize))
       try activeFile.write(record, at: activeSize)
       try activeFile.syncData()
       activeSize += Int64(record.count)
@@ -347,7 +350,8 @@ enum SegmentCreation {
     let temporaryPath = path + StorageFileNames.temporarySuffix
     let header = SegmentHeader(sequence: sequence, previousIndex: previousIndex, previousTerm: previousTerm)
     let first = RecordFraming.frame(
-      type: .update, payload: LogUpdate(rebase: nil, entries: [], hardState: hardState).encoded())
+      type: .update, payload: LogUpdate(rebase: nil, entries: [], hardState: hardState).encoded(),
+      format: header.format, offset: SegmentHeader.size)
     let contents = header.encoded() + first
     let temporary = try fileSystem.openFile(temporaryPath, create: true)
     do {

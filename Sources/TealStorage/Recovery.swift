@@ -80,6 +80,7 @@ struct Recovery {
     // Replay every segment.
     var memory: LogMemory?
     var tornTail: (offset: Int64, removed: Int64)?
+    var lastFormat = RecordFormat(version: SegmentHeader.version, sequence: lastSequence)
     for sequence in sequences {
       let segmentPath = path(StorageFileNames.segment(sequence))
       report.segmentPaths.append(segmentPath)
@@ -87,6 +88,7 @@ struct Recovery {
         path: segmentPath, sequence: sequence, isLast: sequence == lastSequence, memory: &memory)
       report.recordCount += outcome.records
       if let torn = outcome.tornTail { tornTail = torn }
+      lastFormat = outcome.format
     }
     guard var log = memory else { throw .missingWAL(directory: directory) }
     let replayedEnd = (log.lastIndex, log.lastTerm)
@@ -129,14 +131,33 @@ struct Recovery {
         // and its rebase record): record the rebase now so the WAL alone replays to this state.
         let record = RecordFraming.frame(
           type: .update,
-          payload: LogUpdate(rebase: (snapshotIndex, snapshotTerm), entries: [], hardState: nil).encoded())
+          payload: LogUpdate(rebase: (snapshotIndex, snapshotTerm), entries: [], hardState: nil).encoded(),
+          format: lastFormat, offset: Int(activeSize))
         try activeFile.write(record, at: activeSize)
         try activeFile.syncData()
         activeSize += Int64(record.count)
       }
+      guard lastFormat.version < SegmentHeader.version else {
+        return RecoveredLog(
+          lockFile: lockFile, memory: log, snapshot: snapshot, segmentSequences: sequences, activeFile: activeFile,
+          activeSize: activeSize, activeInitialSize: Int64(SegmentHeader.size), report: report)
+      }
+      // The last segment is of an older format: new records go to a new segment of the current one, and the
+      // old segments are read as they are until compaction deletes them.
+      let created = try SegmentCreation.create(
+        directory: directory, sequence: lastSequence + 1, previousIndex: log.lastIndex, previousTerm: log.lastTerm,
+        hardState: log.hardState ?? .initial, fileSystem: fileSystem)
+      activeFile.close()
+      report.upgradeSegmentPath = created.file.path
+      logger.notice(
+        "WAL format upgrade: the last segment has an older format version; new records go to a new segment",
+        metadata: [
+          "path": "\(created.file.path)", "old version": "\(lastFormat.version)",
+          "new version": "\(SegmentHeader.version)",
+        ])
       return RecoveredLog(
-        lockFile: lockFile, memory: log, snapshot: snapshot, segmentSequences: sequences, activeFile: activeFile,
-        activeSize: activeSize, activeInitialSize: Int64(SegmentHeader.size), report: report)
+        lockFile: lockFile, memory: log, snapshot: snapshot, segmentSequences: sequences + [lastSequence + 1],
+        activeFile: created.file, activeSize: created.size, activeInitialSize: created.size, report: report)
     } catch {
       activeFile.close()
       throw error
@@ -217,6 +238,7 @@ struct Recovery {
   private struct SegmentOutcome {
     var records = 0
     var tornTail: (offset: Int64, removed: Int64)?
+    var format: RecordFormat
   }
 
   /// Replays one segment into `memory` (created from the header of the first segment).
@@ -240,10 +262,10 @@ struct Recovery {
         reason: "the segment continues the log after index \(header.previousIndex) term \(header.previousTerm), "
           + "but the segments before it end at index \(log.lastIndex) term \(log.lastTerm)")
     }
-    var outcome = SegmentOutcome()
+    var outcome = SegmentOutcome(format: header.format)
     var offset = SegmentHeader.size
     while offset < bytes.count {
-      switch RecordFraming.parse(bytes, at: offset) {
+      switch RecordFraming.parse(bytes, at: offset, format: header.format) {
       case .valid(_, let payload, let end):
         let update: LogUpdate
         do {
@@ -262,7 +284,7 @@ struct Recovery {
           throw .corruptRecord(
             path: path, offset: Int64(offset), reason: "\(reason), in a segment that is not the last one")
         }
-        if let valid = RecordFraming.firstValidRecord(in: bytes, after: offset) {
+        if let valid = RecordFraming.firstValidRecord(in: bytes, after: offset, format: header.format) {
           throw .corruptRecord(
             path: path, offset: Int64(offset), reason: "\(reason), and a valid record follows at offset \(valid)")
         }

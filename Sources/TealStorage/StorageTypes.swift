@@ -121,11 +121,13 @@ public struct RecoveryReport: Sendable, Hashable {
   /// Compacted segments below a hole in the sequence (a crash kept only some of compaction's unlinks),
   /// deleted by recovery.
   public var removedStaleSegments: [String]
+  /// The segment started because the last one had an older format version (its records stay readable).
+  public var upgradeSegmentPath: String?
 
   public init(
     segmentPaths: [String] = [], recordCount: Int = 0, tornSegmentPath: String? = nil, tornTailOffset: Int64? = nil,
     tornBytesRemoved: Int64 = 0, removedTemporaryFiles: [String] = [], snapshotPath: String? = nil,
-    removedStaleSegments: [String] = []
+    removedStaleSegments: [String] = [], upgradeSegmentPath: String? = nil
   ) {
     self.segmentPaths = segmentPaths
     self.recordCount = recordCount
@@ -135,5 +137,6 @@ public struct RecoveryReport: Sendable, Hashable {
     self.removedTemporaryFiles = removedTemporaryFiles
     self.snapshotPath = snapshotPath
     self.removedStaleSegments = removedStaleSegments
+    self.upgradeSegmentPath = upgradeSegmentPath
   }
 }
