@@ -90,15 +90,24 @@ public struct StorageOptions: Sendable {
   public var fileSystem: any StorageFileSystem
   /// Where recovery and compaction report what they did.
   public var logger: Logger
+  /// The smallest size of the space reserve, a file of zeros (`space-reserve`) kept in the data directory and
+  /// deleted when a snapshot finds the disk full, so that a node whose disk filled up can still compact its
+  /// log. It grows to hold the latest snapshot (its size, a quarter more, and 64 KiB). 0: no reserve.
+  public var spaceReserveBytes: Int64
+
+  /// The default smallest space reserve: 1 MiB.
+  public static let defaultSpaceReserveBytes: Int64 = 1 << 20
 
   public init(
     segmentSizeLimit: Int64 = StorageOptions.defaultSegmentSizeLimit,
     fileSystem: any StorageFileSystem = PosixFileSystem(),
-    logger: Logger = Logger(label: "teal.storage")
+    logger: Logger = Logger(label: "teal.storage"),
+    spaceReserveBytes: Int64 = StorageOptions.defaultSpaceReserveBytes
   ) {
     self.segmentSizeLimit = segmentSizeLimit
     self.fileSystem = fileSystem
     self.logger = logger
+    self.spaceReserveBytes = spaceReserveBytes
   }
 }
 

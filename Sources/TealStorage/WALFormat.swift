@@ -330,6 +330,7 @@ struct LogUpdate: Equatable {
 /// File naming in the data directory.
 enum StorageFileNames {
   static let lock = "LOCK"
+  static let spaceReserve = "space-reserve"
   static let temporarySuffix = ".tmp"
 
   static func segment(_ sequence: UInt64) -> String { "wal-\(hex16(sequence)).log" }
