@@ -81,6 +81,7 @@ struct Recovery {
     var memory: LogMemory?
     var tornTail: (offset: Int64, removed: Int64)?
     var lastFormat = RecordFormat(version: SegmentHeader.version, sequence: lastSequence)
+    var lastRecordOffset = Int64(SegmentHeader.size)
     for sequence in sequences {
       let segmentPath = path(StorageFileNames.segment(sequence))
       report.segmentPaths.append(segmentPath)
@@ -89,6 +90,7 @@ struct Recovery {
       report.recordCount += outcome.records
       if let torn = outcome.tornTail { tornTail = torn }
       lastFormat = outcome.format
+      lastRecordOffset = outcome.lastRecordOffset
     }
     guard var log = memory else { throw .missingWAL(directory: directory) }
     let replayedEnd = (log.lastIndex, log.lastTerm)
@@ -137,6 +139,10 @@ struct Recovery {
         try activeFile.syncData()
         activeSize += Int64(record.count)
       }
+      try rewriteTail(of: activeFile, from: lastRecordOffset, to: activeSize, report: &report)
+      // Directory entries this recovery saw (a renamed segment or snapshot whose directory fsync failed
+      // before the restart) are made durable too.
+      try fileSystem.syncDirectory(directory)
       guard lastFormat.version < SegmentHeader.version else {
         return RecoveredLog(
           lockFile: lockFile, memory: log, snapshot: snapshot, segmentSequences: sequences, activeFile: activeFile,
@@ -162,6 +168,26 @@ struct Recovery {
       activeFile.close()
       throw error
     }
+  }
+
+  /// Writes the last segment's bytes from the page holding its last record to `end` again and `fdatasync`s
+  /// them. After a failed `fdatasync` Linux may have marked the record's pages clean without writing them
+  /// ("fsyncgate"), so what recovery just read from the page cache need not be on disk, and a later sync
+  /// would not write it: rewriting dirties the pages again. The WAL stops writing at its first failure, so
+  /// only the last record can have been caught by one; the whole 4 KiB page it starts in is rewritten, in
+  /// case the failed writeback damaged the end of the record before it. Costs one small write and one
+  /// `fdatasync` per start; if the disk still fails, the start fails with the I/O error.
+  private func rewriteTail(
+    of file: any StorageFile, from lastRecord: Int64, to end: Int64, report: inout RecoveryReport
+  )
+    throws(StorageError)
+  {
+    let start = lastRecord - lastRecord % 4096
+    guard end > start else { return }
+    let bytes = try file.read(at: start, count: Int(end - start))
+    try file.write(bytes, at: start)
+    try file.syncData()
+    report.rewrittenTailBytes = Int64(bytes.count)
   }
 
   /// Deletes `*.tmp` files: interrupted snapshot or segment creations, never acknowledged.
@@ -239,6 +265,8 @@ struct Recovery {
     var records = 0
     var tornTail: (offset: Int64, removed: Int64)?
     var format: RecordFormat
+    /// Where the last valid record starts.
+    var lastRecordOffset = Int64(SegmentHeader.size)
   }
 
   /// Replays one segment into `memory` (created from the header of the first segment).
@@ -278,6 +306,7 @@ struct Recovery {
           throw .inconsistentLog(path: path, offset: Int64(offset), reason: problem)
         }
         outcome.records += 1
+        outcome.lastRecordOffset = Int64(offset)
         offset = end
       case .invalid(let reason):
         guard isLast else {

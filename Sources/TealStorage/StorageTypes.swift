@@ -132,11 +132,14 @@ public struct RecoveryReport: Sendable, Hashable {
   public var removedStaleSegments: [String]
   /// The segment started because the last one had an older format version (its records stay readable).
   public var upgradeSegmentPath: String?
+  /// How many bytes at the end of the last segment recovery wrote again and synced, so that nothing it read
+  /// from the page cache after a failed `fdatasync` is missing from the disk.
+  public var rewrittenTailBytes: Int64
 
   public init(
     segmentPaths: [String] = [], recordCount: Int = 0, tornSegmentPath: String? = nil, tornTailOffset: Int64? = nil,
     tornBytesRemoved: Int64 = 0, removedTemporaryFiles: [String] = [], snapshotPath: String? = nil,
-    removedStaleSegments: [String] = [], upgradeSegmentPath: String? = nil
+    removedStaleSegments: [String] = [], upgradeSegmentPath: String? = nil, rewrittenTailBytes: Int64 = 0
   ) {
     self.segmentPaths = segmentPaths
     self.recordCount = recordCount
@@ -147,5 +150,6 @@ public struct RecoveryReport: Sendable, Hashable {
     self.snapshotPath = snapshotPath
     self.removedStaleSegments = removedStaleSegments
     self.upgradeSegmentPath = upgradeSegmentPath
+    self.rewrittenTailBytes = rewrittenTailBytes
   }
 }

@@ -34,6 +34,11 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
     var current: [UInt8] = []
     var durableLength = 0
     var durableImage: [UInt8]?
+    /// Byte ranges a failed sync dropped: Linux marks such pages clean after a writeback error, so they stay
+    /// readable but no later sync writes them, until they are written again (the "fsyncgate" behaviour).
+    var lost: [Range<Int>] = []
+
+    var durable: [UInt8] { durableImage ?? Array(current.prefix(durableLength)) }
 
     /// Keeps the durable image aside before `current` changes below `offset`.
     func preserveDurableImage(changingFrom offset: Int) {
@@ -41,8 +46,49 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
     }
 
     func sync() {
-      durableLength = current.count
-      durableImage = nil
+      guard !lost.isEmpty else {
+        durableLength = current.count
+        durableImage = nil
+        return
+      }
+      let old = durable
+      var image = current
+      for range in lost {
+        for position in range where position < image.count {
+          image[position] = position < old.count ? old[position] : 0
+        }
+      }
+      durableImage = image
+      durableLength = image.count
+    }
+
+    /// A failed sync: every byte not yet durable is dropped from the writeback (but stays readable).
+    func failSync() {
+      let old = durable
+      var start: Int?
+      for position in 0..<current.count {
+        let differs = position >= old.count || old[position] != current[position]
+        if differs && start == nil { start = position }
+        if !differs, let first = start {
+          lost.append(first..<position)
+          start = nil
+        }
+      }
+      if let first = start { lost.append(first..<current.count) }
+      durableImage = old
+      durableLength = old.count
+    }
+
+    /// `range` was written again: its bytes are dirty, so the next sync writes them.
+    func rewrote(_ range: Range<Int>) {
+      guard !lost.isEmpty else { return }
+      lost = lost.flatMap { piece -> [Range<Int>] in
+        guard piece.overlaps(range) else { return [piece] }
+        var kept: [Range<Int>] = []
+        if piece.lowerBound < range.lowerBound { kept.append(piece.lowerBound..<range.lowerBound) }
+        if range.upperBound < piece.upperBound { kept.append(range.upperBound..<piece.upperBound) }
+        return kept
+      }
     }
   }
 
@@ -65,6 +111,8 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
   private var epoch = 0
   private var remainingOperations: Int?
   private var mutatingOperations = 0
+  /// File syncs still to fail as a writeback error would (see `failNextFileSyncs`); read under `lock`.
+  fileprivate var failingSyncs = 0
 
   public init() {}
 
@@ -75,6 +123,13 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
   /// process has "died") until `crash(using:)`. `nil` disarms.
   public func crashAfter(operations: Int?) {
     lock.withLock { remainingOperations = operations }
+  }
+
+  /// Makes the next `count` file syncs (`syncData`/`syncAll`) fail with `EIO` as Linux fails them after a
+  /// writeback error: the unsynced bytes stay readable but are dropped from the writeback, so no later sync
+  /// makes them durable unless they are written again, and a crash loses them.
+  public func failNextFileSyncs(_ count: Int = 1) {
+    lock.withLock { failingSyncs = count }
   }
 
   /// Loses every unsynced change, keeping a random prefix of unsynced appends, and invalidates open handles.
@@ -102,6 +157,7 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
           guard let inode = directory.durable[name], survivors.insert(ObjectIdentifier(inode)).inserted else {
             continue
           }
+          inode.lost = []
           if let image = inode.durableImage {
             inode.current = image
           } else {
@@ -301,21 +357,33 @@ private final class SimulatedFile: StorageFile {
         inode.current.append(contentsOf: [UInt8](repeating: 0, count: start + bytes.count - inode.current.count))
       }
       inode.current.replaceSubrange(start..<start + bytes.count, with: bytes)
+      inode.rewrote(start..<start + bytes.count)
     }
   }
 
-  func syncData() throws(StorageError) {
-    try access(mutating: true, "fdatasync") { $0.sync() }
-  }
+  func syncData() throws(StorageError) { try sync("fdatasync") }
 
-  func syncAll() throws(StorageError) {
-    try access(mutating: true, "fsync") { $0.sync() }
+  func syncAll() throws(StorageError) { try sync("fsync") }
+
+  private func sync(_ operation: String) throws(StorageError) {
+    let fileSystem = fileSystem
+    let failed = try access(mutating: true, operation) { inode -> Bool in
+      guard fileSystem.failingSyncs > 0 else {
+        inode.sync()
+        return false
+      }
+      fileSystem.failingSyncs -= 1
+      inode.failSync()
+      return true
+    }
+    if failed { throw .io(operation: "\(operation) (simulated writeback error)", path: path, errno: EIO) }
   }
 
   func truncate(to length: Int64) throws(StorageError) {
     try access(mutating: true, "ftruncate") { inode in
       let length = Int(length)
       inode.preserveDurableImage(changingFrom: length)
+      inode.rewrote(length..<Int.max)
       if inode.current.count > length {
         inode.current.removeSubrange(length...)
       } else {
