@@ -199,8 +199,8 @@ struct Recovery {
     }
   }
 
-  /// Deletes the segments below a hole (compacted ones whose unlinks a power loss partly undid), oldest first
-  /// so that any crash in between leaves them below the replayed run again, then syncs the directory.
+  /// Deletes the segments below a hole (compacted ones whose unlinks a power loss partly undid), then syncs the
+  /// directory. Whatever subset of them a crash in between keeps is still below the replayed run.
   private func removeStaleSegments(_ sequences: [UInt64], report: inout RecoveryReport) throws(StorageError) {
     guard !sequences.isEmpty else { return }
     for sequence in sequences {
