@@ -77,6 +77,9 @@ let package = Package(
     // In-memory peer network for tests (partition, drop, delay); never linked into `teal`.
     .target(name: "TealTransportTesting", dependencies: ["TealWire"]),
     .target(name: "TealStorage", dependencies: [.product(name: "Logging", package: "swift-log")]),
+    // Storage test doubles (SimulatedFileSystem, FaultInjectingFileSystem) and the append benchmark; never
+    // linked into `teal` or any production module.
+    .target(name: "TealStorageTesting", dependencies: ["TealStorage"]),
     .target(
       name: "TealConsensus",
       dependencies: ["TealRaft", "TealStorage", "TealWire", .product(name: "Logging", package: "swift-log")]
@@ -222,13 +225,14 @@ let package = Package(
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio),
     .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim", "TealWire"]),
-    .testTarget(name: "TealStorageTests", dependencies: ["TealTestSupport", "TealStorage", "TealWire"]),
+    .testTarget(
+      name: "TealStorageTests", dependencies: ["TealTestSupport", "TealStorage", "TealStorageTesting", "TealWire"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
     .testTarget(
       name: "TealConsensusTests",
       dependencies: [
-        "TealTestSupport", "TealConsensus", "TealRaft", "TealStorage", "TealWire", "TealTransport",
-        "TealTransportTesting", "TealTLS",
+        "TealTestSupport", "TealConsensus", "TealRaft", "TealStorage", "TealStorageTesting", "TealWire",
+        "TealTransport", "TealTransportTesting", "TealTLS",
         .product(name: "Logging", package: "swift-log"),
       ] + nio
     ),

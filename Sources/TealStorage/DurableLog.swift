@@ -45,7 +45,7 @@ public final class DurableLog {
   private var failure: StorageError?
   private var isClosed = false
   /// WAL bytes written by this instance (records, and segment files it started), for measurements.
-  private(set) var walBytesWritten: Int64 = 0
+  public private(set) var walBytesWritten: Int64 = 0
 
   // MARK: - Opening and recovery
 
@@ -65,6 +65,7 @@ public final class DurableLog {
     self.activeSize = recovered.activeSize
     self.activeInitialSize = recovered.activeInitialSize
     self.recoveryReport = recovered.report
+    maintainSpaceReserve()
   }
 
   deinit {
@@ -209,12 +210,9 @@ public final class DurableLog {
     let name = StorageFileNames.snapshot(index: metadata.index, term: metadata.term)
     let path = pathInDirectory(name)
     let temporaryPath = path + StorageFileNames.temporarySuffix
+    let encoded = SnapshotFile.encode(newSnapshot)
     do {
-      let file = try fileSystem.openFile(temporaryPath, create: true)
-      defer { file.close() }
-      try file.truncate(to: 0)
-      try file.write(SnapshotFile.encode(newSnapshot), at: 0)
-      try file.syncAll()
+      try writeSnapshotFileReleasingReserve(encoded, to: temporaryPath)
     } catch {
       failure = error
       try? fileSystem.removeFile(temporaryPath)
@@ -233,6 +231,91 @@ public final class DurableLog {
       "saved snapshot",
       metadata: ["path": "\(path)", "index": "\(metadata.index)", "term": "\(metadata.term)"])
     removeObsoleteFiles()
+    maintainSpaceReserve()
+  }
+
+  /// Writes the temporary snapshot file; on a full disk, deletes the space reserve and tries once more (the
+  /// reserve exists for this: a node that cannot compact would never free space).
+  private func writeSnapshotFileReleasingReserve(_ bytes: [UInt8], to temporaryPath: String) throws(StorageError) {
+    do {
+      try writeSnapshotFile(bytes, to: temporaryPath)
+    } catch {
+      guard error.isOutOfSpace else { throw error }
+      try? fileSystem.removeFile(temporaryPath)
+      guard releaseSpaceReserve(because: error) else { throw error }
+      try writeSnapshotFile(bytes, to: temporaryPath)
+    }
+  }
+
+  private func writeSnapshotFile(_ bytes: [UInt8], to temporaryPath: String) throws(StorageError) {
+    let file = try fileSystem.openFile(temporaryPath, create: true)
+    defer { file.close() }
+    try file.truncate(to: 0)
+    try file.write(bytes, at: 0)
+    try file.syncAll()
+  }
+
+  // MARK: - Space reserve
+
+  /// The size the space reserve should have: room for the next snapshot, at least `spaceReserveBytes`.
+  private var spaceReserveTarget: Int64 {
+    guard options.spaceReserveBytes > 0 else { return 0 }
+    let snapshotBytes = Int64(
+      snapshot.map { SnapshotFile.headerSize + $0.metadata.configuration.count + $0.data.count + 4 } ?? 0)
+    return max(options.spaceReserveBytes, snapshotBytes + snapshotBytes / 4 + 64 * 1024)
+  }
+
+  /// Creates the space reserve or grows it to `spaceReserveTarget` with zeros, `fsync`ed so its blocks are
+  /// allocated. If that does not fit (the disk is already nearly full) the attempt is undone, so the reserve
+  /// never takes the last free bytes away from the WAL, and only logged.
+  private func maintainSpaceReserve() {
+    let target = spaceReserveTarget
+    guard target > 0 else { return }
+    let path = pathInDirectory(StorageFileNames.spaceReserve)
+    var file: (any StorageFile)?
+    var originalSize: Int64 = 0
+    do {
+      let opened = try fileSystem.openFile(path, create: true)
+      file = opened
+      originalSize = try opened.size()
+      guard originalSize < target else {
+        opened.close()
+        return
+      }
+      let chunk = [UInt8](repeating: 0, count: 64 * 1024)
+      var size = originalSize
+      while size < target {
+        let count = Int(min(Int64(chunk.count), target - size))
+        try opened.write(count == chunk.count ? chunk : Array(chunk.prefix(count)), at: size)
+        size += Int64(count)
+      }
+      try opened.syncAll()
+      opened.close()
+    } catch {
+      if let file {
+        if originalSize == 0 {
+          try? fileSystem.removeFile(path)
+        } else {
+          try? file.truncate(to: originalSize)
+        }
+        file.close()
+      }
+      logger.warning(
+        "could not set aside the disk space reserve; a full disk may then keep the node from compacting its log",
+        metadata: ["path": "\(path)", "bytes": "\(target)", "error": "\(error)"])
+    }
+  }
+
+  /// Deletes the space reserve so that a snapshot fits on a full disk; false if there was none.
+  private func releaseSpaceReserve(because error: StorageError) -> Bool {
+    let path = pathInDirectory(StorageFileNames.spaceReserve)
+    guard (try? fileSystem.listDirectory(directory))?.contains(StorageFileNames.spaceReserve) == true,
+      (try? fileSystem.removeFile(path)) != nil
+    else { return false }
+    logger.warning(
+      "the disk is full; deleted the space reserve to write a snapshot and compact the log",
+      metadata: ["path": "\(path)", "error": "\(error)"])
+    return true
   }
 
   // MARK: - Internals
@@ -268,11 +351,14 @@ public final class DurableLog {
         "the write needs a \(payload.count)-byte record, over the \(RecordFraming.maximumPayload)-byte maximum; "
           + "split it into several appends")
     }
-    let record = RecordFraming.frame(type: .update, payload: payload)
+    let recordSize = Int64(RecordFraming.headerSize + payload.count)
     try poisoningOnFailure { () throws(StorageError) in
-      if activeSize + Int64(record.count) > options.segmentSizeLimit && activeSize > activeInitialSize {
+      if activeSize + recordSize > options.segmentSizeLimit && activeSize > activeInitialSize {
         try rollOver()
       }
+      let record = RecordFraming.frame(
+        type: .update, payload: payload, format: RecordFormat(version: SegmentHeader.version, sequence: activeSequence),
+        offset: Int(activeSize))
       try activeFile.write(record, at: activeSize)
       try activeFile.syncData()
       activeSize += Int64(record.count)
@@ -347,7 +433,8 @@ enum SegmentCreation {
     let temporaryPath = path + StorageFileNames.temporarySuffix
     let header = SegmentHeader(sequence: sequence, previousIndex: previousIndex, previousTerm: previousTerm)
     let first = RecordFraming.frame(
-      type: .update, payload: LogUpdate(rebase: nil, entries: [], hardState: hardState).encoded())
+      type: .update, payload: LogUpdate(rebase: nil, entries: [], hardState: hardState).encoded(),
+      format: header.format, offset: SegmentHeader.size)
     let contents = header.encoded() + first
     let temporary = try fileSystem.openFile(temporaryPath, create: true)
     do {

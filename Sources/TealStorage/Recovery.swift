@@ -61,20 +61,27 @@ struct Recovery {
     let snapshotIndex = snapshot?.metadata.index ?? 0
     let snapshotTerm = snapshot?.metadata.term ?? 0
 
-    let sequences = names.compactMap(StorageFileNames.segmentSequence).sorted()
-    guard let firstSequence = sequences.first, let lastSequence = sequences.last else {
+    let allSequences = names.compactMap(StorageFileNames.segmentSequence).sorted()
+    guard let lastSequence = allSequences.last else {
       if snapshot != nil { throw .missingWAL(directory: directory) }
       try removeTemporaryFiles(names: names, report: &report)
       return try startEmptyLog(lockFile: lockFile, report: report)
     }
-    for (offset, sequence) in sequences.enumerated() where sequence != firstSequence + UInt64(offset) {
-      let missing = firstSequence + UInt64(offset)
-      throw .missingSegment(path: path(StorageFileNames.segment(missing)), sequence: missing)
-    }
+    // Only the run of consecutive segments after the last hole is replayed. A hole is what a power loss
+    // leaves when it keeps only some of compaction's unlinks: the segments below it are obsolete, which the
+    // snapshot check after replay proves (the run must start at or below the snapshot), or else the hole is
+    // a lost segment and recovery refuses.
+    var runStart = allSequences.count - 1
+    while runStart > 0 && allSequences[runStart - 1] + 1 == allSequences[runStart] { runStart -= 1 }
+    let sequences = Array(allSequences[runStart...])
+    let staleSequences = Array(allSequences[..<runStart])
+    let firstSequence = sequences[0]
 
     // Replay every segment.
     var memory: LogMemory?
     var tornTail: (offset: Int64, removed: Int64)?
+    var lastFormat = RecordFormat(version: SegmentHeader.version, sequence: lastSequence)
+    var lastRecordOffset = Int64(SegmentHeader.size)
     for sequence in sequences {
       let segmentPath = path(StorageFileNames.segment(sequence))
       report.segmentPaths.append(segmentPath)
@@ -82,6 +89,8 @@ struct Recovery {
         path: segmentPath, sequence: sequence, isLast: sequence == lastSequence, memory: &memory)
       report.recordCount += outcome.records
       if let torn = outcome.tornTail { tornTail = torn }
+      lastFormat = outcome.format
+      lastRecordOffset = outcome.lastRecordOffset
     }
     guard var log = memory else { throw .missingWAL(directory: directory) }
     let replayedEnd = (log.lastIndex, log.lastTerm)
@@ -89,6 +98,9 @@ struct Recovery {
     // Reconcile with the snapshot.
     let firstPath = path(StorageFileNames.segment(firstSequence))
     if snapshotIndex < log.baseIndex {
+      if !staleSequences.isEmpty {
+        throw .missingSegment(path: path(StorageFileNames.segment(firstSequence - 1)), sequence: firstSequence - 1)
+      }
       throw .inconsistentLog(
         path: firstPath, offset: 0,
         reason: "the WAL continues the log after index \(log.baseIndex), but entries \(snapshotIndex + 1)..."
@@ -98,6 +110,7 @@ struct Recovery {
 
     // Everything checked out: from here on recovery repairs.
     try removeTemporaryFiles(names: names, report: &report)
+    try removeStaleSegments(staleSequences, report: &report)
 
     // Open the last segment for appending, cutting a torn tail off first.
     let lastPath = path(StorageFileNames.segment(lastSequence))
@@ -120,18 +133,61 @@ struct Recovery {
         // and its rebase record): record the rebase now so the WAL alone replays to this state.
         let record = RecordFraming.frame(
           type: .update,
-          payload: LogUpdate(rebase: (snapshotIndex, snapshotTerm), entries: [], hardState: nil).encoded())
+          payload: LogUpdate(rebase: (snapshotIndex, snapshotTerm), entries: [], hardState: nil).encoded(),
+          format: lastFormat, offset: Int(activeSize))
         try activeFile.write(record, at: activeSize)
         try activeFile.syncData()
         activeSize += Int64(record.count)
       }
+      try rewriteTail(of: activeFile, from: lastRecordOffset, to: activeSize, report: &report)
+      // Directory entries this recovery saw (a renamed segment or snapshot whose directory fsync failed
+      // before the restart) are made durable too.
+      try fileSystem.syncDirectory(directory)
+      guard lastFormat.version < SegmentHeader.version else {
+        return RecoveredLog(
+          lockFile: lockFile, memory: log, snapshot: snapshot, segmentSequences: sequences, activeFile: activeFile,
+          activeSize: activeSize, activeInitialSize: Int64(SegmentHeader.size), report: report)
+      }
+      // The last segment is of an older format: new records go to a new segment of the current one, and the
+      // old segments are read as they are until compaction deletes them.
+      let created = try SegmentCreation.create(
+        directory: directory, sequence: lastSequence + 1, previousIndex: log.lastIndex, previousTerm: log.lastTerm,
+        hardState: log.hardState ?? .initial, fileSystem: fileSystem)
+      activeFile.close()
+      report.upgradeSegmentPath = created.file.path
+      logger.notice(
+        "WAL format upgrade: the last segment has an older format version; new records go to a new segment",
+        metadata: [
+          "path": "\(created.file.path)", "old version": "\(lastFormat.version)",
+          "new version": "\(SegmentHeader.version)",
+        ])
       return RecoveredLog(
-        lockFile: lockFile, memory: log, snapshot: snapshot, segmentSequences: sequences, activeFile: activeFile,
-        activeSize: activeSize, activeInitialSize: Int64(SegmentHeader.size), report: report)
+        lockFile: lockFile, memory: log, snapshot: snapshot, segmentSequences: sequences + [lastSequence + 1],
+        activeFile: created.file, activeSize: created.size, activeInitialSize: created.size, report: report)
     } catch {
       activeFile.close()
       throw error
     }
+  }
+
+  /// Writes the last segment's bytes from the page holding its last record to `end` again and `fdatasync`s
+  /// them. After a failed `fdatasync` Linux may have marked the record's pages clean without writing them
+  /// ("fsyncgate"), so what recovery just read from the page cache need not be on disk, and a later sync
+  /// would not write it: rewriting dirties the pages again. The WAL stops writing at its first failure, so
+  /// only the last record can have been caught by one; the whole 4 KiB page it starts in is rewritten, in
+  /// case the failed writeback damaged the end of the record before it. Costs one small write and one
+  /// `fdatasync` per start; if the disk still fails, the start fails with the I/O error.
+  private func rewriteTail(
+    of file: any StorageFile, from lastRecord: Int64, to end: Int64, report: inout RecoveryReport
+  )
+    throws(StorageError)
+  {
+    let start = lastRecord - lastRecord % 4096
+    guard end > start else { return }
+    let bytes = try file.read(at: start, count: Int(end - start))
+    try file.write(bytes, at: start)
+    try file.syncData()
+    report.rewrittenTailBytes = Int64(bytes.count)
   }
 
   /// Deletes `*.tmp` files: interrupted snapshot or segment creations, never acknowledged.
@@ -141,6 +197,21 @@ struct Recovery {
       report.removedTemporaryFiles.append(path(name))
       logger.notice("removed an interrupted temporary file", metadata: ["path": "\(path(name))"])
     }
+  }
+
+  /// Deletes the segments below a hole (compacted ones whose unlinks a power loss partly undid), then syncs the
+  /// directory. Whatever subset of them a crash in between keeps is still below the replayed run.
+  private func removeStaleSegments(_ sequences: [UInt64], report: inout RecoveryReport) throws(StorageError) {
+    guard !sequences.isEmpty else { return }
+    for sequence in sequences {
+      let stalePath = path(StorageFileNames.segment(sequence))
+      try fileSystem.removeFile(stalePath)
+      report.removedStaleSegments.append(stalePath)
+    }
+    try fileSystem.syncDirectory(directory)
+    logger.notice(
+      "deleted compacted WAL segments left below a hole by a crash during compaction",
+      metadata: ["segments": "\(report.removedStaleSegments)"])
   }
 
   private func startEmptyLog(lockFile: any StorageFile, report: RecoveryReport) throws(StorageError) -> RecoveredLog {
@@ -193,6 +264,9 @@ struct Recovery {
   private struct SegmentOutcome {
     var records = 0
     var tornTail: (offset: Int64, removed: Int64)?
+    var format: RecordFormat
+    /// Where the last valid record starts.
+    var lastRecordOffset = Int64(SegmentHeader.size)
   }
 
   /// Replays one segment into `memory` (created from the header of the first segment).
@@ -216,10 +290,10 @@ struct Recovery {
         reason: "the segment continues the log after index \(header.previousIndex) term \(header.previousTerm), "
           + "but the segments before it end at index \(log.lastIndex) term \(log.lastTerm)")
     }
-    var outcome = SegmentOutcome()
+    var outcome = SegmentOutcome(format: header.format)
     var offset = SegmentHeader.size
     while offset < bytes.count {
-      switch RecordFraming.parse(bytes, at: offset) {
+      switch RecordFraming.parse(bytes, at: offset, format: header.format) {
       case .valid(_, let payload, let end):
         let update: LogUpdate
         do {
@@ -232,13 +306,14 @@ struct Recovery {
           throw .inconsistentLog(path: path, offset: Int64(offset), reason: problem)
         }
         outcome.records += 1
+        outcome.lastRecordOffset = Int64(offset)
         offset = end
       case .invalid(let reason):
         guard isLast else {
           throw .corruptRecord(
             path: path, offset: Int64(offset), reason: "\(reason), in a segment that is not the last one")
         }
-        if let valid = RecordFraming.firstValidRecord(in: bytes, after: offset) {
+        if let valid = RecordFraming.firstValidRecord(in: bytes, after: offset, format: header.format) {
           throw .corruptRecord(
             path: path, offset: Int64(offset), reason: "\(reason), and a valid record follows at offset \(valid)")
         }

@@ -43,10 +43,23 @@ public enum StorageError: Error, Sendable, Hashable, CustomStringConvertible {
   /// The log was closed.
   case closed
 
+  /// Whether this is a full disk or an exhausted quota (`ENOSPC`, `EDQUOT`).
+  public var isOutOfSpace: Bool {
+    guard case .io(_, _, let errno) = self else { return false }
+    return errno == ENOSPC || errno == EDQUOT
+  }
+
   public var description: String {
     switch self {
     case .io(let operation, let path, let errno):
-      return "storage I/O error: \(operation) \(path) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+      let failure =
+        "storage I/O error: \(operation) \(path) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+      guard isOutOfSpace else { return failure }
+      return failure
+        + "; the disk holding the data directory is full: free space on it (or move the data directory to a "
+        + "larger disk) and restart the node. On restart the node can still compact its log: it deletes its "
+        + "space reserve (the file space-reserve) to make room for the snapshot"
+
     case .corruptRecord(let path, let offset, let reason):
       return "corrupt WAL record in \(path) at byte offset \(offset): \(reason); refusing to start "
         + "(restore the data directory from a backup, or remove it to rejoin the cluster as a new member)"

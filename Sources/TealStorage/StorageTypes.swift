@@ -90,15 +90,24 @@ public struct StorageOptions: Sendable {
   public var fileSystem: any StorageFileSystem
   /// Where recovery and compaction report what they did.
   public var logger: Logger
+  /// The smallest size of the space reserve, a file of zeros (`space-reserve`) kept in the data directory and
+  /// deleted when a snapshot finds the disk full, so that a node whose disk filled up can still compact its
+  /// log. It grows to hold the latest snapshot (its size, a quarter more, and 64 KiB). 0: no reserve.
+  public var spaceReserveBytes: Int64
+
+  /// The default smallest space reserve: 1 MiB.
+  public static let defaultSpaceReserveBytes: Int64 = 1 << 20
 
   public init(
     segmentSizeLimit: Int64 = StorageOptions.defaultSegmentSizeLimit,
     fileSystem: any StorageFileSystem = PosixFileSystem(),
-    logger: Logger = Logger(label: "teal.storage")
+    logger: Logger = Logger(label: "teal.storage"),
+    spaceReserveBytes: Int64 = StorageOptions.defaultSpaceReserveBytes
   ) {
     self.segmentSizeLimit = segmentSizeLimit
     self.fileSystem = fileSystem
     self.logger = logger
+    self.spaceReserveBytes = spaceReserveBytes
   }
 }
 
@@ -118,10 +127,19 @@ public struct RecoveryReport: Sendable, Hashable {
   public var removedTemporaryFiles: [String]
   /// The snapshot file loaded, if any.
   public var snapshotPath: String?
+  /// Compacted segments below a hole in the sequence (a crash kept only some of compaction's unlinks),
+  /// deleted by recovery.
+  public var removedStaleSegments: [String]
+  /// The segment started because the last one had an older format version (its records stay readable).
+  public var upgradeSegmentPath: String?
+  /// How many bytes at the end of the last segment recovery wrote again and synced, so that nothing it read
+  /// from the page cache after a failed `fdatasync` is missing from the disk.
+  public var rewrittenTailBytes: Int64
 
   public init(
     segmentPaths: [String] = [], recordCount: Int = 0, tornSegmentPath: String? = nil, tornTailOffset: Int64? = nil,
-    tornBytesRemoved: Int64 = 0, removedTemporaryFiles: [String] = [], snapshotPath: String? = nil
+    tornBytesRemoved: Int64 = 0, removedTemporaryFiles: [String] = [], snapshotPath: String? = nil,
+    removedStaleSegments: [String] = [], upgradeSegmentPath: String? = nil, rewrittenTailBytes: Int64 = 0
   ) {
     self.segmentPaths = segmentPaths
     self.recordCount = recordCount
@@ -130,5 +148,8 @@ public struct RecoveryReport: Sendable, Hashable {
     self.tornBytesRemoved = tornBytesRemoved
     self.removedTemporaryFiles = removedTemporaryFiles
     self.snapshotPath = snapshotPath
+    self.removedStaleSegments = removedStaleSegments
+    self.upgradeSegmentPath = upgradeSegmentPath
+    self.rewrittenTailBytes = rewrittenTailBytes
   }
 }

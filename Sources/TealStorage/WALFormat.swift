@@ -66,20 +66,28 @@ struct ByteReader {
 /// Layout: magic `TEALWAL\n` (8) | version u32 | header length u32 (= 48) | sequence u64 |
 /// previous index u64 | previous term u64 | reserved u32 (= 0) | CRC-32C u32 of bytes 0..<44.
 /// `previousIndex`/`previousTerm` are the log's last index and term when the segment was started, so a
-/// segment can be replayed without the (possibly compacted) segments before it.
+/// segment can be replayed without the (possibly compacted) segments before it. The version decides how
+/// the segment's records are checksummed (`RecordFormat`).
 struct SegmentHeader: Equatable {
   static let magic: [UInt8] = Array("TEALWAL\n".utf8)
-  static let version: UInt32 = 1
+  /// The version this build writes: 2, record checksums seeded with the record's segment and offset.
+  static let version: UInt32 = 2
+  /// The versions this build reads: 1 (record checksums not seeded) and 2.
+  static let readableVersions: ClosedRange<UInt32> = 1...2
   static let size = 48
 
+  var version: UInt32 = SegmentHeader.version
   var sequence: UInt64
   var previousIndex: UInt64
   var previousTerm: UInt64
 
+  /// How this segment's records are checksummed.
+  var format: RecordFormat { RecordFormat(version: version, sequence: sequence) }
+
   func encoded() -> [UInt8] {
     var writer = ByteWriter(capacity: Self.size)
     writer.raw(Self.magic)
-    writer.u32(Self.version)
+    writer.u32(version)
     writer.u32(UInt32(Self.size))
     writer.u64(sequence)
     writer.u64(previousIndex)
@@ -96,8 +104,11 @@ struct SegmentHeader: Equatable {
     guard Array(bytes[0..<8]) == magic else { throw DecodeFailure(reason: "bad magic (not a Teal WAL segment)") }
     var reader = ByteReader(bytes[8..<size])
     let version = try reader.u32("version")
-    guard version == Self.version else {
-      throw DecodeFailure(reason: "unsupported format version \(version) (this build reads version \(Self.version))")
+    guard readableVersions.contains(version) else {
+      throw DecodeFailure(
+        reason: "unsupported format version \(version) (this build reads versions \(readableVersions.lowerBound) to "
+          + "\(readableVersions.upperBound)); a newer Teal wrote it: run that version or a newer one on this "
+          + "data directory")
     }
     let headerSize = try reader.u32("header length")
     let sequence = try reader.u64("sequence")
@@ -110,13 +121,34 @@ struct SegmentHeader: Equatable {
       throw DecodeFailure(reason: "header checksum mismatch (stored \(hex(storedChecksum)), computed \(hex(computed)))")
     }
     guard headerSize == UInt32(size) else { throw DecodeFailure(reason: "unexpected header length \(headerSize)") }
-    return SegmentHeader(sequence: sequence, previousIndex: previousIndex, previousTerm: previousTerm)
+    return SegmentHeader(
+      version: version, sequence: sequence, previousIndex: previousIndex, previousTerm: previousTerm)
   }
 }
 
 // MARK: - Records
 
-/// The kinds of WAL record. Only `update` exists in format version 1; any other value is corruption.
+/// How the records of one segment are checksummed.
+///
+/// In version 2 a record's CRC-32C starts from the CRC-32C of its segment's sequence number and its byte
+/// offset in the segment (two little-endian u64), so a record image is valid only where it was written: a
+/// stale image left in a reused block, or copied to another offset or segment, fails its checksum. In
+/// version 1 the checksum starts from 0.
+struct RecordFormat: Equatable {
+  var version: UInt32
+  var sequence: UInt64
+
+  /// The CRC a record's checksum at `offset` starts from.
+  func seed(at offset: Int) -> UInt32 {
+    guard version >= 2 else { return 0 }
+    var writer = ByteWriter(capacity: 16)
+    writer.u64(sequence)
+    writer.u64(UInt64(offset))
+    return CRC32C.checksum(writer.bytes)
+  }
+}
+
+/// The kinds of WAL record. Only `update` exists in format versions 1 and 2; any other value is corruption.
 enum RecordType: UInt8 {
   /// An atomic log update: an optional rebase (truncation), then entries, then an optional hard state.
   case update = 1
@@ -125,19 +157,20 @@ enum RecordType: UInt8 {
 /// The 12-byte header in front of every record's payload.
 ///
 /// Layout: payload length u32 | type u8 | reserved 3 bytes (= 0) | CRC-32C u32 of the first 8 header bytes
-/// followed by the payload.
+/// followed by the payload, started from the seed of `RecordFormat` (version 2: segment and offset).
 enum RecordFraming {
   static let headerSize = 12
   /// The largest payload a record may have; a larger length field is treated as damage.
   static let maximumPayload = 1 << 30
 
-  static func frame(type: RecordType, payload: [UInt8]) -> [UInt8] {
+  /// The record of `payload` to be written at byte `offset` of a segment of `format`.
+  static func frame(type: RecordType, payload: [UInt8], format: RecordFormat, offset: Int) -> [UInt8] {
     var writer = ByteWriter(capacity: headerSize + payload.count)
     writer.u32(UInt32(payload.count))
     writer.u8(type.rawValue)
     writer.u8(0)
     writer.u16(0)
-    var checksum = writer.bytes.withUnsafeBytes { CRC32C.update(0, $0) }
+    var checksum = writer.bytes.withUnsafeBytes { CRC32C.update(format.seed(at: offset), $0) }
     checksum = payload.withUnsafeBytes { CRC32C.update(checksum, $0) }
     writer.u32(checksum)
     writer.raw(payload)
@@ -152,7 +185,7 @@ enum RecordFraming {
     case invalid(reason: String)
   }
 
-  static func parse(_ bytes: [UInt8], at offset: Int) -> Parse {
+  static func parse(_ bytes: [UInt8], at offset: Int, format: RecordFormat) -> Parse {
     let available = bytes.count - offset
     guard available >= headerSize else {
       return .invalid(reason: "only \(available) bytes remain, short of a \(headerSize)-byte record header")
@@ -173,7 +206,7 @@ enum RecordFraming {
       | UInt32(bytes[offset + 11]) << 24
     let payloadRange = (offset + headerSize)..<(offset + headerSize + length)
     let computed = bytes.withUnsafeBytes { raw in
-      let header = CRC32C.update(0, UnsafeRawBufferPointer(rebasing: raw[offset..<offset + 8]))
+      let header = CRC32C.update(format.seed(at: offset), UnsafeRawBufferPointer(rebasing: raw[offset..<offset + 8]))
       return CRC32C.update(header, UnsafeRawBufferPointer(rebasing: raw[payloadRange]))
     }
     guard stored == computed else {
@@ -184,10 +217,10 @@ enum RecordFraming {
 
   /// The offset of the first valid record that starts anywhere in `bytes` after `offset`, if any. Used to tell
   /// a torn tail (nothing valid follows the bad record) from corruption in the middle (valid data follows).
-  static func firstValidRecord(in bytes: [UInt8], after offset: Int) -> Int? {
+  static func firstValidRecord(in bytes: [UInt8], after offset: Int, format: RecordFormat) -> Int? {
     var candidate = offset + 1
     while candidate + headerSize <= bytes.count {
-      if case .valid = parse(bytes, at: candidate) { return candidate }
+      if case .valid = parse(bytes, at: candidate, format: format) { return candidate }
       candidate += 1
     }
     return nil
@@ -297,6 +330,7 @@ struct LogUpdate: Equatable {
 /// File naming in the data directory.
 enum StorageFileNames {
   static let lock = "LOCK"
+  static let spaceReserve = "space-reserve"
   static let temporarySuffix = ".tmp"
 
   static func segment(_ sequence: UInt64) -> String { "wal-\(hex16(sequence)).log" }

@@ -2,6 +2,7 @@ import Foundation
 import TealConsensus
 import TealRaft
 import TealStorage
+import TealStorageTesting
 import TealTestSupport
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import TealRaft
 import TealStorage
+import TealStorageTesting
 import TealWire
 import Testing
 

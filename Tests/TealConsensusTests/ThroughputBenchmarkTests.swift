@@ -3,6 +3,7 @@ import NIOPosix
 import TealConsensus
 import TealRaft
 import TealStorage
+import TealStorageTesting
 import TealTLS
 import TealTestSupport
 import TealTransport

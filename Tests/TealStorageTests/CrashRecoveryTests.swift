@@ -280,11 +280,12 @@ struct CrashRecoveryTests {
   /// Writes a hand-made segment 1 holding `updates`, each as its own record; returns the record offsets.
   @discardableResult
   private func writeHandMadeSegment(_ updates: [LogUpdate], in directory: String) throws -> [Int] {
-    var bytes = SegmentHeader(sequence: 1, previousIndex: 0, previousTerm: 0).encoded()
+    let header = SegmentHeader(sequence: 1, previousIndex: 0, previousTerm: 0)
+    var bytes = header.encoded()
     var offsets: [Int] = []
     for update in updates {
       offsets.append(bytes.count)
-      bytes += RecordFraming.frame(type: .update, payload: update.encoded())
+      bytes += RecordFraming.frame(type: .update, payload: update.encoded(), format: header.format, offset: bytes.count)
     }
     try writeBytes(bytes, to: directory + "/" + StorageFileNames.segment(1))
     return offsets
@@ -301,8 +302,9 @@ struct CrashRecoveryTests {
       payload.u16(2)
       payload.raw([0xFF, 0xFE])  // not UTF-8
       payload.u32(0)
-      var bytes = SegmentHeader(sequence: 1, previousIndex: 0, previousTerm: 0).encoded()
-      bytes += RecordFraming.frame(type: .update, payload: payload.bytes)
+      let header = SegmentHeader(sequence: 1, previousIndex: 0, previousTerm: 0)
+      var bytes = header.encoded()
+      bytes += RecordFraming.frame(type: .update, payload: payload.bytes, format: header.format, offset: bytes.count)
       try writeBytes(bytes, to: directory + "/" + StorageFileNames.segment(1))
       guard case .corruptRecord(_, let offset, let reason) = openingError(directory) else {
         Issue.record("expected corruptRecord")

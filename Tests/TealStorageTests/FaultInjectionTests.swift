@@ -2,6 +2,7 @@
 // memory, and a reopen recovers.
 
 import Foundation
+import TealStorageTesting
 import Testing
 
 @testable import TealStorage

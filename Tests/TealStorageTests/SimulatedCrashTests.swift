@@ -3,6 +3,7 @@
 // before or after the interrupted operation, and exactly the state after an operation that returned.
 
 import Foundation
+import TealStorageTesting
 import TealTestSupport
 import TealWire
 import Testing
@@ -169,7 +170,10 @@ struct SimulatedCrashTests {
         guard crashHere else { continue }
         crashes += 1
         log.close()
-        fileSystem.crash(using: &generator)
+        // Half the power losses keep a random subset of the unsynced directory changes (renames, unlinks).
+        let directoryChanges: SimulatedFileSystem.UnsyncedDirectoryChanges =
+          Bool.random(using: &generator) ? .randomSubset : .lost
+        fileSystem.crash(using: &generator, directoryChanges: directoryChanges)
         log = try reopen(fileSystem, options: options, generator: &generator)
         let recovered = ExpectedLogState(log)
         if recovered == after.expected {

@@ -2,6 +2,7 @@
 // at each step of saving one.
 
 import Foundation
+import TealStorageTesting
 import Testing
 
 @testable import TealStorage

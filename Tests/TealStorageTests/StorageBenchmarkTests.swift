@@ -1,6 +1,7 @@
 // Append throughput with real fdatasync; runs only with TEAL_STORAGE_BENCH=1 (figures in Docs/STORAGE.md).
 
 import Foundation
+import TealStorageTesting
 import Testing
 
 @testable import TealStorage

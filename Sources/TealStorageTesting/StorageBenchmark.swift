@@ -1,6 +1,8 @@
 // Append throughput measurement with real fdatasync; called from a test gated by TEAL_STORAGE_BENCH=1 and
 // usable from benchmark programs.
 
+import TealStorage
+
 /// The result of one `StorageBenchmark.measureAppends` run.
 public struct AppendBenchmarkResult: Sendable, Hashable, CustomStringConvertible {
   /// Entries per `append` call.

@@ -1,6 +1,7 @@
 // A file system wrapper that fails on command, for tests of the storage and of the consensus shell.
 
 import Foundation
+import TealStorage
 
 /// Wraps another `StorageFileSystem` and makes chosen operations fail with `EIO`, as a dying disk would.
 ///
@@ -22,11 +23,17 @@ public final class FaultInjectingFileSystem: StorageFileSystem, @unchecked Senda
     public var failDirectorySyncs: Bool
     /// File creation (`open` with create of a file that does not exist) fails.
     public var failFileCreation: Bool
+    /// Bytes the disk has left, `nil`: no limit. A write that grows a file uses them up; one that needs more
+    /// stores what fits and fails with `ENOSPC`. Removing a file (by its last name) or truncating one gives
+    /// its bytes back.
+    public var freeSpace: Int64?
 
     public init(
       writeBudget: Int? = nil, failFileSyncs: Bool = false, failRenames: Bool = false,
-      failDirectorySyncs: Bool = false, failFileCreation: Bool = false, failDataSyncs: Bool = false
+      failDirectorySyncs: Bool = false, failFileCreation: Bool = false, failDataSyncs: Bool = false,
+      freeSpace: Int64? = nil
     ) {
+      self.freeSpace = freeSpace
       self.writeBudget = writeBudget
       self.failFileSyncs = failFileSyncs
       self.failDataSyncs = failDataSyncs
@@ -67,14 +74,39 @@ public final class FaultInjectingFileSystem: StorageFileSystem, @unchecked Senda
     }
   }
 
-  /// Takes up to `wanted` bytes from the write budget; returns how many may be written.
-  fileprivate func spendWriteBudget(_ wanted: Int) -> Int {
+  /// Takes up to `wanted` bytes from the write budget, and the `growth` of the file from the free space;
+  /// returns how many bytes may be written and the error number if not all of them.
+  fileprivate func spendWriteBudget(_ wanted: Int, growing growth: Int64, fileSize: Int64, offset: Int64) -> (
+    allowed: Int, errno: Int32
+  ) {
     lock.withLock {
       counts["write", default: 0] += 1
-      guard let budget = armedFaults.writeBudget else { return wanted }
-      let allowed = min(budget, wanted)
-      armedFaults.writeBudget = budget - allowed
-      return allowed
+      var allowed = wanted
+      var failure = EIO
+      if let budget = armedFaults.writeBudget {
+        allowed = min(budget, wanted)
+        armedFaults.writeBudget = budget - allowed
+      }
+      if let free = armedFaults.freeSpace, growth > free {
+        // Only the bytes up to the end of the file plus the free space fit.
+        let fitting = Int(max(0, fileSize + free - offset))
+        if fitting < allowed {
+          allowed = fitting
+          failure = ENOSPC
+        }
+      }
+      if let free = armedFaults.freeSpace {
+        let grown = max(0, offset + Int64(allowed) - fileSize)
+        armedFaults.freeSpace = free - grown
+      }
+      return (allowed, failure)
+    }
+  }
+
+  /// Gives `bytes` back to the free space, if it is limited.
+  fileprivate func release(_ bytes: Int64) {
+    lock.withLock {
+      if let free = armedFaults.freeSpace { armedFaults.freeSpace = free + max(0, bytes) }
     }
   }
 
@@ -105,7 +137,12 @@ public final class FaultInjectingFileSystem: StorageFileSystem, @unchecked Senda
 
   public func removeFile(_ path: String) throws(StorageError) {
     _ = attempt("removeFile")
+    let size = (try? base.openFile(path, create: false)).flatMap { file -> Int64? in
+      defer { file.close() }
+      return try? file.size()
+    }
     try base.removeFile(path)
+    if let size { release(size) }
   }
 
   public func syncDirectory(_ path: String) throws(StorageError) {
@@ -135,10 +172,12 @@ private final class FaultInjectingFile: StorageFile {
   }
 
   func write(_ bytes: [UInt8], at offset: Int64) throws(StorageError) {
-    let allowed = owner.spendWriteBudget(bytes.count)
+    let size = try base.size()
+    let growth = max(0, offset + Int64(bytes.count) - size)
+    let (allowed, failure) = owner.spendWriteBudget(bytes.count, growing: growth, fileSize: size, offset: offset)
     if allowed < bytes.count {
       if allowed > 0 { try base.write(Array(bytes.prefix(allowed)), at: offset) }
-      throw .io(operation: "pwrite (injected fault after \(allowed) bytes)", path: path, errno: EIO)
+      throw .io(operation: "pwrite (injected fault after \(allowed) bytes)", path: path, errno: failure)
     }
     try base.write(bytes, at: offset)
   }
@@ -158,7 +197,11 @@ private final class FaultInjectingFile: StorageFile {
     try base.syncAll()
   }
 
-  func truncate(to length: Int64) throws(StorageError) { try base.truncate(to: length) }
+  func truncate(to length: Int64) throws(StorageError) {
+    let size = try base.size()
+    try base.truncate(to: length)
+    owner.release(size - length)
+  }
 
   func lockExclusively() throws(StorageError) { try base.lockExclusively() }
 

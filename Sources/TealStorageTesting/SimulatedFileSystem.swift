@@ -2,6 +2,7 @@
 // simulations of a node losing power.
 
 import Foundation
+import TealStorage
 
 /// An in-memory `StorageFileSystem` with a durability model: file contents become durable only through
 /// `syncData`/`syncAll`, directory entries (creations, renames, deletions) only through `syncDirectory`.
@@ -12,7 +13,20 @@ import Foundation
 /// `crashAfter(operations:)` arms a crash point: after that many more mutating operations, every operation
 /// fails with `EIO` until `crash(using:)` is called, so a test can stop a `DurableLog` at any step of a write.
 /// Directories are created durably at once. All randomness comes from the generator passed to `crash`.
+///
+/// By default a crash loses every unsynced directory change. With `.randomSubset`, each unsynced change
+/// (a creation, a rename, an unlink) independently survives or not, in any combination, as a file system
+/// that journals directory operations out of order may leave them: this is how several unlinks covered by
+/// one directory `fsync` can leave a hole in a run of files.
 public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
+  /// What a crash does with the directory changes made since the directory's last `syncDirectory`.
+  public enum UnsyncedDirectoryChanges: Sendable, Hashable {
+    /// All are lost: the directory shows its last synced entries.
+    case lost
+    /// Each change (one creation, rename or unlink) survives with probability 1/2, independently.
+    case randomSubset
+  }
+
   /// A file's bytes. The durable image is `current.prefix(durableLength)` unless `durableImage` is set, which
   /// happens when an unsynced change touched bytes below `durableLength` (an overwrite or a truncation), so
   /// that syncing appends costs no copy.
@@ -20,6 +34,11 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
     var current: [UInt8] = []
     var durableLength = 0
     var durableImage: [UInt8]?
+    /// Byte ranges a failed sync dropped: Linux marks such pages clean after a writeback error, so they stay
+    /// readable but no later sync writes them, until they are written again (the "fsyncgate" behaviour).
+    var lost: [Range<Int>] = []
+
+    var durable: [UInt8] { durableImage ?? Array(current.prefix(durableLength)) }
 
     /// Keeps the durable image aside before `current` changes below `offset`.
     func preserveDurableImage(changingFrom offset: Int) {
@@ -27,14 +46,62 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
     }
 
     func sync() {
-      durableLength = current.count
-      durableImage = nil
+      guard !lost.isEmpty else {
+        durableLength = current.count
+        durableImage = nil
+        return
+      }
+      let old = durable
+      var image = current
+      for range in lost {
+        for position in range where position < image.count {
+          image[position] = position < old.count ? old[position] : 0
+        }
+      }
+      durableImage = image
+      durableLength = image.count
+    }
+
+    /// A failed sync: every byte not yet durable is dropped from the writeback (but stays readable).
+    func failSync() {
+      let old = durable
+      var start: Int?
+      for position in 0..<current.count {
+        let differs = position >= old.count || old[position] != current[position]
+        if differs && start == nil { start = position }
+        if !differs, let first = start {
+          lost.append(first..<position)
+          start = nil
+        }
+      }
+      if let first = start { lost.append(first..<current.count) }
+      durableImage = old
+      durableLength = old.count
+    }
+
+    /// `range` was written again: its bytes are dirty, so the next sync writes them.
+    func rewrote(_ range: Range<Int>) {
+      guard !lost.isEmpty else { return }
+      lost = lost.flatMap { piece -> [Range<Int>] in
+        guard piece.overlaps(range) else { return [piece] }
+        var kept: [Range<Int>] = []
+        if piece.lowerBound < range.lowerBound { kept.append(piece.lowerBound..<range.lowerBound) }
+        if range.upperBound < piece.upperBound { kept.append(range.upperBound..<piece.upperBound) }
+        return kept
+      }
     }
   }
 
   private struct Directory {
     var current: [String: Inode] = [:]
     var durable: [String: Inode] = [:]
+    /// The changes since the last sync, oldest first; each is applied whole or not at all by a crash.
+    var pending: [[(name: String, inode: Inode?)]] = []
+
+    mutating func change(_ operation: [(name: String, inode: Inode?)]) {
+      for (name, inode) in operation { current[name] = inode }
+      pending.append(operation)
+    }
   }
 
   private let lock = NSLock()
@@ -44,6 +111,8 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
   private var epoch = 0
   private var remainingOperations: Int?
   private var mutatingOperations = 0
+  /// File syncs still to fail as a writeback error would (see `failNextFileSyncs`); read under `lock`.
+  fileprivate var failingSyncs = 0
 
   public init() {}
 
@@ -56,17 +125,39 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
     lock.withLock { remainingOperations = operations }
   }
 
+  /// Makes the next `count` file syncs (`syncData`/`syncAll`) fail with `EIO` as Linux fails them after a
+  /// writeback error: the unsynced bytes stay readable but are dropped from the writeback, so no later sync
+  /// makes them durable unless they are written again, and a crash loses them.
+  public func failNextFileSyncs(_ count: Int = 1) {
+    lock.withLock { failingSyncs = count }
+  }
+
   /// Loses every unsynced change, keeping a random prefix of unsynced appends, and invalidates open handles.
-  public func crash(using generator: inout some RandomNumberGenerator) {
+  /// `directoryChanges` says what becomes of unsynced directory changes.
+  public func crash(
+    using generator: inout some RandomNumberGenerator, directoryChanges: UnsyncedDirectoryChanges = .lost
+  ) {
     lock.withLock {
       epoch += 1
       remainingOperations = nil
       lockedInodes.removeAll()
       var survivors: Set<ObjectIdentifier> = []
-      for (path, var directory) in directories {
+      for path in directories.keys.sorted() {
+        guard var directory = directories[path] else { continue }
+        if directoryChanges == .randomSubset {
+          for operation in directory.pending where Bool.random(using: &generator) {
+            for (name, inode) in operation { directory.durable[name] = inode }
+          }
+        }
         directory.current = directory.durable
+        directory.pending = []
         directories[path] = directory
-        for inode in directory.durable.values where survivors.insert(ObjectIdentifier(inode)).inserted {
+        // In name order, so that a given generator always tears the same files the same way.
+        for name in directory.durable.keys.sorted() {
+          guard let inode = directory.durable[name], survivors.insert(ObjectIdentifier(inode)).inserted else {
+            continue
+          }
+          inode.lost = []
           if let image = inode.durableImage {
             inode.current = image
           } else {
@@ -117,7 +208,7 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
       guard create else { throw .io(operation: "open", path: path, errno: ENOENT) }
       try checkAlive(mutating: true, "open", path)
       let inode = Inode()
-      directory.current[name] = inode
+      directory.change([(name, inode)])
       directories[parent] = directory
       return (inode, epoch)
     }
@@ -132,8 +223,12 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
       guard let inode = directories[sourceParent]?.current[sourceName], directories[destinationParent] != nil else {
         throw .io(operation: "rename to \(destination)", path: source, errno: ENOENT)
       }
-      directories[sourceParent]?.current[sourceName] = nil
-      directories[destinationParent]?.current[destinationName] = inode
+      if sourceParent == destinationParent {
+        directories[sourceParent]?.change([(sourceName, nil), (destinationName, inode)])
+      } else {
+        directories[sourceParent]?.change([(sourceName, nil)])
+        directories[destinationParent]?.change([(destinationName, inode)])
+      }
     }
   }
 
@@ -142,7 +237,7 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
       try checkAlive(mutating: true, "unlink", path)
       let (parent, name) = split(path)
       guard directories[parent]?.current[name] != nil else { throw .io(operation: "unlink", path: path, errno: ENOENT) }
-      directories[parent]?.current[name] = nil
+      directories[parent]?.change([(name, nil)])
     }
   }
 
@@ -153,6 +248,7 @@ public final class SimulatedFileSystem: StorageFileSystem, @unchecked Sendable {
         throw .io(operation: "fsync directory", path: path, errno: ENOENT)
       }
       directory.durable = directory.current
+      directory.pending = []
       directories[normalized(path)] = directory
     }
   }
@@ -261,21 +357,33 @@ private final class SimulatedFile: StorageFile {
         inode.current.append(contentsOf: [UInt8](repeating: 0, count: start + bytes.count - inode.current.count))
       }
       inode.current.replaceSubrange(start..<start + bytes.count, with: bytes)
+      inode.rewrote(start..<start + bytes.count)
     }
   }
 
-  func syncData() throws(StorageError) {
-    try access(mutating: true, "fdatasync") { $0.sync() }
-  }
+  func syncData() throws(StorageError) { try sync("fdatasync") }
 
-  func syncAll() throws(StorageError) {
-    try access(mutating: true, "fsync") { $0.sync() }
+  func syncAll() throws(StorageError) { try sync("fsync") }
+
+  private func sync(_ operation: String) throws(StorageError) {
+    let fileSystem = fileSystem
+    let failed = try access(mutating: true, operation) { inode -> Bool in
+      guard fileSystem.failingSyncs > 0 else {
+        inode.sync()
+        return false
+      }
+      fileSystem.failingSyncs -= 1
+      inode.failSync()
+      return true
+    }
+    if failed { throw .io(operation: "\(operation) (simulated writeback error)", path: path, errno: EIO) }
   }
 
   func truncate(to length: Int64) throws(StorageError) {
     try access(mutating: true, "ftruncate") { inode in
       let length = Int(length)
       inode.preserveDurableImage(changingFrom: length)
+      inode.rewrote(length..<Int.max)
       if inode.current.count > length {
         inode.current.removeSubrange(length...)
       } else {
