@@ -154,7 +154,8 @@ let package = Package(
     .target(
       name: "TealNodeTesting",
       dependencies: [
-        "TealNode", "TealTransportTesting", "TealStorage", "TealCluster", "TealConsensus", "TealRaft", "TealDeploy",
+        "TealNode", "TealTransportTesting", "TealStorage", "TealStorageTesting", "TealCluster", "TealConsensus",
+        "TealRaft", "TealDeploy",
         "TealGossip", "TealMembership", "TealTasks", "TealLoadBalancer", "TealWire",
         .product(name: "Logging", package: "swift-log"),
       ]

@@ -7,6 +7,7 @@ import TealConsensus
 import TealNode
 import TealRaft
 import TealStorage
+import TealStorageTesting
 import TealTransportTesting
 import TealWire
 
