@@ -297,9 +297,9 @@ func staleReadThroughAPartitionedFollowerFailsTheCheck(_ cluster: RealCluster) a
   defer {
     kill(pid, SIGINT)
     let until = ContinuousClock.now + .seconds(5)
-    while reapChild(pid) == nil && ContinuousClock.now < until { usleep(20_000) }
-    killGroup(pid, startTime: nil, signal: SIGKILL)
-    _ = reapChild(pid)
+    while reap(pid) == nil && ContinuousClock.now < until { usleep(20_000) }
+    killGroup(pid, startTime: nil)
+    _ = reap(pid)
     SpawnedProcesses.untrack(group: pid)
   }
   let installed = ContinuousClock.now + .seconds(20)

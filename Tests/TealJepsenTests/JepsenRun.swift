@@ -242,18 +242,18 @@ struct BridgeTable {
 }
 
 /// Runs `teal` with `arguments` in its own process group and waits for it (at most `timeout`).
-func runTeal(_ arguments: [String], log: String, timeout: Duration) async throws -> Int32 {
+func runTeal(_ arguments: [String], log: String, timeout: Duration) async throws -> ChildExit {
   let pid = try spawnInOwnGroup(Binaries.teal, arguments, logPath: log)
   defer { SpawnedProcesses.untrack(group: pid) }
   let deadline = ContinuousClock.now + timeout
   while ContinuousClock.now < deadline {
-    if let status = reapChild(pid) { return status }
+    if let exit = reap(pid) { return exit }
     try await Task.sleep(for: .milliseconds(50))
   }
   kill(pid, SIGINT)
   try await Task.sleep(for: .milliseconds(500))
-  killGroup(pid, startTime: nil, signal: SIGKILL)
-  _ = reapChild(pid)
+  killGroup(pid, startTime: nil)
+  _ = reap(pid)
   throw HarnessError(description: "teal \(arguments.joined(separator: " ")) did not finish within \(timeout)")
 }
 
@@ -306,10 +306,10 @@ func runNemesis(
         nodes.append(peer)
         detail = "\(target)'s own connections to \(peer) cut"
       }
-      let status = try await runTeal(
+      let exit = try await runTeal(
         arguments, log: "\(cluster.directory)/nemesis-\(number).log", timeout: .seconds(length + 30))
-      if status != 0 {
-        detail = "teal chaos partition exited with status \(status)"
+      if exit != .exited(0) {
+        detail = "teal chaos partition ended with \(exit)"
       }
     case "bridge":
       // `target` bridges: the two others cannot reach each other, both still reach it.

@@ -233,9 +233,9 @@ final class RealCluster: Sendable {
     }
     for (pid, start) in started {
       killGroup(pid, startTime: start, signal: SIGCONT)
-      killGroup(pid, startTime: start, signal: SIGKILL)
+      killGroup(pid, startTime: start)
     }
-    for (group, start) in groups { killGroup(group, startTime: start, signal: SIGKILL) }
+    for (group, start) in groups { killGroup(group, startTime: start) }
     for pid in started.keys {
       var status: Int32 = 0
       _ = waitpid(pid, &status, 0)
@@ -252,142 +252,5 @@ final class RealCluster: Sendable {
       let tail = text.split(separator: "\n", omittingEmptySubsequences: false).suffix(lines).joined(separator: "\n")
       return "===== \(id) =====\n\(tail)"
     }.joined(separator: "\n")
-  }
-}
-
-// MARK: - Processes
-
-/// Every process group this test process started, killed at exit even past a crash.
-enum SpawnedProcesses {
-  private static let groups = NIOLockedValueBox<[pid_t: UInt64?]>([:])
-  private static let registered = NIOLockedValueBox(false)
-
-  static func track(group: pid_t, startTime: UInt64?) {
-    groups.withLockedValue { $0[group] = startTime }
-    registered.withLockedValue { done in
-      guard !done else { return }
-      done = true
-      atexit {
-        for (group, start) in SpawnedProcesses.groups.withLockedValue({ $0 }) {
-          killGroup(group, startTime: start, signal: SIGCONT)
-          killGroup(group, startTime: start, signal: SIGKILL)
-        }
-      }
-    }
-  }
-
-  static func untrack(group: pid_t) { groups.withLockedValue { _ = $0.removeValue(forKey: group) } }
-}
-
-/// `signal` to a process group and its leader, unless the leader's PID now names another process.
-func killGroup(_ group: pid_t, startTime: UInt64?, signal: Int32) {
-  if let startTime, let now = processStartTime(group), now != startTime { return }
-  kill(-group, signal)
-  kill(group, signal)
-}
-
-/// Starts `executable` in a process group of its own, output appended to `logPath`.
-func spawnInOwnGroup(_ executable: String, _ arguments: [String], logPath: String) throws -> pid_t {
-  var actions = posix_spawn_file_actions_t()
-  posix_spawn_file_actions_init(&actions)
-  defer { posix_spawn_file_actions_destroy(&actions) }
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-  posix_spawn_file_actions_addopen(&actions, 1, logPath, O_WRONLY | O_CREAT | O_APPEND, 0o644)
-  posix_spawn_file_actions_adddup2(&actions, 1, 2)
-  if let closeFrom = spawnCloseFrom { _ = closeFrom(&actions, 3) }
-  var attributes = posix_spawnattr_t()
-  posix_spawnattr_init(&attributes)
-  defer { posix_spawnattr_destroy(&attributes) }
-  posix_spawnattr_setpgroup(&attributes, 0)
-  var noSignals = sigset_t()
-  sigemptyset(&noSignals)
-  posix_spawnattr_setsigmask(&attributes, &noSignals)
-  var defaults = sigset_t()
-  sigemptyset(&defaults)
-  for signal in [SIGTERM, SIGINT, SIGPIPE, SIGHUP] { sigaddset(&defaults, signal) }
-  posix_spawnattr_setsigdefault(&attributes, &defaults)
-  posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-  let argv: [UnsafeMutablePointer<CChar>?] = ([executable] + arguments).map { strdup($0) } + [nil]
-  defer { for pointer in argv { free(pointer) } }
-  var pid: pid_t = 0
-  let result = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
-  guard result == 0 else {
-    throw HarnessError(description: "cannot start \(executable): \(String(cString: strerror(result)))")
-  }
-  SpawnedProcesses.track(group: pid, startTime: processStartTime(pid))
-  return pid
-}
-
-private let spawnCloseFrom: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32)? = {
-  guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "posix_spawn_file_actions_addclosefrom_np") else {
-    return nil
-  }
-  return unsafeBitCast(
-    symbol, to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
-}()
-
-/// Reaps a child if it has exited (never blocks); its status, or nil while it runs.
-func reapChild(_ pid: pid_t) -> Int32? {
-  var status: Int32 = 0
-  return waitpid(pid, &status, WNOHANG) == pid ? status : nil
-}
-
-/// Field 22 of /proc/PID/stat: the process's start time, to tell it from a later one with its PID.
-func processStartTime(_ pid: pid_t) -> UInt64? {
-  guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-    let close = text.lastIndex(of: ")")
-  else { return nil }
-  let fields = text[text.index(after: close)...].split(separator: " ")
-  guard fields.count > 19 else { return nil }
-  return UInt64(fields[19])
-}
-
-enum FreePorts {
-  private static let handedOut = NIOLockedValueBox<Set<Int>>([])
-
-  static func pick(on hosts: [String]) throws -> Int {
-    for _ in 0..<200 {
-      guard let port = bindable(host: hosts[0], port: 0) else { continue }
-      guard handedOut.withLockedValue({ $0.insert(port).inserted }) else { continue }
-      if hosts.dropFirst().allSatisfy({ bindable(host: $0, port: port) != nil }) { return port }
-    }
-    throw HarnessError(description: "no port free on all of \(hosts)")
-  }
-
-  static func range(count: Int, on hosts: [String]) throws -> ClosedRange<Int> {
-    for _ in 0..<200 {
-      let base = Int.random(in: 20_000...31_000)
-      let candidate = base...(base + count - 1)
-      if handedOut.withLockedValue({ !$0.isDisjoint(with: candidate) }) { continue }
-      if candidate.allSatisfy({ port in hosts.allSatisfy { bindable(host: $0, port: port) != nil } }) {
-        handedOut.withLockedValue { $0.formUnion(candidate) }
-        return candidate
-      }
-    }
-    throw HarnessError(description: "no \(count) consecutive free ports on \(hosts)")
-  }
-
-  static func bindable(host: String, port: Int) -> Int? {
-    #if canImport(Glibc)
-      let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    #else
-      let fd = socket(AF_INET, SOCK_STREAM, 0)
-    #endif
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    address.sin_port = in_port_t(UInt16(port).bigEndian)
-    guard inet_pton(AF_INET, host, &address.sin_addr) == 1 else { return nil }
-    let bound = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard bound == 0 else { return nil }
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let named = withUnsafeMutablePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-    }
-    guard named == 0 else { return nil }
-    return Int(UInt16(bigEndian: address.sin_port))
   }
 }

@@ -5,6 +5,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import NIOHTTP1
+import TealTestSupport
 import TealTraffic
 import Testing
 
