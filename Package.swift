@@ -53,7 +53,14 @@ let package = Package(
     .target(name: "TealCLIViews", dependencies: ["TealAPI"]),
 
     // MARK: Simulation harnesses (used by tests and benchmarks)
-    .target(name: "TealRaftSim", dependencies: ["TealRaft", "TealWire"]),
+    // TealRaftSim: RaftSimulation (bare cores) and ShellSimulation (RaftNode over DurableLog on
+    // SimulatedFileSystem).
+    .target(
+      name: "TealRaftSim",
+      dependencies: [
+        "TealRaft", "TealWire", "TealConsensus", "TealStorage", .product(name: "Logging", package: "swift-log"),
+      ]
+    ),
     .target(name: "TealGossipSim", dependencies: ["TealGossip", "TealWire"]),
 
     // MARK: Shells
@@ -203,7 +210,8 @@ let package = Package(
         "TealTestSupport", "TealTransport", "TealTransportTesting", "TealTLS", "TealWire", nioEmbedded,
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio),
-    .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim", "TealWire"]),
+    .testTarget(
+      name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim", "TealWire", "TealConsensus", "TealStorage"]),
     .testTarget(name: "TealStorageTests", dependencies: ["TealTestSupport", "TealStorage", "TealWire"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),
     .testTarget(
