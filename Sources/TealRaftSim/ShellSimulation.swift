@@ -390,13 +390,16 @@ public struct ShellSimulation {
   }
 
   /// Nothing leaves a node that depends on a term or vote not yet durable (issue 9's first item): every
-  /// message but pre-votes carries at most the durable term, and a granted vote is the durable vote.
+  /// message but pre-votes carries at most the durable term, and a vote granted in the durable term is the
+  /// durable vote.
   private func checkDurability(of message: RaftMessage, durable: (term: UInt64, vote: String?)?) {
     guard let durable else { return }
     switch message.body {
     case .preVote, .preVoteResponse: return
     case .voteResponse(granted: true):
-      if durable.term != message.term || durable.vote != message.to.rawValue {
+      // A grant in an older term than the durable one is safe (the node never votes in that term again):
+      // several inputs may go into one Ready, and its write makes the newest term and vote durable.
+      if message.term > durable.term || (message.term == durable.term && durable.vote != message.to.rawValue) {
         recorder.violation(
           "\(message.from) granted its vote in term \(message.term) to \(message.to) before it was durable "
             + "(durable term \(durable.term), vote \(durable.vote ?? "-"))")
