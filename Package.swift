@@ -56,7 +56,15 @@ let package = Package(
     .target(name: "TealChaos", dependencies: ["TealDeploy", "TealWire", "Yams"]),
 
     // MARK: Simulation harnesses (used by tests and benchmarks)
-    .target(name: "TealRaftSim", dependencies: ["TealRaft", "TealWire"]),
+    // TealRaftSim: RaftSimulation (bare cores) and ShellSimulation (RaftNode over DurableLog on
+    // SimulatedFileSystem).
+    .target(
+      name: "TealRaftSim",
+      dependencies: [
+        "TealRaft", "TealWire", "TealConsensus", "TealStorage", "TealStorageTesting",
+        .product(name: "Logging", package: "swift-log"),
+      ]
+    ),
     .target(name: "TealGossipSim", dependencies: ["TealGossip", "TealWire"]),
     // The Jepsen-style test's history (JSON) and its linearizability checker (register per key,
     // read/write/compare-and-set on versions); Foundation only.
@@ -225,7 +233,9 @@ let package = Package(
         "TealTestSupport", "TealTransport", "TealTransportTesting", "TealTLS", "TealWire", nioEmbedded,
         .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
       ] + nio),
-    .testTarget(name: "TealRaftTests", dependencies: ["TealRaft", "TealRaftSim", "TealWire"]),
+    .testTarget(
+      name: "TealRaftTests",
+      dependencies: ["TealRaft", "TealRaftSim", "TealWire", "TealConsensus", "TealStorage", "TealStorageTesting"]),
     .testTarget(
       name: "TealStorageTests", dependencies: ["TealTestSupport", "TealStorage", "TealStorageTesting", "TealWire"]),
     .testTarget(name: "TealGossipTests", dependencies: ["TealGossip", "TealGossipSim", "TealWire"]),

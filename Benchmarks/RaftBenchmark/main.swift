@@ -1,5 +1,5 @@
 // RaftBenchmark: failover time and commit throughput of RaftCore. Run in release mode:
-//   swift run -c release RaftBenchmark [failover|throughput|sim] [options]
+//   swift run -c release RaftBenchmark [failover|throughput|sim|shellsim] [options]
 // Results and method: Docs/RAFT.md.
 import Foundation
 import TealRaft
@@ -190,6 +190,37 @@ func simulate(seeds: Int, first: Int, steps: Int) {
   print("simulated \(seeds) seeds, \(totalSteps) steps, \(failures.count) violations")
 }
 
+/// The shell simulation (RaftNode over DurableLog on SimulatedFileSystem), one thread.
+func simulateShell(seeds: Int, first: Int, steps: Int) {
+  let start = wallNanoseconds()
+  let cpuStart = cpuNanoseconds()
+  var totalSteps = 0
+  var failures: [ShellSimulationReport] = []
+  for seed in first..<(first + seeds) {
+    var p = ShellSimulationParameters(seed: UInt64(seed))
+    p.steps = steps
+    var sim = ShellSimulation(p)
+    let report = sim.run()
+    totalSteps += report.steps
+    if (seed - first + 1) % 1_000 == 0 {
+      print("  \(seed - first + 1) seeds, \(failures.count) violations so far")
+      fflush(nil)
+    }
+    if !report.violations.isEmpty {
+      failures.append(report)
+      print("seed \(seed) (\(report.shape)) violated: \(report.violations.joined(separator: "\n"))")
+      print("replay: TEAL_SHELL_SIM_SEED=\(seed) swift test --filter ShellSimulationTests")
+      fflush(nil)
+    }
+  }
+  let seconds = Double(wallNanoseconds() - start) / 1e9
+  let cpu = Double(cpuNanoseconds() - cpuStart) / 1e9
+  print(
+    "(\(String(format: "%.1f", seconds)) s wall, \(String(format: "%.1f", cpu)) s CPU, "
+      + "\(String(format: "%.1f", Double(seeds) / seconds)) seeds/s)")
+  print("shell-simulated \(seeds) seeds, \(totalSteps) steps, \(failures.count) violations")
+}
+
 // MARK: - Main
 
 let mode = CommandLine.arguments.dropFirst().first ?? "all"
@@ -204,6 +235,17 @@ case "sim":
   simulate(
     seeds: argument("--seeds", default: 100_000), first: argument("--first", default: 1),
     steps: argument("--steps", default: 2_000))
+case "shellsim" where CommandLine.arguments.contains("--trace"):
+  var p = ShellSimulationParameters(seed: UInt64(argument("--trace", default: 1)))
+  p.trace = true
+  var sim = ShellSimulation(p)
+  let report = sim.run()
+  print(report.trace.joined(separator: "\n"))
+  print("violations: \(report.violations)")
+case "shellsim":
+  simulateShell(
+    seeds: argument("--seeds", default: 10_000), first: argument("--first", default: 1),
+    steps: argument("--steps", default: 3_000))
 default:
   for nodes in [3, 5] {
     failover(nodes: nodes, crashes: 1_000, delay: 1...2, seed: 1)

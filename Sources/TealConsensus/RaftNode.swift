@@ -34,9 +34,13 @@ import TealWire
 public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   /// This node's id.
   public nonisolated let id: NodeID
-  private nonisolated let executor: NodeExecutor
+  private nonisolated let executor: NodeExecutor?
+  private nonisolated let manualExecutor: ManualNodeExecutor?
 
-  public nonisolated var unownedExecutor: UnownedSerialExecutor { executor.asUnownedSerialExecutor() }
+  public nonisolated var unownedExecutor: UnownedSerialExecutor {
+    if let executor { return executor.asUnownedSerialExecutor() }
+    return manualExecutor!.asUnownedSerialExecutor()
+  }
 
   private let configuration: RaftNodeConfiguration
   private let logger: Logger
@@ -44,7 +48,10 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   /// nil once the node stopped (the log is closed).
   private var log: DurableLog?
   private var stateMachine: StateMachine
-  private var outbox: PeerOutbox
+  private var outbox: PeerOutbox?
+  /// Manual runtime: the messages sent since the owner last took them.
+  private var collectedMessages: [RaftMessage] = []
+  private let isManual: Bool
   private var appliedIndex: UInt64
 
   private var tickCount = 0
@@ -66,7 +73,22 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   /// Inbound messages dropped because they did not decode or were misaddressed.
   private var rejectedInbound = 0
 
-  private typealias Completion<Value: Sendable> = CheckedContinuation<Result<Value, RaftNodeError>, Never>
+  /// How a waiting caller is told the outcome: a continuation's resume, or a manual runtime owner's callback.
+  private struct Completion<Value: Sendable> {
+    let body: (Result<Value, RaftNodeError>) -> Void
+    func resume(returning result: Result<Value, RaftNodeError>) { body(result) }
+  }
+
+  /// A Ready handed out by RaftCore whose write is not yet known to be durable (at most one: the next Ready
+  /// is taken only after `persisted(readyID)`).
+  private struct PendingWrite {
+    var id: UInt64
+    var ready: RaftReady
+    var written: Bool
+  }
+
+  private var pendingWrite: PendingWrite?
+  private var nextReadyID: UInt64 = 0
 
   private struct PendingProposal {
     var term: UInt64
@@ -94,7 +116,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   private var nextReadID: UInt64 = 0
   /// Drawn at random for each incarnation and put in every ReadIndex context next to the read id (which
   /// restarts at 1): an answer meant for a previous incarnation of this node never completes a read.
-  private let readNonce = UInt64.random(in: 0...UInt64.max)
+  private let readNonce: UInt64
   private var transferWaiters: [TransferWaiter] = []
 
   // MARK: - Start
@@ -113,6 +135,15 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   ///   ``RaftNodeError/stateMachine(_:)`` if the snapshot does not restore.
   public init(
     configuration: RaftNodeConfiguration, stateMachine: StateMachine, network: any PeerMessageSender
+  ) throws(RaftNodeError) {
+    try self.init(configuration: configuration, stateMachine: stateMachine, network: network, runtime: .threads)
+  }
+
+  /// Opens the node as ``init(configuration:stateMachine:network:)`` does, run by `runtime`. With a manual
+  /// runtime `network` is not used: outbound messages are collected (``takeSentMessages()``).
+  package init(
+    configuration: RaftNodeConfiguration, stateMachine: StateMachine, network: (any PeerMessageSender)?,
+    runtime: RaftNodeRuntime
   ) throws(RaftNodeError) {
     var logger = configuration.logger
     logger[metadataKey: "node"] = "\(configuration.id)"
@@ -158,13 +189,26 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
       throw .invalidPersistentState("\(configuration.dataDirectory): \(error)")
     }
     self.id = configuration.id
-    self.executor = NodeExecutor(name: "teal-raft-\(configuration.id)")
+    switch runtime.kind {
+    case .threads:
+      self.executor = NodeExecutor(name: "teal-raft-\(configuration.id)")
+      self.manualExecutor = nil
+      self.readNonce = UInt64.random(in: 0...UInt64.max)
+      self.isManual = false
+    case .manual(let manual, let nonce):
+      self.executor = nil
+      self.manualExecutor = manual
+      self.readNonce = nonce
+      self.isManual = true
+    }
     self.configuration = configuration
     self.logger = logger
     self.core = core
     self.log = log
     self.stateMachine = machine
-    self.outbox = PeerOutbox(sender: network, limit: configuration.outboundQueueLimit, logger: logger)
+    self.outbox =
+      runtime.isManual
+      ? nil : network.map { PeerOutbox(sender: $0, limit: configuration.outboundQueueLimit, logger: logger) }
     self.appliedIndex = core.appliedIndex
     self.leadership = LeadershipState(role: core.role, leader: core.leader, term: core.term)
     self.appliedConfiguration = state.snapshot?.metadata.configuration ?? configuration.bootstrap
@@ -178,14 +222,14 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
 
   deinit {
     tickerTask?.cancel()
-    executor.shutdown()
+    executor?.shutdown()
   }
 
   /// Starts the internal ticker (if the configuration has a tick interval) and processes what the restart
   /// made ready (re-applying committed entries).
   public func start() {
     guard isRunning else { return }
-    if tickerTask == nil, let interval = configuration.tickInterval {
+    if !isManual, tickerTask == nil, let interval = configuration.tickInterval {
       tickerTask = Task.detached { [weak self] in
         let clock = ContinuousClock()
         var next = clock.now.advanced(by: interval)
@@ -271,28 +315,35 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
       throw .invalidRequest(
         "the command has \(command.count) bytes, over maxCommandBytes (\(configuration.maxCommandBytes))")
     }
+    let position = try submitProposal(command)
+    return try await awaitApplication(of: position)
+  }
+
+  /// Checks `command` and hands it to RaftCore.
+  private func submitProposal(_ command: [UInt8]) throws(RaftNodeError) -> ProposalPosition {
     try ensureProposalRoom()
-    let position: ProposalPosition
     do {
-      position = try core.propose(command)
+      return try core.propose(command)
     } catch {
       throw RaftNodeError.refused(error)
     }
-    return try await awaitApplication(of: position)
   }
 
   /// Proposes a membership change (one voter at a time; a new voter joins as a learner first) and returns
   /// once it is applied here. Errors as for ``propose(_:)``, plus ``RaftNodeError/invalidRequest(_:)``.
   public func proposeConfigChange(_ change: ConfigChange) async throws(RaftNodeError) {
     try ensureRunning()
+    let position = try submitConfigChange(change)
+    _ = try await awaitApplication(of: position)
+  }
+
+  private func submitConfigChange(_ change: ConfigChange) throws(RaftNodeError) -> ProposalPosition {
     try ensureProposalRoom()
-    let position: ProposalPosition
     do {
-      position = try core.proposeConfigChange(change)
+      return try core.proposeConfigChange(change)
     } catch {
       throw RaftNodeError.refused(error)
     }
-    _ = try await awaitApplication(of: position)
   }
 
   /// Waits until the state machine reflects every write committed before this call began (ReadIndex,
@@ -301,15 +352,21 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   /// ``RaftNodeError/timedOut(operation:ticks:)`` after `readTimeoutTicks` (e.g. while no leader exists).
   public func linearizableRead() async throws(RaftNodeError) {
     try ensureRunning()
-    nextReadID += 1
-    let readID = nextReadID
-    let result = await withCheckedContinuation { (completion: Completion<Void>) in
-      reads[readID] = PendingRead(
-        deadline: tickCount + configuration.readTimeoutTicks, lastRequested: tickCount, index: nil,
-        completion: completion)
-      requestReadIndex(readID)
+    let result = await withCheckedContinuation { (continuation: Continuation<Void>) in
+      startRead(Completion { continuation.resume(returning: $0) })
     }
     try result.get()
+  }
+
+  private typealias Continuation<Value: Sendable> = CheckedContinuation<Result<Value, RaftNodeError>, Never>
+
+  private func startRead(_ completion: Completion<Void>) {
+    nextReadID += 1
+    let readID = nextReadID
+    reads[readID] = PendingRead(
+      deadline: tickCount + configuration.readTimeoutTicks, lastRequested: tickCount, index: nil,
+      completion: completion)
+    requestReadIndex(readID)
   }
 
   /// Hands leadership to `target` (default: the most up-to-date other voter) and returns once this node is
@@ -328,9 +385,11 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
       throw RaftNodeError.refused(error)
     }
     scheduleProcessing()
-    let result = await withCheckedContinuation { (completion: Completion<Void>) in
+    let result = await withCheckedContinuation { (continuation: Continuation<Void>) in
       transferWaiters.append(
-        TransferWaiter(deadline: tickCount + 2 * configuration.raft.electionTicks, completion: completion))
+        TransferWaiter(
+          deadline: tickCount + 2 * configuration.raft.electionTicks,
+          completion: Completion { continuation.resume(returning: $0) }))
     }
     try result.get()
   }
@@ -416,13 +475,16 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   private func scheduleProcessing() {
     guard isRunning, !processingScheduled else { return }
     processingScheduled = true
+    // A manual runtime's owner sees `needsProcessing` and calls processReadies() when it chooses.
+    guard !isManual else { return }
     Task.detached { [weak self] in await self?.processReadies() }
   }
 
-  /// Drains RaftCore's Readys (advancing may commit more, which produces another Ready).
-  private func processReadies() {
+  /// Drains RaftCore's Readys (advancing may commit more, which produces another Ready). Stops at a Ready
+  /// whose write is not yet durable: the next Ready is taken after its `persisted(readyID)`.
+  package func processReadies() {
     processingScheduled = false
-    while isRunning {
+    while isRunning && pendingWrite == nil {
       let ready = core.ready()
       noteLeadership()
       if ready.isEmpty { break }
@@ -432,19 +494,59 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   }
 
   private func handle(_ ready: RaftReady) {
-    for message in ready.messages { outbox.send(message) }
+    for message in ready.messages { send(message) }
     if ready.snapshot == nil { applyCommitted(ready) }
-    if ready.mustSync {
-      do {
-        try persist(ready)
-      } catch {
-        fail(error)
-        return
-      }
-    } else if let hardState = ready.hardState {
-      unwrittenHardState = hardState
+    nextReadyID += 1
+    let readyID = nextReadyID
+    guard ready.mustSync else {
+      if let hardState = ready.hardState { unwrittenHardState = hardState }
+      finish(ready)
+      return
     }
-    for message in ready.messagesAfterPersist { outbox.send(message) }
+    pendingWrite = PendingWrite(id: readyID, ready: ready, written: false)
+    // Production writes at once and learns it is durable at once; a manual runtime's owner does both later.
+    guard !isManual else { return }
+    guard writePendingReady() != nil else { return }
+    persisted(readyID)
+  }
+
+  /// Manual runtime: true when inputs left RaftCore with work that `processReadies()` would take.
+  package var needsProcessing: Bool { isRunning && processingScheduled && pendingWrite == nil }
+
+  /// The Ready waiting for its write (`written` false) or for `persisted(readyID)` (`written` true).
+  package var pendingWriteState: (readyID: UInt64, written: Bool)? {
+    pendingWrite.map { ($0.id, $0.written) }
+  }
+
+  /// Writes the pending Ready's snapshot, entries and hard state with one `fdatasync` and returns its id, or
+  /// nil if there is nothing to write or the write failed (the node then stopped, as on any disk error).
+  @discardableResult
+  package func writePendingReady() -> UInt64? {
+    guard isRunning, var write = pendingWrite, !write.written else { return nil }
+    do {
+      try persist(write.ready)
+    } catch {
+      fail(error)
+      return nil
+    }
+    write.written = true
+    pendingWrite = write
+    return write.id
+  }
+
+  /// The input that says Ready `readyID` is durable: its `messagesAfterPersist` (votes, acknowledgements) go
+  /// out, a received snapshot is installed, and RaftCore advances. Ignored unless `readyID` is the written
+  /// pending Ready.
+  package func persisted(_ readyID: UInt64) {
+    guard isRunning, let write = pendingWrite, write.id == readyID, write.written else { return }
+    pendingWrite = nil
+    finish(write.ready)
+    scheduleProcessing()
+  }
+
+  /// Steps 4-6 of a Ready, once its write is durable (or when it needed none).
+  private func finish(_ ready: RaftReady) {
+    for message in ready.messagesAfterPersist { send(message) }
     if let snapshot = ready.snapshot {
       install(snapshot)
       guard isRunning else { return }
@@ -486,7 +588,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     appliedBytesSinceSnapshot = 0
     noteAppliedConfiguration(snapshot.metadata.configuration)
     snapshotSubscribers.yield(index)
-    for position in proposals.keys where position <= index {
+    for position in proposals.keys.sorted() where position <= index {
       for pending in proposals.removeValue(forKey: position) ?? [] {
         pending.completion.resume(
           returning: .failure(
@@ -574,12 +676,16 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
 
   private func awaitApplication(of position: ProposalPosition) async throws(RaftNodeError) -> [UInt8] {
     scheduleProcessing()
-    let result = await withCheckedContinuation { (completion: Completion<[UInt8]>) in
-      proposals[position.index, default: []].append(
-        PendingProposal(
-          term: position.term, deadline: tickCount + configuration.proposalTimeoutTicks, completion: completion))
+    let result = await withCheckedContinuation { (continuation: Continuation<[UInt8]>) in
+      waitForApplication(of: position, Completion { continuation.resume(returning: $0) })
     }
     return try result.get()
+  }
+
+  private func waitForApplication(of position: ProposalPosition, _ completion: Completion<[UInt8]>) {
+    proposals[position.index, default: []].append(
+      PendingProposal(
+        term: position.term, deadline: tickCount + configuration.proposalTimeoutTicks, completion: completion))
   }
 
   private func requestReadIndex(_ readID: UInt64) {
@@ -605,7 +711,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
   }
 
   private func completeReads() {
-    for (readID, read) in reads {
+    for (readID, read) in reads.sorted(by: { $0.key < $1.key }) {
       guard let index = read.index, index <= appliedIndex else { continue }
       reads[readID] = nil
       read.completion.resume(returning: .success(()))
@@ -614,7 +720,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
 
   /// Times out proposals, reads and transfers whose deadline passed, and re-sends unanswered read requests.
   private func expireRequests() {
-    for (index, waiting) in proposals {
+    for (index, waiting) in proposals.sorted(by: { $0.key < $1.key }) {
       let (expired, live) = (waiting.filter { $0.deadline <= tickCount }, waiting.filter { $0.deadline > tickCount })
       guard !expired.isEmpty else { continue }
       proposals[index] = live.isEmpty ? nil : live
@@ -624,7 +730,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
             .timedOut(operation: "the proposal at index \(index)", ticks: configuration.proposalTimeoutTicks)))
       }
     }
-    for (readID, read) in reads {
+    for (readID, read) in reads.sorted(by: { $0.key < $1.key }) {
       if read.deadline <= tickCount {
         reads[readID] = nil
         read.completion.resume(
@@ -670,7 +776,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     if let leader = state.leader, leader != previous.leader || state.term != previous.term {
       // Reads refused (no leader known) or forwarded to a leader that is gone are asked again at once
       // instead of after readRetryTicks.
-      for (readID, read) in reads where read.index == nil { requestReadIndex(readID) }
+      for (readID, read) in reads.sorted(by: { $0.key < $1.key }) where read.index == nil { requestReadIndex(readID) }
     }
     if previous.role == .leader && (!isLeader || state.term != previous.term) {
       failProposals(notOfTerm: isLeader ? state.term : nil, steppedDownFrom: previous.term)
@@ -684,7 +790,7 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
 
   /// Fails every waiting proposal whose term is not `term` (all of them when `term` is nil).
   private func failProposals(notOfTerm term: UInt64?, steppedDownFrom oldTerm: UInt64) {
-    for (index, waiting) in proposals {
+    for (index, waiting) in proposals.sorted(by: { $0.key < $1.key }) {
       let (failed, kept) = (waiting.filter { $0.term != term }, waiting.filter { $0.term == term })
       guard !failed.isEmpty else { continue }
       proposals[index] = kept.isEmpty ? nil : kept
@@ -703,6 +809,14 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     membershipSubscribers.yield(configuration)
   }
 
+  private func send(_ message: RaftMessage) {
+    if isManual {
+      collectedMessages.append(message)
+    } else {
+      outbox?.send(message)
+    }
+  }
+
   private func rejectInbound(_ what: String, from sender: NodeID, detail: String) {
     rejectedInbound += 1
     if rejectedInbound <= 10 || rejectedInbound.isMultiple(of: 1_000) {
@@ -711,6 +825,79 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     }
   }
 
+  // MARK: - Manual runtime (deterministic simulation)
+
+  /// The messages sent since the last call, in order (manual runtime; empty otherwise).
+  package func takeSentMessages() -> [RaftMessage] {
+    defer { collectedMessages = [] }
+    return collectedMessages
+  }
+
+  /// ``propose(_:)`` without suspending: `completion` gets the outcome (at once if refused).
+  package func propose(_ command: [UInt8], completion: @escaping (Result<[UInt8], RaftNodeError>) -> Void) {
+    do throws(RaftNodeError) {
+      try ensureRunning()
+      guard command.count <= configuration.maxCommandBytes else {
+        throw .invalidRequest("the command has \(command.count) bytes, over maxCommandBytes")
+      }
+      let position = try submitProposal(command)
+      scheduleProcessing()
+      waitForApplication(of: position, Completion(body: completion))
+    } catch {
+      completion(.failure(error))
+    }
+  }
+
+  /// ``proposeConfigChange(_:)`` without suspending.
+  package func proposeConfigChange(_ change: ConfigChange, completion: @escaping (Result<Void, RaftNodeError>) -> Void)
+  {
+    do throws(RaftNodeError) {
+      try ensureRunning()
+      let position = try submitConfigChange(change)
+      scheduleProcessing()
+      waitForApplication(of: position, Completion { completion($0.map { _ in () }) })
+    } catch {
+      completion(.failure(error))
+    }
+  }
+
+  /// ``linearizableRead()`` without suspending: `completion` is called on the node's executor, so reading
+  /// ``currentState`` in it (through `assumeIsolated`) gives a linearizable view.
+  package func linearizableRead(completion: @escaping (Result<Void, RaftNodeError>) -> Void) {
+    guard isRunning else {
+      completion(.failure(.stopped(reason: failure?.description)))
+      return
+    }
+    startRead(Completion(body: completion))
+  }
+
+  /// Power loss: the process is gone. Nothing more is written (not even the unwritten commit index) and no
+  /// waiting caller is told anything; the owner reopens the directory with a new node.
+  package func crash() {
+    proposals = [:]
+    reads = [:]
+    transferWaiters = []
+    shutdown(failure: .stopped(reason: "crashed"), flushing: false)
+  }
+
+  /// ``takeSnapshot()`` without suspending (a storage failure stops the node).
+  package func compactNow() {
+    guard isRunning else { return }
+    try? snapshotNow()
+  }
+
+  /// The term and vote of the last hard state written to the DurableLog (every write is synced), nil once
+  /// stopped.
+  package var durableTermAndVote: (term: UInt64, vote: String?)? {
+    log.map { ($0.hardState.term, $0.hardState.vote) }
+  }
+
+  /// RaftCore's first broken invariant, if any.
+  package var coreInvariantViolation: String? { core.invariantViolation() }
+
+  /// The manual executor's count of jobs enqueued by `async` calls (0 when nothing called in asynchronously).
+  package nonisolated var queuedJobs: Int { manualExecutor?.queuedJobs ?? 0 }
+
   // MARK: - Stopping
 
   private func fail(_ error: RaftNodeError) {
@@ -718,14 +905,16 @@ public actor RaftNode<StateMachine: ReplicatedStateMachine> {
     shutdown(failure: error)
   }
 
-  private func shutdown(failure: RaftNodeError?) {
+  private func shutdown(failure: RaftNodeError?, flushing: Bool = true) {
     guard isRunning else { return }
     isRunning = false
     self.failure = failure
     tickerTask?.cancel()
     tickerTask = nil
-    outbox.close()
-    if failure == nil, let hardState = unwrittenHardState, let log {
+    outbox?.close()
+    collectedMessages = []
+    pendingWrite = nil
+    if flushing, failure == nil, let hardState = unwrittenHardState, let log {
       // Best effort: the commit index is only an optimisation for the next start.
       try? log.append(entries: [], hardState: StorageMapping.stored(hardState))
     }

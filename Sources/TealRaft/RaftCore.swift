@@ -42,7 +42,8 @@ public struct RaftOptions: Sendable, Hashable {
   public var snapshotChunkBytes: Int = 256 << 10
   /// Upper bound of committed entries handed out in one Ready.
   public var maxCommittedEntriesPerReady: Int = 4096
-  /// A learner may be promoted when its log is at most this many entries behind the leader's.
+  /// A learner may be promoted when its log is at most this many entries behind the leader's, and only
+  /// once it has acknowledged at least one entry (an empty learner is never caught up).
   public var learnerCatchUpLag: UInt64 = 16
   /// Reads a new leader holds until its term's no-op commits (then it serves them).
   public var maxHeldReads: Int = 4096
@@ -438,7 +439,9 @@ public struct RaftCore: Sendable {
     guard log.committed >= termStartIndex else { throw .leaderNotReady }
     guard configurationIndex <= log.committed else { throw .configChangePending }
     if case .promote(let node) = change, let pr = progress[node] {
-      if pr.match + options.learnerCatchUpLag < log.lastIndex {
+      // A learner that acknowledged nothing is never caught up, however short the log: promoted, it would
+      // be a voter with an empty log (a joining node that votes only once it holds a leader's log).
+      if pr.match == 0 || pr.match + options.learnerCatchUpLag < log.lastIndex {
         throw .learnerNotCaughtUp(node, match: pr.match, lastIndex: log.lastIndex)
       }
     }

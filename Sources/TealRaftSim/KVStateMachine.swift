@@ -9,6 +9,12 @@ public struct KVStateMachine: Sendable, Hashable {
 
   public init() {}
 
+  /// An empty state whose session table keeps at most `sessionCapacity` sessions (the least recently used
+  /// is evicted beyond it).
+  public init(sessionCapacity: Int) {
+    sessions = ClientSessions(capacity: sessionCapacity)
+  }
+
   /// The command that opens a client session.
   public static func encodeRegistration() -> [UInt8] { SessionCommand.registration.wireBytes() }
 

@@ -325,6 +325,24 @@ import Testing
     #expect(c["n4"].configuration.voters.count == 4)
   }
 
+  /// Found by the shell simulation (seed 68 of ShellSimulation): in a young cluster (log shorter than
+  /// `learnerCatchUpLag`) a learner that had acknowledged nothing counted as caught up. Promoted, it was
+  /// a voter with an empty (join-mode) directory that refuses to vote before it holds a leader's log;
+  /// once the 1-voter leader lost its lease, neither node could ever be elected.
+  @Test func aLearnerThatAcknowledgedNothingIsNotPromotedEvenInAShortLog() throws {
+    var c = TestCluster(["n1"], others: ["n2"])
+    c.campaign("n1")
+    c.stabilize()
+    c.isolate("n2")  // n2 never hears from the leader (down, or cut off)
+    try c.cores[NodeID("n1")]!.proposeConfigChange(.addLearner(NodeID("n2")))
+    c.stabilize()
+    #expect(c["n1"].lastIndex <= c["n1"].options.learnerCatchUpLag, "the log is shorter than the lag")
+    #expect(c["n1"].replication(of: NodeID("n2"))?.match == 0)
+    #expect(throws: RaftError.learnerNotCaughtUp(NodeID("n2"), match: 0, lastIndex: c["n1"].lastIndex)) {
+      try c.cores[NodeID("n1")]!.proposeConfigChange(.promote(NodeID("n2")))
+    }
+  }
+
   @Test func removedLeaderStepsDownOnceItsRemovalCommits() throws {
     var c = TestCluster(["n1", "n2", "n3"])
     c.campaign("n1")

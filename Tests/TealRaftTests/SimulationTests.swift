@@ -7,7 +7,7 @@ import Testing
 /// Deterministic simulation (see Docs/RAFT.md). CI runs `defaultSeeds` seeds; `TEAL_SIM_SEEDS=N`
 /// runs N, `TEAL_SIM_SEED=S` replays one seed with a trace, `TEAL_SIM_STEPS=K` changes the steps.
 @Suite struct SimulationTests {
-  static let defaultSeeds = 2_000
+  static let defaultSeeds = 500
   static let defaultSteps = 2_000
   static let replayCommand = "swift test --filter SimulationTests"
 
