@@ -165,51 +165,28 @@ func throughput(entries total: Int, batch: Int, payload: Int) {
 
 // MARK: - Simulation volume
 
-func simulate(seeds: Int, first: Int, steps: Int) {
-  let start = wallNanoseconds()
-  var totalSteps = 0
-  var failures: [SimulationReport] = []
-  for seed in first..<(first + seeds) {
-    var p = SimulationParameters(seed: UInt64(seed))
-    p.steps = steps
-    var sim = RaftSimulation(p)
-    let report = sim.run()
-    totalSteps += report.steps
-    if (seed - first + 1) % 10_000 == 0 {
-      print("  \(seed - first + 1) seeds, \(failures.count) violations so far")
-      fflush(nil)
-    }
-    if !report.violations.isEmpty {
-      failures.append(report)
-      print("seed \(seed) violated: \(report.violations.joined(separator: "\n"))")
-      print("replay: TEAL_SIM_SEED=\(seed) swift test --filter SimulationTests")
-    }
-  }
-  let seconds = Double(wallNanoseconds() - start) / 1e9
-  print("(\(String(format: "%.1f", seconds)) s)")
-  print("simulated \(seeds) seeds, \(totalSteps) steps, \(failures.count) violations")
-}
-
-/// The shell simulation (RaftNode over DurableLog on SimulatedFileSystem), one thread.
-func simulateShell(seeds: Int, first: Int, steps: Int) {
+/// Runs `seeds` seeds from `first` through `run` (one seed's steps and violations), printing
+/// progress every `progressEvery` seeds, each violating seed with its replay command, and the total
+/// with wall and CPU time: the loop of both simulations below.
+func runSeeds(
+  _ name: String, seeds: Int, first: Int, progressEvery: Int, replay: (variable: String, suite: String),
+  _ run: (Int) -> (steps: Int, violations: [String], label: String)
+) {
   let start = wallNanoseconds()
   let cpuStart = cpuNanoseconds()
   var totalSteps = 0
-  var failures: [ShellSimulationReport] = []
+  var failures = 0
   for seed in first..<(first + seeds) {
-    var p = ShellSimulationParameters(seed: UInt64(seed))
-    p.steps = steps
-    var sim = ShellSimulation(p)
-    let report = sim.run()
+    let report = run(seed)
     totalSteps += report.steps
-    if (seed - first + 1) % 1_000 == 0 {
-      print("  \(seed - first + 1) seeds, \(failures.count) violations so far")
+    if (seed - first + 1) % progressEvery == 0 {
+      print("  \(seed - first + 1) seeds, \(failures) violations so far")
       fflush(nil)
     }
     if !report.violations.isEmpty {
-      failures.append(report)
-      print("seed \(seed) (\(report.shape)) violated: \(report.violations.joined(separator: "\n"))")
-      print("replay: TEAL_SHELL_SIM_SEED=\(seed) swift test --filter ShellSimulationTests")
+      failures += 1
+      print("seed \(seed)\(report.label) violated: \(report.violations.joined(separator: "\n"))")
+      print("replay: \(replay.variable)=\(seed) swift test --filter \(replay.suite)")
       fflush(nil)
     }
   }
@@ -218,7 +195,33 @@ func simulateShell(seeds: Int, first: Int, steps: Int) {
   print(
     "(\(String(format: "%.1f", seconds)) s wall, \(String(format: "%.1f", cpu)) s CPU, "
       + "\(String(format: "%.1f", Double(seeds) / seconds)) seeds/s)")
-  print("shell-simulated \(seeds) seeds, \(totalSteps) steps, \(failures.count) violations")
+  print("\(name) \(seeds) seeds, \(totalSteps) steps, \(failures) violations")
+}
+
+func simulate(seeds: Int, first: Int, steps: Int) {
+  runSeeds(
+    "simulated", seeds: seeds, first: first, progressEvery: 10_000, replay: ("TEAL_SIM_SEED", "SimulationTests")
+  ) { seed in
+    var p = SimulationParameters(seed: UInt64(seed))
+    p.steps = steps
+    var sim = RaftSimulation(p)
+    let report = sim.run()
+    return (report.steps, report.violations, "")
+  }
+}
+
+/// The shell simulation (RaftNode over DurableLog on SimulatedFileSystem), one thread.
+func simulateShell(seeds: Int, first: Int, steps: Int) {
+  runSeeds(
+    "shell-simulated", seeds: seeds, first: first, progressEvery: 1_000,
+    replay: ("TEAL_SHELL_SIM_SEED", "ShellSimulationTests")
+  ) { seed in
+    var p = ShellSimulationParameters(seed: UInt64(seed))
+    p.steps = steps
+    var sim = ShellSimulation(p)
+    let report = sim.run()
+    return (report.steps, report.violations, " (\(report.shape))")
+  }
 }
 
 // MARK: - Main

@@ -957,8 +957,13 @@ def main():
     args.teal, args.demo = os.path.abspath(args.teal), os.path.abspath(args.demo)
     args.logs = args.logs or tempfile.mkdtemp(prefix="teal-bench-logs-")
 
-    bench = Bench(args)
-    # Ctrl-C and SIGTERM end the run through `finally`, which always takes the cluster down.
+    execute(Bench(args), args.json)
+
+
+def execute(bench, json_path):
+    """Runs `bench` and exits with its status. Ctrl-C and SIGTERM end the run through `finally`,
+    which always takes the cluster down, reports, and writes the figures to `json_path` if given.
+    A command that outlives its timeout (`subprocess.TimeoutExpired`) fails the run like a BenchError."""
     def interrupted(*_):
         raise KeyboardInterrupt()
 
@@ -969,7 +974,7 @@ def main():
     except KeyboardInterrupt:
         bench.results["error"] = "interrupted"
         status = 130
-    except BenchError as error:
+    except (BenchError, subprocess.TimeoutExpired) as error:
         bench.results["error"] = str(error)
         status = 1
     finally:
@@ -989,8 +994,8 @@ def main():
         bench.down()
         bench.results["load_after"] = uptime()
         bench.report()
-        if args.json:
-            with open(args.json, "w") as file:
+        if json_path:
+            with open(json_path, "w") as file:
                 json.dump(bench.results, file, indent=2, default=str)
     sys.exit(status)
 

@@ -26,13 +26,12 @@ import concurrent.futures
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "deployments"))
-from bench import API, Bench, BenchError, fmt, log, summary, uptime  # noqa: E402
+from bench import API, Bench, BenchError, execute, fmt, log, summary, uptime  # noqa: E402
 
 NODES = 3
 
@@ -323,36 +322,7 @@ def main():
     args.teal, args.task = os.path.abspath(args.teal), os.path.abspath(args.task)
     args.logs = args.logs or tempfile.mkdtemp(prefix="teal-scale-logs-")
 
-    bench = Scale(args)
-
-    def interrupted(*_):
-        raise KeyboardInterrupt()
-
-    signal.signal(signal.SIGTERM, interrupted)
-    status = 0
-    try:
-        bench.run()
-    except KeyboardInterrupt:
-        bench.results["error"] = "interrupted"
-        status = 130
-    except (BenchError, subprocess.TimeoutExpired) as error:
-        bench.results["error"] = str(error)
-        status = 1
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        try:
-            bench.save_logs()
-        except OSError as error:
-            log(f"logs not saved: {error}")
-        log("teal cluster down --purge")
-        bench.down()
-        bench.results["load_after"] = uptime()
-        bench.report()
-        if args.json:
-            with open(args.json, "w") as file:
-                json.dump(bench.results, file, indent=1)
-    sys.exit(status)
+    execute(Scale(args), args.json)
 
 
 if __name__ == "__main__":

@@ -12,9 +12,7 @@ import Testing
   static let defaultSteps = 1_500
   static let replayCommand = "swift test --filter ShellSimulationTests"
 
-  static func environment(_ name: String) -> UInt64? {
-    ProcessInfo.processInfo.environment[name].flatMap { UInt64($0) }
-  }
+  static func environment(_ name: String) -> UInt64? { SimulationTests.environment(name) }
 
   @Test func simulatedShellClustersKeepEveryInvariantAndLinearizability() async throws {
     if let seed = Self.environment("TEAL_SHELL_SIM_SEED") {
