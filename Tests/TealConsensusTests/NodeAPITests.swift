@@ -70,7 +70,11 @@ struct RaftNodeAPITests {
     var stream: AsyncStream<RaftConfiguration>?
     let node = try await cluster.start(n1, beforeStart: { stream = await $0.membershipChanges() })
     for _ in 0..<100 { await node.tick() }
-    #expect(await node.leadershipChanges().first { _ in true }?.isReady == true)
+    // Elected by the ticks; ready once its no-op is durable and applied, which the storage thread
+    // finishes on its own time.
+    try await eventually("n1 ready as the leader") {
+      await node.leadershipChanges().first { _ in true }?.isReady == true
+    }
     var iterator = try #require(stream).makeAsyncIterator()
     #expect(await iterator.next() == RaftConfiguration(voters: [n1]))
     let n2 = NodeID("n2")
