@@ -241,11 +241,12 @@ extension ClusterState {
         continue
       }
       for revision in [deployment.blue.revision, deployment.green] {
-        let healthy = serviceTasks.filter {
-          $0.node == node.id && $0.revision == revision && $0.desired == .running && $0.healthy
-        }.count
-        if healthy != observation.healthy(revision) {
-          facts.append(.taskHealth(node: node.id, revision: revision, healthy: healthy))
+        let serving = serviceTasks.filter { $0.node == node.id && $0.revision == revision && $0.desired == .running }
+        let healthy = serving.filter(\.healthy).count
+        // Went unhealthy after passing its checks: the revision failing, not a replacement starting.
+        let unhealthy = serving.filter { !$0.healthy && $0.state == .running && $0.healthyAt != nil }.count
+        if healthy != observation.healthy(revision) || unhealthy != observation.unhealthy(revision) {
+          facts.append(.taskHealth(node: node.id, revision: revision, healthy: healthy, unhealthy: unhealthy))
         }
       }
       let applied = node.routesApplied[name] ?? 0

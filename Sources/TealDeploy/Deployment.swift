@@ -81,6 +81,9 @@ public struct Deployment: Codable, Hashable, Sendable {
   public private(set) var productionStep = 0
   /// SCALE_UP: when the circuit breaker trips if green is not all healthy.
   public private(set) var scaleUpDeadline: Instant?
+  /// After SCALE_UP: since when green has been below its health floor for want of tasks (forward
+  /// progress holds; the breaker trips at this + `healthFloorGrace`). Nil when at or above it.
+  public private(set) var belowFloorSince: Instant?
   public private(set) var greenFailures = 0
   /// Set while the deployment rolls back (and kept after, for the record).
   public private(set) var rollback: RollbackProgress?
@@ -269,6 +272,7 @@ public struct Deployment: Codable, Hashable, Sendable {
       guard pause == nil else { break }
       if case .waiting(let until) = gate { times.append(until) }
       if stage == .SCALE_UP, let scaleUpDeadline { times.append(scaleUpDeadline) }
+      if let belowFloorSince { times.append(belowFloorSince + configuration.circuitBreaker.healthFloorGrace) }
     case .ROLLBACK_IN_PROGRESS:
       switch rollback?.phase {
       case .restoringBlue(let deadline), .confirmingBlue(let deadline): times.append(deadline)
@@ -284,6 +288,11 @@ public struct Deployment: Codable, Hashable, Sendable {
   /// Healthy tasks of `revision` on live nodes.
   public func healthyCount(_ revision: RevisionID) -> Int {
     nodes.filter(\.live).reduce(0) { $0 + $1.healthy(revision) }
+  }
+
+  /// Tasks of `revision` on live nodes that run but went unhealthy after passing their checks.
+  public func unhealthyCount(_ revision: RevisionID) -> Int {
+    nodes.filter(\.live).reduce(0) { $0 + $1.unhealthy(revision) }
   }
 
   /// Whether the world reached `convergence` (a node marked down does not count).
@@ -344,12 +353,14 @@ public struct Deployment: Codable, Hashable, Sendable {
       record("deployment started: \(blue.revision) -> \(green), strategy \(configuration.strategy.rawValue)", now)
       enter(.RECONCILE_SERVICE, now)
       return .accepted
-    case .taskHealth(let node, let revision, let healthy):
+    case .taskHealth(let node, let revision, let healthy, let unhealthy):
       guard revision == green || revision == blue.revision else {
         return .ignored(reason: "\(revision) is neither blue nor green")
       }
       return updateNode(node) {
-        $0.health.upsert(RevisionHealth(revision: revision, healthy: max(0, healthy)), by: \.revision)
+        $0.health.upsert(
+          RevisionHealth(revision: revision, healthy: max(0, healthy), unhealthy: max(0, unhealthy ?? 0)),
+          by: \.revision)
       }
     case .taskFailed(let node, let revision, let why):
       guard nodes.contains(where: { $0.node == node }) else { return .ignored(reason: "unknown node \(node)") }
@@ -653,12 +664,10 @@ public struct Deployment: Codable, Hashable, Sendable {
       return true
     }
     if let stage, stage > .SCALE_UP, stage < .CLEAN_UP, configuration.circuitBreaker.enable {
-      let threshold = Self.healthFloor(desiredCount: desiredCount)
-      let healthy = healthyCount(green)
-      if healthy < threshold {
-        tripCircuitBreaker(
-          "green \(green) fell to \(healthy)/\(desiredCount) healthy tasks after SCALE_UP (floor \(threshold))", now)
-        return true
+      switch checkHealthFloor(now) {
+      case .tripped: return true
+      case .holding: return false
+      case .atFloor: break
       }
     }
     guard let gate else { return false }
@@ -681,6 +690,52 @@ public struct Deployment: Codable, Hashable, Sendable {
       afterWait(now)
       return true
     }
+  }
+
+  private enum FloorCheck { case atFloor, holding, tripped }
+
+  /// After SCALE_UP, green must keep `healthFloor` healthy tasks. Below it because tasks went
+  /// unhealthy (too many to reach the floor even if every missing one came back), the breaker trips
+  /// at once: green is bad. Below it only for want of tasks (a node died, restarted or drains and
+  /// the replacements are not healthy yet), the deployment holds where it is (no traffic step, no end
+  /// of bake, no clean-up of blue) and the breaker trips only if that lasts `healthFloorGrace`.
+  private mutating func checkHealthFloor(_ now: Instant) -> FloorCheck {
+    let floor = Self.healthFloor(desiredCount: desiredCount)
+    let healthy = healthyCount(green)
+    guard healthy < floor else {
+      if let since = belowFloorSince {
+        belowFloorSince = nil
+        record(
+          "green \(green) is back at \(healthy)/\(desiredCount) healthy tasks (floor \(floor)) after "
+            + "\(now - since) below it; going on", now)
+      }
+      return .atFloor
+    }
+    let unhealthy = unhealthyCount(green)
+    if desiredCount - unhealthy < floor {
+      tripCircuitBreaker(
+        "green \(green) fell to \(healthy)/\(desiredCount) healthy tasks after SCALE_UP (floor \(floor)), "
+          + "\(unhealthy) of them unhealthy", now)
+      return .tripped
+    }
+    let grace = configuration.circuitBreaker.healthFloorGrace
+    guard let since = belowFloorSince else {
+      belowFloorSince = now
+      if grace > .zero {
+        record(
+          "green \(green) fell to \(healthy)/\(desiredCount) healthy tasks (floor \(floor)) for want of tasks; "
+            + "holding until they are replaced, at most healthFloorGrace \(grace)", now)
+        return .holding
+      }
+      return checkHealthFloor(now)
+    }
+    if now >= since + grace {
+      tripCircuitBreaker(
+        "green \(green) stayed below its floor (\(healthy)/\(desiredCount) healthy tasks, floor \(floor)) "
+          + "for healthFloorGrace \(grace) after SCALE_UP", now)
+      return .tripped
+    }
+    return .holding
   }
 
   /// Green's healthy count below which the circuit breaker trips after SCALE_UP: half the desired
@@ -810,6 +865,7 @@ public struct Deployment: Codable, Hashable, Sendable {
 
   /// Starts the rollback in the safe order: blue first.
   private mutating func beginRollback(_ why: String, _ now: Instant) {
+    belowFloorSince = nil
     status = .ROLLBACK_IN_PROGRESS
     if reason == nil { reason = why }
     gate = nil

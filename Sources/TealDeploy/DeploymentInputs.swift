@@ -33,8 +33,9 @@ public enum DeploymentCommand: Codable, Hashable, Sendable {
   case start
 
   // MARK: Node reports
-  /// `healthy` tasks of `revision` on `node` pass their health check now.
-  case taskHealth(node: NodeID, revision: RevisionID, healthy: Int)
+  /// `healthy` tasks of `revision` on `node` pass their health check now, and `unhealthy` run but
+  /// fail it after having passed it (a revision going bad, not a replacement still starting).
+  case taskHealth(node: NodeID, revision: RevisionID, healthy: Int, unhealthy: Int? = nil)
   /// A task of `revision` on `node` failed (exited, or never became healthy).
   case taskFailed(node: NodeID, revision: RevisionID, reason: String)
   /// `node` has applied routes of `generation` (or later) to its load balancer.
@@ -200,12 +201,37 @@ public struct NodeObservation: Codable, Hashable, Sendable {
   }
 
   public func healthy(_ revision: RevisionID) -> Int { health.first { $0.revision == revision }?.healthy ?? 0 }
+  public func unhealthy(_ revision: RevisionID) -> Int { health.first { $0.revision == revision }?.unhealthy ?? 0 }
 }
 
-/// Healthy tasks of one revision.
+/// Healthy tasks of one revision, and those that run but went unhealthy.
 public struct RevisionHealth: Codable, Hashable, Sendable {
   public var revision: RevisionID
   public var healthy: Int
+  /// Omitted from the encoding when 0, so states without unhealthy tasks encode as before.
+  public var unhealthy: Int
+
+  public init(revision: RevisionID, healthy: Int, unhealthy: Int = 0) {
+    self.revision = revision
+    self.healthy = healthy
+    self.unhealthy = unhealthy
+  }
+
+  private enum CodingKeys: String, CodingKey { case revision, healthy, unhealthy }
+
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    revision = try container.decode(RevisionID.self, forKey: .revision)
+    healthy = try container.decode(Int.self, forKey: .healthy)
+    unhealthy = try container.decodeIfPresent(Int.self, forKey: .unhealthy) ?? 0
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.container(keyedBy: CodingKeys.self)
+    try container.encode(revision, forKey: .revision)
+    try container.encode(healthy, forKey: .healthy)
+    if unhealthy != 0 { try container.encode(unhealthy, forKey: .unhealthy) }
+  }
 }
 
 /// What a deployment waits for from the world before it moves on.

@@ -104,6 +104,19 @@ private indirect enum CanonicalValue {
   static func span(_ span: TimeSpan) -> CanonicalValue { .integer(span.milliseconds) }
   static func stages(_ stages: [LifecycleStage]) -> CanonicalValue { .array(stages.map { .string($0.rawValue) }) }
 
+  /// `healthFloorGrace` only when it is not the default, so digests of revisions registered before it
+  /// existed do not change.
+  static func circuitBreaker(_ breaker: CircuitBreakerConfiguration) -> [String: CanonicalValue] {
+    var fields: [String: CanonicalValue] = [
+      "enable": .boolean(breaker.enable), "rollback": .boolean(breaker.rollback),
+      "failureThreshold": .integer(Int64(breaker.failureThreshold)), "scaleUpTimeout": span(breaker.scaleUpTimeout),
+    ]
+    if breaker.healthFloorGrace != CircuitBreakerConfiguration.defaultHealthFloorGrace {
+      fields["healthFloorGrace"] = span(breaker.healthFloorGrace)
+    }
+    return fields
+  }
+
   static func service(_ spec: ServiceSpec) -> CanonicalValue {
     let task = spec.task
     let check = task.healthCheck
@@ -113,11 +126,7 @@ private indirect enum CanonicalValue {
       "bakeTime": span(deployment.bakeTime),
       "lifecycleHooks": .array(deployment.lifecycleHooks.map(hook)),
       "alarms": .array(deployment.alarms.map(alarm)),
-      "circuitBreaker": .object([
-        "enable": .boolean(deployment.circuitBreaker.enable), "rollback": .boolean(deployment.circuitBreaker.rollback),
-        "failureThreshold": .integer(Int64(deployment.circuitBreaker.failureThreshold)),
-        "scaleUpTimeout": span(deployment.circuitBreaker.scaleUpTimeout),
-      ]),
+      "circuitBreaker": .object(circuitBreaker(deployment.circuitBreaker)),
     ]
     if let canary = deployment.canary {
       deploymentFields["canary"] = .object([

@@ -322,19 +322,35 @@ public struct AlarmConfiguration: Codable, Hashable, Sendable {
 }
 
 /// The deployment circuit breaker: green tasks that fail `failureThreshold` times, or are not all
-/// healthy within `scaleUpTimeout` of SCALE_UP, trip it. With `rollback` it rolls back; without, it
-/// stops the deployment where it is.
+/// healthy within `scaleUpTimeout` of SCALE_UP, trip it; after SCALE_UP, so does green going
+/// unhealthy below its health floor, or staying below the floor for `healthFloorGrace` because
+/// tasks are missing (their node died, restarted or drains, and replacements are starting). With
+/// `rollback` it rolls back; without, it stops the deployment where it is.
 public struct CircuitBreakerConfiguration: Codable, Hashable, Sendable {
   public var enable: Bool
   public var rollback: Bool
   public var failureThreshold: Int
   public var scaleUpTimeout: TimeSpan
+  /// How long green may stay below its health floor for want of tasks (not because they went
+  /// unhealthy) before the breaker trips; forward progress holds meanwhile. 0 trips at once.
+  public var healthFloorGrace: TimeSpan
 
-  public init(enable: Bool, rollback: Bool, failureThreshold: Int, scaleUpTimeout: TimeSpan) {
+  /// The default `healthFloorGrace`: long enough for the cluster to notice a dead node (seconds) and
+  /// for replacements to pass their health checks, or for a whole cluster to restart.
+  public static let defaultHealthFloorGrace = TimeSpan.seconds(60)
+
+  /// The allowed `healthFloorGrace`.
+  public static let healthFloorGraceRange = TimeSpan.seconds(0)...TimeSpan.hours(1)
+
+  public init(
+    enable: Bool, rollback: Bool, failureThreshold: Int, scaleUpTimeout: TimeSpan,
+    healthFloorGrace: TimeSpan = Self.defaultHealthFloorGrace
+  ) {
     self.enable = enable
     self.rollback = rollback
     self.failureThreshold = failureThreshold
     self.scaleUpTimeout = scaleUpTimeout
+    self.healthFloorGrace = healthFloorGrace
   }
 
   public static let `default` = CircuitBreakerConfiguration(
@@ -346,5 +362,32 @@ public struct CircuitBreakerConfiguration: Codable, Hashable, Sendable {
     CircuitBreakerConfiguration(
       enable: true, rollback: true, failureThreshold: min(200, max(3, (desiredCount + 1) / 2)),
       scaleUpTimeout: .minutes(10))
+  }
+
+  private enum CodingKeys: String, CodingKey {
+    case enable, rollback, failureThreshold, scaleUpTimeout, healthFloorGrace
+  }
+
+  /// `healthFloorGrace` came later: absent, it is the default; at the default it is not encoded, so
+  /// revisions and states written before it encode as they did.
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    enable = try container.decode(Bool.self, forKey: .enable)
+    rollback = try container.decode(Bool.self, forKey: .rollback)
+    failureThreshold = try container.decode(Int.self, forKey: .failureThreshold)
+    scaleUpTimeout = try container.decode(TimeSpan.self, forKey: .scaleUpTimeout)
+    healthFloorGrace =
+      try container.decodeIfPresent(TimeSpan.self, forKey: .healthFloorGrace) ?? Self.defaultHealthFloorGrace
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.container(keyedBy: CodingKeys.self)
+    try container.encode(enable, forKey: .enable)
+    try container.encode(rollback, forKey: .rollback)
+    try container.encode(failureThreshold, forKey: .failureThreshold)
+    try container.encode(scaleUpTimeout, forKey: .scaleUpTimeout)
+    if healthFloorGrace != Self.defaultHealthFloorGrace {
+      try container.encode(healthFloorGrace, forKey: .healthFloorGrace)
+    }
   }
 }

@@ -349,7 +349,10 @@ extension Rules {
   }
 
   func circuitBreaker(_ node: SpecNode, _ path: String, desiredCount: Int) -> CircuitBreakerConfiguration? {
-    guard let object = object(node, path, ["enable", "rollback", "failureThreshold", "scaleUpTimeout"]) else {
+    guard
+      let object = object(
+        node, path, ["enable", "rollback", "failureThreshold", "scaleUpTimeout", "healthFloorGrace"])
+    else {
       return nil
     }
     let defaults = CircuitBreakerConfiguration.default(desiredCount: desiredCount)
@@ -361,9 +364,14 @@ extension Rules {
     let timeout =
       object.has("scaleUpTimeout")
       ? object.optional("scaleUpTimeout", duration(in: .seconds(10)...(.hours(2)))) : defaults.scaleUpTimeout
-    guard let enable, let rollback, let threshold, let timeout else { return nil }
+    let grace =
+      object.has("healthFloorGrace")
+      ? object.optional("healthFloorGrace", duration(in: CircuitBreakerConfiguration.healthFloorGraceRange))
+      : defaults.healthFloorGrace
+    guard let enable, let rollback, let threshold, let timeout, let grace else { return nil }
     return CircuitBreakerConfiguration(
-      enable: enable, rollback: rollback, failureThreshold: threshold, scaleUpTimeout: timeout)
+      enable: enable, rollback: rollback, failureThreshold: threshold, scaleUpTimeout: timeout,
+      healthFloorGrace: grace)
   }
 
   /// Any value as JSON, for `hookDetails`: unquoted scalars that read as numbers or booleans become

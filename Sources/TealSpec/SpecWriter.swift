@@ -153,6 +153,9 @@ public enum SpecWriter {
     if breaker.scaleUpTimeout != defaults.scaleUpTimeout {
       breakerFields.append(("scaleUpTimeout", .span(breaker.scaleUpTimeout)))
     }
+    if breaker.healthFloorGrace != defaults.healthFloorGrace {
+      breakerFields.append(("healthFloorGrace", .span(breaker.healthFloorGrace)))
+    }
     if !breakerFields.isEmpty { fields.append(("circuitBreaker", .object(breakerFields))) }
     if configuration.abortScaleDownDelay != .seconds(30) {
       fields.append(("abortScaleDownDelay", .span(configuration.abortScaleDownDelay)))

@@ -319,8 +319,12 @@ struct BadSpec: CustomTestStringConvertible, Sendable {
       replace: "circuitBreaker:\n    enable: true\n    rollback: true\n    failureThreshold: 3\n    scaleUpTimeout: 5m",
       with: "circuitBreaker: true",
       error:
-        "deployment.circuitBreaker: must be a mapping with fields enable, rollback, failureThreshold, scaleUpTimeout, got a scalar"
+        "deployment.circuitBreaker: must be a mapping with fields enable, rollback, failureThreshold, scaleUpTimeout, "
+        + "healthFloorGrace, got a scalar"
     ),
+    BadSpec(
+      replace: "scaleUpTimeout: 5m", with: "scaleUpTimeout: 5m\n    healthFloorGrace: 2h",
+      error: "deployment.circuitBreaker.healthFloorGrace: must be in 0s...1h, got 2h"),
     BadSpec(
       replace: "env:\n    MODE: blue", with: "env: MODE=blue",
       error: "task.env: must be a mapping of variable names to strings, got a scalar"),
@@ -415,6 +419,23 @@ struct BadSpec: CustomTestStringConvertible, Sendable {
         withoutBreaker.replacingOccurrences(of: "desiredCount: 3", with: "desiredCount: \(count)"))
       #expect(spec.deployment.circuitBreaker.failureThreshold == threshold, "\(count)")
     }
+  }
+
+  @Test func healthFloorGraceIsReadAndOnlyANonDefaultOneEntersTheDigest() throws {
+    let base = try parseYAML(baseSpecYAML)
+    #expect(base.deployment.circuitBreaker.healthFloorGrace == CircuitBreakerConfiguration.defaultHealthFloorGrace)
+    #expect(!Revision.canonicalEncoding(of: base).contains("healthFloorGrace"), "digests from before it stay")
+    func with(_ grace: String) throws -> ServiceSpec {
+      try parseYAML(
+        baseSpecYAML.replacingOccurrences(
+          of: "scaleUpTimeout: 5m", with: "scaleUpTimeout: 5m\n    healthFloorGrace: \(grace)"))
+    }
+    #expect(Revision.digest(of: try with("60s")) == Revision.digest(of: base))
+    let zero = try with("0s")
+    #expect(zero.deployment.circuitBreaker.healthFloorGrace == .zero)
+    #expect(Revision.digest(of: zero) != Revision.digest(of: base))
+    #expect(try parseYAML(SpecWriter.yaml(zero)) == zero)
+    #expect(SpecWriter.yaml(zero).contains("healthFloorGrace: 0s"))
   }
 
   @Test func linearStepsBelowThreePercentAndLongPlansAreRefused() {
