@@ -20,9 +20,14 @@ public struct RequestSample: Sendable, Hashable {
   public var failure: String?
   /// `x-teal-revision` of the answer.
   public var revision: String?
+  /// `GET`, `POST`, ...
+  public var method: String
+  /// `x-teal-generation` of the answer: the routes generation the listener's balancer used.
+  public var generation: Int?
 
   public init(
-    listener: Int, startNs: Int64, endNs: Int64, ok: Bool, status: Int?, failure: String?, revision: String?
+    listener: Int, startNs: Int64, endNs: Int64, ok: Bool, status: Int?, failure: String?, revision: String?,
+    method: String = "GET", generation: Int? = nil
   ) {
     self.listener = listener
     self.startNs = startNs
@@ -31,6 +36,8 @@ public struct RequestSample: Sendable, Hashable {
     self.status = status
     self.failure = failure
     self.revision = revision
+    self.method = method
+    self.generation = generation
   }
 }
 
@@ -318,6 +325,26 @@ public struct ChaosReport: Codable, Sendable, Hashable {
     public var failures: [String: Int]
     public var servedByRevision: [String: Int]
     public var series: [Bucket]
+    /// The first ``maximumFailuresListed`` failed requests outside faults, oldest first, to find
+    /// them in the nodes' logs (nil in reports written before the list existed).
+    public var failedOutsideFaultsList: [FailedRequest]? = nil
+  }
+
+  /// How many failed requests outside faults each listener lists.
+  public static let maximumFailuresListed = 20
+
+  /// One failed request outside faults.
+  public struct FailedRequest: Codable, Sendable, Hashable {
+    /// When it started, on the wall clock, and in seconds from the start of the run.
+    public var at: Date
+    public var t: Double
+    public var seconds: Double
+    public var method: String
+    /// `status 502`, `connectRefused`, ...
+    public var failure: String
+    /// `x-teal-revision` and `x-teal-generation` of the answer, if there was one.
+    public var revision: String?
+    public var generation: Int?
   }
 
   public struct Bucket: Codable, Sendable, Hashable {
@@ -449,8 +476,22 @@ extension ChaosReport {
       } else {
         report.failed += 1
         report.series[bucket].failed += 1
-        if underFault { report.failedUnderFault += 1 } else { report.failedOutsideFaults += 1 }
-        report.failures[request.failure ?? "status \(request.status.map(String.init) ?? "?")", default: 0] += 1
+        let why = request.failure ?? "status \(request.status.map(String.init) ?? "?")"
+        if underFault {
+          report.failedUnderFault += 1
+        } else {
+          report.failedOutsideFaults += 1
+          if report.failedOutsideFaultsList?.count ?? 0 < Self.maximumFailuresListed {
+            report.failedOutsideFaultsList =
+              (report.failedOutsideFaultsList ?? []) + [
+                FailedRequest(
+                  at: Date(timeIntervalSince1970: Double(request.startNs) / 1e9),
+                  t: Double(request.startNs - startNs) / 1e9, seconds: Double(request.endNs - request.startNs) / 1e9,
+                  method: request.method, failure: why, revision: request.revision, generation: request.generation)
+              ]
+          }
+        }
+        report.failures[why, default: 0] += 1
       }
       if request.status != nil {
         report.servedByRevision[request.revision ?? "-", default: 0] += 1

@@ -118,6 +118,14 @@ extension ChaosReport {
           "      failures: "
             + listener.failures.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", "))
       }
+      for failed in listener.failedOutsideFaultsList ?? [] {
+        let answer = [failed.revision.map { "revision \($0)" }, failed.generation.map { "generation \($0)" }]
+          .compactMap { $0 }.joined(separator: ", ")
+        lines.append(
+          "      outside faults: \(failed.method) at \(String(format: "%.3f", failed.t)) s "
+            + "(\(formatDate(failed.at))), \(failed.failure) after \(String(format: "%.3f", failed.seconds)) s"
+            + (answer.isEmpty ? "" : " (\(answer))"))
+      }
     }
     lines.append(
       "  total: sent \(totals.sent), ok \(totals.ok), failed \(totals.failed) (\(totals.failedOutsideFaults) outside "

@@ -240,7 +240,8 @@ final class ScenarioRunner: Sendable {
       return RequestSample(
         listener: index[record.target] ?? 0, startNs: start,
         endNs: start + whole * 1_000_000_000 + fraction / 1_000_000_000,
-        ok: record.outcome.isOK, status: status, failure: failure, revision: record.revision)
+        ok: record.outcome.isOK, status: status, failure: failure, revision: record.revision, method: record.method,
+        generation: record.generation)
     }
     var observed = await log.observations(
       scenario: scenario.name, seed: seed, startedAt: startedAt, endedAt: endedAt, planned: planned,

@@ -56,7 +56,8 @@ struct ReportTests {
     if extraFailure {
       requests.append(
         RequestSample(
-          listener: 0, startNs: ns(10.5), endNs: ns(10.6), ok: false, status: 503, failure: nil, revision: nil))
+          listener: 0, startNs: ns(10.5), endNs: ns(10.6), ok: false, status: 503, failure: nil, revision: "web:2",
+          method: "POST", generation: 7))
     }
     return RunObservations(
       scenario: "kill-leader-bake", seed: nil, startedAt: start, endedAt: at(20), deployments: [deployment],
@@ -78,7 +79,7 @@ struct ReportTests {
     return expect
   }
 
-  @Test func requestsToAListenerWhoseNodeIsKilledAreCountedApartAndTheOthersMustNotFail() {
+  @Test func requestsToAListenerWhoseNodeIsKilledAreCountedApartAndTheOthersMustNotFail() throws {
     let report = ChaosReport.build(observations(), expect: expect)
     #expect(report.passed, "\(report.text())")
     let n3 = report.listeners[2]
@@ -92,6 +93,16 @@ struct ReportTests {
     #expect(failing.listeners[0].failures == ["status 503": 1])
     let check = failing.checks.first { $0.name.hasPrefix("failed requests outside") }
     #expect(check?.passed == false && check?.observed.hasPrefix("1 (n1 1") == true)
+    // Each one is listed, to find it in the nodes' logs; failures under a fault are not.
+    let listed = failing.listeners[0].failedOutsideFaultsList ?? []
+    #expect(listed.count == 1)
+    #expect(listed.first.map { abs($0.t - 10.5) < 1e-6 && abs($0.seconds - 0.1) < 1e-6 } == true)
+    #expect(listed.first?.method == "POST" && listed.first?.failure == "status 503")
+    #expect(listed.first?.revision == "web:2" && listed.first?.generation == 7)
+    #expect(failing.listeners[2].failedOutsideFaultsList == nil)
+    #expect(failing.text().contains("outside faults: POST at 10.500 s ("))
+    #expect(failing.text().contains("status 503 after 0.100 s (revision web:2, generation 7)"))
+    #expect(try ChaosReport.decode(Data(failing.json().utf8)).listeners[0].failedOutsideFaultsList == listed)
   }
 
   @Test func theStatusBakeAndLeaderChecksCompareWithTheExpectation() {
