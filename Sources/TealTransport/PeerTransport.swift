@@ -438,7 +438,11 @@ public actor PeerTransport: PeerMessageSender {
     if isShutDown { throw .shutDown }
     if channel == .transport { throw .reservedChannel(channel) }
     if size > configuration.maximumPayload { throw .messageTooLarge(size: size, limit: configuration.maximumPayload) }
-    guard let link = links[peer] else { throw .unknownPeer(peer) }
+    guard let link = links[peer] else {
+      // Links start with the listener: a member is only unavailable until then, not unknown.
+      if listeningPort == nil, members.withLockedValue({ $0.contains(peer) }) { throw .peerUnavailable(peer) }
+      throw .unknownPeer(peer)
+    }
     if link.isBackingOff { throw .peerUnavailable(peer) }
     return link
   }

@@ -33,6 +33,22 @@ struct AdmissionTests {
     await b.shutdown()
   }
 
+  /// Gossip and Raft start beside the transport: a send to a configured peer before the listener is
+  /// up is "unavailable" (try later), not "unknown" (a configuration error, logged as one).
+  @Test func aSendToAConfiguredPeerBeforeStartIsUnavailableNotUnknown() async throws {
+    let cluster = try TestCluster()
+    let a = transport(
+      "n1", security: try cluster.tls("n1"), peers: [NodeID("n2"): PeerAddress(host: "127.0.0.1", port: 1)],
+      handler: { _, _, _ in })
+    await #expect(throws: PeerSendError.peerUnavailable(NodeID("n2"))) {
+      try await a.send([1], on: .raft, to: NodeID("n2"))
+    }
+    await #expect(throws: PeerSendError.unknownPeer(NodeID("n9"))) {
+      try await a.send([1], on: .raft, to: NodeID("n9"))
+    }
+    await a.shutdown()
+  }
+
   @Test func ownIdInThePeerListIsIgnored() async throws {
     let cluster = try TestCluster()
     let a = transport(
