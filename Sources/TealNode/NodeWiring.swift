@@ -203,16 +203,23 @@ struct MembershipRunner: Service {
 struct CredentialReloader: Service {
   let configuration: NodeConfiguration
   let transport: PeerTransport
+  /// The API server's context when the API runs over TLS.
+  let api: ReloadableTLSContext?
   let logger: Logger
 
   func run() async throws {
     let signals = await UnixSignalsSequence(trapping: .sighup)
     // The sequence ends when graceful shutdown begins, so the group's stop never waits on it.
     for await _ in signals.cancelOnGracefulShutdown() {
+      // Both contexts are read before either is installed: a bad file changes neither.
       do {
         let context = try NodeResources.tlsContext(for: configuration)
+        let apiContext = try api.map { _ in try NodeResources.apiTLSContext(for: configuration) }
         await transport.updateSecurity(.mutualTLS(context))
-        logger.notice("TLS credentials reloaded", metadata: ["certDir": "\(configuration.certificateDirectory)"])
+        if let api, let apiContext { api.replace(with: apiContext) }
+        logger.notice(
+          "TLS credentials reloaded",
+          metadata: ["certDir": "\(configuration.certificateDirectory)", "api": "\(api != nil)"])
       } catch {
         logger.error("TLS credentials not reloaded; keeping the old ones", metadata: ["error": "\(error)"])
       }

@@ -102,16 +102,17 @@ public enum TealNode {
         clock: clock, executor: TaskControlExecutor(), tasks: ProcessTasks(tasks), balancer: BalancerRoutes(balancer),
         gossip: membership, hooks: HookInvoker(group: MultiThreadedEventLoopGroup.singleton, logger: hookLogger)),
       logger: logger)
+    let apiTLS = configuration.apiTLS ? ReloadableTLSContext(try NodeResources.apiTLSContext(for: configuration)) : nil
     let api = APIServer(
       configuration: configuration, token: token,
-      tls: configuration.apiTLS ? try NodeResources.apiTLSContext(for: configuration) : nil, log: log,
+      tls: apiTLS, log: log,
       control: control, logger: logger, metrics: metrics)
     metrics.installCollectors(
       node: configuration.node, raft: raft, transport: transport, membership: membership, log: log, balancer: balancer)
 
     let services: [any Service] = [
       TransportService(transport: transport),
-      CredentialReloader(configuration: configuration, transport: transport, logger: logger),
+      CredentialReloader(configuration: configuration, transport: transport, api: apiTLS, logger: logger),
       RaftService(
         raft: raft, log: log, observer: observer, transport: transport, membership: membership,
         configuration: configuration, joinedEmpty: joinedEmpty),

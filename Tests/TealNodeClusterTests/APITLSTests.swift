@@ -66,6 +66,42 @@ struct APITLSTests {
       ["service", "list", "--endpoint", "http://127.0.0.1:\(apiPort)", "--endpoint", "https://127.0.0.2:\(apiPort)"])
     #expect(mixed.status != 0 && mixed.output.contains("mix http:// and https://"), "\(mixed.output)")
 
+    // Rotation without a restart: credentials from a new CA replace certs/, then SIGHUP. Until the
+    // signal the nodes present the old certificates (a client pinning the new CA is refused); after
+    // it every new connection gets the new ones, and a client pinning the old CA is refused.
+    let oldCA = "\(dir).old-ca.pem"
+    try FileManager.default.copyItem(atPath: "\(dir)/certs/ca.pem", toPath: oldCA)
+    let rotated = temporaryDirectory("api-tls-rotated")
+    let issued = try run(
+      Binaries.teal,
+      ["certs", "init", "--out", rotated, "--nodes", "n1,n2,n3"]
+        + addresses.enumerated().flatMap { ["--address", "n\($0.offset + 1)=\($0.element)"] })
+    #expect(issued.status == 0, "\(issued.output)")
+    for file in ["ca.pem", "ca.key", "n1.pem", "n1.key", "n2.pem", "n2.key", "n3.pem", "n3.key"] {
+      let target = "\(dir)/certs/\(file)"
+      try FileManager.default.removeItem(atPath: target)
+      try FileManager.default.copyItem(atPath: "\(rotated)/\(file)", toPath: target)
+      if file.hasSuffix(".key") {
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: target)
+      }
+    }
+    let beforeReload = try run(Binaries.teal, ["service", "list", "--dir", dir])
+    #expect(beforeReload.status != 0, "still the old certificates before SIGHUP: \(beforeReload.output)")
+    #expect(beforeReload.output.contains("certificate verify failed"), "\(beforeReload.output)")
+    for index in 1...3 {
+      let pidText = try String(contentsOfFile: "\(dir)/n\(index)/node.pid", encoding: .utf8)
+      let pid = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
+      #expect(kill(pid, SIGHUP) == 0, "SIGHUP to n\(index) (pid \(pid))")
+    }
+    for address in addresses {
+      try await eventually("\(address) presenting the new certificate", within: 20) {
+        try run(Binaries.teal, ["service", "list", "--endpoint", "https://\(address):\(apiPort)", "--dir", dir])
+          .status == 0
+      }
+    }
+    let stale = try run(Binaries.teal, ["service", "list", "--dir", dir, "--ca", oldCA])
+    #expect(stale.status != 0 && stale.output.contains("certificate verify failed"), "\(stale.output)")
+
     let down = try run(Binaries.teal, ["cluster", "down", "--dir", dir, "--purge", "--json"])
     #expect(down.status == 0, "\(down.output)")
   }

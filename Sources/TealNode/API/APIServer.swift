@@ -27,8 +27,8 @@ import TealWire
 struct APIServer: Sendable {
   let configuration: NodeConfiguration
   let token: String
-  /// Set when the API runs over TLS (`apiTLS: true`).
-  let tls: TLSContext?
+  /// Set when the API runs over TLS (`apiTLS: true`); reloaded on SIGHUP.
+  let tls: ReloadableTLSContext?
   let log: ClusterLog
   let control: NodeControl
   let logger: Logger

@@ -5,8 +5,21 @@
 
 import HummingbirdCore
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import TealTLS
+
+/// The API server's TLS context, swapped on SIGHUP (``CredentialReloader``): each new connection
+/// handshakes with the context current when it arrives; open connections keep theirs.
+final class ReloadableTLSContext: Sendable {
+  private let box: NIOLockedValueBox<TLSContext>
+
+  init(_ context: TLSContext) { box = NIOLockedValueBox(context) }
+
+  var current: TLSContext { box.withLockedValue { $0 } }
+
+  func replace(with context: TLSContext) { box.withLockedValue { $0 = context } }
+}
 
 /// A Hummingbird child channel whose connections first complete a TLS handshake (TealTLS's
 /// `apiServer` role), then speak `Base`'s protocol over the plaintext.
@@ -14,14 +27,14 @@ struct TLSServerChildChannel<Base: ServerChildChannel>: ServerChildChannel {
   typealias Value = Base.Value
 
   let base: Base
-  let context: TLSContext
+  let context: ReloadableTLSContext
   /// A client that has not finished its handshake by then is disconnected.
   let handshakeTimeout: TimeAmount
 
   func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
     channel.eventLoop.makeCompletedFuture {
       try channel.pipeline.syncOperations.addHandler(
-        TLSHandler(context: context, role: .apiServer, handshakeTimeout: handshakeTimeout))
+        TLSHandler(context: context.current, role: .apiServer, handshakeTimeout: handshakeTimeout))
     }.flatMap { base.setup(channel: channel, logger: logger) }
   }
 
