@@ -203,12 +203,21 @@ public struct TaskReport: Codable, Hashable, Sendable {
   /// Where the task listens; nil until known.
   public var address: String?
   public var port: Int?
+  /// True when a restarted node reports a process of its previous run that it takes out of the
+  /// routes before stopping it: unhealthy because its node restarted, not because its revision
+  /// went bad (the circuit breaker's health floor does not count it as unhealthy). Nil otherwise,
+  /// and absent from the encoding then.
+  public var previousRun: Bool?
 
-  public init(taskID: String, state: TaskRunState, healthy: Bool, address: String? = nil, port: Int? = nil) {
+  public init(
+    taskID: String, state: TaskRunState, healthy: Bool, address: String? = nil, port: Int? = nil,
+    previousRun: Bool? = nil
+  ) {
     self.taskID = taskID
     self.state = state
     self.healthy = healthy
     self.address = address
     self.port = port
+    self.previousRun = previousRun
   }
 }

@@ -250,6 +250,7 @@ extension ClusterState {
       task.port = report.port
       if report.state == .running && task.startedAt == nil { task.startedAt = logTime }
       if task.healthy && task.healthyAt == nil { task.healthyAt = logTime }
+      if report.previousRun == true { task.previousRun = true }
       tasks[task.id] = task
       context.touchedServices.insert(task.service)
       if before.state != task.state {

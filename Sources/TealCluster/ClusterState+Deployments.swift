@@ -243,8 +243,11 @@ extension ClusterState {
       for revision in [deployment.blue.revision, deployment.green] {
         let serving = serviceTasks.filter { $0.node == node.id && $0.revision == revision && $0.desired == .running }
         let healthy = serving.filter(\.healthy).count
-        // Went unhealthy after passing its checks: the revision failing, not a replacement starting.
-        let unhealthy = serving.filter { !$0.healthy && $0.state == .running && $0.healthyAt != nil }.count
+        // Went unhealthy after passing its checks: the revision failing, not a replacement starting
+        // nor a process of its node's previous run being drained.
+        let unhealthy = serving.filter {
+          !$0.healthy && $0.state == .running && $0.healthyAt != nil && $0.previousRun != true
+        }.count
         if healthy != observation.healthy(revision) || unhealthy != observation.unhealthy(revision) {
           facts.append(.taskHealth(node: node.id, revision: revision, healthy: healthy, unhealthy: unhealthy))
         }

@@ -10,7 +10,9 @@ import TealWire
 /// from `ClusterState.desiredTaskCounts`: the current revision at `desiredCount`, or the task sets
 /// of the deployment in control. Tasks meant to run of any other revision are retired. Then per
 /// wanted revision, in the deployment's order:
-/// 1. A task meant to run whose process exited is retired (`retireTask`); it no longer counts.
+/// 1. A task meant to run whose process exited is retired (`retireTask`); it no longer counts. So is
+///    one its restarted node reported as its previous run's (``TaskReport/previousRun``): the node
+///    drains and stops it, and its replacement starts meanwhile.
 /// 2. More tasks than wanted: the newest (highest sequence) are retired.
 /// 3. Fewer: new tasks are placed one at a time on the eligible node (committed up, not shutting
 ///    down) with the fewest running-desired tasks of this revision, then the fewest such tasks of
@@ -84,6 +86,10 @@ public enum Placement {
     for task in live {
       if case .exited(let code) = task.state {
         commands.append(.retireTask(taskID: task.id, reason: "exited with code \(code); replaced"))
+        load[task.node] = load[task.node].map { $0 - 1 }
+      } else if task.previousRun == true {
+        // Its node restarted and drains it: replaced now, not once the node has stopped it.
+        commands.append(.retireTask(taskID: task.id, reason: "its node restarted; replaced while it drains"))
         load[task.node] = load[task.node].map { $0 - 1 }
       } else {
         kept.append(task)

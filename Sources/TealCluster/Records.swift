@@ -187,6 +187,9 @@ public struct ClusterTask: Codable, Hashable, Sendable {
   public var startedAt: LogTime?
   /// Log time of the first report that it is healthy (nil until then).
   public var healthyAt: LogTime? = nil
+  /// True once its node, restarted, reported it as a process of its previous run that it drains
+  /// (``TaskReport/previousRun``); nil otherwise.
+  public var previousRun: Bool? = nil
   /// The routes generation that no longer contains it (set by retirement).
   public var drainGeneration: UInt64?
   /// Why it was retired.

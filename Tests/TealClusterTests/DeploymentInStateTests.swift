@@ -164,33 +164,36 @@ struct DeploymentInStateTests {
     }
   }
 
-  /// Below the floor in bake because two green tasks went with their node: the deployment holds and
-  /// goes on once the replacements are healthy. Below it because they went unhealthy: it rolls back.
-  @Test func greenBelowTheFloorHoldsForLostTasksAndRollsBackForUnhealthyOnes() {
-    for unhealthy in [false, true] {
-      var world = PerfectWorld()
-      let id = world.submit(greenSpec(bakeSeconds: 60))
-      while world.log.state.deployment(id: id)?.stage != .BAKE_TIME { world.round() }
-      let green = world.log.state.tasks.values.filter { $0.revision.number == 2 }.sorted { $0.id < $1.id }
-      #expect(green.count == 3)
-      for task in green.prefix(2) {
-        let report =
-          unhealthy
-          ? TaskReport(taskID: task.id, state: .running, healthy: false)
-          : TaskReport(taskID: task.id, state: .exited(code: TaskRunState.lostExitCode), healthy: false)
-        world.log.ok(.taskReports(node: task.node, reports: [report]))
-      }
-      let deployment = world.log.state.deployment(id: id)
-      if unhealthy {
-        #expect(deployment?.status == .ROLLBACK_IN_PROGRESS)
-        #expect(deployment?.reason?.contains("2 of them unhealthy") == true, "\(deployment?.reason ?? "-")")
-      } else {
-        #expect(deployment?.status == .IN_PROGRESS)
-        #expect(deployment?.belowFloorSince != nil)
-        let finished = world.finish(id)
-        #expect(finished?.status == .SUCCESSFUL, "\(finished?.reason ?? "-")")
-        #expect(finished?.history.contains { $0.message.contains("is back at") } == true)
-      }
+  /// Below the floor in bake because two green tasks went with their node, or because their
+  /// restarted node drains them as its previous run's: the deployment holds and goes on once the
+  /// replacements are healthy. Below it because they went unhealthy: it rolls back.
+  @Test(arguments: ["lost", "previousRun", "unhealthy"])
+  func greenBelowTheFloorHoldsForLostOrDrainedTasksAndRollsBackForUnhealthyOnes(_ why: String) {
+    let unhealthy = why == "unhealthy"
+    var world = PerfectWorld()
+    let id = world.submit(greenSpec(bakeSeconds: 60))
+    while world.log.state.deployment(id: id)?.stage != .BAKE_TIME { world.round() }
+    let green = world.log.state.tasks.values.filter { $0.revision.number == 2 }.sorted { $0.id < $1.id }
+    #expect(green.count == 3)
+    for task in green.prefix(2) {
+      let report =
+        switch why {
+        case "unhealthy": TaskReport(taskID: task.id, state: .running, healthy: false)
+        case "previousRun": TaskReport(taskID: task.id, state: .running, healthy: false, previousRun: true)
+        default: TaskReport(taskID: task.id, state: .exited(code: TaskRunState.lostExitCode), healthy: false)
+        }
+      world.log.ok(.taskReports(node: task.node, reports: [report]))
+    }
+    let deployment = world.log.state.deployment(id: id)
+    if unhealthy {
+      #expect(deployment?.status == .ROLLBACK_IN_PROGRESS)
+      #expect(deployment?.reason?.contains("2 of them unhealthy") == true, "\(deployment?.reason ?? "-")")
+    } else {
+      #expect(deployment?.status == .IN_PROGRESS)
+      #expect(deployment?.belowFloorSince != nil)
+      let finished = world.finish(id)
+      #expect(finished?.status == .SUCCESSFUL, "\(finished?.reason ?? "-")")
+      #expect(finished?.history.contains { $0.message.contains("is back at") } == true)
     }
   }
 

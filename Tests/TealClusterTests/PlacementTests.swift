@@ -80,6 +80,37 @@ import Testing
     #expect(Placement.plan(log.state, now: log.time).isEmpty)
   }
 
+  /// A restarted node reports a process of its previous run that it drains before stopping it: the
+  /// replacement is placed now, while it drains, not once the node has stopped it.
+  @Test func replacesATaskItsRestartedNodeDrainsAsItsPreviousRuns() {
+    var log = Log()
+    log.announce(2)
+    log.ok(.createService(makeSpec(desiredCount: 2)))
+    log.executePlan()
+    log.runHealthy("web.1.2")
+    log.ok(
+      .taskReports(
+        node: NodeID("n2"),
+        reports: [TaskReport(taskID: "web.1.2", state: .running, healthy: false, previousRun: true)]))
+    #expect(log.state.tasks["web.1.2"]?.previousRun == true)
+    #expect(
+      Placement.plan(log.state, now: log.time) == [
+        .retireTask(taskID: "web.1.2", reason: "its node restarted; replaced while it drains"),
+        .placeTask(service: "web", revision: 1, node: NodeID("n2")),
+      ])
+    // A task that is merely unhealthy is not replaced: the health checks decide.
+    log.runHealthy("web.1.1")
+    log.ok(
+      .taskReports(node: NodeID("n1"), reports: [TaskReport(taskID: "web.1.1", state: .running, healthy: false)]))
+    let plan = Placement.plan(log.state, now: log.time)
+    #expect(plan.count == 2, "\(plan)")
+    #expect(
+      !plan.contains {
+        if case .retireTask(let id, _) = $0 { return id == "web.1.1" }
+        return false
+      })
+  }
+
   @Test func scaleDownRetiresTheNewestFirst() {
     var log = Log()
     log.announce(3)

@@ -245,8 +245,9 @@ actor TaskReconciler {
     guard !ids.isEmpty else { return }
     logger.notice("processes of the previous run are still alive; draining them", metadata: ["tasks": "\(ids)"])
     let deadline = clock.monotonicNow.advanced(by: Self.leftoverDrainTimeout)
-    // 1. Out of the routes: report them unhealthy (they are, as far as this node can vouch).
-    let reports = ids.map { TaskReport(taskID: $0, state: .running, healthy: false) }
+    // 1. Out of the routes: report them unhealthy (they are, as far as this node can vouch), as the
+    // previous run's, so that the circuit breaker does not take them for a revision going bad.
+    let reports = ids.map { TaskReport(taskID: $0, state: .running, healthy: false, previousRun: true) }
     while clock.monotonicNow < deadline {
       do {
         _ = try await log.submit(.taskReports(node: node, reports: reports))
