@@ -188,6 +188,11 @@ struct ChaosTargetsTests {
     let result = try run(Binaries.teal, ["chaos", "pause", "n1", "--for", "1s", "--targets", file])
     #expect(result.status != 0)
     #expect(result.output.contains("nodes[0].peerPort: must be in 1...65535"), "\(result.output)")
+    let scenario = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+      .deletingLastPathComponent().appendingPathComponent("Deploy/chaos/kill-leader-bake.yaml").path
+    let scenarioRun = try run(Binaries.teal, ["chaos", "run", scenario, "--targets", file])
+    #expect(scenarioRun.status != 0)
+    #expect(scenarioRun.output.contains("nodes[0].peerPort"), "\(scenarioRun.output)")
     let both = try run(Binaries.teal, ["chaos", "heal", "--targets", file, "--dir", directory])
     #expect(both.status != 0)
     #expect(both.output.contains("give --dir or --targets, not both"), "\(both.output)")
