@@ -317,7 +317,7 @@ public enum ScenarioParser {
     return expect
   }
 
-  private static func yamlErrorLine(_ error: YamlError) -> Int? {
+  static func yamlErrorLine(_ error: YamlError) -> Int? {
     switch error {
     case .scanner(_, _, let mark, _), .parser(_, _, let mark, _): return mark.line
     default: return nil

@@ -10,17 +10,20 @@ import Yams
   import Glibc
 #endif
 
-// `teal chaos kill-leader|pause` (network faults: ChaosNetwork.swift): break the local cluster of `teal cluster up` on purpose, by the
-// PIDs it recorded (DIR/nI/node.pid), at a moment a deployment defines. Docs/CHAOS.md.
+// `teal chaos kill-leader|pause` (network faults: ChaosNetwork.swift): break a cluster on purpose,
+// at a moment a deployment defines. The local cluster of `teal cluster up` by the PIDs it recorded
+// (DIR/nI/node.pid), or any cluster a targets file describes (ChaosTargets.swift). Docs/CHAOS.md.
 
 struct Chaos: AsyncParsableCommand {
   static let configuration = CommandConfiguration(
     abstract:
       "Break the local cluster on purpose: kill -9 its leader, pause a node, cut or degrade a node's peer network.",
     discussion: """
-      Works on the cluster of `teal cluster up` in --dir: the leader is found through the API, the \
-      node's process by the PID in DIR/nI/node.pid (checked to still be that node). Every action is \
-      printed with its UTC time.
+      Works on the cluster of `teal cluster up` in --dir, or on any cluster whose nodes this machine \
+      can reach, described by --targets FILE (each node's API, peer address and port, and how to \
+      reach its host: this machine, or a command prefix such as `ssh root@HOST`). The leader is \
+      found through the API, the node's process by the PID in DIR/nI/node.pid or by its --config \
+      path in /proc (checked to still be that node). Every action is printed with its UTC time.
       """,
     subcommands: [
       Run.self, KillLeader.self, Pause.self, Partition.self, Loss.self, Heal.self, RestartAll.self, KillTask.self,
@@ -55,8 +58,8 @@ struct Chaos: AsyncParsableCommand {
     @Option(name: .long, help: "The deployment --at watches (default: the only one in progress).")
     var deployment: String?
 
-    @Option(name: .long, help: "The local cluster directory.")
-    var dir: String = ".teal"
+    /// `--dir` or `--targets`.
+    @OptionGroup var cluster: ClusterOptions
 
     @Option(
       name: .long, help: ArgumentHelp("Give up waiting for --at's moment after this long.", valueName: "duration"))
@@ -77,7 +80,7 @@ struct Chaos: AsyncParsableCommand {
     }
 
     func run() async throws {
-      let cluster = try ChaosCluster(dir: dir)
+      let cluster = try ChaosCluster(try self.cluster.load())
       let out = ChaosOutput(json: json)
       defer { Task { await cluster.client.shutdown() } }
       var watched: String?
@@ -94,20 +97,15 @@ struct Chaos: AsyncParsableCommand {
         try await Task.sleep(for: delay)
       }
       let leader = try await cluster.leader()
-      guard let pid = runningPID(cluster.layout, leader.id) else {
-        throw CommandFailure(
-          message: "the leader \(leader.id) has no running process recorded in \(cluster.layout.pidFile(leader.id)) "
-            + "(is it a node of the local cluster in \(dir)?)")
+      let (node, _) = try await cluster.resolveNode(leader.id)
+      guard let process = try node.process() else {
+        throw CommandFailure(message: cluster.noProcess(node, role: "the leader "))
       }
+      let pid = process.pid
       // The ledger first: the node rewrites it, and after the kill nobody does.
-      let tasks = withTasks ? liveTaskGroups(cluster.layout, leader.id) : []
-      let leadsItsGroup = getpgid(pid) == pid
-      kill(pid, SIGKILL)
-      if leadsItsGroup { kill(-pid, SIGKILL) }
-      for task in tasks {
-        kill(-task.group, SIGKILL)
-        kill(task.group, SIGKILL)
-      }
+      let tasks = withTasks ? try node.taskGroups() : []
+      try node.signal(process, SIGKILL, group: true)
+      node.killTaskGroups(tasks.map(\.group))
       let killedAt = Date()
       var stageNote = ""
       if let watched, let view = try? await cluster.client.deployment(watched, stale: true) {
@@ -126,30 +124,16 @@ struct Chaos: AsyncParsableCommand {
       } else if withTasks {
         out.say("\(leader.id) had no live task in its ledger", nil)
       }
-      try await waitForExit(pid, node: leader.id)
+      try await waitForNodeExit(node, process, within: .seconds(10))
 
       if let restartAfter {
         let delay = try parseChaosDuration(restartAfter, option: "--restart-after")
         try await Task.sleep(for: delay)
-        try? FileManager.default.removeItem(atPath: cluster.layout.pidFile(leader.id))
-        let newPID = try spawnNode(cluster.layout, leader.id)
+        let started = try node.start()
         out.say(
-          "restarted \(leader.id) (pid \(newPID), log \(cluster.layout.logFile(leader.id)))",
-          ["action": "restart", "node": leader.id, "pid": Int(newPID)])
+          "restarted \(leader.id) (\(started.note))",
+          ["action": "restart", "node": leader.id, "pid": started.pid.map { Int($0) } as Any])
       }
-    }
-
-    /// Waits (at most 10 s) until the killed process is gone; reaps it if it is our child.
-    private func waitForExit(_ pid: pid_t, node: String) async throws {
-      let clock = ContinuousClock()
-      let deadline = clock.now + .seconds(10)
-      while !hasExited(pid) {
-        if clock.now >= deadline {
-          throw CommandFailure(message: "\(node) (pid \(pid)) is still alive 10 s after SIGKILL")
-        }
-        try await Task.sleep(for: .milliseconds(10))
-      }
-      reapChildren()
     }
   }
 
@@ -165,32 +149,28 @@ struct Chaos: AsyncParsableCommand {
     @Argument(help: "A node id (n1, n2, ...) or `leader`.")
     var node: String
 
-    /// `--for` (how long it stays stopped), `--dir`, `--json`.
+    /// `--for` (how long it stays stopped), `--dir` or `--targets`, `--json`.
     @OptionGroup var options: FaultOptions
 
     func run() async throws {
-      let dir = options.dir
       let duration = options.duration
-      let cluster = try ChaosCluster(dir: dir)
+      let cluster = try ChaosCluster(try options.cluster.load())
       let out = ChaosOutput(json: options.json)
       defer { Task { await cluster.client.shutdown() } }
       let length = try parseChaosDuration(duration, option: "--for")
       let (target, term) = try await cluster.resolveNode(node)
       let id = target.id
-      guard let pid = runningPID(cluster.layout, id) else {
-        throw CommandFailure(message: "\(id) is not running (no live process in \(cluster.layout.pidFile(id)))")
-      }
+      guard let process = try target.process() else { throw CommandFailure(message: cluster.noProcess(target)) }
+      let pid = process.pid
       // Resume on SIGINT, SIGTERM and SIGHUP too: installed before the node is stopped.
       SignalPipe.install([SIGINT, SIGTERM, SIGHUP]) { signalNumber in
-        kill(pid, SIGCONT)
+        try? target.signal(process, SIGCONT)
         let fields: [String: Any] = ["action": "resume", "node": id, "pid": Int(pid), "interrupted": true]
         out.say("interrupted (signal \(signalNumber)): resumed \(id) (pid \(pid)) with SIGCONT", fields)
         Glibc.exit(128 + signalNumber)
       }
-      defer { kill(pid, SIGCONT) }
-      guard kill(pid, SIGSTOP) == 0 else {
-        throw CommandFailure(message: "cannot stop \(id) (pid \(pid)): \(String(cString: strerror(errno)))")
-      }
+      defer { try? target.signal(process, SIGCONT) }
+      try target.signal(process, SIGSTOP)
       let termNote = term.map { ", the leader in term \($0)," } ?? ""
       out.say(
         "paused \(id) (pid \(pid))\(termNote) with SIGSTOP for \(formatSeconds(length))",
@@ -201,7 +181,7 @@ struct Chaos: AsyncParsableCommand {
       let clock = ContinuousClock()
       let started = clock.now
       try? await Task.sleep(for: length)
-      kill(pid, SIGCONT)
+      try target.signal(process, SIGCONT)
       out.say(
         "resumed \(id) (pid \(pid)) with SIGCONT after \(formatSeconds(clock.now - started))",
         ["action": "resume", "node": id, "pid": Int(pid)])
@@ -211,38 +191,33 @@ struct Chaos: AsyncParsableCommand {
 
 // MARK: - The cluster as chaos sees it
 
-/// The local cluster of a directory and a client that keeps answering while nodes die.
+/// The cluster a chaos command works on (``ClusterTargets``) and a client that keeps answering
+/// while nodes die.
 struct ChaosCluster {
-  let layout: ClusterLayout
-  let nodes: [ClusterFileNode]
+  let targets: ClusterTargets
   let client: TealClient
 
-  init(dir: String) throws {
-    layout = ClusterLayout(dir: dir)
-    guard let nodes = try layout.readClusterFile() else {
-      throw CommandFailure(
-        message: "no cluster in \(dir) (no \(layout.clusterFile)): start one with `teal cluster up --dir \(dir)`")
-    }
-    self.nodes = nodes
-    client = try Self.client(for: nodes, dir: dir, maxAttempts: max(2, nodes.count))
+  var nodes: [ChaosNode] { targets.nodes }
+
+  init(_ targets: ClusterTargets) throws {
+    self.targets = targets
+    client = try targets.client(for: targets.nodes, maxAttempts: max(2, targets.nodes.count))
   }
 
-  /// A client of `nodes` with short timeouts, so that a dead node costs one attempt, not thirty
-  /// seconds.
-  static func client(for nodes: [ClusterFileNode], dir: String, maxAttempts: Int) throws -> TealClient {
-    let endpoints = try nodes.map { try Endpoint(url: $0.api) }
-    var configuration = TealClientConfiguration(endpoints: endpoints, token: try readToken(dir: dir))
-    configuration.security = try clientSecurity(for: endpoints, dir: dir)
-    configuration.connectTimeout = .milliseconds(500)
-    configuration.requestTimeout = .seconds(2)
-    configuration.overallTimeout = .seconds(4)
-    configuration.maxAttempts = maxAttempts
-    configuration.maxBackoff = .milliseconds(200)
-    return TealClient(configuration: configuration)
+  /// Why there is no process to fault for `node`.
+  func noProcess(_ node: ChaosNode, role: String = "") -> String {
+    switch node.locator {
+    case .layout(let layout):
+      return "\(role)\(node.id) is not running (no live process in \(layout.pidFile(node.id))): "
+        + targets.startHint
+    case .config(let config):
+      return "\(role)\(node.id) is not running on \(node.host.label) (no `teal node start` process with "
+        + "--config \(config ?? "?"))"
+    }
   }
 
   /// The node `name` names: a node id of the cluster, or `leader` (with its term).
-  func resolveNode(_ name: String) async throws -> (node: ClusterFileNode, term: UInt64?) {
+  func resolveNode(_ name: String) async throws -> (node: ChaosNode, term: UInt64?) {
     var id = name
     var term: UInt64?
     if name == "leader" {
@@ -252,7 +227,7 @@ struct ChaosCluster {
     }
     guard let node = nodes.first(where: { $0.id == id }) else {
       throw CommandFailure(
-        message: "no node \(id) in the cluster in \(layout.dir) (nodes: \(nodes.map(\.id).joined(separator: ", ")))")
+        message: "no node \(id) in \(targets.description) (nodes: \(nodes.map(\.id).joined(separator: ", ")))")
     }
     return (node, term)
   }
@@ -271,7 +246,7 @@ struct ChaosCluster {
         last = "\(error)"
       }
       if clock.now >= deadline {
-        throw CommandFailure(message: "the cluster in \(layout.dir) has no leader after 30 s (last: \(last))")
+        throw CommandFailure(message: "\(targets.description) has no leader after 30 s (last: \(last))")
       }
       try await Task.sleep(for: .milliseconds(100))
     }
@@ -283,7 +258,7 @@ struct ChaosCluster {
       do {
         return try await client.deployment(id, stale: true).id
       } catch let error as TealClientError where error.status == 404 {
-        throw CommandFailure(message: "no deployment \(id) in the cluster in \(layout.dir)")
+        throw CommandFailure(message: "no deployment \(id) in \(targets.description)")
       } catch let error as TealClientError {
         throw CommandFailure(message: "cannot read deployment \(id): \(error)")
       }
@@ -297,7 +272,7 @@ struct ChaosCluster {
     case 0:
       throw CommandFailure(
         message:
-          "no active deployment in the cluster in \(layout.dir) (start one with `teal deploy`, or give --deployment ID)"
+          "no active deployment in \(targets.description) (start one with `teal deploy`, or give --deployment ID)"
       )
     case 1:
       return active[0].id

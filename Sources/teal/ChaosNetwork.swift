@@ -7,36 +7,40 @@ import Foundation
 
 // `teal chaos partition|loss|heal`: network faults on one node's peer traffic, with nftables.
 // Every node binds its own address and dials from it, so a rule on (address, peer port) cuts one
-// node and nothing else: its API, its listeners and the other nodes' links are untouched. Each
-// cluster directory has its own nftables table (`NetworkFaults.tableName`), removed at the start of
-// every command, when the fault's time is up, and when the command is interrupted. Docs/CHAOS.md.
+// node and nothing else: its API, its listeners and the other nodes' links are untouched. The rules
+// go to the cut node's own host (this machine, or through its targets-file exec prefix). Each
+// cluster (directory or targets file) has its own nftables table (`NetworkFaults.tableName`),
+// removed from every node's host at the start of every command, when the fault's time is up, and
+// when the command is interrupted. Docs/CHAOS.md.
 
-/// The nftables table of one cluster directory and the rules that make each fault.
-struct NetworkFaults {
-  let layout: ClusterLayout
-  let nodes: [ClusterFileNode]
+/// The nftables table of one cluster and the rules that make each fault. A fault's rules go to
+/// the host of the node they cut (``ChaosNode/nft(_:input:)``); removing the table removes it from
+/// every node's host.
+struct NetworkFaults: Sendable {
+  let targets: ClusterTargets
 
-  /// `teal_` and 12 hex digits of a hash of the directory's path: one table per cluster.
-  var tableName: String {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in layout.dir.utf8 {
-      hash ^= UInt64(byte)
-      hash = hash &* 0x0000_0100_0000_01b3
-    }
-    return "teal_" + String(String(hash, radix: 16).prefix(12))
-  }
+  /// `teal_` and 12 hex digits of a hash of the cluster's directory (or targets file): one table
+  /// per cluster.
+  var tableName: String { targets.tableName }
 
   /// The most a `loss` may drop (100 % is a partition: use that).
   static let maximumLossPercent = 99
 
   enum Fault {
     /// Every peer packet to or from the node, both directions of every connection.
-    case partition(ClusterFileNode)
+    case partition(ChaosNode)
     /// Only the connections `node` dials to `peer` (both directions of those); `peer`'s own
     /// connections to `node` still carry its messages.
-    case oneWay(ClusterFileNode, from: ClusterFileNode)
+    case oneWay(ChaosNode, from: ChaosNode)
     /// `percent` of the node's peer packets, at random.
-    case loss(ClusterFileNode, percent: Int)
+    case loss(ChaosNode, percent: Int)
+
+    /// The node whose host gets the rules.
+    var node: ChaosNode {
+      switch self {
+      case .partition(let node), .oneWay(let node, _), .loss(let node, _): node
+      }
+    }
   }
 
   /// The rules of `fault`, as `nft -f` reads them (the table is created fresh).
@@ -72,20 +76,26 @@ struct NetworkFaults {
     return text + "}\n"
   }
 
-  /// Installs `fault` (replacing whatever this cluster's table held).
+  /// Installs `fault` on its node's host (replacing whatever this cluster's table held anywhere).
   func install(_ fault: Fault) throws {
     remove()
-    try Self.nft(["-f", "-"], input: ruleset(fault))
+    try fault.node.nft(["-f", "-"], input: ruleset(fault))
   }
 
-  /// Removes this cluster's table, if any (idempotent).
+  /// Removes this cluster's table from every node's host, if it is there (idempotent).
   func remove() {
-    _ = try? Self.nft(["delete", "table", "inet", tableName], input: nil)
+    for host in targets.hosts { _ = try? host.nft(["delete", "table", "inet", tableName], input: nil) }
   }
 
-  /// Whether this cluster's table exists.
+  /// Whether this cluster's table exists on some node's host.
   func isInstalled() -> Bool {
-    (try? Self.nft(["list", "table", "inet", tableName], input: nil)) != nil
+    targets.hosts.contains { (try? $0.nft(["list", "table", "inet", tableName], input: nil)) != nil }
+  }
+
+  /// Fails with a clear message when nft is missing on this machine and `nodes` include one here
+  /// (a host reached through a prefix says so itself when a rule is installed).
+  static func check(_ nodes: [ChaosNode]) throws {
+    if nodes.contains(where: { $0.host == .local }) { _ = try executable() }
   }
 
   /// The nft executable, or a message saying how to get it.
@@ -136,8 +146,8 @@ extension Chaos {
       help: ArgumentHelp("How long the fault lasts (500ms, 10s, 2m; at most 1h).", valueName: "duration"))
     var duration: String
 
-    @Option(name: .long, help: "The local cluster directory.")
-    var dir: String = ".teal"
+    /// `--dir` or `--targets`.
+    @OptionGroup var cluster: ClusterOptions
 
     @Flag(name: .long, help: "Print one JSON object per action instead of text.")
     var json = false
@@ -152,8 +162,8 @@ extension Chaos {
     static let configuration = CommandConfiguration(
       abstract: "Cut a node's peer traffic (both directions, nftables) for a while.",
       discussion: """
-        NODE is a node id of the cluster in --dir, or `leader`. Every peer connection to and from \
-        the node's address and peer port is cut; its API and listeners stay reachable. With --from \
+        NODE is a node id of the cluster in --dir (or --targets), or `leader`. Every peer connection \
+        to and from the node's address and peer port is cut, by rules on the node's own host; its API and listeners stay reachable. With --from \
         PEER only the connections NODE dials to PEER are cut (both ways): PEER's messages to NODE \
         still arrive, NODE's to PEER do not. The rules are removed when the time is up and when \
         this command is interrupted. Needs nftables and root (or CAP_NET_ADMIN).
@@ -168,12 +178,12 @@ extension Chaos {
     @OptionGroup var options: FaultOptions
 
     func run() async throws {
-      let target = try await ChaosTarget.resolve(node, dir: options.dir)
+      let target = try await ChaosTarget.resolve(node, cluster: options.cluster)
       let fault: NetworkFaults.Fault
       var fields: [String: Any] = ["action": "partition", "node": target.node.id]
       if let from {
-        guard let peer = target.faults.nodes.first(where: { $0.id == from }), peer.id != target.node.id else {
-          throw CommandFailure(message: "--from \(from) is not another node of the cluster in \(options.dir)")
+        guard let peer = target.faults.targets.node(from), peer.id != target.node.id else {
+          throw CommandFailure(message: "--from \(from) is not another node of \(target.faults.targets.description)")
         }
         fault = .oneWay(target.node, from: peer)
         fields["from"] = peer.id
@@ -206,7 +216,7 @@ extension Chaos {
     }
 
     func run() async throws {
-      let target = try await ChaosTarget.resolve(node, dir: options.dir)
+      let target = try await ChaosTarget.resolve(node, cluster: options.cluster)
       try await runFault(
         .loss(target.node, percent: percent), target: target, options: options,
         what: "\(percent) % of \(target.node.id)'s peer packets",
@@ -216,16 +226,13 @@ extension Chaos {
 
   struct Heal: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-      abstract: "Remove every network fault of the cluster in --dir (its nftables table).")
+      abstract: "Remove every network fault of the cluster in --dir or --targets (its nftables table, on every host).")
 
-    @Option(name: .long, help: "The local cluster directory.")
-    var dir: String = ".teal"
+    @OptionGroup var cluster: ClusterOptions
 
     func run() async throws {
-      let layout = ClusterLayout(dir: dir)
-      guard let nodes = try layout.readClusterFile() else { throw CommandFailure(message: "no cluster in \(dir)") }
-      let faults = NetworkFaults(layout: layout, nodes: nodes)
-      _ = try NetworkFaults.executable()
+      let faults = NetworkFaults(targets: try cluster.load())
+      try NetworkFaults.check(faults.targets.nodes)
       let had = faults.isInstalled()
       faults.remove()
       print(had ? "removed the nftables table \(faults.tableName)" : "no fault installed (\(faults.tableName))")
@@ -235,16 +242,18 @@ extension Chaos {
 
 /// The node a fault is aimed at, and the cluster's fault table.
 struct ChaosTarget {
-  let node: ClusterFileNode
+  let node: ChaosNode
   let faults: NetworkFaults
   let term: UInt64?
 
-  static func resolve(_ name: String, dir: String) async throws -> ChaosTarget {
-    _ = try NetworkFaults.executable()
-    let cluster = try ChaosCluster(dir: dir)
+  static func resolve(_ name: String, cluster options: ClusterOptions) async throws -> ChaosTarget {
+    let cluster = try ChaosCluster(try options.load())
     defer { Task { await cluster.client.shutdown() } }
+    // Every node here: say so before asking who leads.
+    if cluster.nodes.allSatisfy({ $0.host == .local }) { _ = try NetworkFaults.executable() }
     let (node, term) = try await cluster.resolveNode(name)
-    return ChaosTarget(node: node, faults: NetworkFaults(layout: cluster.layout, nodes: cluster.nodes), term: term)
+    try NetworkFaults.check([node])
+    return ChaosTarget(node: node, faults: NetworkFaults(targets: cluster.targets), term: term)
   }
 }
 

@@ -7,8 +7,9 @@ import TealClient
   import Glibc
 #endif
 
-// `teal chaos restart-all` and `teal chaos kill-task`: process faults on the local cluster, by the
-// PIDs `teal cluster up` recorded and the task ledgers the nodes keep. Docs/CHAOS.md.
+// `teal chaos restart-all` and `teal chaos kill-task`: process faults on the cluster of --dir (by
+// the PIDs `teal cluster up` recorded) or --targets (ChaosTargets.swift), and the task ledgers the
+// nodes keep. Docs/CHAOS.md.
 
 extension Chaos {
   struct RestartAll: AsyncParsableCommand {
@@ -17,7 +18,8 @@ extension Chaos {
       abstract: "Restart every node: one at a time (followers first), or all at once.",
       discussion: """
         Rolling (the default): each node gets SIGTERM (it drains its listeners, stops its tasks and \
-        exits; SIGKILL after --stop-timeout), is started again as `teal cluster up` does, and the next \
+        exits; SIGKILL after --stop-timeout), is started again as `teal cluster up` does (with \
+        --targets: by the node's start command), and the next \
         one waits until it is back: answering /ready, committed `up` and at the leader's applied \
         index. --at-once stops them all, then starts them all and waits for a leader with every node \
         up: every node restarts from its data directory.
@@ -33,8 +35,8 @@ extension Chaos {
       name: .long, help: ArgumentHelp("How long a restarted node may take to be back (each).", valueName: "duration"))
     var rejoinTimeout: String = "60s"
 
-    @Option(name: .long, help: "The local cluster directory.")
-    var dir: String = ".teal"
+    /// `--dir` or `--targets`.
+    @OptionGroup var cluster: ClusterOptions
 
     @Flag(name: .long, help: "Print one JSON object per action instead of text.")
     var json = false
@@ -47,18 +49,14 @@ extension Chaos {
     }
 
     func run() async throws {
-      let cluster = try ChaosCluster(dir: dir)
+      let cluster = try ChaosCluster(try self.cluster.load())
       defer { Task { await cluster.client.shutdown() } }
       let out = ChaosOutput(json: json)
       let stopWithin = try parseChaosDuration(stopTimeout, option: "--stop-timeout")
       let rejoinWithin = try parseChaosDuration(rejoinTimeout, option: "--rejoin-timeout")
-      let running = try cluster.nodes.map { node -> (id: String, pid: pid_t) in
-        guard let pid = runningPID(cluster.layout, node.id) else {
-          throw CommandFailure(
-            message: "\(node.id) is not running (no live process in \(cluster.layout.pidFile(node.id))): "
-              + "`teal cluster up --dir \(dir)` first")
-        }
-        return (node.id, pid)
+      let running = try cluster.nodes.map { node -> (node: ChaosNode, process: NodeProcess) in
+        guard let process = try node.process() else { throw CommandFailure(message: cluster.noProcess(node)) }
+        return (node, process)
       }
       let clock = ContinuousClock()
       let started = clock.now
@@ -71,9 +69,11 @@ extension Chaos {
       } else {
         let leader = try? await cluster.leader()
         // Followers first, the leader last: one election instead of up to three.
-        let order = running.filter { $0.id != leader?.id } + running.filter { $0.id == leader?.id }
-        for node in order {
-          try await restart([node], cluster: cluster, stopWithin: stopWithin, out: out)
+        let order =
+          running.filter { $0.node.id != leader?.id } + running.filter { $0.node.id == leader?.id }
+        for entry in order {
+          try await restart([entry], cluster: cluster, stopWithin: stopWithin, out: out)
+          let node = entry.node
           let status = try await cluster.waitForRejoin(node.id, within: rejoinWithin)
           out.say(
             "\(node.id) is back (applied index \(status.applied), leader \(status.leader))",
@@ -86,23 +86,23 @@ extension Chaos {
     }
 
     private func restart(
-      _ nodes: [(id: String, pid: pid_t)], cluster: ChaosCluster, stopWithin: Duration, out: ChaosOutput
+      _ nodes: [(node: ChaosNode, process: NodeProcess)], cluster: ChaosCluster, stopWithin: Duration,
+      out: ChaosOutput
     ) async throws {
-      for node in nodes {
+      for entry in nodes {
         out.say(
-          "stopping \(node.id) (pid \(node.pid)) with SIGTERM",
-          ["action": "stop", "node": node.id, "pid": Int(node.pid)])
+          "stopping \(entry.node.id) (pid \(entry.process.pid)) with SIGTERM",
+          ["action": "stop", "node": entry.node.id, "pid": Int(entry.process.pid)])
       }
-      let killed = await stopNodes(nodes, timeout: stopWithin)
+      let killed = await stopNodeProcesses(nodes, timeout: stopWithin)
       for id in killed {
         out.say("\(id) did not stop within \(formatSeconds(stopWithin)): SIGKILL", ["action": "kill", "node": id])
       }
-      for node in nodes {
-        try? FileManager.default.removeItem(atPath: cluster.layout.pidFile(node.id))
-        let pid = try spawnNode(cluster.layout, node.id)
+      for entry in nodes {
+        let started = try entry.node.start()
         out.say(
-          "started \(node.id) (pid \(pid), log \(cluster.layout.logFile(node.id)))",
-          ["action": "restart", "node": node.id, "pid": Int(pid)])
+          "started \(entry.node.id) (\(started.note))",
+          ["action": "restart", "node": entry.node.id, "pid": started.pid.map { Int($0) } as Any])
       }
     }
   }
@@ -123,14 +123,14 @@ extension Chaos {
     @Option(name: .long, help: "Only a task placed on this node.")
     var node: String?
 
-    @Option(name: .long, help: "The local cluster directory.")
-    var dir: String = ".teal"
+    /// `--dir` or `--targets`.
+    @OptionGroup var cluster: ClusterOptions
 
     @Flag(name: .long, help: "Print one JSON object per action instead of text.")
     var json = false
 
     func run() async throws {
-      let cluster = try ChaosCluster(dir: dir)
+      let cluster = try ChaosCluster(try self.cluster.load())
       defer { Task { await cluster.client.shutdown() } }
       let out = ChaosOutput(json: json)
       let tasks: [TaskView]
@@ -139,11 +139,10 @@ extension Chaos {
       }
       let running = tasks.filter { $0.state == .running && $0.desired == .running }
       for task in running {
-        guard let group = liveTaskGroups(cluster.layout, task.node).first(where: { $0.task == task.id }) else {
-          continue
-        }
-        kill(-group.group, SIGKILL)
-        kill(group.group, SIGKILL)
+        guard let host = cluster.targets.node(task.node),
+          let group = try host.taskGroups().first(where: { $0.task == task.id })
+        else { continue }
+        host.killTaskGroups([group.group])
         out.say(
           "killed task \(task.id) of \(service) on \(task.node) (pgid \(group.group)) with SIGKILL",
           ["action": "kill-task", "service": service, "task": task.id, "node": task.node, "pgid": Int(group.group)])
@@ -162,8 +161,8 @@ extension ChaosCluster {
   /// Waits until `id` answers /ready, is committed `up` and has applied the leader's commit index
   /// (as it was when the wait began); returns that index and the leader.
   func waitForRejoin(_ id: String, within: Duration) async throws -> (applied: UInt64, leader: String) {
-    guard let member = nodes.first(where: { $0.id == id }) else { preconditionFailure("unknown node \(id)") }
-    let own = try Self.client(for: [member], dir: layout.dir, maxAttempts: 1)
+    guard let member = targets.node(id) else { preconditionFailure("unknown node \(id)") }
+    let own = try targets.client(for: [member], maxAttempts: 1)
     defer { Task { await own.shutdown() } }
     let clock = ContinuousClock()
     let deadline = clock.now + within
@@ -185,7 +184,7 @@ extension ChaosCluster {
       try await Task.sleep(for: .milliseconds(200))
     }
     throw CommandFailure(
-      message: "\(id) is not back after \(formatSeconds(within)) (\(last)); see \(layout.logFile(id))")
+      message: "\(id) is not back after \(formatSeconds(within)) (\(last)); \(member.logHint)")
   }
 
   /// Waits until some node reports a leader with every node in `ids` committed `up`.

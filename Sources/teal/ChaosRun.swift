@@ -20,18 +20,18 @@ extension Chaos {
     static let configuration = CommandConfiguration(
       abstract: "Run a chaos scenario: a deployment under traffic, faults at its stages, a report.",
       discussion: """
-        Creates the scenario's service if the cluster in --dir has none, sends keep-alive traffic to \
-        every node's production listener, deploys the new revision and makes each fault when its \
-        moment comes (a stage, STAGE+6s, BAKE_TIME+60%, STEPn, after 10s, repeated, or random from a \
-        seed). Then prints the report (text, or --json) and writes --html. Exits 1 when the outcome \
+        Creates the scenario's service if the cluster (--dir, or --targets FILE) has none, sends \
+        keep-alive traffic to every node's production listener, deploys the new revision and makes \
+        each fault when its moment comes (a stage, STAGE+6s, BAKE_TIME+60%, STEPn, after 10s, \
+        repeated, or random from a seed). Then prints the report (text, or --json) and writes --html. Exits 1 when the outcome \
         differs from the scenario's expectation. Docs/CHAOS.md describes the scenario file.
         """)
 
     @Argument(help: "The scenario file (YAML).")
     var scenario: String
 
-    @Option(name: .long, help: "The local cluster directory.")
-    var dir: String = ".teal"
+    /// `--dir` or `--targets`.
+    @OptionGroup var cluster: ClusterOptions
 
     @Flag(name: .long, help: "Print the report as JSON instead of text.")
     var json = false
@@ -82,7 +82,8 @@ extension Chaos {
         throw CommandFailure(message: named.description)
       }
       let runner = try ScenarioRunner(
-        scenario: parsed, planned: planned, scenarioFile: scenario, dir: dir, extraSets: try parseOverrides(sets),
+        scenario: parsed, planned: planned, scenarioFile: scenario, targets: try cluster.load(),
+        extraSets: try parseOverrides(sets),
         seed: seed ?? parsed.random?.seed, durationMs: durationMs ?? parsed.durationMs, quiet: quiet)
       let report = try await runner.run()
       if json { print(report.json()) } else { print(report.text(), terminator: "") }
@@ -107,9 +108,12 @@ final class ScenarioRunner: Sendable {
   let quiet: Bool
   let log = RunLog()
   let faults: NetworkFaults
+  /// The processes this run stopped and has not resumed yet.
+  let paused = PausedProcesses()
 
   init(
-    scenario: ChaosScenario, planned: [PlannedFault], scenarioFile: String, dir: String, extraSets: [SpecOverride],
+    scenario: ChaosScenario, planned: [PlannedFault], scenarioFile: String, targets: ClusterTargets,
+    extraSets: [SpecOverride],
     seed: UInt64?, durationMs: Int64?, quiet: Bool
   ) throws {
     self.scenario = scenario
@@ -117,8 +121,8 @@ final class ScenarioRunner: Sendable {
     self.seed = seed
     self.durationMs = durationMs
     self.quiet = quiet
-    cluster = try ChaosCluster(dir: dir)
-    faults = NetworkFaults(layout: cluster.layout, nodes: cluster.nodes)
+    cluster = try ChaosCluster(targets)
+    faults = NetworkFaults(targets: cluster.targets)
     let base = URL(fileURLWithPath: scenarioFile).deletingLastPathComponent()
     let specPath =
       scenario.serviceSpec.hasPrefix("/")
@@ -152,7 +156,7 @@ final class ScenarioRunner: Sendable {
       default: false
       }
     }
-    if network { _ = try NetworkFaults.executable() }
+    if network { try NetworkFaults.check(cluster.nodes) }
   }
 
   func say(_ line: String) {
@@ -164,20 +168,20 @@ final class ScenarioRunner: Sendable {
 
   func run() async throws -> ChaosReport {
     let faults = self.faults
-    let layout = cluster.layout
     let nodes = cluster.nodes
+    let paused = self.paused
     let log = self.log
     faults.remove()
     // Undo on SIGINT/SIGTERM/SIGHUP: the table, and any process left stopped.
     SignalPipe.install([SIGINT, SIGTERM, SIGHUP]) { signalNumber in
       faults.remove()
-      for node in nodes { if let pid = runningPID(layout, node.id) { Glibc.kill(pid, SIGCONT) } }
+      paused.resumeAll(nodes)
       writeError("interrupted (signal \(signalNumber)): removed the network faults, resumed every node\n")
       Glibc.exit(128 + signalNumber)
     }
     defer {
       faults.remove()
-      for node in nodes { if let pid = runningPID(layout, node.id) { Glibc.kill(pid, SIGCONT) } }
+      paused.resumeAll(nodes)
       Task { await cluster.client.shutdown() }
     }
 
@@ -378,7 +382,7 @@ final class ScenarioRunner: Sendable {
   }
 
   /// The node `selector` names now, and the leader's term when it names the leader.
-  private func resolve(_ selector: NodeSelector, excluding: String? = nil) async throws -> (ClusterFileNode, UInt64?) {
+  private func resolve(_ selector: NodeSelector, excluding: String? = nil) async throws -> (ChaosNode, UInt64?) {
     let leader = try await currentLeader()
     let id: String
     switch selector {
@@ -387,7 +391,7 @@ final class ScenarioRunner: Sendable {
     case .follower:
       guard
         let follower = cluster.nodes.first(where: {
-          $0.id != leader.id && $0.id != excluding && runningPID(cluster.layout, $0.id) != nil
+          $0.id != leader.id && $0.id != excluding && (try? $0.process()) != nil
         })
       else { throw CommandFailure(message: "no running follower") }
       id = follower.id
@@ -411,34 +415,24 @@ final class ScenarioRunner: Sendable {
     let (node, term) = try await resolve(selector)
     record.node = node.id
     record.term = term
-    guard let pid = runningPID(cluster.layout, node.id) else {
-      throw CommandFailure(message: "\(node.id) has no running process in \(cluster.layout.pidFile(node.id))")
-    }
-    let tasks = withTasks ? liveTaskGroups(cluster.layout, node.id) : []
-    let leadsItsGroup = getpgid(pid) == pid
-    Glibc.kill(pid, SIGKILL)
-    if leadsItsGroup { Glibc.kill(-pid, SIGKILL) }
-    for task in tasks {
-      Glibc.kill(-task.group, SIGKILL)
-      Glibc.kill(task.group, SIGKILL)
-    }
+    guard let process = try node.process() else { throw CommandFailure(message: cluster.noProcess(node)) }
+    let pid = process.pid
+    let tasks = withTasks ? try node.taskGroups() : []
+    try node.signal(process, SIGKILL, group: true)
+    node.killTaskGroups(tasks.map(\.group))
     let killedAt = Date()
     record.startedAt = killedAt
     say("killed \(node.id) (pid \(pid))" + (term.map { ", the leader in term \($0)" } ?? ""))
-    let clock = ContinuousClock()
-    let deadline = clock.now + .seconds(10)
-    while !hasExited(pid), clock.now < deadline { try await Task.sleep(for: .milliseconds(10)) }
-    reapChildren()
+    try? await waitForNodeExit(node, process, within: .seconds(10))
     guard let restartAfterMs else {
       record.endedAt = killedAt
       record.windows = [NodeWindow(node: node.id, from: killedAt, to: nil)]
       return
     }
     try await Task.sleep(for: .milliseconds(restartAfterMs))
-    try? FileManager.default.removeItem(atPath: cluster.layout.pidFile(node.id))
-    let newPID = try spawnNode(cluster.layout, node.id)
+    let started = try node.start()
     record.endedAt = Date()
-    say("restarted \(node.id) (pid \(newPID))")
+    say("restarted \(node.id) (\(started.note))")
     let back = try? await waitForListener(host: node.address, port: serviceSpec.productionPort, within: .seconds(60))
     record.windows = [NodeWindow(node: node.id, from: killedAt, to: back)]
   }
@@ -447,16 +441,17 @@ final class ScenarioRunner: Sendable {
     let (node, term) = try await resolve(selector)
     record.node = node.id
     record.term = term
-    guard let pid = runningPID(cluster.layout, node.id) else {
-      throw CommandFailure(message: "\(node.id) has no running process in \(cluster.layout.pidFile(node.id))")
-    }
-    guard Glibc.kill(pid, SIGSTOP) == 0 else {
-      throw CommandFailure(message: "cannot stop \(node.id) (pid \(pid)): \(String(cString: strerror(errno)))")
+    guard let process = try node.process() else { throw CommandFailure(message: cluster.noProcess(node)) }
+    paused.add(node, process)
+    do { try node.signal(process, SIGSTOP) } catch {
+      paused.remove(process)
+      throw error
     }
     let stoppedAt = Date()
     record.startedAt = stoppedAt
     try? await Task.sleep(for: .milliseconds(length))
-    Glibc.kill(pid, SIGCONT)
+    try? node.signal(process, SIGCONT)
+    paused.remove(process)
     record.endedAt = Date()
     let back = try? await waitForListener(host: node.address, port: serviceSpec.productionPort, within: .seconds(60))
     record.windows = [NodeWindow(node: node.id, from: stoppedAt, to: back)]
@@ -474,13 +469,11 @@ final class ScenarioRunner: Sendable {
     let leader = try await currentLeader()
     record.node = leader.id
     record.term = leader.term
-    let running = try cluster.nodes.map { node -> (id: String, pid: pid_t) in
-      guard let pid = runningPID(cluster.layout, node.id) else {
-        throw CommandFailure(message: "\(node.id) is not running")
-      }
-      return (node.id, pid)
+    let running = try cluster.nodes.map { node -> (node: ChaosNode, process: NodeProcess) in
+      guard let process = try node.process() else { throw CommandFailure(message: cluster.noProcess(node)) }
+      return (node, process)
     }
-    let order = running.filter { $0.id != leader.id } + running.filter { $0.id == leader.id }
+    let order = running.filter { $0.node.id != leader.id } + running.filter { $0.node.id == leader.id }
     record.startedAt = Date()
     let groups = atOnce ? [order] : order.map { [$0] }
     let taskCount =
@@ -489,22 +482,19 @@ final class ScenarioRunner: Sendable {
       }.count) ?? 0
     for group in groups {
       let stoppedAt = Date()
-      _ = await stopNodes(group, timeout: .seconds(30))
-      for node in group {
-        try? FileManager.default.removeItem(atPath: cluster.layout.pidFile(node.id))
-        _ = try spawnNode(cluster.layout, node.id)
-      }
-      for node in group {
-        guard let member = cluster.nodes.first(where: { $0.id == node.id }) else { continue }
-        if !atOnce { _ = try await cluster.waitForRejoin(node.id, within: .seconds(60)) }
+      _ = await stopNodeProcesses(group, timeout: .seconds(30))
+      for entry in group { _ = try entry.node.start() }
+      for entry in group {
+        let member = entry.node
+        if !atOnce { _ = try await cluster.waitForRejoin(member.id, within: .seconds(60)) }
         let back = try? await waitForListener(
           host: member.address, port: serviceSpec.productionPort, within: .seconds(60))
-        record.windows.append(NodeWindow(node: node.id, from: stoppedAt, to: back))
+        record.windows.append(NodeWindow(node: member.id, from: stoppedAt, to: back))
       }
-      say("restarted " + group.map(\.id).joined(separator: ", "))
+      say("restarted " + group.map(\.node.id).joined(separator: ", "))
       // A node stops its tasks when it stops: the next one goes only once they were replaced and
       // are healthy again, or the restarts would take a revision below its circuit breaker's floor.
-      if !atOnce, let node = group.first, node.id != order.last?.id {
+      if !atOnce, let node = group.first?.node, node.id != order.last?.node.id {
         try await waitForHealthyTasks(count: taskCount, node: node.id, since: stoppedAt, within: .seconds(90))
       }
     }
@@ -538,9 +528,10 @@ final class ScenarioRunner: Sendable {
     if let selector { node = try await resolve(selector).0.id }
     let tasks = try await cluster.client.tasks(service: serviceSpec.name, node: node, stale: true).tasks
     for task in tasks where task.state == .running && task.desired == .running {
-      guard let group = liveTaskGroups(cluster.layout, task.node).first(where: { $0.task == task.id }) else { continue }
-      Glibc.kill(-group.group, SIGKILL)
-      Glibc.kill(group.group, SIGKILL)
+      guard let host = cluster.targets.node(task.node),
+        let group = try host.taskGroups().first(where: { $0.task == task.id })
+      else { continue }
+      host.killTaskGroups([group.group])
       record.node = task.node
       record.startedAt = Date()
       record.endedAt = record.startedAt
@@ -556,7 +547,7 @@ final class ScenarioRunner: Sendable {
   /// delays only its own answers.
   private func startPollers() -> [Task<Void, Never>] {
     cluster.nodes.compactMap { node -> Task<Void, Never>? in
-      guard let client = try? ChaosCluster.client(for: [node], dir: cluster.layout.dir, maxAttempts: 1) else {
+      guard let client = try? cluster.targets.client(for: [node], maxAttempts: 1) else {
         return nil
       }
       let log = self.log
@@ -596,6 +587,29 @@ final class ScenarioRunner: Sendable {
     }
     throw CommandFailure(
       message: "the listener \(host):\(port) did not answer within \(formatSeconds(within)) (\(last))")
+  }
+}
+
+/// The node processes a run stopped (SIGSTOP) and has not resumed: resumed however the run ends.
+final class PausedProcesses: @unchecked Sendable {
+  private let lock = NSLock()
+  private var stopped: [(node: ChaosNode, process: NodeProcess)] = []
+
+  func add(_ node: ChaosNode, _ process: NodeProcess) { lock.withLock { stopped.append((node, process)) } }
+  func remove(_ process: NodeProcess) { lock.withLock { stopped.removeAll { $0.process == process } } }
+
+  /// SIGCONT to every process this run stopped, and to every node process on this machine (a
+  /// stopped node there is cheap to find; one behind an exec prefix costs a command, so only those
+  /// this run stopped).
+  func resumeAll(_ nodes: [ChaosNode]) {
+    let entries = lock.withLock { stopped }
+    for entry in entries { try? entry.node.signal(entry.process, SIGCONT) }
+    for node in nodes where node.host == .local {
+      if let process = try? node.process(), !entries.contains(where: { $0.process == process }) {
+        try? node.signal(process, SIGCONT)
+      }
+    }
+    lock.withLock { stopped.removeAll() }
   }
 }
 
