@@ -440,7 +440,9 @@ final class ProxyServerHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
   /// Sends the exchange to its target over a pooled connection or a new one.
   private func dispatch(_ exchange: Exchange, allowPooled: Bool) {
-    if allowPooled, let connection = self.pool.take(exchange.choice.target) {
+    if allowPooled,
+      let connection = self.pool.take(exchange.choice.target, checkEstablished: !exchange.isIdempotentWithoutBody)
+    {
       self.attach(exchange, connection, reused: true)
       return
     }

@@ -35,6 +35,27 @@ final class UpstreamConnection: ChannelDuplexHandler, RemovableChannelHandler {
   }
 
   var isActive: Bool { self.context?.channel.isActive ?? false }
+
+  /// Whether the kernel still has the connection established (Linux: `TCP_INFO`; elsewhere
+  /// `isActive`). A target that closed or reset it a moment ago, because it was killed or closed an
+  /// idle connection, shows here before this loop has read the FIN or the RST, while `isActive` is
+  /// still true.
+  var isEstablished: Bool {
+    guard let channel = self.context?.channel, channel.isActive else { return false }
+    #if os(Linux)
+      guard let provider = channel as? any SocketOptionProvider else { return true }
+      var state: UInt8?
+      // On the channel's event loop the option is read at once and the future is already
+      // complete, so this callback runs before `whenSuccess` returns.
+      provider.getTCPInfo().assumeIsolated().whenSuccess { state = $0.tcpi_state }
+      return state.map { $0 == Self.tcpEstablished } ?? true
+    #else
+      return true
+    #endif
+  }
+
+  /// `TCP_ESTABLISHED` of Linux's `tcp_states.h`.
+  static let tcpEstablished: UInt8 = 1
   var isWritable: Bool { self.context?.channel.isWritable ?? false }
 
   func handlerAdded(context: ChannelHandlerContext) {
@@ -149,11 +170,16 @@ final class UpstreamPool {
   }
 
   /// An idle connection to `target` that is open and not expired, if there is one. The most
-  /// recently used one is taken (it is the least likely to be closed by the target).
-  func take(_ target: TargetAddress) -> UpstreamConnection? {
+  /// recently used one is taken (it is the least likely to be closed by the target). For a request
+  /// that cannot be sent again (`checkEstablished`: not idempotent, or with a body) the kernel must
+  /// also still have it established, so that a connection its target closed or reset a moment ago
+  /// is not used before this loop has read that.
+  func take(_ target: TargetAddress, checkEstablished: Bool = false) -> UpstreamConnection? {
     let now = NIODeadline.now()
     while let connection = self.idle[target]?.popLast() {
-      if connection.isActive, !self.isExpired(connection, now: now) { return connection }
+      if connection.isActive, !self.isExpired(connection, now: now), !checkEstablished || connection.isEstablished {
+        return connection
+      }
       connection.close()
     }
     return nil
