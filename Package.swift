@@ -209,6 +209,13 @@ let package = Package(
       dependencies: ["TealCluster", "TealDeploy", "TealWire"],
       path: "Benchmarks/ClusterBenchmark"
     ),
+    // The scale simulation's long run (5 nodes, 200 services, 50 deployments, faults; seeds) and the
+    // cost of a commit and of a snapshot by number of services (issue 18, item 4).
+    .executableTarget(
+      name: "ScaleSimBenchmark",
+      dependencies: ["TealNodeTesting", "TealCluster", "TealDeploy", "TealWire"],
+      path: "Benchmarks/ScaleSimBenchmark"
+    ),
     .executableTarget(
       name: "GossipBenchmark",
       dependencies: ["TealGossip", "TealGossipSim"],

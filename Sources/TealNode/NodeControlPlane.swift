@@ -31,10 +31,13 @@ public final class NodeControlPlane: Sendable {
   ///   - fileSystem: where the Raft log lives (under `configuration.dataDirectory`).
   ///   - network: where Raft and control messages to peers go; deliver inbound ones to ``messageHandler``.
   ///   - randomSeed: seeds Raft's election timeouts.
+  ///   - onApplied: told of every entry this node applies, with the state after it (see
+  ///     ``AppliedEntryObserver``); for invariant checks.
   /// - Throws: ``NodeStartError/component(_:reason:)`` when the Raft log cannot be opened.
   public init(
     configuration: NodeConfiguration, fileSystem: any StorageFileSystem, network: any PeerMessageSender,
-    environment: NodeControlEnvironment, randomSeed: UInt64, logger baseLogger: Logger
+    environment: NodeControlEnvironment, randomSeed: UInt64, logger baseLogger: Logger,
+    onApplied: AppliedEntryObserver? = nil
   ) throws(NodeStartError) {
     var logger = baseLogger
     logger[metadataKey: "node"] = "\(configuration.node)"
@@ -46,7 +49,8 @@ public final class NodeControlPlane: Sendable {
     raftConfiguration.storage.fileSystem = fileSystem
     do {
       raft = try RaftNode(
-        configuration: raftConfiguration, stateMachine: ClusterStateMachine(observer: observer), network: network)
+        configuration: raftConfiguration, stateMachine: ClusterStateMachine(observer: observer, onApplied: onApplied),
+        network: network)
     } catch {
       throw .component("the Raft log in \(configuration.dataDirectory)", reason: "\(error)")
     }

@@ -244,17 +244,59 @@ public final class SimulatedGossip: @unchecked Sendable {
 
 // MARK: - Hooks
 
-/// Answers every hook call with `outcome` (default: succeeded) and records the calls.
+/// Answers every hook call with `outcome` (default: succeeded), or with the outcome set for the
+/// call's service, and records the calls.
+///
+/// Bounds: ``calls`` and ``callLog`` keep the first ``maximumRecordedCalls`` calls each.
 public actor ScriptedHooks: NodeHookCalling {
+  public static let maximumRecordedCalls = 10_000
+
+  /// One call as a node's deployment controller made it.
+  public struct Call: Sendable {
+    public var node: NodeID?
+    /// The term the controller called in (`x-teal-term`).
+    public var term: UInt64?
+    /// Simulated time of the call (nil when the caller did not say).
+    public var at: Duration?
+    public var invocation: HookInvocation
+  }
+
   public private(set) var calls: [HookInvocation] = []
+  /// Every call with the node and term that made it (``caller(_:clock:)`` fills them in).
+  public private(set) var callLog: [Call] = []
   private var outcome: HookOutcome
+  private var outcomes: [String: HookOutcome] = [:]
 
   public init(outcome: HookOutcome = .succeeded) { self.outcome = outcome }
 
   public func setOutcome(_ outcome: HookOutcome) { self.outcome = outcome }
 
+  /// Calls for `service`'s deployments answer `outcome` (instead of the default one).
+  public func setOutcome(_ outcome: HookOutcome, forService service: String) { outcomes[service] = outcome }
+
   public func invoke(_ invocation: HookInvocation, term: UInt64?) async -> HookResult {
-    if calls.count < 10_000 { calls.append(invocation) }
-    return HookResult(answering: invocation, outcome: outcome)
+    answer(Call(node: nil, term: term, at: nil, invocation: invocation))
+  }
+
+  private func answer(_ call: Call) -> HookResult {
+    if calls.count < Self.maximumRecordedCalls { calls.append(call.invocation) }
+    if callLog.count < Self.maximumRecordedCalls { callLog.append(call) }
+    let outcome = outcomes[call.invocation.context.service] ?? self.outcome
+    return HookResult(answering: call.invocation, outcome: outcome)
+  }
+
+  /// The hook caller of `node`: calls recorded with the node, its term and the simulated time.
+  public nonisolated func caller(_ node: NodeID, clock: ManualClock) -> any NodeHookCalling {
+    Caller(hooks: self, node: node, clock: clock)
+  }
+
+  private struct Caller: NodeHookCalling {
+    let hooks: ScriptedHooks
+    let node: NodeID
+    let clock: ManualClock
+
+    func invoke(_ invocation: HookInvocation, term: UInt64?) async -> HookResult {
+      await hooks.answer(Call(node: node, term: term, at: clock.elapsed, invocation: invocation))
+    }
   }
 }

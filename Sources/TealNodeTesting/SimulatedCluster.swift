@@ -28,6 +28,10 @@ import TealWire
 /// unsynced disk writes are lost, gossip declares it dead), ``restart(_:)`` (the node comes back
 /// from its simulated disk, gossip sees it alive again), and the network's partition and drop
 /// controls (``network``).
+///
+/// Observation: `onApplied` is told of every entry any node applies, with that node's state after
+/// it (on the node's Raft executor, inside `apply`: see ``AppliedEntryObserver``); hook calls are
+/// recorded with the node and term that made them (``ScriptedHooks/callLog``).
 public final class SimulatedCluster: @unchecked Sendable {
   /// One Raft tick and the time a step advances the clock: the node's own tick.
   public static let tick: Duration = .milliseconds(20)
@@ -40,6 +44,7 @@ public final class SimulatedCluster: @unchecked Sendable {
   private let seed: UInt64
   private let electionTimeoutMilliseconds: Int
   private let logger: Logger
+  private let onApplied: (@Sendable (NodeID, AppliedEntry, ClusterState) -> Void)?
 
   private struct Machine {
     var configuration: NodeConfiguration
@@ -54,14 +59,20 @@ public final class SimulatedCluster: @unchecked Sendable {
   private let lock = NSLock()
   /// Guarded by `lock`.
   private var machines: [NodeID: Machine] = [:]
+  /// Revisions whose tasks stay `starting` on every node's runner, the ones a restart creates too
+  /// (guarded by `lock`).
+  private var heldRevisions: Set<String> = []
 
   /// - Parameters:
   ///   - nodes: how many founding members (`n1` … `nN`, addresses 127.0.0.1 …).
   ///   - seed: seeds Raft's election timeouts (each node its own, derived from it) and the network.
   ///   - electionTimeoutMilliseconds: the nodes' election timeout (their default: 1 s).
+  ///   - onApplied: told of every entry a node applies (the node, the entry, the node's state after
+  ///     it); it runs inside the node's `apply`, so it must be quick and must not keep the state.
   public init(
     nodes: Int = 3, seed: UInt64 = 1, electionTimeoutMilliseconds: Int = 1000,
-    hooks: ScriptedHooks = ScriptedHooks(), logger: Logger = Logger(label: "teal.sim")
+    hooks: ScriptedHooks = ScriptedHooks(), logger: Logger = Logger(label: "teal.sim"),
+    onApplied: (@Sendable (NodeID, AppliedEntry, ClusterState) -> Void)? = nil
   ) {
     precondition((1...64).contains(nodes), "a simulated cluster has 1 to 64 nodes, not \(nodes)")
     ids = (1...nodes).map { NodeID("n\($0)") }
@@ -70,6 +81,7 @@ public final class SimulatedCluster: @unchecked Sendable {
     self.hooks = hooks
     self.seed = seed
     self.electionTimeoutMilliseconds = electionTimeoutMilliseconds
+    self.onApplied = onApplied
     var logger = logger
     if logger.logLevel < .warning { logger.logLevel = .warning }
     self.logger = logger
@@ -105,11 +117,18 @@ public final class SimulatedCluster: @unchecked Sendable {
     gossip.markDead(node)
   }
 
-  /// Boots a crashed node again from its simulated disk (with a fresh task runner: a real node's
-  /// processes would be leftovers, drained first; here they died with the node).
+  /// Boots a crashed node again from its simulated disk, with a fresh task runner (a real node's
+  /// processes would be leftovers, drained first; here they died with the node) and a fresh
+  /// balancer (the old one was shut down with the node, as a process's listeners close with it).
   public func restart(_ node: NodeID) async throws {
     precondition(!isRunning(node), "\(node) is running; crash it before restarting it")
-    lock.withLock { machines[node]?.tasks = InMemoryTasks() }
+    let (tasks, held) = lock.withLock {
+      let tasks = InMemoryTasks()
+      machines[node]?.tasks = tasks
+      machines[node]?.balancer = InMemoryBalancer()
+      return (tasks, heldRevisions)
+    }
+    for revision in held.sorted() { await tasks.holdStarting(revision: revision) }
     try await boot(node)
   }
 
@@ -121,11 +140,15 @@ public final class SimulatedCluster: @unchecked Sendable {
     let current = machine(node)
     let boots = current.boots + 1
     let environment = NodeControlEnvironment(
-      clock: clock, tasks: current.tasks, balancer: current.balancer, gossip: gossip.view(of: node), hooks: hooks)
+      clock: clock, tasks: current.tasks, balancer: current.balancer, gossip: gossip.view(of: node),
+      hooks: hooks.caller(node, clock: clock))
+    let observer = onApplied.map { observe in
+      { @Sendable (entry: AppliedEntry, state: ClusterState) in observe(node, entry, state) }
+    }
     let plane = try NodeControlPlane(
       configuration: current.configuration, fileSystem: current.disk, network: network.sender(for: node),
       environment: environment, randomSeed: seed &* 1_000_003 &+ UInt64(ids.firstIndex(of: node)! * 7919 + boots),
-      logger: logger)
+      logger: logger, onApplied: observer)
     await network.register(node, handler: plane.messageHandler)
     await plane.start()
     let control = Task { await plane.runControl() }
@@ -167,6 +190,16 @@ public final class SimulatedCluster: @unchecked Sendable {
   public func balancer(_ node: NodeID) -> InMemoryBalancer { machine(node).balancer }
 
   public func configuration(_ node: NodeID) -> NodeConfiguration { machine(node).configuration }
+
+  /// Tasks of `revision` (`web:2`) started from now on stay `starting` on every node, also on the
+  /// runner a restarted node gets (see ``InMemoryTasks/holdStarting(revision:)``).
+  public func holdStarting(revision: String) async {
+    let runners = lock.withLock {
+      heldRevisions.insert(revision)
+      return machines.values.map(\.tasks)
+    }
+    for runner in runners { await runner.holdStarting(revision: revision) }
+  }
 
   // MARK: - Time
 

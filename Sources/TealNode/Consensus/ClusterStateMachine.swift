@@ -18,14 +18,19 @@ struct ClusterStateMachine: ReplicatedStateMachine {
   private(set) var state: ClusterState
   /// Shared with the node's shells; told of every applied index. Not part of the replicated state.
   let observer: AppliedIndexObserver
+  /// Told of every applied entry with the state after it (TealNodeTesting's invariant checks; nil in
+  /// a node).
+  let onApplied: AppliedEntryObserver?
 
-  init(state: ClusterState = ClusterState(), observer: AppliedIndexObserver) {
+  init(state: ClusterState = ClusterState(), observer: AppliedIndexObserver, onApplied: AppliedEntryObserver? = nil) {
     self.state = state
     self.observer = observer
+    self.onApplied = onApplied
   }
 
   mutating func apply(_ command: [UInt8], index: UInt64, term: UInt64) -> [UInt8] {
     let result = state.apply(bytes: command, index: index, term: term)
+    onApplied?(AppliedEntry(index: index, term: term, bytes: command, result: result), state)
     observer.applied(index)
     var writer = WireWriter()
     writer.writeFixed(index)
@@ -40,6 +45,20 @@ struct ClusterStateMachine: ReplicatedStateMachine {
     observer.restored(state.appliedIndex)
   }
 }
+
+/// One entry as a node applied it: its log index, the term of its Raft entry, its bytes and the
+/// encoded ``ClusterResult`` that `apply` answered.
+public struct AppliedEntry: Sendable {
+  public var index: UInt64
+  public var term: UInt64
+  public var bytes: [UInt8]
+  public var result: [UInt8]
+}
+
+/// Told of every entry a node applies, with the state after it. It runs on the node's Raft executor
+/// inside `apply`: it must be quick, and must not keep `state` beyond the call (a kept copy would make
+/// the next apply copy the whole state).
+public typealias AppliedEntryObserver = @Sendable (AppliedEntry, ClusterState) -> Void
 
 /// What RaftNode hands back to the proposer of one entry (see ``ClusterStateMachine``).
 struct AppliedResult: Sendable {
