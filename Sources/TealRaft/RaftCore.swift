@@ -439,9 +439,12 @@ public struct RaftCore: Sendable {
     guard log.committed >= termStartIndex else { throw .leaderNotReady }
     guard configurationIndex <= log.committed else { throw .configChangePending }
     if case .promote(let node) = change, let pr = progress[node] {
-      // A learner that acknowledged nothing is never caught up, however short the log: promoted, it would
-      // be a voter with an empty log (a joining node that votes only once it holds a leader's log).
-      if pr.match == 0 || pr.match + options.learnerCatchUpLag < log.lastIndex {
+      // A learner is caught up once it holds the commit index and is within `learnerCatchUpLag` of the
+      // last entry. Holding the commit index also takes a joining node out of join mode (it votes only
+      // once an append brought it up to the leader's commit index): promoted before that, it is a voter
+      // that refuses votes, and a 1-voter leader that restarts can then never be elected again. (So a
+      // learner that acknowledged nothing is never caught up, however short the log.)
+      if pr.match == 0 || pr.match < log.committed || pr.match + options.learnerCatchUpLag < log.lastIndex {
         throw .learnerNotCaughtUp(node, match: pr.match, lastIndex: log.lastIndex)
       }
     }
