@@ -43,7 +43,8 @@ public struct RaftOptions: Sendable, Hashable {
   /// Upper bound of committed entries handed out in one Ready.
   public var maxCommittedEntriesPerReady: Int = 4096
   /// A learner may be promoted when its log is at most this many entries behind the leader's, and only
-  /// once it has acknowledged at least one entry (an empty learner is never caught up).
+  /// once it has acknowledged at least one entry (an empty learner is never caught up) and holds the
+  /// leader's commit index (which also ends a joining learner's join mode).
   public var learnerCatchUpLag: UInt64 = 16
   /// Reads a new leader holds until its term's no-op commits (then it serves them).
   public var maxHeldReads: Int = 4096
