@@ -240,6 +240,7 @@ case "sim":
     steps: argument("--steps", default: 2_000))
 case "shellsim" where CommandLine.arguments.contains("--trace"):
   var p = ShellSimulationParameters(seed: UInt64(argument("--trace", default: 1)))
+  p.steps = argument("--steps", default: 3_000)
   p.trace = true
   var sim = ShellSimulation(p)
   let report = sim.run()

@@ -43,7 +43,8 @@ public struct RaftOptions: Sendable, Hashable {
   /// Upper bound of committed entries handed out in one Ready.
   public var maxCommittedEntriesPerReady: Int = 4096
   /// A learner may be promoted when its log is at most this many entries behind the leader's, and only
-  /// once it has acknowledged at least one entry (an empty learner is never caught up).
+  /// once it has acknowledged at least one entry (an empty learner is never caught up) and holds the
+  /// leader's commit index (which also ends a joining learner's join mode).
   public var learnerCatchUpLag: UInt64 = 16
   /// Reads a new leader holds until its term's no-op commits (then it serves them).
   public var maxHeldReads: Int = 4096
@@ -439,9 +440,12 @@ public struct RaftCore: Sendable {
     guard log.committed >= termStartIndex else { throw .leaderNotReady }
     guard configurationIndex <= log.committed else { throw .configChangePending }
     if case .promote(let node) = change, let pr = progress[node] {
-      // A learner that acknowledged nothing is never caught up, however short the log: promoted, it would
-      // be a voter with an empty log (a joining node that votes only once it holds a leader's log).
-      if pr.match == 0 || pr.match + options.learnerCatchUpLag < log.lastIndex {
+      // A learner is caught up once it holds the commit index and is within `learnerCatchUpLag` of the
+      // last entry. Holding the commit index also takes a joining node out of join mode (it votes only
+      // once an append brought it up to the leader's commit index): promoted before that, it is a voter
+      // that refuses votes, and a 1-voter leader that restarts can then never be elected again. (So a
+      // learner that acknowledged nothing is never caught up, however short the log.)
+      if pr.match == 0 || pr.match < log.committed || pr.match + options.learnerCatchUpLag < log.lastIndex {
         throw .learnerNotCaughtUp(node, match: pr.match, lastIndex: log.lastIndex)
       }
     }

@@ -300,7 +300,8 @@ public enum RaftError: Error, Sendable, Hashable, CustomStringConvertible {
       "the leader holds \(bytes) bytes of uncommitted commands, at its limit maxUncommittedBytes (\(limit)); "
         + "retry once they commit"
     case .learnerNotCaughtUp(let node, let match, let last):
-      "learner \(node) has replicated up to \(match) of \(last); promote it once it has caught up"
+      "learner \(node) has replicated up to \(match) of \(last); promote it once it holds the commit index "
+        + "and is within learnerCatchUpLag of the last index"
     case .invalidConfigChange(let reason): "invalid membership change: \(reason)"
     case .invalidTransferTarget(let node, let reason): "cannot transfer leadership to \(node): \(reason)"
     case .invalidSnapshot(let reason): "invalid snapshot: \(reason)"

@@ -121,6 +121,8 @@ public struct ShellSimulation {
   private var grantedVote: [VoteKey: NodeID] = [:]
   private var crashes = 0
   private var storageCrashes = 0
+  /// The highest commit index any node has reported so far (every index up to it is committed).
+  private var highestCommit: UInt64 = 0
 
   private struct VoteKey: Hashable {
     var node: NodeID
@@ -301,7 +303,22 @@ public struct ShellSimulation {
       }
       return
     }
-    if status.role == .leader {
+    highestCommit = max(highestCommit, status.commitIndex)
+    if parameters.trace {
+      let seen =
+        "\(status.role) in term \(status.term), commit \(status.commitIndex), voters "
+        + "\(node.assumeIsolated { $0.membership.voters.map(\.rawValue).sorted() })"
+      if nodes[i].lastSeen != seen {
+        nodes[i].lastSeen = seen
+        note("n\(i) is \(seen)")
+      }
+    }
+    // Election safety counts a leadership once its term is durable. A node that wins an election and loses
+    // power before its new term is written restarts in the older term and may then vote in the newer one
+    // (seed 1950 of the 10,000-seed run: a 1-voter leader re-elected itself in term 4 alone, lost power,
+    // and granted n1 its vote in term 4); until its term is durable it sends nothing, which the durable
+    // term check below enforces, so that leadership never existed for anyone else.
+    if status.role == .leader, durable?.term == status.term {
       if let other = leaderOfTerm[status.term], other != i {
         recorder.violation("election safety: n\(i) and n\(other) both lead term \(status.term)")
       }
@@ -495,7 +512,9 @@ public struct ShellSimulation {
   // MARK: Membership
 
   /// Proposes the next change of the plan on the leader; a change the leader's membership already has
-  /// (applied, or appended by an earlier attempt) is dropped from the plan.
+  /// and has committed is dropped from the plan. (A change only appended may still be lost: before, the plan
+  /// dropped an `addLearner` a deposed leader had appended and never replicated, and then proposed
+  /// `promote` of a node the new leader never had as a member, forever; seeds 241, 410, 1485.)
   private mutating func membershipStep() {
     guard !plan.isEmpty else { return }
     queue.schedule(.membership, at: now + UInt64(random.within(100_000...400_000)))
@@ -503,8 +522,8 @@ public struct ShellSimulation {
       let leader = (0..<3).first(where: { i in nodes[i].node?.assumeIsolated { $0.status.role == .leader } ?? false }),
       let node = nodes[leader].node
     else { return }
-    let membership = node.assumeIsolated { $0.membership }
-    while let change = plan.first {
+    let (membership, committed) = node.assumeIsolated { ($0.membership, $0.membershipIndex <= $0.status.commitIndex) }
+    while committed, let change = plan.first {
       switch change {
       case .addLearner(let n) where membership.members.contains(n): plan.removeFirst()
       case .promote(let n) where membership.voters.contains(n): plan.removeFirst()
@@ -563,12 +582,14 @@ public struct ShellSimulation {
       }
     case .read:
       let key = operation.key
+      // Every index committed anywhere before the read began must be in the state it returns.
+      let floor = highestCommit
       node.assumeIsolated { n in
         n.linearizableRead { result in
           switch result {
           case .success:
-            let value = n.assumeIsolated { $0.currentState.kv.values[key] }
-            mailbox.reads.append((c, attempt, .success(value)))
+            let (value, applied) = n.assumeIsolated { ($0.currentState.kv.values[key], $0.status.appliedIndex) }
+            mailbox.reads.append((c, attempt, .success(ShellRead(value: value, applied: applied, floor: floor))))
           case .failure(let error):
             mailbox.reads.append((c, attempt, .failure(error)))
           }
@@ -634,12 +655,17 @@ public struct ShellSimulation {
     }
   }
 
-  private mutating func completeRead(_ c: Int, result: Result<Int64?, RaftNodeError>) {
+  private mutating func completeRead(_ c: Int, result: Result<ShellRead, RaftNodeError>) {
     guard let operation = clients[c].operation, let h = operation.historyIndex else { return }
     switch result {
-    case .success(let value):
+    case .success(let read):
+      if read.applied < read.floor {
+        recorder.violation(
+          "read freshness: c\(c)'s read returned the state at applied index \(read.applied), but index "
+            + "\(read.floor) was committed before the read began")
+      }
       historyClock += 1
-      history[operation.key][h].kind = .read(value)
+      history[operation.key][h].kind = .read(read.value)
       history[operation.key][h].response = historyClock
       clients[c].operation = nil
       schedule(c)
@@ -741,6 +767,8 @@ struct ShellNode {
   var crashPointArmed = false
   var pausedUntil: UInt64?
   var inbox: [RaftMessage] = []
+  /// For the trace: the role, term, commit index and voters last reported.
+  var lastSeen = ""
 
   init(tickPeriod: UInt64) { self.tickPeriod = tickPeriod }
 }
@@ -768,9 +796,17 @@ struct ShellClient {
 /// Outcomes the nodes report through completion callbacks, collected until the simulation looks.
 final class ShellMailbox: @unchecked Sendable {
   var proposals: [(client: Int, attempt: Int, command: [UInt8], result: Result<[UInt8], RaftNodeError>)] = []
-  var reads: [(client: Int, attempt: Int, result: Result<Int64?, RaftNodeError>)] = []
+  var reads: [(client: Int, attempt: Int, result: Result<ShellRead, RaftNodeError>)] = []
 
   var isEmpty: Bool { proposals.isEmpty && reads.isEmpty }
+}
+
+/// What a completed read saw: the key's value, the reading node's applied index, and the highest index
+/// committed anywhere when the read began (the applied index must be at or above it).
+struct ShellRead {
+  var value: Int64?
+  var applied: UInt64
+  var floor: UInt64
 }
 
 enum ShellEvent {

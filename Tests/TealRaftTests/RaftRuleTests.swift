@@ -343,6 +343,122 @@ import Testing
     }
   }
 
+  /// Found by the shell simulation (seeds 1516 and 2926 of ShellSimulation): a single voter commits alone,
+  /// so a joining learner fed one entry per append is always behind the commit index each append carries
+  /// and stays in join mode (it refuses (pre-)votes until it holds a leader's commit index). Promoted
+  /// within `learnerCatchUpLag` but before it held the commit index, it was a voter that refuses votes;
+  /// once the leader restarted it needed that vote, and no node could ever be elected again. A learner is
+  /// promoted only once it holds the leader's commit index (which takes it out of join mode).
+  @Test func aJoiningLearnerBehindTheCommitIndexIsNotPromoted() throws {
+    var options = TestCluster.defaultOptions()
+    options.maxEntriesPerAppend = 1
+    options.maxInflightAppends = 1
+    options.learnerCatchUpLag = 4
+    var c = TestCluster(["n1"], others: ["n2"], options: options)
+    let n1 = NodeID("n1")
+    let n2 = NodeID("n2")
+    c.cores[n2] = try RaftCore(id: n2, options: options, bootstrap: c.bootstrap, randomSeed: 7, joining: true)
+    c.campaign("n1")
+    c.stabilize()
+    c.isolate("n2")
+    try c.cores[n1]!.proposeConfigChange(.addLearner(n2))
+    for i in 0..<3 { try c.propose("n1", "x\(i)") }
+    c.stabilize()
+    #expect(c["n1"].commitIndex == 5, "the single voter commits alone")
+    // n2 comes back and receives entries 1-3, one per append, each carrying commit 5.
+    c.heal()
+    c.dropQueued()
+    let upToThree: (RaftMessage) -> Bool = { m in
+      if case .append(_, _, let entries, _) = m.body { return (entries.last?.index ?? 0) <= 3 }
+      return true
+    }
+    for _ in 0..<40 where c["n2"].lastIndex < 3 {
+      c.tickAll()
+      for _ in 0..<10 { c.deliver(where: upToThree) }
+      c.dropQueued()
+    }
+    #expect(c["n2"].lastIndex == 3 && c["n1"].replication(of: n2)?.match == 3)
+    #expect(c["n2"].awaitingLeaderLog, "n2 never held the commit index an append carried")
+    // Within the lag (5 - 3 <= 4), but n2 does not hold the commit index: not promoted.
+    #expect(throws: RaftError.learnerNotCaughtUp(n2, match: 3, lastIndex: 5)) {
+      try c.cores[n1]!.proposeConfigChange(.promote(n2))
+    }
+    c.process(n1)
+    // Had it been promoted, a restart of n1 would have left {n1, n2} without a leader forever; as it is, n1
+    // restarts and leads alone, and n2 is promoted once it holds the commit index.
+    c.crash("n1")
+    c.dropQueued()
+    c.restart("n1")
+    c.runTicks(10 * options.electionTicks)
+    #expect(c.leaders == [n1])
+    #expect(!c["n2"].awaitingLeaderLog)
+    try c.cores[n1]!.proposeConfigChange(.promote(n2))
+    c.stabilize()
+    #expect(c["n1"].configuration.voters == [n1, n2])
+    c.crash("n1")
+    c.restart("n1")
+    c.runTicks(10 * options.electionTicks)
+    #expect(c.leaders.count == 1, "the two voters elect a leader after the restart")
+  }
+
+  /// The leader counts its own log towards a quorum only up to its persisted index (its appends leave in
+  /// parallel with its own write, thesis §10.2.1). Counting `lastIndex` instead would commit an entry that
+  /// only one of three voters holds durably: the leader's power loss before its fsync then loses an entry
+  /// a follower may already have applied. (Caught by nothing before: the mutation "count the leader's
+  /// lastIndex in maybeCommit" of Docs/RAFT.md.)
+  @Test func aLeaderCountsItselfTowardsACommitOnlyUpToItsPersistedIndex() throws {
+    var c = TestCluster(["n1", "n2", "n3"])
+    let n1 = NodeID("n1")
+    let n2 = NodeID("n2")
+    c.campaign("n1")
+    c.stabilize()
+    var leader = c.cores[n1]!
+    let committed = leader.commitIndex
+    let position = try leader.propose(Array("x".utf8))
+    let ready = leader.ready()  // n1's write of x has not happened yet
+    #expect(ready.entries.map(\.index) == [position.index])
+    #expect(leader.persistedIndex < position.index)
+    // n2 persists x and acknowledges it.
+    c.queue = ready.messages.filter { $0.to == n2 }
+    c.deliver { $0.to == n2 }
+    let acks = c.queue.filter { m in
+      if case .appendResponse(let index, false, _, _) = m.body { return m.to == n1 && index >= position.index }
+      return false
+    }
+    #expect(!acks.isEmpty, "n2 acknowledged x")
+    for ack in acks { leader.step(ack) }
+    #expect(leader.commitIndex == committed, "only n2 holds x durably: not a quorum of three")
+    leader.advance(ready)  // n1's write is durable: n1 and n2 are a quorum
+    _ = leader.ready()
+    #expect(leader.commitIndex == position.index)
+  }
+
+  /// A read is released only by heartbeat acknowledgements of a round sent after it arrived (ReadIndex,
+  /// thesis §6.4). Append acknowledgements in flight when the read arrived prove nothing about the present:
+  /// a newer leader may have been elected since they left. (Caught by nothing before: the mutation "release
+  /// reads on append acks" of Docs/RAFT.md.)
+  @Test func aReadIsReleasedOnlyByHeartbeatAcknowledgementsSentAfterItArrived() throws {
+    var c = TestCluster(["n1", "n2", "n3"])
+    let n1 = NodeID("n1")
+    c.campaign("n1")
+    c.stabilize()
+    try c.propose("n1", "x")
+    let isAck: (RaftMessage) -> Bool = { if case .appendResponse = $0.body { true } else { false } }
+    c.deliver { if case .append = $0.body { true } else { false } }
+    let acks = c.queue.filter(isAck)
+    #expect(acks.count == 2, "both followers acknowledged x before the read arrives")
+    c.queue.removeAll(where: isAck)
+    try c.cores[n1]!.readIndex(context: [7])
+    c.process(n1)
+    let round = c.queue
+    c.queue = []
+    for ack in acks { c.deliver(ack) }
+    #expect(c.readStates[n1, default: []].isEmpty, "acknowledgements sent before the read do not release it")
+    c.queue = round
+    c.stabilize()
+    #expect(c.readStates[n1, default: []].map(\.context) == [[7]])
+  }
+
   @Test func removedLeaderStepsDownOnceItsRemovalCommits() throws {
     var c = TestCluster(["n1", "n2", "n3"])
     c.campaign("n1")

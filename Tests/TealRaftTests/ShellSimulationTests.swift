@@ -17,6 +17,8 @@ import Testing
   @Test func simulatedShellClustersKeepEveryInvariantAndLinearizability() async throws {
     if let seed = Self.environment("TEAL_SHELL_SIM_SEED") {
       var parameters = ShellSimulationParameters(seed: seed)
+      // The same fault phase as the seed had in the multi-seed run, so that a failure replays.
+      parameters.steps = Int(Self.environment("TEAL_SIM_STEPS") ?? UInt64(Self.defaultSteps))
       parameters.trace = true
       var simulation = ShellSimulation(parameters)
       let report = simulation.run()
