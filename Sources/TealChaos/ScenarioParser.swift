@@ -38,18 +38,18 @@ public enum ScenarioParser {
     }
   }
 
-  private static func read(_ text: String) throws(ScenarioError) -> ChaosScenario {
-    guard text.utf8.count <= ScenarioLimits.maximumBytes else {
+  /// The document's root node: at most `maximumBytes` (`what` names the kind of file in the error),
+  /// not empty, valid YAML; errors carry the line where Yams knows it.
+  static func composeRoot(_ text: String, maximumBytes: Int, what: String) throws(ScenarioError) -> Node {
+    guard text.utf8.count <= maximumBytes else {
       throw ScenarioError(
-        field: "", line: nil,
-        message: "the file has \(text.utf8.count) bytes; a scenario is at most \(ScenarioLimits.maximumBytes)")
+        field: "", line: nil, message: "the file has \(text.utf8.count) bytes; \(what) is at most \(maximumBytes)")
     }
-    let root: Node
     do {
       guard let node = try Yams.compose(yaml: text) else {
         throw ScenarioError(field: "", line: nil, message: "the file is empty")
       }
-      root = node
+      return node
     } catch let error as ScenarioError {
       throw error
     } catch let error as YamlError {
@@ -57,6 +57,10 @@ public enum ScenarioParser {
     } catch {
       throw ScenarioError(field: "", line: nil, message: "not valid YAML: \(error)")
     }
+  }
+
+  private static func read(_ text: String) throws(ScenarioError) -> ChaosScenario {
+    let root = try composeRoot(text, maximumBytes: ScenarioLimits.maximumBytes, what: "a scenario")
     let top = try Fields(
       root, path: "",
       allowed: [

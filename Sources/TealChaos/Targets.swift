@@ -95,24 +95,7 @@ public enum TargetsParser {
   }
 
   private static func read(_ text: String, baseDirectory: String) throws(ScenarioError) -> ChaosTargetsFile {
-    guard text.utf8.count <= TargetsLimits.maximumBytes else {
-      throw ScenarioError(
-        field: "", line: nil,
-        message: "the file has \(text.utf8.count) bytes; a targets file is at most \(TargetsLimits.maximumBytes)")
-    }
-    let root: Node
-    do {
-      guard let node = try Yams.compose(yaml: text) else {
-        throw ScenarioError(field: "", line: nil, message: "the file is empty")
-      }
-      root = node
-    } catch let error as ScenarioError {
-      throw error
-    } catch let error as YamlError {
-      throw ScenarioError(field: "", line: ScenarioParser.yamlErrorLine(error), message: "not valid YAML: \(error)")
-    } catch {
-      throw ScenarioError(field: "", line: nil, message: "not valid YAML: \(error)")
-    }
+    let root = try ScenarioParser.composeRoot(text, maximumBytes: TargetsLimits.maximumBytes, what: "a targets file")
     let top = try Fields(root, path: "", allowed: topFields)
     func local(_ value: Value) throws(ScenarioError) -> String {
       let path = try value.string()

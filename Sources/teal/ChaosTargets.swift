@@ -369,21 +369,7 @@ func runBounded(_ command: [String], input: String?, timeout: Duration) throws -
   posix_spawn_file_actions_adddup2(&actions, descriptor, 1)
   posix_spawn_file_actions_adddup2(&actions, descriptor, 2)
   if let closeFrom = spawnCloseFrom { _ = closeFrom(&actions, 3) }
-  var attributes = posix_spawnattr_t()
-  posix_spawnattr_init(&attributes)
-  defer { posix_spawnattr_destroy(&attributes) }
-  var noSignals = sigset_t()
-  sigemptyset(&noSignals)
-  posix_spawnattr_setsigmask(&attributes, &noSignals)
-  var defaults = sigset_t()
-  sigemptyset(&defaults)
-  for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&defaults, signal) }
-  posix_spawnattr_setsigdefault(&attributes, &defaults)
-  posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-  let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
-  defer { for pointer in argv { free(pointer) } }
-  var pid: pid_t = 0
-  let spawned = posix_spawn(&pid, arguments[0], &actions, &attributes, argv, environ)
+  let (spawned, pid) = spawnProcess(arguments[0], arguments, actions: &actions, newProcessGroup: false)
   close(ends[0])
   guard spawned == 0 else {
     close(ends[1])

@@ -264,10 +264,29 @@ func spawnNode(_ layout: ClusterLayout, _ id: String) throws -> pid_t {
   posix_spawn_file_actions_addopen(&actions, 1, layout.logFile(id), O_WRONLY | O_CREAT | O_APPEND, 0o644)
   posix_spawn_file_actions_adddup2(&actions, 1, 2)
 
+  let (status, pid) = spawnProcess(executable, arguments, actions: &actions, newProcessGroup: true)
+  guard status == 0 else {
+    throw CommandFailure(message: "cannot start node \(id) (\(executable)): \(String(cString: strerror(status)))")
+  }
+  try writeFile(layout.pidFile(id), "\(pid)\n")
+  return pid
+}
+
+/// `posix_spawn` of `executable` with `arguments` (argv, from argv[0]) and `actions`: no signal
+/// blocked, and the signals the CLI handles back at their defaults, so that the child is not born
+/// deaf to them; in a process group of its own when `newProcessGroup`. Returns posix_spawn's status
+/// and the child's PID.
+func spawnProcess(
+  _ executable: String, _ arguments: [String], actions: inout posix_spawn_file_actions_t, newProcessGroup: Bool
+) -> (status: Int32, pid: pid_t) {
   var attributes = posix_spawnattr_t()
   posix_spawnattr_init(&attributes)
   defer { posix_spawnattr_destroy(&attributes) }
-  posix_spawnattr_setpgroup(&attributes, 0)
+  var flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF
+  if newProcessGroup {
+    posix_spawnattr_setpgroup(&attributes, 0)
+    flags |= POSIX_SPAWN_SETPGROUP
+  }
   var noSignals = sigset_t()
   sigemptyset(&noSignals)
   posix_spawnattr_setsigmask(&attributes, &noSignals)
@@ -275,17 +294,12 @@ func spawnNode(_ layout: ClusterLayout, _ id: String) throws -> pid_t {
   sigemptyset(&defaults)
   for signal in [SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGQUIT] { sigaddset(&defaults, signal) }
   posix_spawnattr_setsigdefault(&attributes, &defaults)
-  posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-
+  posix_spawnattr_setflags(&attributes, Int16(flags))
   let argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
   defer { for pointer in argv { free(pointer) } }
   var pid: pid_t = 0
   let status = posix_spawn(&pid, executable, &actions, &attributes, argv, environ)
-  guard status == 0 else {
-    throw CommandFailure(message: "cannot start node \(id) (\(executable)): \(String(cString: strerror(status)))")
-  }
-  try writeFile(layout.pidFile(id), "\(pid)\n")
-  return pid
+  return (status, pid)
 }
 
 /// The last line of a node's log that reports an error (else its last line), for error messages.
