@@ -335,9 +335,9 @@ public struct ChaosReport: Codable, Sendable, Hashable {
 
   /// One failed request outside faults.
   public struct FailedRequest: Codable, Sendable, Hashable {
-    /// When it started, on the wall clock, and in seconds from the start of the run.
+    /// When it started on the wall clock (the run's start is the report's `startedAt`), and how
+    /// long it took.
     public var at: Date
-    public var t: Double
     public var seconds: Double
     public var method: String
     /// `status 502`, `connectRefused`, ...
@@ -481,14 +481,14 @@ extension ChaosReport {
           report.failedUnderFault += 1
         } else {
           report.failedOutsideFaults += 1
-          if report.failedOutsideFaultsList?.count ?? 0 < Self.maximumFailuresListed {
-            report.failedOutsideFaultsList =
-              (report.failedOutsideFaultsList ?? []) + [
-                FailedRequest(
-                  at: Date(timeIntervalSince1970: Double(request.startNs) / 1e9),
-                  t: Double(request.startNs - startNs) / 1e9, seconds: Double(request.endNs - request.startNs) / 1e9,
-                  method: request.method, failure: why, revision: request.revision, generation: request.generation)
-              ]
+          var listed = report.failedOutsideFaultsList ?? []
+          if listed.count < Self.maximumFailuresListed {
+            listed.append(
+              FailedRequest(
+                at: Date(timeIntervalSince1970: Double(request.startNs) / 1e9),
+                seconds: Double(request.endNs - request.startNs) / 1e9, method: request.method, failure: why,
+                revision: request.revision, generation: request.generation))
+            report.failedOutsideFaultsList = listed
           }
         }
         report.failures[why, default: 0] += 1

@@ -122,7 +122,7 @@ extension ChaosReport {
         let answer = [failed.revision.map { "revision \($0)" }, failed.generation.map { "generation \($0)" }]
           .compactMap { $0 }.joined(separator: ", ")
         lines.append(
-          "      outside faults: \(failed.method) at \(String(format: "%.3f", failed.t)) s "
+          "      outside faults: \(failed.method) at \(String(format: "%.3f", failed.at.timeIntervalSince(startedAt))) s "
             + "(\(formatDate(failed.at))), \(failed.failure) after \(String(format: "%.3f", failed.seconds)) s"
             + (answer.isEmpty ? "" : " (\(answer))"))
       }

@@ -719,21 +719,18 @@ public struct Deployment: Codable, Hashable, Sendable {
       return .tripped
     }
     let grace = configuration.circuitBreaker.healthFloorGrace
-    guard let since = belowFloorSince else {
-      belowFloorSince = now
-      if grace > .zero {
-        record(
-          "green \(green) fell to \(healthy)/\(desiredCount) healthy tasks (floor \(floor)) for want of tasks; "
-            + "holding until they are replaced, at most healthFloorGrace \(grace)", now)
-        return .holding
-      }
-      return checkHealthFloor(now)
-    }
+    let since = belowFloorSince ?? now
     if now >= since + grace {
       tripCircuitBreaker(
         "green \(green) stayed below its floor (\(healthy)/\(desiredCount) healthy tasks, floor \(floor)) "
           + "for healthFloorGrace \(grace) after SCALE_UP", now)
       return .tripped
+    }
+    if belowFloorSince == nil {
+      belowFloorSince = now
+      record(
+        "green \(green) fell to \(healthy)/\(desiredCount) healthy tasks (floor \(floor)) for want of tasks; "
+          + "holding until they are replaced, at most healthFloorGrace \(grace)", now)
     }
     return .holding
   }

@@ -214,7 +214,9 @@ struct CredentialReloader: Service {
       // Both contexts are read before either is installed: a bad file changes neither.
       do {
         let context = try NodeResources.tlsContext(for: configuration)
-        let apiContext = try api.map { _ in try NodeResources.apiTLSContext(for: configuration) }
+        let apiContext = try api.map { _ in
+          try NodeResources.apiTLSContext(from: context, configuration: configuration)
+        }
         await transport.updateSecurity(.mutualTLS(context))
         if let api, let apiContext { api.replace(with: apiContext) }
         logger.notice(

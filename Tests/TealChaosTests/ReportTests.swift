@@ -96,7 +96,9 @@ struct ReportTests {
     // Each one is listed, to find it in the nodes' logs; failures under a fault are not.
     let listed = failing.listeners[0].failedOutsideFaultsList ?? []
     #expect(listed.count == 1)
-    #expect(listed.first.map { abs($0.t - 10.5) < 1e-6 && abs($0.seconds - 0.1) < 1e-6 } == true)
+    #expect(
+      listed.first.map { abs($0.at.timeIntervalSince(failing.startedAt) - 10.5) < 1e-6 && abs($0.seconds - 0.1) < 1e-6 }
+        == true)
     #expect(listed.first?.method == "POST" && listed.first?.failure == "status 503")
     #expect(listed.first?.revision == "web:2" && listed.first?.generation == 7)
     #expect(failing.listeners[2].failedOutsideFaultsList == nil)

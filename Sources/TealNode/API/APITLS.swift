@@ -47,7 +47,13 @@ extension NodeResources {
   /// The API server's TLS context: the node's certificate and the cluster CA, asking clients for
   /// no certificate.
   static func apiTLSContext(for configuration: NodeConfiguration) throws(NodeStartError) -> TLSContext {
-    let peerContext = try tlsContext(for: configuration)
+    try apiTLSContext(from: try tlsContext(for: configuration), configuration: configuration)
+  }
+
+  /// The API server's context from the node's peer context (the same credentials, read once).
+  static func apiTLSContext(
+    from peerContext: TLSContext, configuration: NodeConfiguration
+  ) throws(NodeStartError) -> TLSContext {
     do { return try TLSContext(configuration: peerContext.configuration.forAPIServer) } catch {
       throw .credentials(file: configuration.certificateDirectory, reason: "API TLS: \(error)")
     }
